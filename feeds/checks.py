@@ -1,0 +1,38 @@
+"""System checks: refuse development keys and unsafe switches when DEBUG is off."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+
+@register(Tags.security, deploy=False)
+def check_keys(app_configs=None, **kwargs):
+    if settings.DEBUG:
+        return []
+    errors = []
+    if settings.SECRET_KEY == settings.DEVELOPMENT_SECRET_KEY:
+        errors.append(
+            Error(
+                "SECRET_KEY is the development key.",
+                hint="Set the SECRET_KEY environment variable to a long random value.",
+                id="mpfeed.E001",
+            )
+        )
+    if settings.DEVELOPMENT_FERNET_KEY in settings.FERNET_KEYS:
+        errors.append(
+            Error(
+                "FERNET_KEYS contains the development key: stored API secrets would be readable by anyone.",
+                hint="Set FERNET_KEYS to one or more long random values, newest first.",
+                id="mpfeed.E002",
+            )
+        )
+    if settings.MPFEED_ALLOW_SANDBOX:
+        errors.append(
+            Warning(
+                "MPFEED_ALLOW_SANDBOX is on: workspaces may send client data to any URL.",
+                hint="Turn it off in production unless this deployment is a test system.",
+                id="mpfeed.W001",
+            )
+        )
+    return errors

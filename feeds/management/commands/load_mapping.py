@@ -1,0 +1,38 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+from django.core.management.base import BaseCommand, CommandError
+
+from feeds.mapping import MappingError
+from feeds.models import Mapping, Workspace
+
+
+class Command(BaseCommand):
+    help = "Load a mapping (JSON, see the README) for a workspace; the mapping's version goes up when it changes."
+
+    def add_arguments(self, parser):
+        parser.add_argument("file", help="The mapping document, a .json file.")
+        parser.add_argument("--workspace", required=True, help="Workspace name.")
+        parser.add_argument("--name", default="default", help="Mapping name (default: default).")
+
+    def handle(self, *args, **options):
+        workspace = Workspace.objects.filter(name=options["workspace"]).first()
+        if workspace is None:
+            raise CommandError(f"No workspace named {options['workspace']!r}.")
+        try:
+            doc = orjson.loads(Path(options["file"]).read_bytes())
+        except FileNotFoundError:
+            raise CommandError(f"{options['file']} does not exist.") from None
+        except orjson.JSONDecodeError as e:
+            raise CommandError(f"{options['file']} is not valid JSON: {e}") from None
+        mapping = Mapping.objects.filter(workspace=workspace, name=options["name"]).first() or Mapping(
+            workspace=workspace, name=options["name"]
+        )
+        try:
+            changed = mapping.update_rules(doc)
+        except MappingError as e:
+            raise CommandError("The mapping is not valid:\n  " + "\n  ".join(e.errors)) from None
+        state = "loaded" if changed else "unchanged"
+        self.stdout.write(f"Mapping {mapping.name!r} for {workspace.name!r} {state} (version {mapping.version}).")

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import os
+import time
+
+import orjson
+from django.core.management.base import BaseCommand, CommandError
+
+from feeds import sync, tasks
+from feeds.models import Mapping, SyncJob, SyncRun, Workspace
+
+
+class Command(BaseCommand):
+    help = (
+        "Sync a CSV or NDJSON file into a workspace. Prints one JSON line with the run's id, status and "
+        "counters; exits 1 when the run failed or is blocked."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--workspace", required=True, help="Workspace name.")
+        parser.add_argument("--file", required=True, help="The data file (.csv or .ndjson).")
+        parser.add_argument("--format", choices=SyncJob.SourceKind.values, help="Default: from the file name.")
+        parser.add_argument("--mapping", default="default", help="Mapping name (default: default).")
+        parser.add_argument("--mode", choices=SyncJob.EndpointMode.values, help="Endpoint mode for this file's job.")
+        parser.add_argument("--wait", action="store_true", help="Block until the run ends (needs a qcluster).")
+        parser.add_argument("--inline", action="store_true", help="Run the task in this process (no cluster needed).")
+
+    def handle(self, *args, **options):
+        workspace = Workspace.objects.filter(name=options["workspace"]).first()
+        if workspace is None:
+            raise CommandError(f"No workspace named {options['workspace']!r}.")
+        mapping = Mapping.objects.filter(workspace=workspace, name=options["mapping"]).first()
+        if mapping is None:
+            raise CommandError(f"{workspace} has no mapping named {options['mapping']!r}; load one with load_mapping.")
+        path = os.path.abspath(options["file"])
+        if not os.path.isfile(path):
+            raise CommandError(f"{options['file']} is not a file.")
+        kind = options["format"] or ("ndjson" if path.endswith((".ndjson", ".jsonl")) else "csv")
+
+        job, _ = SyncJob.objects.get_or_create(
+            workspace=workspace,
+            name=f"file:{path}"[:200],
+            defaults={"mapping": mapping, "source_kind": kind, "source_path": path},
+        )
+        job.mapping, job.source_kind, job.source_path = mapping, kind, path
+        if options["mode"]:
+            job.endpoint_mode = options["mode"]
+        job.save()
+        try:
+            run = sync.start_run(job, trigger=SyncRun.Trigger.CLI)
+        except sync.SyncError as e:
+            raise CommandError(str(e)) from None
+
+        if options["inline"]:
+            tasks.run_inline(run.pk)
+        else:
+            sync.enqueue_run(run)
+            if options["wait"]:
+                while True:
+                    run.refresh_from_db()
+                    if run.status not in (SyncRun.Status.QUEUED, SyncRun.Status.RUNNING, SyncRun.Status.WAITING):
+                        break
+                    time.sleep(0.5)
+        run.refresh_from_db()
+        self.stdout.write(orjson.dumps(run.summary()).decode())
+        if run.status in (SyncRun.Status.FAILED, SyncRun.Status.BLOCKED):
+            raise SystemExit(1)

@@ -1,0 +1,427 @@
+"""mpfeed's domain: client workspaces, their mappings and sync jobs, runs, deliveries and rejects."""
+
+from __future__ import annotations
+
+import zlib
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import F, Q
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.text import slugify
+from fernet_fields import EncryptedTextField
+
+from feeds import mapping as mapping_rules
+from feeds.mparticle import schema
+from feeds.mparticle.client import EventsClient, base_url_for
+
+
+class Workspace(models.Model):
+    """One client's mParticle destination, reached through the Events API with the client's Feed credentials."""
+
+    class Pod(models.TextChoices):
+        PARTNER = "partner", "Partner inbound (Feed)"
+        US1 = "us1", "US1"
+        US2 = "us2", "US2"
+        EU1 = "eu1", "EU1"
+        AU1 = "au1", "AU1"
+        SANDBOX = "sandbox", "Sandbox / custom URL (testing only)"
+
+    class Environment(models.TextChoices):
+        DEVELOPMENT = "development", "Development"
+        PRODUCTION = "production", "Production"
+
+    class Status(models.TextChoices):
+        AWAITING_CREDENTIALS = "awaiting_credentials", "Awaiting credentials"
+        ACTIVE = "active", "Active"
+        PAUSED = "paused", "Paused"
+        CREDENTIALS_REJECTED = "credentials_rejected", "Credentials rejected"
+
+    name = models.CharField(max_length=200, unique=True, help_text="The client's name, as staff know it.")
+    slug = models.SlugField(max_length=200, unique=True)
+    pod = models.CharField(
+        max_length=20,
+        choices=Pod.choices,
+        default=Pod.PARTNER,
+        help_text="Where the client's workspace lives. Feed keys use the partner inbound host.",
+    )
+    endpoint_url = models.URLField(
+        blank=True, help_text="Only for the sandbox pod: the Events API base URL, ending in /v2."
+    )
+    environment = models.CharField(max_length=20, choices=Environment.choices, default=Environment.DEVELOPMENT)
+    # Write-only: never rendered, logged or exported. Encrypted with FERNET_KEYS (newest first).
+    api_key = EncryptedTextField(blank=True, default="")
+    api_secret = EncryptedTextField(blank=True, default="")
+    status = models.CharField(max_length=30, choices=Status.choices, default=Status.AWAITING_CREDENTIALS)
+    status_message = models.TextField(blank=True, help_text="Why the workspace is in its status, for people.")
+    rate_limit = models.FloatField(
+        default=schema.DEFAULT_BATCHES_PER_SECOND,
+        help_text="Batches per second this workspace may receive (mParticle's default is 270).",
+    )
+    credentials_updated_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs):
+        if not self.slug:
+            self.slug = slugify(self.name)[:200] or "workspace"
+        super().save(*args, **kwargs)
+
+    def clean(self) -> None:
+        if self.pod == self.Pod.SANDBOX:
+            if not settings.MPFEED_ALLOW_SANDBOX:
+                raise ValidationError({"pod": "The sandbox pod is not allowed on this deployment (MPFEED_ALLOW_SANDBOX)."})
+            if not self.endpoint_url:
+                raise ValidationError({"endpoint_url": "The sandbox pod needs an endpoint URL."})
+        elif self.endpoint_url:
+            raise ValidationError({"endpoint_url": "An endpoint URL is only used with the sandbox pod."})
+
+    @property
+    def has_credentials(self) -> bool:
+        return bool(self.api_key and self.api_secret)
+
+    @property
+    def base_url(self) -> str:
+        return base_url_for(self.pod, self.endpoint_url or None)
+
+    def client(self) -> EventsClient:
+        if not self.has_credentials:
+            raise ValueError(f"workspace {self.name} has no credentials")
+        if self.pod == self.Pod.SANDBOX and not settings.MPFEED_ALLOW_SANDBOX:
+            raise ValueError("the sandbox pod is not allowed on this deployment (MPFEED_ALLOW_SANDBOX)")
+        return EventsClient(
+            self.base_url,
+            self.api_key,
+            self.api_secret,
+            connect_timeout=settings.MPFEED_CONNECT_TIMEOUT,
+            read_timeout=settings.MPFEED_READ_TIMEOUT,
+        )
+
+    def set_credentials(self, api_key: str, api_secret: str) -> None:
+        """Store new credentials; a workspace that was waiting for them becomes active."""
+        self.api_key = api_key.strip()
+        self.api_secret = api_secret.strip()
+        self.credentials_updated_at = timezone.now()
+        if self.status in (self.Status.AWAITING_CREDENTIALS, self.Status.CREDENTIALS_REJECTED):
+            self.status = self.Status.ACTIVE
+            self.status_message = ""
+        self.save()
+
+    def mark_credentials_rejected(self, message: str) -> None:
+        self.status = self.Status.CREDENTIALS_REJECTED
+        self.status_message = message
+        self.save(update_fields=["status", "status_message", "updated_at"])
+
+    @property
+    def can_send(self) -> bool:
+        return self.status == self.Status.ACTIVE and self.has_credentials
+
+
+class Mapping(models.Model):
+    """Versioned rules from a partner record to identities, user attributes and events (see the README)."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="mappings")
+    name = models.CharField(max_length=200, default="default")
+    version = models.PositiveIntegerField(default=1, help_text="Goes up by one with every change of the rules.")
+    rules = models.JSONField(help_text="The mapping document (JSON).")
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["workspace__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="mapping_unique_name_per_workspace")]
+
+    def __str__(self) -> str:
+        return f"{self.workspace} / {self.name} v{self.version}"
+
+    def clean(self) -> None:
+        errors = mapping_rules.validate(self.rules)
+        if errors:
+            raise ValidationError({"rules": errors})
+
+    def update_rules(self, doc: dict) -> bool:
+        """Validate and store new rules; the version goes up when they changed. Raises MappingError."""
+        errors = mapping_rules.validate(doc)
+        if errors:
+            raise mapping_rules.MappingError(errors)
+        if self.pk and doc == self.rules:
+            return False
+        if self.pk:
+            self.version += 1
+        self.rules = doc
+        self.save()
+        return True
+
+
+class SyncJob(models.Model):
+    """What to send where: a source, read through a mapping, delivered to a workspace."""
+
+    class SourceKind(models.TextChoices):
+        CSV = "csv", "CSV file"
+        NDJSON = "ndjson", "NDJSON file"
+
+    class EndpointMode(models.TextChoices):
+        AUTO = "auto", "Auto (historical for data older than 30 days)"
+        REALTIME = "realtime", "Real-time (/bulkevents)"
+        HISTORICAL = "historical", "Historical (/bulkevents/historical)"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="jobs")
+    name = models.CharField(max_length=200)
+    mapping = models.ForeignKey(Mapping, on_delete=models.PROTECT, related_name="jobs")
+    source_kind = models.CharField(max_length=20, choices=SourceKind.choices, default=SourceKind.CSV)
+    source_path = models.CharField(max_length=1000, help_text="Path of the file on the server.")
+    endpoint_mode = models.CharField(max_length=20, choices=EndpointMode.choices, default=EndpointMode.REALTIME)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["workspace__name", "name"]
+        constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="job_unique_name_per_workspace")]
+
+    def __str__(self) -> str:
+        return f"{self.workspace} / {self.name}"
+
+    def clean(self) -> None:
+        if self.mapping_id and self.workspace_id and self.mapping.workspace_id != self.workspace_id:
+            raise ValidationError({"mapping": "The mapping belongs to another workspace."})
+
+
+class SyncRunQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status__in=SyncRun.ACTIVE_STATUSES)
+
+
+class SyncRun(models.Model):
+    """One execution of a job: counters, checkpoint and outcome."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        WAITING = "waiting", "Waiting"
+        SUCCEEDED = "succeeded", "Succeeded"
+        SUCCEEDED_WITH_REJECTS = "succeeded_with_rejects", "Succeeded with rejected records"
+        BLOCKED = "blocked", "Blocked (credentials)"
+        FAILED = "failed", "Failed"
+
+    class Trigger(models.TextChoices):
+        MANUAL = "manual", "Staff"
+        CLI = "cli", "Command line"
+        SCHEDULE = "schedule", "Schedule"
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING, Status.WAITING, Status.BLOCKED)
+    FINISHED_STATUSES = (Status.SUCCEEDED, Status.SUCCEEDED_WITH_REJECTS, Status.FAILED)
+
+    job = models.ForeignKey(SyncJob, on_delete=models.CASCADE, related_name="runs")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="runs")
+    trigger = models.CharField(max_length=20, choices=Trigger.choices, default=Trigger.MANUAL)
+    status = models.CharField(max_length=30, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True, help_text="Why the run failed or is blocked, for people.")
+    # What the run reads, fixed when it starts so that a resumed run reads the same thing.
+    source_kind = models.CharField(max_length=20, choices=SyncJob.SourceKind.choices)
+    source_path = models.CharField(max_length=1000)
+    endpoint_mode = models.CharField(max_length=20, choices=SyncJob.EndpointMode.choices)
+    environment = models.CharField(max_length=20, choices=Workspace.Environment.choices)
+    mapping_version = models.PositiveIntegerField()
+    mapping_rules = models.JSONField()
+    # Checkpoint: source items (records and unreadable lines) consumed and turned into deliveries/rejects.
+    checkpoint = models.PositiveBigIntegerField(default=0)
+    read_done = models.BooleanField(default=False)
+    chunks = models.PositiveIntegerField(default=0)
+    # A worker holds the run until lease_until; a crashed worker's run can be claimed again after it.
+    lease_until = models.DateTimeField(null=True, blank=True)
+    # Counters, updated per chunk and per request.
+    records_read = models.PositiveBigIntegerField(default=0)
+    records_rejected = models.PositiveBigIntegerField(default=0)
+    batches = models.PositiveBigIntegerField(default=0)
+    requests = models.PositiveBigIntegerField(default=0, help_text="Deliveries (HTTP requests) written.")
+    events = models.PositiveBigIntegerField(default=0, help_text="Events written into deliveries.")
+    events_accepted = models.PositiveBigIntegerField(default=0)
+    batches_rejected = models.PositiveBigIntegerField(default=0, help_text="Batches mParticle refused.")
+    throttled = models.PositiveIntegerField(default=0, help_text="429 answers.")
+    retries = models.PositiveIntegerField(default=0, help_text="Requests sent again after a failure.")
+    seconds_waited = models.FloatField(default=0)
+    names_truncated = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(default=timezone.now)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = SyncRunQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            # At most one unfinished run per job, enforced by the database (start_run relies on it).
+            models.UniqueConstraint(
+                fields=["job"],
+                condition=Q(status__in=["queued", "running", "waiting", "blocked"]),
+                name="syncrun_one_active_per_job",
+            )
+        ]
+        indexes = [
+            # Staff history: a workspace's runs, newest first.
+            models.Index(fields=["workspace", "-created_at"], name="syncrun_workspace_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Run #{self.pk} of {self.job}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("admin:feeds_syncrun_change", args=[self.pk])
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in self.ACTIVE_STATUSES
+
+    def summary(self) -> dict:
+        return {
+            "run": self.pk,
+            "status": self.status,
+            "error": self.error,
+            "records_read": self.records_read,
+            "records_rejected": self.records_rejected,
+            "batches": self.batches,
+            "requests": self.requests,
+            "events": self.events,
+            "events_accepted": self.events_accepted,
+            "batches_rejected": self.batches_rejected,
+            "throttled": self.throttled,
+            "retries": self.retries,
+            "seconds_waited": round(self.seconds_waited, 3),
+        }
+
+    def add(self, **counters: float) -> None:
+        """Add to counters in the database (F expressions) and refresh them here."""
+        SyncRun.objects.filter(pk=self.pk).update(**{k: F(k) + v for k, v in counters.items() if v})
+        self.refresh_from_db(fields=list(counters))
+
+    def claim(self, lease: timedelta) -> bool:
+        """Take the run for this worker: queued, waiting, or running under an expired lease."""
+        now = timezone.now()
+        claimable = Q(status__in=[self.Status.QUEUED, self.Status.WAITING]) | Q(
+            status=self.Status.RUNNING, lease_until__lt=now
+        )
+        changed = (
+            SyncRun.objects.filter(claimable, pk=self.pk)
+            .update(status=self.Status.RUNNING, lease_until=now + lease, started_at=self.started_at or now)
+        )
+        if changed == 1:
+            self.refresh_from_db()
+        return changed == 1
+
+    def extend_lease(self, lease: timedelta) -> None:
+        self.lease_until = timezone.now() + lease
+        SyncRun.objects.filter(pk=self.pk).update(lease_until=self.lease_until)
+
+    def finish(self, status: str, error: str = "") -> None:
+        self.status = status
+        self.error = error
+        self.finished_at = timezone.now() if status in self.FINISHED_STATUSES else None
+        self.lease_until = None
+        self.save(update_fields=["status", "error", "finished_at", "lease_until"])
+
+
+class DeliveryQuerySet(models.QuerySet):
+    def pending(self):
+        return self.filter(state=Delivery.State.PENDING)
+
+    def failed(self):
+        return self.filter(state=Delivery.State.FAILED)
+
+
+class Delivery(models.Model):
+    """One HTTP request of up to 100 batches: the outbox row, written before its first send."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        ACCEPTED = "accepted", "Accepted"
+        PARTIAL = "partial", "Accepted, some batches refused"
+        REJECTED = "rejected", "Refused by mParticle"
+        SPLIT = "split", "Split into smaller requests"
+        FAILED = "failed", "Failed (retryable)"
+
+    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="deliveries")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="deliveries")
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="parts")
+    sequence = models.PositiveIntegerField(help_text="Order of the request within its run.")
+    path = models.CharField(max_length=40, default=schema.BULK_PATH)
+    # The exact body (zlib), kept until accepted so that every retry sends the same bytes.
+    payload = models.BinaryField(null=True, blank=True)
+    payload_bytes = models.PositiveIntegerField(default=0)
+    batch_count = models.PositiveIntegerField(default=0)
+    event_count = models.PositiveIntegerField(default=0)
+    source_request_ids = models.JSONField(default=list)
+    # For each batch, the source records it carries (file line or record key).
+    record_refs = models.JSONField(default=list)
+    # Events per batch, to count what was accepted when some batches are refused.
+    batch_events = models.JSONField(default=list)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    throttled_count = models.PositiveIntegerField(default=0, help_text="429 answers.")
+    seconds_waited = models.FloatField(default=0)
+    last_status = models.PositiveSmallIntegerField(null=True, blank=True, help_text="Last HTTP status.")
+    last_error = models.TextField(blank=True)
+    response_excerpt = models.TextField(blank=True)
+    first_failure_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = DeliveryQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["run", "sequence"]
+        verbose_name_plural = "deliveries"
+        constraints = [models.UniqueConstraint(fields=["run", "sequence"], name="delivery_unique_sequence_per_run")]
+        indexes = [
+            # The engine's "pending deliveries of this run, in order" and the admin's state filter.
+            models.Index(fields=["run", "state", "sequence"], name="delivery_run_state"),
+            # Replays: a workspace's failed deliveries since a time.
+            models.Index(fields=["workspace", "state", "created_at"], name="delivery_workspace_state"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Delivery {self.run_id}.{self.sequence} ({self.get_state_display()})"
+
+    @staticmethod
+    def compress(body: bytes) -> bytes:
+        return zlib.compress(body, 6)
+
+    def body(self) -> bytes:
+        if self.payload is None:
+            raise ValueError("the payload was released after the delivery was accepted")
+        return zlib.decompress(bytes(self.payload))
+
+
+class RejectedRecord(models.Model):
+    """A source record that could not become a valid batch, or whose batch mParticle refused."""
+
+    class Stage(models.TextChoices):
+        SOURCE = "source", "Reading the source"
+        MAPPING = "mapping", "Mapping"
+        SERVER = "server", "Refused by mParticle"
+
+    run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="rejects")
+    delivery = models.ForeignKey(Delivery, null=True, blank=True, on_delete=models.SET_NULL, related_name="rejects")
+    stage = models.CharField(max_length=20, choices=Stage.choices)
+    ref = models.CharField(max_length=300, help_text="Where the record came from: file line or record key.")
+    reason = models.TextField()
+    excerpt = models.TextField(blank=True)
+    source_request_id = models.CharField(max_length=40, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["run", "id"]
+        indexes = [models.Index(fields=["run", "stage"], name="rejected_run_stage")]
+
+    def __str__(self) -> str:
+        return f"{self.ref}: {self.reason[:80]}"

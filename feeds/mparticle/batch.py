@@ -1,0 +1,159 @@
+"""Batches: one user's data per batch, grouped and packed into requests.
+
+mParticle's rate limit counts batches, not events, so a user's events from one chunk go into one batch
+(while it stays under 128 KB), and batches are packed into bulk requests of at most 100 batches and under
+256 KB. https://docs.mparticle.com/developers/server/json-reference/ and
+https://docs.mparticle.com/guides/default-service-limits/ . No Django imports here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import orjson
+
+from . import schema
+
+# Namespace for the deterministic ids mpfeed gives batches and events (uuid5).
+MPFEED_NAMESPACE = uuid.UUID("4f0b7c1e-6a55-4d2b-9c1e-7d7f0b2a5e11")
+
+# Bytes a JSON array adds around n elements: "[" + "]" and n-1 commas.
+_ARRAY_OVERHEAD = 2
+
+
+def deterministic_id(*parts: object) -> str:
+    """A UUID that is the same every time for the same parts (used for ids reused on retries)."""
+    return str(uuid.uuid5(MPFEED_NAMESPACE, ":".join(str(p) for p in parts)))
+
+
+@dataclass(slots=True)
+class UserRecord:
+    """One source record converted to mParticle terms, before grouping.
+
+    `ref` says where it came from (file line, row key) so that a refusal can point back to it.
+    """
+
+    ref: str
+    identities: dict[str, str]
+    user_attributes: dict[str, object] = field(default_factory=dict)
+    deleted_user_attributes: list[str] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
+    mpid: int | None = None
+    # Extra top-level batch keys (used by later stages, e.g. consent); kept out of grouping decisions.
+
+    def user_key(self) -> tuple:
+        return (self.mpid, tuple(sorted(self.identities.items())))
+
+
+@dataclass(slots=True)
+class Batch:
+    """One user's data as it will be sent; `refs` lists the source records it carries."""
+
+    identities: dict[str, str]
+    mpid: int | None
+    user_attributes: dict[str, object] = field(default_factory=dict)
+    deleted_user_attributes: list[str] = field(default_factory=list)
+    events: list[dict] = field(default_factory=list)
+    refs: list[str] = field(default_factory=list)
+    size: int = 0  # estimated serialized bytes
+
+    def to_dict(self, environment: str, source_request_id: str) -> dict:
+        body: dict = {"source_request_id": source_request_id, "environment": environment}
+        if self.identities:
+            body["user_identities"] = self.identities
+        if self.mpid is not None:
+            body["mpid"] = self.mpid
+        if self.user_attributes:
+            body["user_attributes"] = self.user_attributes
+        if self.deleted_user_attributes:
+            body["deleted_user_attributes"] = self.deleted_user_attributes
+        if self.events:
+            body["events"] = self.events
+        return body
+
+
+class BatchTooLarge(ValueError):
+    """A single record's data cannot fit in one batch."""
+
+
+# Fixed overhead of a batch without events: ids, environment, identities. Estimated generously so that
+# estimates never undershoot the real size; the real size is checked again when serialized.
+_BATCH_OVERHEAD = 160
+
+
+def _size(value: object) -> int:
+    return len(orjson.dumps(value))
+
+
+def group_by_user(
+    records: Iterable[UserRecord], max_batch_bytes: int = schema.MAX_BATCH_BYTES
+) -> tuple[list[Batch], list[tuple[UserRecord, str]]]:
+    """Group records per user, in first-seen order, splitting a user's data when a batch would pass
+    `max_batch_bytes`. Returns (batches, refused) where refused holds records too large on their own."""
+    open_batches: dict[tuple, Batch] = {}
+    batches: list[Batch] = []
+    refused: list[tuple[UserRecord, str]] = []
+    for record in records:
+        events_size = sum(_size(e) + 1 for e in record.events)
+        attrs_size = _size(record.user_attributes) if record.user_attributes else 0
+        deleted_size = _size(record.deleted_user_attributes) if record.deleted_user_attributes else 0
+        ids_size = _size(record.identities) + 20
+        own_size = _BATCH_OVERHEAD + ids_size + events_size + attrs_size + deleted_size
+        if own_size > max_batch_bytes:
+            refused.append((record, f"the record's data is {own_size} bytes, over the {max_batch_bytes}-byte batch limit"))
+            continue
+        key = record.user_key()
+        batch = open_batches.get(key)
+        # Attributes merge (later values win), so adding them can only grow the batch by attrs_size.
+        if batch is None or batch.size + events_size + attrs_size + deleted_size > max_batch_bytes:
+            batch = Batch(identities=dict(record.identities), mpid=record.mpid, size=_BATCH_OVERHEAD + ids_size)
+            open_batches[key] = batch
+            batches.append(batch)
+        if record.user_attributes:
+            batch.user_attributes.update(record.user_attributes)
+            if batch.deleted_user_attributes:
+                batch.deleted_user_attributes = [
+                    a for a in batch.deleted_user_attributes if a not in record.user_attributes
+                ]
+        for name in record.deleted_user_attributes:
+            batch.user_attributes.pop(name, None)
+            if name not in batch.deleted_user_attributes:
+                batch.deleted_user_attributes.append(name)
+        batch.events.extend(record.events)
+        batch.refs.append(record.ref)
+        batch.size += events_size + attrs_size + deleted_size
+    return batches, refused
+
+
+def serialize(batch: dict) -> bytes:
+    return orjson.dumps(batch)
+
+
+def join(parts: Sequence[bytes]) -> bytes:
+    """The body of a bulk request made of already serialized batches."""
+    return b"[" + b",".join(parts) + b"]"
+
+
+def pack(
+    sizes: Sequence[int],
+    max_batches: int = schema.MAX_BATCHES_PER_REQUEST,
+    max_bytes: int = schema.MAX_REQUEST_BYTES,
+) -> list[range]:
+    """Split serialized batches (given by their sizes, in order) into consecutive groups that each make a
+    bulk body of at most `max_batches` batches and strictly under `max_bytes` bytes."""
+    groups: list[range] = []
+    start = 0
+    body = _ARRAY_OVERHEAD
+    for i, size in enumerate(sizes):
+        if _ARRAY_OVERHEAD + size >= max_bytes:
+            raise BatchTooLarge(f"batch {i} is {size} bytes, too large for any request")
+        added = size + (1 if i > start else 0)
+        if i - start >= max_batches or body + added >= max_bytes:
+            groups.append(range(start, i))
+            start, body, added = i, _ARRAY_OVERHEAD, size
+        body += added
+    if start < len(sizes):
+        groups.append(range(start, len(sizes)))
+    return groups

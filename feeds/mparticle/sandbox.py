@@ -1,0 +1,1170 @@
+"""A fake mParticle Events API for tests, local runs and benchmarks.
+
+It implements the contract in docs/mparticle-events-api.md ("What the sandbox must do"): the three POST paths
+under /v2 and /s2s/v2, Basic auth, size and shape checks, per-batch validation, a token bucket of batches per
+second per API key, seeded fault injection, de-duplication by source_request_id, the historical rules, and an
+inspection API (in-process methods and GET /_sandbox/state).
+
+There is no internet on the build machines, so this is what every client and engine test talks to: it must be
+strict where mParticle is strict and must never crash on bad input. No Django imports: stdlib + orjson only.
+
+Run it standalone with ``python -m feeds.mparticle.sandbox --credential KEY:SECRET``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import contextlib
+import hmac
+import logging
+import math
+import os
+import random
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from feeds.mparticle.schema import (
+    BULK_PATH,
+    CUSTOM_EVENT_TYPES,
+    DEFAULT_BATCHES_PER_SECOND,
+    ENVIRONMENTS,
+    EVENT_TYPES,
+    EVENTS_PATH,
+    HISTORICAL_MIN_AGE_MS,
+    HISTORICAL_PATH,
+    IDENTITY_KEYS,
+    MAX_BATCHES_PER_REQUEST,
+    MAX_REQUEST_BYTES,
+    MAX_USER_ATTRIBUTE_LIST_ENTRIES,
+    PRODUCT_ACTIONS,
+)
+
+logger = logging.getLogger(__name__)
+
+CREDENTIALS_ENV = "MPFEED_SANDBOX_CREDENTIALS"
+
+# The real API lives under /v2 on the pod hosts and under /s2s/v2 on the partner (Feed) host.
+# https://docs.mparticle.com/developers/server/http/#endpoint
+API_PREFIXES: tuple[str, ...] = ("/v2", "/s2s/v2")
+API_PATHS: frozenset[str] = frozenset(
+    prefix + path for prefix in API_PREFIXES for path in (EVENTS_PATH, BULK_PATH, HISTORICAL_PATH)
+)
+STATE_PATH = "/_sandbox/state"
+RESET_PATH = "/_sandbox/reset"
+
+HISTORICAL_NO_EVENTS = "historical: no events"
+HISTORICAL_NO_TIMESTAMP = "historical: event without timestamp_unixtime_ms"
+HISTORICAL_TOO_NEW = "historical: event newer than 72 hours"
+
+# Bodies of refused requests are read and thrown away so the keep-alive connection stays usable, but only up
+# to this size: beyond it the connection is closed instead of reading megabytes for nothing.
+MAX_DRAIN_BYTES = 16 * 1024 * 1024
+# How many request log entries GET /_sandbox/state returns.
+STATE_LOG_ENTRIES = 200
+# How many problems of one batch are spelled out in its error message.
+MAX_PROBLEMS_PER_MESSAGE = 10
+# An idle keep-alive connection is closed after this, so handler threads never pile up forever.
+CONNECTION_TIMEOUT_SECONDS = 60.0
+
+_UNSET: Any = object()
+
+
+@dataclass
+class FaultConfig:
+    """Random trouble, as fractions of all requests that passed route, auth and size checks.
+
+    One random draw per request decides, so the outcomes are mutually exclusive and the rates must add up to
+    at most 1. The same seed gives the same sequence of outcomes for a sequential client.
+    """
+
+    seed: int = 0
+    throttle_rate: float = 0.0  # answered 429 at random (besides the token bucket)
+    error_rate: float = 0.0  # answered 500, 502 or 503
+    drop_rate: float = 0.0  # connection closed without any answer, after the body was read
+    slow_rate: float = 0.0  # answered normally after slow_seconds
+    slow_seconds: float = 2.0
+    retry_after: int | None = 1  # Retry-After sent on random 429s; None leaves the header out
+
+    def __post_init__(self) -> None:
+        rates = (self.throttle_rate, self.error_rate, self.drop_rate, self.slow_rate)
+        if any(not 0.0 <= rate <= 1.0 for rate in rates):
+            raise ValueError("fault rates must be between 0 and 1")
+        if sum(rates) > 1.0 + 1e-9:
+            raise ValueError("fault rates must add up to at most 1 (one outcome per request)")
+        if self.slow_seconds < 0:
+            raise ValueError("slow_seconds must not be negative")
+        if self.retry_after is not None and self.retry_after < 0:
+            raise ValueError("retry_after must not be negative")
+
+
+@dataclass(frozen=True)
+class KeptBatch:
+    api_key: str
+    path: str  # the request path as sent, e.g. "/s2s/v2/bulkevents/historical"
+    source_request_id: str | None
+    batch: dict[str, Any]  # the parsed batch exactly as received; shared, do not mutate
+
+
+@dataclass(frozen=True)
+class Reject:
+    api_key: str
+    path: str
+    index: int  # position in the bulk array; 0 on /events
+    reason: str
+    source_request_id: str | None
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    at: float  # the sandbox clock (monotonic unless injected)
+    method: str
+    path: str
+    api_key: str | None  # None when auth failed or did not run (404, 405)
+    status: int  # 0 when the connection was dropped without an answer
+    batches: int  # batches in the parsed body; 0 when it did not parse
+    retry_after: int | None
+    fault: str | None  # "throttle", "error", "drop" or "slow" when injected
+
+
+class _Refusal(Exception):
+    """A request answered before it reached the batches, with an errors body."""
+
+    def __init__(self, status: int, code: str, *messages: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(*messages)
+        self.status = status
+        self.code = code
+        self.messages = messages
+        self.headers = headers or {}
+
+
+class _Bucket:
+    """Token bucket of batches; starts full."""
+
+    __slots__ = ("tokens", "updated")
+
+    def __init__(self, tokens: float, updated: float) -> None:
+        self.tokens = tokens
+        self.updated = updated
+
+
+class Sandbox:
+    """The fake API and everything it kept. start() for tests, serve_forever() for the command line.
+
+    rate_limit is batches per second per API key (None or 0: unlimited); burst is the bucket size (default one
+    second's worth). clock and now_ms are injectable so token refills and the 72-hour rule are deterministic.
+    """
+
+    def __init__(
+        self,
+        credentials: dict[str, str] | None = None,
+        *,
+        rate_limit: float | None = DEFAULT_BATCHES_PER_SECOND,
+        burst: float | None = None,
+        faults: FaultConfig | None = None,
+        send_retry_after: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+        now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+    ) -> None:
+        # One lock guards everything below: handler threads, the test thread and configure() all touch it.
+        self._lock = threading.RLock()
+        self._credentials: dict[str, str] = dict(credentials or {})
+        self._rate_limit = rate_limit
+        self._burst = burst
+        # A copy, so that changing the caller's object later cannot bypass configure() and the reseeding.
+        self._faults = replace(faults) if faults else FaultConfig()
+        self._send_retry_after = send_retry_after
+        self._clock = clock
+        self._now_ms = now_ms
+        self._rng = random.Random(self._faults.seed)
+        self._queued_faults: deque[tuple[str, int]] = deque()
+        self._buckets: dict[str, _Bucket] = {}
+        self._kept: list[KeptBatch] = []
+        self._kept_ids: set[tuple[str, str]] = set()
+        self._rejects: list[Reject] = []
+        self._duplicates: list[tuple[str, str]] = []
+        self._log: list[LoggedRequest] = []
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- configuration -------------------------------------------------------------------------------------
+
+    def add_credentials(self, key: str, secret: str) -> None:
+        with self._lock:
+            self._credentials[key] = secret
+
+    def configure(
+        self,
+        *,
+        rate_limit: float | None = _UNSET,
+        burst: float | None = _UNSET,
+        faults: FaultConfig | None = _UNSET,
+        send_retry_after: bool = _UNSET,
+    ) -> None:
+        """Change behaviour while running. A new rate refills every bucket; new faults reseed the random draws."""
+        with self._lock:
+            if rate_limit is not _UNSET or burst is not _UNSET:
+                if rate_limit is not _UNSET:
+                    self._rate_limit = rate_limit
+                if burst is not _UNSET:
+                    self._burst = burst
+                self._buckets.clear()
+            if faults is not _UNSET:
+                self._faults = replace(faults) if faults else FaultConfig()
+                self._rng = random.Random(self._faults.seed)
+            if send_retry_after is not _UNSET:
+                self._send_retry_after = send_retry_after
+
+    def queue_faults(self, faults: Iterable[str | int]) -> None:
+        """Script the faults of the next requests, in order, ahead of the random ones.
+
+        Each entry is "drop", "slow", "throttle" (or 429), "error" (a random 500/502/503) or a 5xx status such
+        as "503". A test can then say exactly what happens: `queue_faults(["503", "drop"])`.
+        """
+        parsed = [_parse_fault(fault) for fault in faults]
+        with self._lock:
+            self._queued_faults.extend(parsed)
+
+    def reset(self) -> None:
+        """Forget what was kept, rejected and logged; refill buckets and reseed faults. Keep credentials/config."""
+        with self._lock:
+            self._queued_faults.clear()
+            self._buckets.clear()
+            self._kept.clear()
+            self._kept_ids.clear()
+            self._rejects.clear()
+            self._duplicates.clear()
+            self._log.clear()
+            self._rng = random.Random(self._faults.seed)
+
+    @property
+    def rate_limit(self) -> float | None:
+        return self._rate_limit
+
+    @property
+    def burst(self) -> float | None:
+        return self._burst
+
+    @property
+    def faults(self) -> FaultConfig:
+        return replace(self._faults)
+
+    @property
+    def send_retry_after(self) -> bool:
+        return self._send_retry_after
+
+    @property
+    def api_keys(self) -> list[str]:
+        with self._lock:
+            return sorted(self._credentials)
+
+    # -- serving ---------------------------------------------------------------------------------------------
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve in a daemon thread; return the base URL without a path, e.g. http://127.0.0.1:40123."""
+        if self._server is not None:
+            raise RuntimeError("the sandbox is already running")
+        server = self._make_server(host, port)
+        # A short poll interval so stop() returns quickly: tests start and stop a sandbox each.
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.01}, name="mparticle-sandbox", daemon=True
+        )
+        thread.start()
+        self._server, self._thread = server, thread
+        return self.url
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the sandbox is not running")
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def stop(self) -> None:
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def serve_forever(self, host: str, port: int, ready: Callable[[str], None] | None = None) -> None:
+        """Serve in the calling thread until interrupted; `ready` gets the base URL once the port is bound."""
+        server = self._make_server(host, port)
+        try:
+            if ready is not None:
+                bound_host, bound_port = server.server_address[:2]
+                ready(f"http://{bound_host}:{bound_port}")
+            server.serve_forever()
+        finally:
+            server.close_connections()
+            server.server_close()
+
+    def _make_server(self, host: str, port: int) -> _Server:
+        server = _Server((host, port), _Handler)
+        server.sandbox = self
+        return server
+
+    # -- inspection (copies, safe from any thread) -----------------------------------------------------------
+
+    def kept(self) -> list[KeptBatch]:
+        with self._lock:
+            return list(self._kept)
+
+    def batches(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [kept.batch for kept in self._kept]
+
+    def events(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [event for kept in self._kept for event in kept.batch.get("events") or ()]
+
+    def rejects(self) -> list[Reject]:
+        with self._lock:
+            return list(self._rejects)
+
+    def duplicates(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._duplicates)
+
+    def requests_log(self) -> list[LoggedRequest]:
+        with self._lock:
+            return list(self._log)
+
+    def count_by_status(self) -> dict[int, int]:
+        """Requests by HTTP status; 0 counts connections dropped without an answer."""
+        counts: dict[int, int] = {}
+        with self._lock:
+            for entry in self._log:
+                counts[entry.status] = counts.get(entry.status, 0) + 1
+        return counts
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            events = self.events()
+            reasons: dict[str, int] = {}
+            for reject in self._rejects:
+                reasons[reject.reason] = reasons.get(reject.reason, 0) + 1
+            return {
+                "kept_batches": len(self._kept),
+                "kept_events": len(events),
+                "rejects": [asdict(reject) for reject in self._rejects],
+                "rejects_by_reason": reasons,
+                "duplicates": len(self._duplicates),
+                "requests": len(self._log),
+                # JSON object keys must be strings.
+                "requests_by_status": {str(status): n for status, n in sorted(self.count_by_status().items())},
+                "request_log": [asdict(entry) for entry in self._log[-STATE_LOG_ENTRIES:]],
+                "source_request_ids": [k.source_request_id for k in self._kept if k.source_request_id is not None],
+                "source_message_ids": [
+                    event["data"]["source_message_id"]
+                    for event in events
+                    if isinstance(event.get("data"), dict) and event["data"].get("source_message_id") is not None
+                ],
+                "config": {
+                    "queued_faults": [
+                        f"{fault}:{status}" if status else fault for fault, status in self._queued_faults
+                    ],
+                    "rate_limit": self._rate_limit,
+                    "burst": self._burst,
+                    "send_retry_after": self._send_retry_after,
+                    "faults": asdict(self._faults),
+                    "api_keys": sorted(self._credentials),
+                },
+            }
+
+    # -- decisions taken by the handler, each under the lock --------------------------------------------------
+
+    def _log_request(self, entry: LoggedRequest) -> None:
+        with self._lock:
+            self._log.append(entry)
+
+    def _authenticate(self, header: str | None) -> str:
+        """Return the API key, or raise _Refusal 401/403."""
+        if header is None:
+            raise _Refusal(401, "UNAUTHORIZED", "Missing Authorization header (HTTP Basic: API key and secret)")
+        scheme, _, token = header.strip().partition(" ")
+        if scheme.lower() != "basic":
+            raise _Refusal(403, "FORBIDDEN", "Authorization must use the Basic scheme")
+        try:
+            decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            raise _Refusal(403, "FORBIDDEN", "Authorization credentials could not be decoded") from None
+        key, colon, secret = decoded.partition(":")
+        with self._lock:
+            expected = self._credentials.get(key)
+        # compare_digest so the fake does not teach anyone a timing-leaky comparison.
+        if not colon or expected is None or not hmac.compare_digest(secret.encode(), expected.encode()):
+            raise _Refusal(403, "FORBIDDEN", "Invalid API key or secret")
+        return key
+
+    def _draw_fault(self) -> tuple[str | None, int]:
+        """Pick this request's fault (and the 5xx status for errors) from the seeded generator."""
+        with self._lock:
+            if self._queued_faults:
+                fault, status = self._queued_faults.popleft()
+                if fault == "error" and not status:
+                    status = self._rng.choice((500, 502, 503))
+                return fault, status
+            faults = self._faults
+            draw = self._rng.random()
+            if draw < faults.throttle_rate:
+                return "throttle", 429
+            draw -= faults.throttle_rate
+            if draw < faults.error_rate:
+                return "error", self._rng.choice((500, 502, 503))
+            draw -= faults.error_rate
+            if draw < faults.drop_rate:
+                return "drop", 0
+            draw -= faults.drop_rate
+            if draw < faults.slow_rate:
+                return "slow", 0
+            return None, 0
+
+    def _fault_settings(self) -> FaultConfig:
+        with self._lock:
+            return self._faults
+
+    def _take_tokens(self, api_key: str, cost: int) -> tuple[int | None, int]:
+        """Spend `cost` tokens. Return (None, percent used) when allowed, else (seconds to wait, 0).
+
+        A request costing more than the whole bucket is let through when the bucket is full and leaves it in
+        debt; otherwise it could never pass and a client would retry it forever (the real API documents no
+        such case). A throttled request spends nothing.
+        """
+        with self._lock:
+            rate = self._rate_limit
+            if not rate:
+                return None, 0
+            capacity = float(self._burst or rate)
+            now = self._clock()
+            bucket = self._buckets.get(api_key)
+            if bucket is None:
+                bucket = self._buckets[api_key] = _Bucket(capacity, now)
+            bucket.tokens = min(capacity, bucket.tokens + max(0.0, now - bucket.updated) * rate)
+            bucket.updated = now
+            needed = min(float(cost), capacity)
+            if bucket.tokens + 1e-9 < needed:
+                return max(1, math.ceil((needed - bucket.tokens) / rate - 1e-9)), 0
+            bucket.tokens -= cost
+            used = round(100 * (capacity - bucket.tokens) / capacity)
+            return None, min(100, max(0, used))
+
+    def _accept(self, api_key: str, path: str, items: Sequence[Any], bulk: bool) -> list[str]:
+        """Validate, apply the historical rules, de-duplicate and keep. Return the error messages to answer."""
+        historical = path.endswith(HISTORICAL_PATH)
+        errors: list[str] = []
+        with self._lock:
+            for index, batch in enumerate(items):
+                request_id = _source_request_id(batch)
+                problems = validate_batch(batch)
+                if problems:
+                    reason = _bulk_message(index, problems) if bulk else "; ".join(_message(*p) for p in problems)
+                    self._rejects.append(Reject(api_key, path, index, reason, request_id))
+                    if bulk:
+                        errors.append(reason)
+                    else:
+                        errors.extend(_message(*p) for p in problems)
+                    continue
+                if historical:
+                    reason = self._historical_reason(batch)
+                    if reason is not None:
+                        # Silently not processed, as mParticle does: the answer stays a plain 202.
+                        self._rejects.append(Reject(api_key, path, index, reason, request_id))
+                        continue
+                if request_id is not None:
+                    if (api_key, request_id) in self._kept_ids:
+                        self._duplicates.append((api_key, request_id))
+                        continue
+                    self._kept_ids.add((api_key, request_id))
+                self._kept.append(KeptBatch(api_key, path, request_id, batch))
+        return errors
+
+    def _historical_reason(self, batch: dict[str, Any]) -> str | None:
+        events = batch.get("events") or []
+        if not events:
+            return HISTORICAL_NO_EVENTS
+        now = self._now_ms()
+        stamps = [event["data"].get("timestamp_unixtime_ms") for event in events]
+        if any(stamp is None for stamp in stamps):
+            return HISTORICAL_NO_TIMESTAMP
+        if any(now - stamp < HISTORICAL_MIN_AGE_MS for stamp in stamps):
+            return HISTORICAL_TOO_NEW
+        return None
+
+
+# -- per-batch validation ------------------------------------------------------------------------------------
+# Our own checker, written from the contract, so that the client's batch builder is checked against an
+# independent reading of the rules. A problem is (location inside the batch, what is wrong).
+
+Problem = tuple[str, str]
+
+
+def validate_batch(batch: Any) -> list[Problem]:
+    if not isinstance(batch, dict):
+        return [("", f"batch must be an object, got {_kind(batch)}")]
+    problems: list[Problem] = []
+
+    if "environment" not in batch:
+        problems.append(("environment", "is required (production or development)"))
+    elif batch["environment"] not in ENVIRONMENTS:
+        problems.append(("environment", f"value must be production or development, got {_show(batch['environment'])}"))
+
+    request_id = batch.get("source_request_id")
+    if request_id is not None and not isinstance(request_id, str):
+        problems.append(("source_request_id", f"value must be a string, got {_kind(request_id)}"))
+
+    identities = batch.get("user_identities")
+    if identities is not None:
+        if not isinstance(identities, dict):
+            problems.append(("user_identities", f"value must be an object, got {_kind(identities)}"))
+        else:
+            for key, value in identities.items():
+                if key not in IDENTITY_KEYS:
+                    problems.append((f"user_identities.{key}", "is not a known identity type"))
+                elif value is not None and not isinstance(value, str):
+                    problems.append((f"user_identities.{key}", f"value must be a string, got {_kind(value)}"))
+
+    attributes = batch.get("user_attributes")
+    if attributes is not None:
+        if not isinstance(attributes, dict):
+            problems.append(("user_attributes", f"value must be an object, got {_kind(attributes)}"))
+        else:
+            for key, value in attributes.items():
+                _check_user_attribute(f"user_attributes.{key}", value, problems)
+
+    deleted = batch.get("deleted_user_attributes")
+    if deleted is not None and (not isinstance(deleted, list) or not all(isinstance(n, str) for n in deleted)):
+        problems.append(("deleted_user_attributes", "value must be a list of strings"))
+
+    mpid = batch.get("mpid")
+    if mpid is not None and (not isinstance(mpid, int) or isinstance(mpid, bool)):
+        problems.append(("mpid", f"value must be an integer, got {_kind(mpid)}"))
+
+    events = batch.get("events")
+    if events is not None:
+        if not isinstance(events, list):
+            problems.append(("events", f"value must be an array, got {_kind(events)}"))
+        else:
+            for i, event in enumerate(events):
+                _check_event(f"events[{i}]", event, problems)
+    return problems
+
+
+def _check_user_attribute(where: str, value: Any, problems: list[Problem]) -> None:
+    if _is_scalar(value):
+        return
+    if isinstance(value, list):
+        if not all(isinstance(entry, str) for entry in value):
+            problems.append((where, "value must be a scalar or a list of strings; the list holds non-strings"))
+        elif len(value) > MAX_USER_ATTRIBUTE_LIST_ENTRIES:
+            problems.append((where, f"list has {len(value)} entries, at most {MAX_USER_ATTRIBUTE_LIST_ENTRIES}"))
+        return
+    problems.append((where, f"value must be a scalar or a list of strings, got {_kind(value)}"))
+
+
+def _check_event(where: str, event: Any, problems: list[Problem]) -> None:
+    if not isinstance(event, dict):
+        problems.append((where, f"value must be an object, got {_kind(event)}"))
+        return
+    event_type = event.get("event_type")
+    known_type = isinstance(event_type, str) and event_type in EVENT_TYPES
+    if event_type is None:
+        problems.append((f"{where}.event_type", "is required"))
+    elif not known_type:
+        problems.append((f"{where}.event_type", f"value is not a known event type: {_show(event_type)}"))
+
+    data = event.get("data")
+    if data is None:
+        problems.append((f"{where}.data", "is required"))
+        return
+    if not isinstance(data, dict):
+        problems.append((f"{where}.data", f"value must be an object, got {_kind(data)}"))
+        return
+    where = f"{where}.data"
+
+    stamp = data.get("timestamp_unixtime_ms")
+    if stamp is not None and (not isinstance(stamp, int) or isinstance(stamp, bool)):
+        problems.append((f"{where}.timestamp_unixtime_ms", f"value must be an integer, got {_kind(stamp)}"))
+    message_id = data.get("source_message_id")
+    if message_id is not None and not isinstance(message_id, str):
+        problems.append((f"{where}.source_message_id", f"value must be a string, got {_kind(message_id)}"))
+    _check_custom_attributes(f"{where}.custom_attributes", data.get("custom_attributes"), problems)
+
+    if event_type == "custom_event":
+        _check_name(f"{where}.event_name", data.get("event_name"), problems)
+        custom_type = data.get("custom_event_type")
+        if custom_type is None:
+            problems.append((f"{where}.custom_event_type", "is required"))
+        elif custom_type not in CUSTOM_EVENT_TYPES:
+            problems.append((f"{where}.custom_event_type", f"value is not a custom event type: {_show(custom_type)}"))
+    elif event_type == "screen_view":
+        _check_name(f"{where}.screen_name", data.get("screen_name"), problems)
+    elif event_type == "commerce_event":
+        _check_commerce(where, data, problems)
+
+
+def _check_commerce(where: str, data: dict[str, Any], problems: list[Problem]) -> None:
+    present = [k for k in ("product_action", "promotion_action", "product_impressions") if data.get(k) is not None]
+    if len(present) != 1:
+        found = ", ".join(present) or "none"
+        problems.append(
+            (where, f"needs exactly one of product_action, promotion_action, product_impressions (found {found})")
+        )
+    action = data.get("product_action")
+    if action is not None:
+        if not isinstance(action, dict):
+            problems.append((f"{where}.product_action", f"value must be an object, got {_kind(action)}"))
+        else:
+            if action.get("action") is None:
+                problems.append((f"{where}.product_action.action", "is required"))
+            elif action["action"] not in PRODUCT_ACTIONS:
+                problems.append(
+                    (f"{where}.product_action.action", f"value is not a product action: {_show(action['action'])}")
+                )
+            products = action.get("products")
+            if products is not None:
+                if not isinstance(products, list):
+                    problems.append(
+                        (f"{where}.product_action.products", f"value must be an array, got {_kind(products)}")
+                    )
+                else:
+                    for i, product in enumerate(products):
+                        at = f"{where}.product_action.products[{i}]"
+                        if not isinstance(product, dict):
+                            problems.append((at, f"value must be an object, got {_kind(product)}"))
+                        else:
+                            _check_custom_attributes(
+                                f"{at}.custom_attributes", product.get("custom_attributes"), problems
+                            )
+    promotion = data.get("promotion_action")
+    if promotion is not None and not isinstance(promotion, dict):
+        problems.append((f"{where}.promotion_action", f"value must be an object, got {_kind(promotion)}"))
+    impressions = data.get("product_impressions")
+    if impressions is not None and not isinstance(impressions, list):
+        problems.append((f"{where}.product_impressions", f"value must be an array, got {_kind(impressions)}"))
+
+
+def _check_custom_attributes(where: str, attributes: Any, problems: list[Problem]) -> None:
+    if attributes is None:
+        return
+    if not isinstance(attributes, dict):
+        problems.append((where, f"value must be an object, got {_kind(attributes)}"))
+        return
+    for key, value in attributes.items():
+        if not _is_scalar(value):
+            problems.append(
+                (f"{where}.{key}", f"value must be a scalar (string, number, boolean or null), got {_kind(value)}")
+            )
+
+
+def _check_name(where: str, value: Any, problems: list[Problem]) -> None:
+    if value is None:
+        problems.append((where, "is required"))
+    elif not isinstance(value, str) or not value.strip():
+        problems.append((where, "value must be a non-empty string"))
+
+
+def _is_scalar(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _kind(value: Any) -> str:
+    """The JSON name of a value's type, for messages written for people."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+def _show(value: Any) -> str:
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _message(where: str, problem: str) -> str:
+    """An /events message: Path '<location in the batch>': problem."""
+    return f"Path '{where}': {problem}" if where else problem
+
+
+def _bulk_message(index: int, problems: list[Problem]) -> str:
+    """One message per bad batch of a bulk request. It starts with Path '[n]' because clients match on that."""
+    parts = [f"at '{where}': {problem}" if where else problem for where, problem in problems[:MAX_PROBLEMS_PER_MESSAGE]]
+    more = len(problems) - MAX_PROBLEMS_PER_MESSAGE
+    if more > 0:
+        parts.append(f"and {more} more")
+    return f"Path '[{index}]': " + "; ".join(parts)
+
+
+def _parse_fault(fault: str | int) -> tuple[str, int]:
+    text = str(fault).strip().lower()
+    if text in ("drop", "slow", "error"):
+        return text, 0
+    if text in ("throttle", "429"):
+        return "throttle", 429
+    if text.isdigit() and 500 <= int(text) <= 599:
+        return "error", int(text)
+    raise ValueError(f"unknown fault {fault!r}: use drop, slow, throttle, 429, error or a 5xx status")
+
+
+def _source_request_id(batch: Any) -> str | None:
+    if isinstance(batch, dict) and isinstance(batch.get("source_request_id"), str):
+        return batch["source_request_id"]
+    return None
+
+
+def _errors_body(code: str, *messages: str) -> bytes:
+    return orjson.dumps({"errors": [{"code": code, "message": message} for message in messages]})
+
+
+# -- HTTP --------------------------------------------------------------------------------------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # Never wait for handler threads on close: a client's idle keep-alive connection would block stop().
+    block_on_close = False
+    sandbox: Sandbox
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(*args, **kwargs)
+
+    def track(self, connection: socket.socket, open_: bool) -> None:
+        with self._connections_lock:
+            if open_:
+                self._connections.add(connection)
+            else:
+                self._connections.discard(connection)
+
+    def close_connections(self) -> None:
+        """Cut open connections so a stopped sandbox cannot answer anything late."""
+        with self._connections_lock:
+            connections, self._connections = self._connections, set()
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hanging up mid-request are routine here (drop faults, timeouts); never print tracebacks.
+        logger.debug("sandbox connection error from %s", client_address, exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so every answer carries Content-Length
+    server_version = "mparticle-sandbox"
+    timeout = CONNECTION_TIMEOUT_SECONDS
+    # Headers and body go out in two writes; with Nagle on, the second waits for the client's delayed ACK
+    # (about 40 ms per request on Linux), which would make the sandbox the bottleneck of every benchmark.
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection, True)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.track(self.connection, False)
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # The sandbox keeps its own request log; stderr noise would drown test output.
+        pass
+
+    # -- methods ---------------------------------------------------------------------------------------------
+
+    def do_POST(self) -> None:
+        self._guarded(self._post)
+
+    def do_GET(self) -> None:
+        self._guarded(self._other_method)
+
+    def do_HEAD(self) -> None:
+        self._guarded(self._other_method)
+
+    def do_PUT(self) -> None:
+        self._guarded(self._other_method)
+
+    def do_PATCH(self) -> None:
+        self._guarded(self._other_method)
+
+    def do_DELETE(self) -> None:
+        self._guarded(self._other_method)
+
+    def do_OPTIONS(self) -> None:
+        self._guarded(self._other_method)
+
+    def _guarded(self, handler: Callable[[], None]) -> None:
+        """Run a handler so that no malformed request can kill the thread or leave the client hanging."""
+        self._answered = False
+        self._api_key: str | None = None
+        self._batches = 0
+        self._fault: str | None = None
+        try:
+            handler()
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+        except Exception:
+            logger.exception("sandbox failed on %s %s", self.command, self.path)
+            self.close_connection = True
+            if not self._answered:
+                with contextlib.suppress(OSError):
+                    self._answer(500, _errors_body("INTERNAL_SERVER_ERROR", "The sandbox failed; see its log"))
+
+    # -- routing ---------------------------------------------------------------------------------------------
+
+    @property
+    def _route(self) -> str:
+        return urlsplit(self.path).path
+
+    @property
+    def _sandbox(self) -> Sandbox:
+        return self.server.sandbox
+
+    def _other_method(self) -> None:
+        route = self._route
+        # The inspection routes need no auth: this is a test fake bound to loopback, holding fake data.
+        if route == STATE_PATH and self.command == "GET":
+            self._drain()
+            self._answer(200, orjson.dumps(self._sandbox.snapshot()), log=False)
+        elif route in API_PATHS or route in (STATE_PATH, RESET_PATH):
+            self._drain()
+            allow = "GET" if route == STATE_PATH else "POST"
+            self._refuse(405, "METHOD_NOT_ALLOWED", f"{self.command} is not allowed here", {"Allow": allow})
+        else:
+            self._drain()
+            self._refuse(404, "NOT_FOUND", f"No such endpoint: {route}")
+
+    def _post(self) -> None:
+        route = self._route
+        if route == RESET_PATH:
+            self._drain()
+            self._sandbox.reset()
+            self._answer(200, orjson.dumps({"reset": True}), log=False)
+            return
+        if route == STATE_PATH:
+            self._drain()
+            self._refuse(405, "METHOD_NOT_ALLOWED", "POST is not allowed here", {"Allow": "GET"})
+            return
+        if route not in API_PATHS:
+            self._drain()
+            self._refuse(404, "NOT_FOUND", f"No such endpoint: {route}")
+            return
+        try:
+            self._serve_events(route)
+        except _Refusal as refusal:
+            self._answer(refusal.status, _errors_body(refusal.code, *refusal.messages), refusal.headers)
+
+    def _serve_events(self, route: str) -> None:
+        sandbox = self._sandbox
+        # Auth before anything else, as mParticle does (docs: "What the sandbox must do", point 2).
+        try:
+            self._api_key = sandbox._authenticate(self.headers.get("Authorization"))
+        except _Refusal:
+            self._drain()
+            raise
+
+        body = self._read_body()
+        if body is None:
+            return  # the client went away mid-body; nobody to answer
+
+        fault, error_status = sandbox._draw_fault()
+        self._fault = fault
+        if fault == "drop":
+            # Read everything, answer nothing: what a load balancer dropping the connection looks like.
+            self.close_connection = True
+            self._log(0, None)
+            self._answered = True
+            return
+        if fault == "throttle":
+            retry_after = sandbox._fault_settings().retry_after
+            raise _Refusal(
+                429, "TOO_MANY_REQUESTS", "Throttled (injected fault)", headers=_throttle_headers(retry_after)
+            )
+        if fault == "error":
+            raise _Refusal(error_status, "SERVER_ERROR", f"Injected server error {error_status}")
+        if fault == "slow":
+            time.sleep(sandbox._fault_settings().slow_seconds)
+
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise _Refusal(400, "BAD_REQUEST", f"Body is not valid UTF-8 JSON: {exc}") from None
+
+        bulk = route.endswith((BULK_PATH, HISTORICAL_PATH))
+        if bulk:
+            if not isinstance(payload, list):
+                raise _Refusal(400, "BAD_REQUEST", f"Body must be an array of batches, got {_kind(payload)}")
+            self._batches = len(payload)
+            if not 1 <= len(payload) <= MAX_BATCHES_PER_REQUEST:
+                raise _Refusal(
+                    400,
+                    "BAD_REQUEST",
+                    f"Body must hold 1 to {MAX_BATCHES_PER_REQUEST} batches, got {len(payload)}",
+                )
+            # The contract makes an array holding a non-object a malformed request (400), not a bad batch.
+            not_objects = [
+                f"Path '[{i}]': batch must be an object, got {_kind(b)}"
+                for i, b in enumerate(payload)
+                if not isinstance(b, dict)
+            ]
+            if not_objects:
+                raise _Refusal(400, "BAD_REQUEST", *not_objects)
+            items: list[Any] = payload
+        else:
+            if not isinstance(payload, dict):
+                raise _Refusal(400, "BAD_REQUEST", f"Body must be one batch object, got {_kind(payload)}")
+            self._batches = 1
+            items = [payload]
+
+        wait, percent_used = sandbox._take_tokens(self._api_key, len(items))
+        if wait is not None:
+            raise _Refusal(
+                429,
+                "TOO_MANY_REQUESTS",
+                f"Rate limit exceeded for this API key; enough tokens for {len(items)} batches in {wait} s",
+                headers=_throttle_headers(wait if sandbox.send_retry_after else None),
+            )
+
+        errors = sandbox._accept(self._api_key, route, items, bulk)
+        if errors and not bulk:
+            raise _Refusal(400, "BAD_REQUEST", *errors)
+        headers = {"X-mp-rate-limit-percentage-used": str(percent_used)}
+        self._answer(202, _errors_body("BAD_REQUEST", *errors) if errors else b"", headers)
+
+    # -- body ------------------------------------------------------------------------------------------------
+
+    def _content_length(self) -> int:
+        """The declared body size; raise _Refusal when it is missing or not a number."""
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            # Without a length (e.g. chunked) the rest of the stream cannot be trusted: answer and close.
+            self.close_connection = True
+            raise _Refusal(411, "LENGTH_REQUIRED", "Content-Length is required")
+        try:
+            length = int(raw)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            raise _Refusal(400, "BAD_REQUEST", "Content-Length is not a valid number")
+        return length
+
+    def _read_body(self) -> bytes | None:
+        length = self._content_length()
+        if length >= MAX_REQUEST_BYTES:
+            self._drain()
+            raise _Refusal(
+                413, "REQUEST_TOO_LARGE", f"Body is {length} bytes; it must be under {MAX_REQUEST_BYTES} bytes"
+            )
+        body = self.rfile.read(length)
+        if len(body) < length:
+            self.close_connection = True
+            return None
+        return body
+
+    def _drain(self) -> None:
+        """Throw the body away so the keep-alive connection can carry the next request."""
+        raw = self.headers.get("Content-Length")
+        try:
+            length = int(raw) if raw is not None else 0
+        except ValueError:
+            length = -1
+        if raw is None and self.headers.get("Transfer-Encoding"):
+            length = -1
+        if length < 0 or length > MAX_DRAIN_BYTES:
+            self.close_connection = True
+            return
+        while length > 0:
+            chunk = self.rfile.read(min(length, 65536))
+            if not chunk:
+                self.close_connection = True
+                return
+            length -= len(chunk)
+
+    # -- answers ---------------------------------------------------------------------------------------------
+
+    def _refuse(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        self._answer(status, _errors_body(code, message), headers)
+
+    def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None, *, log: bool = True) -> None:
+        headers = headers or {}
+        if log:
+            retry_after = headers.get("Retry-After")
+            self._log(status, int(retry_after) if retry_after is not None else None)
+        self._answered = True
+        self.send_response(status)
+        if body:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _log(self, status: int, retry_after: int | None) -> None:
+        self._sandbox._log_request(
+            LoggedRequest(
+                at=self._sandbox._clock(),
+                method=self.command,
+                path=self._route,
+                api_key=self._api_key,
+                status=status,
+                batches=self._batches,
+                retry_after=retry_after,
+                fault=self._fault,
+            )
+        )
+
+
+def _throttle_headers(retry_after: int | None) -> dict[str, str]:
+    headers = {"X-mp-rate-limit-exceeded": "workspace"}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return headers
+
+
+# -- command line ------------------------------------------------------------------------------------------------
+
+
+def parse_credential(text: str) -> tuple[str, str]:
+    key, colon, secret = text.strip().partition(":")
+    if not colon or not key or not secret:
+        raise ValueError(f"credential must look like KEY:SECRET, got {text!r}")
+    return key, secret
+
+
+def _credential_arg(text: str) -> tuple[str, str]:
+    try:
+        return parse_credential(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
+    return value
+
+
+def build_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """The sandbox options; pass a parser (e.g. a management command's) to add them to it."""
+    parser = parser or argparse.ArgumentParser(
+        prog="python -m feeds.mparticle.sandbox", description="Run a fake mParticle Events API."
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8765, help="port to bind (default 8765; 0 = any free port)")
+    parser.add_argument(
+        "--rate-limit",
+        type=_non_negative,
+        default=float(DEFAULT_BATCHES_PER_SECOND),
+        help=f"batches per second per API key (default {DEFAULT_BATCHES_PER_SECOND}; 0 = unlimited)",
+    )
+    parser.add_argument("--burst", type=_non_negative, default=None, help="bucket size in batches (default: rate)")
+    parser.add_argument("--no-retry-after", action="store_true", help="leave Retry-After out of every 429")
+    parser.add_argument(
+        "--credential",
+        action="append",
+        type=_credential_arg,
+        default=[],
+        metavar="KEY:SECRET",
+        help=f"accepted API key and secret (repeatable; also read from ${CREDENTIALS_ENV}, comma-separated)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the fault injection (default 0)")
+    parser.add_argument("--throttle-rate", type=_fraction, default=0.0, help="fraction answered 429 at random")
+    parser.add_argument("--error-rate", type=_fraction, default=0.0, help="fraction answered 500/502/503")
+    parser.add_argument("--drop-rate", type=_fraction, default=0.0, help="fraction dropped without an answer")
+    parser.add_argument("--slow-rate", type=_fraction, default=0.0, help="fraction answered after --slow-seconds")
+    parser.add_argument("--slow-seconds", type=_non_negative, default=2.0, help="delay of slow answers (default 2)")
+    parser.add_argument("--retry-after", type=int, default=1, help="Retry-After of random 429s (default 1)")
+    return parser
+
+
+def sandbox_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Sandbox:
+    """Build (not start) a Sandbox from parsed options. Raises ValueError for bad credentials or fault rates."""
+    environ = os.environ if environ is None else environ
+    credentials: dict[str, str] = {}
+    for pair in environ.get(CREDENTIALS_ENV, "").split(","):
+        if pair.strip():
+            key, secret = parse_credential(pair)
+            credentials[key] = secret
+    # Command-line credentials win over the environment for the same key.
+    credentials.update(dict(args.credential or []))
+    faults = FaultConfig(
+        seed=args.seed,
+        throttle_rate=args.throttle_rate,
+        error_rate=args.error_rate,
+        drop_rate=args.drop_rate,
+        slow_rate=args.slow_rate,
+        slow_seconds=args.slow_seconds,
+        retry_after=None if args.no_retry_after else args.retry_after,
+    )
+    return Sandbox(
+        credentials,
+        rate_limit=args.rate_limit or None,
+        burst=args.burst or None,
+        faults=faults,
+        send_retry_after=not args.no_retry_after,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_arg_parser()
+    args = parser.parse_args(argv)
+    try:
+        sandbox = sandbox_from_args(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if not sandbox.api_keys:
+        print(f"warning: no credentials (use --credential or ${CREDENTIALS_ENV}); every request will get 403")
+
+    def ready(url: str) -> None:
+        keys = ", ".join(sandbox.api_keys) or "none"
+        print(f"mParticle sandbox on {url}/v2 and {url}/s2s/v2 (keys: {keys}); state at {url}{STATE_PATH}", flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        sandbox.serve_forever(args.host, args.port, ready=ready)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""mpfeed settings, driven by environment variables (see the README's "Configuration").
+
+With no environment set it runs for local use: DEBUG on, SQLite in the project folder, django-q2's ORM broker,
+development keys. With DEBUG off, a system check (feeds.checks) refuses the development keys.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Keys used when nothing is configured; a system check refuses them when DEBUG is off.
+DEVELOPMENT_SECRET_KEY = "mpfeed-development-secret-key-do-not-use-in-production"
+DEVELOPMENT_FERNET_KEY = "mpfeed-development-fernet-key-do-not-use-in-production"
+
+
+def envbool(name: str, default: str) -> bool:
+    value = os.getenv(name, default).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}")
+
+
+def envint(name: str, default: str) -> int:
+    value = os.getenv(name, default)
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}") from None
+
+
+def envfloat(name: str, default: str) -> float:
+    value = os.getenv(name, default)
+    try:
+        return float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, not {value!r}") from None
+
+
+def envlist(name: str, default: str) -> list[str]:
+    return [item.strip() for item in os.getenv(name, default).split(",") if item.strip()]
+
+
+SECRET_KEY = os.getenv("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
+DEBUG = envbool("DEBUG", "True")
+ALLOWED_HOSTS = envlist("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
+CSRF_TRUSTED_ORIGINS = envlist("CSRF_TRUSTED_ORIGINS", "")
+SITE_NAME = os.getenv("SITE_NAME", "mpfeed")
+# The partner's name, shown to clients on the credential page.
+PARTNER_NAME = os.getenv("PARTNER_NAME", "Example Partner")
+
+# Fernet keys for the stored credentials, newest first (comma-separated). Values are any strings; each is
+# turned into a Fernet key with HKDF. Rotate by putting a new key first, then run `manage.py rotate_keys`.
+FERNET_KEYS = envlist("FERNET_KEYS", DEVELOPMENT_FERNET_KEY)
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_q",
+    "feeds",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "mpfeed_site.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "mpfeed_site.wsgi.application"
+
+# DATABASE_URL, e.g. postgres://user:pass@host:5432/mpfeed; SQLite in the project folder by default.
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.getenv("DATABASE_URL", f"sqlite:///{BASE_DIR / 'mpfeed.sqlite3'}"),
+        conn_max_age=envint("DATABASE_CONN_MAX_AGE", "0"),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The site, the sandbox and the django-q2 workers share one SQLite file: WAL lets readers and a writer
+    # work at once, IMMEDIATE transactions avoid lock upgrades failing, and the timeout waits out a writer.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    if os.getenv("SQLITE_TEST_NAME"):
+        DATABASES["default"]["TEST"] = {"NAME": os.getenv("SQLITE_TEST_NAME")}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = os.getenv("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = Path(os.getenv("STATIC_ROOT", BASE_DIR / "static-collected"))
+LOGIN_URL = "admin:login"
+
+# Production hardening, on when DEBUG is off (all overridable).
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", str(not DEBUG))
+SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", str(not DEBUG))
+CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", str(not DEBUG))
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", "0" if DEBUG else "31536000")
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "False")
+if os.getenv("SECURE_PROXY_SSL_HEADER"):
+    SECURE_PROXY_SSL_HEADER = (os.getenv("SECURE_PROXY_SSL_HEADER"), "https")
+
+# django-q2. The ORM broker on the same database by default; set REDIS_URL to use Redis instead.
+# timeout < retry, so a task is never handed to a second worker while the first still runs it.
+Q_CLUSTER = {
+    "name": "mpfeed",
+    "workers": envint("Q_WORKERS", "2"),
+    "timeout": envint("Q_TIMEOUT", "1800"),
+    "retry": envint("Q_RETRY", "1860"),
+    "max_attempts": envint("Q_MAX_ATTEMPTS", "3"),
+    "catch_up": False,
+    "save_limit": envint("Q_SAVE_LIMIT", "1000"),
+    "ack_failures": True,
+    "poll": envfloat("Q_POLL", "0.5"),
+    "label": "Task queue",
+}
+if os.getenv("REDIS_URL"):
+    Q_CLUSTER["redis"] = os.getenv("REDIS_URL")
+else:
+    Q_CLUSTER["orm"] = "default"
+
+# mpfeed itself.
+# The sandbox pod (any endpoint URL, e.g. the built-in fake Events API) is for local use and tests.
+MPFEED_ALLOW_SANDBOX = envbool("MPFEED_ALLOW_SANDBOX", str(DEBUG))
+MPFEED_CONNECT_TIMEOUT = envfloat("MPFEED_CONNECT_TIMEOUT", "5")
+MPFEED_READ_TIMEOUT = envfloat("MPFEED_READ_TIMEOUT", "30")
+# Records read, mapped and written as deliveries in one transaction.
+MPFEED_CHUNK_SIZE = envint("MPFEED_CHUNK_SIZE", "2000")
+# Waits on 429 and 5xx: backoff base and cap (seconds).
+MPFEED_BACKOFF_BASE = envfloat("MPFEED_BACKOFF_BASE", "0.5")
+MPFEED_BACKOFF_CAP = envfloat("MPFEED_BACKOFF_CAP", "60")
+# How long transient failures (5xx, network) are retried before the delivery is parked as failed-retryable.
+MPFEED_RETRY_HORIZON = envfloat("MPFEED_RETRY_HORIZON", str(24 * 3600))
+# Folder where `--file` and staff-given paths may be read from (empty = anywhere the process can read).
+MPFEED_SOURCE_ROOT = os.getenv("MPFEED_SOURCE_ROOT", "")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
+    "loggers": {"django": {"level": os.getenv("DJANGO_LOG_LEVEL", "WARNING")}},
+}
+
+EMAIL_BACKEND = os.getenv("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+# A worker works on one run for at most this many seconds, then queues the rest (stays under Q_TIMEOUT).
+MPFEED_TASK_SLICE = envfloat("MPFEED_TASK_SLICE", "600")

@@ -1,0 +1,11 @@
+from django.contrib import admin
+from django.urls import include, path
+
+admin.site.site_header = "mpfeed"
+admin.site.site_title = "mpfeed"
+admin.site.index_title = "Partner feed administration"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("feeds.urls")),
+]

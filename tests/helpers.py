@@ -1,0 +1,76 @@
+"""make_* helpers for tests."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from feeds.models import Mapping, SyncJob, Workspace
+
+SANDBOX_KEY = "test-feed-key"
+SANDBOX_SECRET = "s3cr3t-PLAINTEXT-do-not-leak-8f2a"
+
+MAPPING = {
+    "record_key": "id",
+    "identities": {"customer_id": "user_id", "email": {"field": "email", "transform": ["trim", "lower"]}},
+    "user_attributes": {"plan": "plan", "$firstname": "first_name"},
+    "events": [
+        {
+            "name": "Purchase Completed",
+            "custom_event_type": "transaction",
+            "timestamp": {"field": "ts", "format": "iso8601"},
+            "attributes": {"sku": "sku", "amount": {"field": "amount", "type": "float"}},
+        }
+    ],
+}
+
+
+def make_workspace(sandbox=None, name: str = "Acme", **fields) -> Workspace:
+    workspace = Workspace(name=name, pod=Workspace.Pod.SANDBOX, **fields)
+    workspace.endpoint_url = fields.get("endpoint_url") or (f"{sandbox.url}/v2" if sandbox else "http://127.0.0.1:9/v2")
+    workspace.set_credentials(SANDBOX_KEY, SANDBOX_SECRET)
+    return workspace
+
+
+def make_mapping(workspace: Workspace, rules: dict | None = None, name: str = "default") -> Mapping:
+    mapping = Mapping(workspace=workspace, name=name)
+    mapping.update_rules(rules or MAPPING)
+    return mapping
+
+
+def make_job(workspace: Workspace, path: Path | str, mapping: Mapping | None = None, **fields) -> SyncJob:
+    kind = "ndjson" if str(path).endswith(".ndjson") else "csv"
+    return SyncJob.objects.create(
+        workspace=workspace,
+        name=fields.pop("name", f"job-{Path(path).name}"),
+        mapping=mapping or make_mapping(workspace),
+        source_kind=kind,
+        source_path=str(path),
+        **fields,
+    )
+
+
+def write_csv(path: Path, rows: list[dict], fieldnames: list[str] | None = None) -> Path:
+    fieldnames = fieldnames or list(rows[0])
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def purchase_rows(n: int, users: int | None = None, start: int = 0) -> list[dict]:
+    users = users or n
+    return [
+        {
+            "id": f"r{i}",
+            "user_id": f"u{i % users}",
+            "email": f" User{i % users}@Example.com ",
+            "plan": "pro" if i % 2 else "free",
+            "first_name": f"Name{i % users}",
+            "ts": f"2026-11-{1 + i % 20:02d}T10:00:00Z",
+            "sku": f"SKU-{i}",
+            "amount": f"{i % 100}.50",
+        }
+        for i in range(start, start + n)
+    ]

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from feeds.mparticle import schema
+from feeds.mparticle.batch import BatchTooLarge, UserRecord, group_by_user, join, pack, serialize
+
+
+def event(name: str, size: int = 0) -> dict:
+    data = {"event_name": name, "custom_event_type": "other"}
+    if size:
+        data["custom_attributes"] = {"blob": "x" * size}
+    return {"event_type": "custom_event", "data": data}
+
+
+def test_a_users_events_go_into_one_batch():
+    records = [
+        UserRecord(ref=f"l{i}", identities={"customer_id": f"u{i % 3}"}, events=[event(f"e{i}")]) for i in range(12)
+    ]
+    batches, refused = group_by_user(records)
+    assert refused == []
+    assert len(batches) == 3
+    assert [len(b.events) for b in batches] == [4, 4, 4]
+    assert batches[0].refs == ["l0", "l3", "l6", "l9"]
+
+
+def test_later_attributes_win_and_deletions_merge():
+    records = [
+        UserRecord(ref="1", identities={"customer_id": "u"}, user_attributes={"plan": "free", "a": 1}),
+        UserRecord(ref="2", identities={"customer_id": "u"}, user_attributes={"plan": "pro"}, deleted_user_attributes=["a"]),
+    ]
+    [batch], _ = group_by_user(records)
+    assert batch.user_attributes == {"plan": "pro"}
+    assert batch.deleted_user_attributes == ["a"]
+
+
+def test_a_batch_stays_under_the_batch_limit():
+    records = [UserRecord(ref=str(i), identities={"customer_id": "u"}, events=[event("e", 10_000)]) for i in range(40)]
+    batches, _ = group_by_user(records)
+    assert len(batches) > 1
+    for b in batches:
+        assert len(serialize(b.to_dict("production", "id"))) <= schema.MAX_BATCH_BYTES
+
+
+def test_a_record_too_large_for_any_batch_is_refused():
+    records = [UserRecord(ref="big", identities={"customer_id": "u"}, events=[event("e", 200_000)])]
+    batches, refused = group_by_user(records)
+    assert batches == []
+    assert refused[0][0].ref == "big"
+    assert "over the 131072-byte batch limit" in refused[0][1]
+
+
+def test_pack_respects_100_batches_and_256kb():
+    sizes = [1000] * 250
+    groups = pack(sizes)
+    assert [len(g) for g in groups] == [100, 100, 50]
+    big = [100_000] * 5
+    groups = pack(big)
+    assert [len(g) for g in groups] == [2, 2, 1]
+    for g in pack([120_000, 120_000, 20_000, 131_000, 1]):
+        body = join([b"x" * [120_000, 120_000, 20_000, 131_000, 1][i] for i in g])
+        assert len(body) < schema.MAX_REQUEST_BYTES
+
+
+def test_pack_edge_of_the_request_limit():
+    # Two batches whose array is exactly 256 KB must not share a request: the body must stay below the limit.
+    half = (schema.MAX_REQUEST_BYTES - 3) // 2
+    sizes = [half, schema.MAX_REQUEST_BYTES - 3 - half]
+    assert 2 + sizes[0] + 1 + sizes[1] == schema.MAX_REQUEST_BYTES
+    assert [len(g) for g in pack(sizes)] == [1, 1]
+    with pytest.raises(BatchTooLarge):
+        pack([schema.MAX_REQUEST_BYTES])
+
+
+def test_to_dict_is_the_mparticle_batch_format():
+    [batch], _ = group_by_user(
+        [UserRecord(ref="1", identities={"email": "a@b.c"}, user_attributes={"x": 1}, events=[event("e")], mpid=7)]
+    )
+    body = orjson.loads(serialize(batch.to_dict("development", "srid-1")))
+    assert body == {
+        "source_request_id": "srid-1",
+        "environment": "development",
+        "user_identities": {"email": "a@b.c"},
+        "mpid": 7,
+        "user_attributes": {"x": 1},
+        "events": [event("e")],
+    }
