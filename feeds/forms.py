@@ -8,6 +8,12 @@ from feeds.models import Workspace
 class WorkspaceAdminForm(forms.ModelForm):
     """Credentials are write-only: the inputs are always empty, and empty means "keep what is stored"."""
 
+    endpoint_url = forms.URLField(
+        label="Endpoint URL",
+        required=False,
+        assume_scheme="https",
+        help_text="Only for the sandbox pod: the Events API base URL, ending in /v2.",
+    )
     new_api_key = forms.CharField(
         label="API key",
         required=False,

@@ -100,7 +100,9 @@ def validate(doc: object) -> list[str]:
         identities = {}
     for key, spec in identities.items():
         if key not in schema.IDENTITY_KEYS:
-            errors.append(f"identities.{key}: not an mParticle identity key (allowed: {', '.join(schema.IDENTITY_KEYS)})")
+            errors.append(
+                f"identities.{key}: not an mParticle identity key (allowed: {', '.join(schema.IDENTITY_KEYS)})"
+            )
         _check_value_spec(spec, f"identities.{key}", errors)
 
     attributes = doc.get("user_attributes", {})
@@ -108,14 +110,18 @@ def validate(doc: object) -> list[str]:
         errors.append("user_attributes: must be an object of attribute name → field")
         attributes = {}
     if len(attributes) > schema.MAX_USER_ATTRIBUTES:
-        errors.append(f"user_attributes: {len(attributes)} attributes, mParticle takes at most {schema.MAX_USER_ATTRIBUTES}")
+        errors.append(
+            f"user_attributes: {len(attributes)} attributes, mParticle takes at most {schema.MAX_USER_ATTRIBUTES}"
+        )
     for name, spec in attributes.items():
         if not name:
             errors.append("user_attributes: an attribute name is empty")
         elif len(name) > schema.MAX_NAME_LENGTH:
             errors.append(f"user_attributes.{name[:40]}…: name longer than {schema.MAX_NAME_LENGTH} characters")
         elif name.startswith("$") and name not in schema.RESERVED_USER_ATTRIBUTES:
-            errors.append(f"user_attributes.{name}: names starting with $ are reserved ({', '.join(schema.RESERVED_USER_ATTRIBUTES)})")
+            errors.append(
+                f"user_attributes.{name}: names starting with $ are reserved ({', '.join(schema.RESERVED_USER_ATTRIBUTES)})"
+            )
         _check_value_spec(spec, f"user_attributes.{name}", errors)
 
     events = doc.get("events", [])
@@ -158,7 +164,9 @@ def validate(doc: object) -> list[str]:
             errors.append(f"{where}.attributes: must be an object of attribute name → field")
             attrs = {}
         if len(attrs) > schema.MAX_ATTRIBUTES_PER_EVENT:
-            errors.append(f"{where}.attributes: {len(attrs)} attributes, mParticle takes at most {schema.MAX_ATTRIBUTES_PER_EVENT}")
+            errors.append(
+                f"{where}.attributes: {len(attrs)} attributes, mParticle takes at most {schema.MAX_ATTRIBUTES_PER_EVENT}"
+            )
         for name, spec in attrs.items():
             if not name:
                 errors.append(f"{where}.attributes: an attribute name is empty")
@@ -373,7 +381,9 @@ class _Limits:
     def user_value(self, value: object, where: str) -> object:
         if isinstance(value, (list, tuple)):
             if len(value) > schema.MAX_USER_ATTRIBUTE_LIST_ENTRIES:
-                raise RecordError(f"{where}: {len(value)} entries, over mParticle's {schema.MAX_USER_ATTRIBUTE_LIST_ENTRIES}")
+                raise RecordError(
+                    f"{where}: {len(value)} entries, over mParticle's {schema.MAX_USER_ATTRIBUTE_LIST_ENTRIES}"
+                )
             out = []
             for item in value:
                 if isinstance(item, (dict, list)) or item is None:

@@ -79,7 +79,9 @@ class Workspace(models.Model):
     def clean(self) -> None:
         if self.pod == self.Pod.SANDBOX:
             if not settings.MPFEED_ALLOW_SANDBOX:
-                raise ValidationError({"pod": "The sandbox pod is not allowed on this deployment (MPFEED_ALLOW_SANDBOX)."})
+                raise ValidationError(
+                    {"pod": "The sandbox pod is not allowed on this deployment (MPFEED_ALLOW_SANDBOX)."}
+                )
             if not self.endpoint_url:
                 raise ValidationError({"endpoint_url": "The sandbox pod needs an endpoint URL."})
         elif self.endpoint_url:
@@ -310,9 +312,8 @@ class SyncRun(models.Model):
         claimable = Q(status__in=[self.Status.QUEUED, self.Status.WAITING]) | Q(
             status=self.Status.RUNNING, lease_until__lt=now
         )
-        changed = (
-            SyncRun.objects.filter(claimable, pk=self.pk)
-            .update(status=self.Status.RUNNING, lease_until=now + lease, started_at=self.started_at or now)
+        changed = SyncRun.objects.filter(claimable, pk=self.pk).update(
+            status=self.Status.RUNNING, lease_until=now + lease, started_at=self.started_at or now
         )
         if changed == 1:
             self.refresh_from_db()

@@ -188,7 +188,10 @@ class _Engine:
             if item.record is None:
                 rejects.append(
                     RejectedRecord(
-                        run=run, stage=RejectedRecord.Stage.SOURCE, ref=item.ref[:300], reason=item.error,
+                        run=run,
+                        stage=RejectedRecord.Stage.SOURCE,
+                        ref=item.ref[:300],
+                        reason=item.error,
                         excerpt=item.excerpt,
                     )
                 )
@@ -200,7 +203,10 @@ class _Engine:
             except RecordError as e:
                 rejects.append(
                     RejectedRecord(
-                        run=run, stage=RejectedRecord.Stage.MAPPING, ref=item.ref[:300], reason=str(e),
+                        run=run,
+                        stage=RejectedRecord.Stage.MAPPING,
+                        ref=item.ref[:300],
+                        reason=str(e),
                         excerpt=_excerpt(item.record),
                     )
                 )
@@ -232,7 +238,9 @@ class _Engine:
                         payload_bytes=len(body),
                         batch_count=len(parts),
                         event_count=sum(len(batches[i].events) for i in group),
-                        source_request_ids=[deterministic_id(self.workspace.pk, run.pk, chunk_no, path, i) for i in group],
+                        source_request_ids=[
+                            deterministic_id(self.workspace.pk, run.pk, chunk_no, path, i) for i in group
+                        ],
                         record_refs=[batches[i].refs for i in group],
                         batch_events=[len(batches[i].events) for i in group],
                     )
@@ -257,8 +265,16 @@ class _Engine:
             run.lease_until = timezone.now() + LEASE
             run.save(
                 update_fields=[
-                    "checkpoint", "chunks", "read_done", "records_read", "records_rejected", "batches",
-                    "requests", "events", "names_truncated", "lease_until",
+                    "checkpoint",
+                    "chunks",
+                    "read_done",
+                    "records_read",
+                    "records_rejected",
+                    "batches",
+                    "requests",
+                    "events",
+                    "names_truncated",
+                    "lease_until",
                 ]
             )
 
@@ -328,8 +344,14 @@ class _Engine:
         delivery.seconds_waited += seconds
         delivery.save(
             update_fields=[
-                "attempts", "sent_at", "last_status", "last_error", "response_excerpt", "throttled_count",
-                "seconds_waited", "first_failure_at",
+                "attempts",
+                "sent_at",
+                "last_status",
+                "last_error",
+                "response_excerpt",
+                "throttled_count",
+                "seconds_waited",
+                "first_failure_at",
             ]
         )
         self.run.add(throttled=1 if throttled else 0, seconds_waited=seconds)
@@ -352,8 +374,12 @@ class _Engine:
             for ref in delivery.record_refs[index]:
                 rows.append(
                     RejectedRecord(
-                        run=self.run, delivery=delivery, stage=RejectedRecord.Stage.SERVER, ref=ref[:300],
-                        reason=message, source_request_id=srid,
+                        run=self.run,
+                        delivery=delivery,
+                        stage=RejectedRecord.Stage.SERVER,
+                        ref=ref[:300],
+                        reason=message,
+                        source_request_id=srid,
                     )
                 )
         RejectedRecord.objects.bulk_create(rows)
@@ -372,7 +398,9 @@ class _Engine:
             named = {0: "; ".join(e.message for e in answer.errors) or "refused without a reason"}
         with transaction.atomic():
             records = self._reject_batches(delivery, named)
-            self._settle(delivery, Delivery.State.PARTIAL if len(named) < delivery.batch_count else Delivery.State.REJECTED)
+            self._settle(
+                delivery, Delivery.State.PARTIAL if len(named) < delivery.batch_count else Delivery.State.REJECTED
+            )
             accepted = sum(n for i, n in enumerate(delivery.batch_events) if i not in named)
             self.run.add(events_accepted=accepted, batches_rejected=len(named), records_rejected=records)
 
@@ -456,13 +484,16 @@ def route(record: UserRecord, mode: str, now_ms: int) -> Iterable[tuple[str, Use
         return [(schema.HISTORICAL_PATH, record)]
     # Auto: events older than 30 days go to the historical endpoint, the rest (and the profile) in real time.
     old = [
-        e for e in record.events
+        e
+        for e in record.events
         if (ts := e["data"].get("timestamp_unixtime_ms")) is not None and now_ms - ts > schema.REALTIME_MAX_AGE_MS
     ]
     if not old:
         return [(schema.BULK_PATH, record)]
     recent = [e for e in record.events if e not in old]
-    out = [(schema.HISTORICAL_PATH, UserRecord(ref=record.ref, identities=record.identities, mpid=record.mpid, events=old))]
+    out = [
+        (schema.HISTORICAL_PATH, UserRecord(ref=record.ref, identities=record.identities, mpid=record.mpid, events=old))
+    ]
     if recent or record.user_attributes or record.deleted_user_attributes:
         record.events = recent
         out.append((schema.BULK_PATH, record))

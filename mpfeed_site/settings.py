@@ -15,7 +15,7 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 # Keys used when nothing is configured; a system check refuses them when DEBUG is off.
-DEVELOPMENT_SECRET_KEY = "mpfeed-development-secret-key-do-not-use-in-production"
+DEVELOPMENT_SECRET_KEY = "mpfeed-development-secret-key-do-not-use-in-production"  # noqa: S105
 DEVELOPMENT_FERNET_KEY = "mpfeed-development-fernet-key-do-not-use-in-production"
 
 
@@ -142,6 +142,8 @@ CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", str(not DEBUG))
 SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", "0" if DEBUG else "31536000")
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "False")
+# Joining the browsers' HSTS preload list is a decision for whoever owns the domain, not a default.
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 if os.getenv("SECURE_PROXY_SSL_HEADER"):
     SECURE_PROXY_SSL_HEADER = (os.getenv("SECURE_PROXY_SSL_HEADER"), "https")
 
@@ -191,3 +193,5 @@ LOGGING = {
 EMAIL_BACKEND = os.getenv("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
 # A worker works on one run for at most this many seconds, then queues the rest (stays under Q_TIMEOUT).
 MPFEED_TASK_SLICE = envfloat("MPFEED_TASK_SLICE", "600")
+# The port `manage.py serve` runs the built-in sandbox Events API on (the demo workspace points at it).
+MPFEED_DEMO_SANDBOX_PORT = envint("MPFEED_DEMO_SANDBOX_PORT", "8765")

@@ -28,7 +28,9 @@ def test_a_users_events_go_into_one_batch():
 def test_later_attributes_win_and_deletions_merge():
     records = [
         UserRecord(ref="1", identities={"customer_id": "u"}, user_attributes={"plan": "free", "a": 1}),
-        UserRecord(ref="2", identities={"customer_id": "u"}, user_attributes={"plan": "pro"}, deleted_user_attributes=["a"]),
+        UserRecord(
+            ref="2", identities={"customer_id": "u"}, user_attributes={"plan": "pro"}, deleted_user_attributes=["a"]
+        ),
     ]
     [batch], _ = group_by_user(records)
     assert batch.user_attributes == {"plan": "pro"}

@@ -151,13 +151,24 @@ def test_a_batch_refused_inside_a_202_is_rejected_and_the_rest_accepted(sandbox,
     workspace = make_workspace(sandbox)
     job = make_job(workspace, write_csv(tmp_path / "orders.csv", purchase_rows(3)))
     run = sync.start_run(job)
-    good = {"source_request_id": "g1", "environment": "development", "user_identities": {"customer_id": "a"},
-            "events": [{"event_type": "custom_event", "data": {"event_name": "x", "custom_event_type": "other"}}]}
+    good = {
+        "source_request_id": "g1",
+        "environment": "development",
+        "user_identities": {"customer_id": "a"},
+        "events": [{"event_type": "custom_event", "data": {"event_name": "x", "custom_event_type": "other"}}],
+    }
     bad = {**good, "source_request_id": "b1", "events": [{"event_type": "not_a_type", "data": {}}]}
     body = orjson.dumps([good, bad])
     Delivery.objects.create(
-        run=run, workspace=workspace, sequence=1, payload=Delivery.compress(body), payload_bytes=len(body),
-        batch_count=2, event_count=2, source_request_ids=["g1", "b1"], record_refs=[["orders.csv:2"], ["orders.csv:3"]],
+        run=run,
+        workspace=workspace,
+        sequence=1,
+        payload=Delivery.compress(body),
+        payload_bytes=len(body),
+        batch_count=2,
+        event_count=2,
+        source_request_ids=["g1", "b1"],
+        record_refs=[["orders.csv:2"], ["orders.csv:3"]],
         batch_events=[1, 1],
     )
     run.read_done = True

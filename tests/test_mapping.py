@@ -24,14 +24,35 @@ def test_the_example_mapping_is_valid():
         ({"identities": {"customer_id": {"feild": "id"}}}, "identities.customer_id: unknown keys ['feild']"),
         ({"identities": {"customer_id": {"field": "a", "value": "b"}}}, "give exactly one of 'field' or 'value'"),
         ({"identities": {"email": {"field": "e", "type": "number"}}}, "identities.email.type: 'number' is not one of"),
-        ({"identities": {"email": {"field": "e", "transform": ["shout"]}}}, "identities.email.transform: must be a list"),
-        ({"identities": {"email": "e"}, "user_attributes": {"$favourite": "x"}}, "user_attributes.$favourite: names starting with $ are reserved"),
-        ({"identities": {"email": "e"}, "events": [{"custom_event_type": "transaction"}]}, "events[0].name: a custom_event needs a name"),
-        ({"identities": {"email": "e"}, "events": [{"name": "X", "custom_event_type": "buy"}]}, "events[0].custom_event_type: 'buy' is not one of"),
-        ({"identities": {"email": "e"}, "events": [{"name": "X", "timestamp": {"field": "t", "format": "rfc"}}]}, "events[0].timestamp.format: 'rfc' is not one of"),
-        ({"identities": {"email": "e"}, "events": [{"name": "X", "attributes": {f"a{i}": "x" for i in range(101)}}]}, "events[0].attributes: 101 attributes, mParticle takes at most 100"),
+        (
+            {"identities": {"email": {"field": "e", "transform": ["shout"]}}},
+            "identities.email.transform: must be a list",
+        ),
+        (
+            {"identities": {"email": "e"}, "user_attributes": {"$favourite": "x"}},
+            "user_attributes.$favourite: names starting with $ are reserved",
+        ),
+        (
+            {"identities": {"email": "e"}, "events": [{"custom_event_type": "transaction"}]},
+            "events[0].name: a custom_event needs a name",
+        ),
+        (
+            {"identities": {"email": "e"}, "events": [{"name": "X", "custom_event_type": "buy"}]},
+            "events[0].custom_event_type: 'buy' is not one of",
+        ),
+        (
+            {"identities": {"email": "e"}, "events": [{"name": "X", "timestamp": {"field": "t", "format": "rfc"}}]},
+            "events[0].timestamp.format: 'rfc' is not one of",
+        ),
+        (
+            {"identities": {"email": "e"}, "events": [{"name": "X", "attributes": {f"a{i}": "x" for i in range(101)}}]},
+            "events[0].attributes: 101 attributes, mParticle takes at most 100",
+        ),
         ({"identities": {"email": "e"}, "colour": 1}, "unknown top-level keys ['colour']"),
-        ({"identities": {"email": "e"}, "events": [{"event_type": "commerce_event"}]}, "events[0].event_type: 'commerce_event' is not supported here"),
+        (
+            {"identities": {"email": "e"}, "events": [{"event_type": "commerce_event"}]},
+            "events[0].event_type: 'commerce_event' is not supported here",
+        ),
     ],
 )
 def test_invalid_mappings_say_what_and_where(doc, message):
@@ -52,8 +73,14 @@ def test_it_converts_a_purchase_record():
     record = convert(
         MAPPING,
         {
-            "id": "r1", "user_id": "u1", "email": "  Ada@Example.COM ", "plan": "pro", "first_name": "Ada",
-            "ts": "2026-11-20T10:00:00Z", "sku": "A-1", "amount": "19.99",
+            "id": "r1",
+            "user_id": "u1",
+            "email": "  Ada@Example.COM ",
+            "plan": "pro",
+            "first_name": "Ada",
+            "ts": "2026-11-20T10:00:00Z",
+            "sku": "A-1",
+            "amount": "19.99",
         },
     )
     assert record.identities == {"customer_id": "u1", "email": "ada@example.com"}
@@ -167,7 +194,10 @@ def test_long_names_are_cut_to_256_and_counted():
 
 
 def test_event_name_from_a_field():
-    doc = {"identities": {"customer_id": "id"}, "events": [{"name": {"field": "action"}, "custom_event_type": "navigation"}]}
+    doc = {
+        "identities": {"customer_id": "id"},
+        "events": [{"name": {"field": "action"}, "custom_event_type": "navigation"}],
+    }
     record = convert(doc, {"id": "u", "action": "Signed Up"})
     assert record.events[0]["data"]["event_name"] == "Signed Up"
     with pytest.raises(RecordError, match="the event name field is missing"):

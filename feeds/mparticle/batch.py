@@ -102,7 +102,9 @@ def group_by_user(
         ids_size = _size(record.identities) + 20
         own_size = _BATCH_OVERHEAD + ids_size + events_size + attrs_size + deleted_size
         if own_size > max_batch_bytes:
-            refused.append((record, f"the record's data is {own_size} bytes, over the {max_batch_bytes}-byte batch limit"))
+            refused.append(
+                (record, f"the record's data is {own_size} bytes, over the {max_batch_bytes}-byte batch limit")
+            )
             continue
         key = record.user_key()
         batch = open_batches.get(key)

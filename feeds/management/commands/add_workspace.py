@@ -19,7 +19,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--name", required=True)
         parser.add_argument("--pod", required=True, choices=Workspace.Pod.values)
-        parser.add_argument("--endpoint-url", default="", help="Events API base URL (sandbox pod only), e.g. http://127.0.0.1:8765/v2")
+        parser.add_argument(
+            "--endpoint-url", default="", help="Events API base URL (sandbox pod only), e.g. http://127.0.0.1:8765/v2"
+        )
         parser.add_argument("--environment", default=None, choices=Workspace.Environment.values)
         parser.add_argument("--rate-limit", type=float, default=None, help="Batches per second (default 270).")
         parser.add_argument("--no-credentials", action="store_true", help="Create it awaiting credentials.")

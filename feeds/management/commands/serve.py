@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from feeds.demo import sandbox_credentials
+from feeds.mparticle.sandbox import Sandbox
+
+
+class Command(BaseCommand):
+    help = "Run the site, a django-q2 cluster and the sandbox Events API together (local use). Ctrl-C stops all."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--addr", default="127.0.0.1:8000", help="Where the site listens.")
+        parser.add_argument("--no-sandbox", action="store_true", help="Do not start the sandbox Events API.")
+
+    def handle(self, *args, **options):
+        sandbox = None
+        if not options["no_sandbox"]:
+            sandbox = Sandbox(sandbox_credentials())
+            url = sandbox.start(port=settings.MPFEED_DEMO_SANDBOX_PORT)
+            self.stdout.write(f"Sandbox Events API: {url}/v2 (state at {url}/_sandbox/state)")
+        manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        children = [
+            subprocess.Popen([*manage, "qcluster"]),
+            subprocess.Popen([*manage, "runserver", "--noreload", options["addr"]]),
+        ]
+        self.stdout.write(f"Site: http://{options['addr']}/  (task cluster started; Ctrl-C stops everything)")
+
+        def stop(*_):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, stop)
+        try:
+            while all(child.poll() is None for child in children):
+                time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGINT)
+            deadline = time.monotonic() + 10
+            for child in children:
+                try:
+                    child.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.kill()
+            if sandbox:
+                sandbox.stop()
+        failed = [c.args[2] for c in children if c.returncode not in (0, -signal.SIGINT, -signal.SIGTERM, None)]
+        if failed:
+            self.stderr.write(f"Stopped because {', '.join(failed)} exited.")
+            raise SystemExit(1)

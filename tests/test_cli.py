@@ -1,0 +1,255 @@
+"""The headless commands: in-process with call_command, and end to end in real processes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+import requests
+from django.core.management import CommandError, call_command
+
+from feeds.models import Mapping, SyncRun, Workspace
+from tests.helpers import MAPPING, SANDBOX_KEY, SANDBOX_SECRET, purchase_rows, write_csv
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def command(*args, **env) -> str:
+    out = io.StringIO()
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        call_command(*args, stdout=out)
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return out.getvalue()
+
+
+@pytest.fixture
+def mapping_file(tmp_path):
+    path = tmp_path / "mapping.json"
+    path.write_bytes(orjson.dumps(MAPPING))
+    return path
+
+
+@pytest.mark.django_db
+class TestInProcess:
+    def add(self, sandbox, name="Acme"):
+        return command(
+            "add_workspace",
+            "--name",
+            name,
+            "--pod",
+            "sandbox",
+            "--endpoint-url",
+            f"{sandbox.url}/v2",
+            MPFEED_API_KEY=SANDBOX_KEY,
+            MPFEED_API_SECRET=SANDBOX_SECRET,
+        )
+
+    def test_add_workspace_takes_credentials_from_the_environment(self, sandbox):
+        out = self.add(sandbox)
+        assert "Created workspace 'Acme'" in out and "credentials set" in out
+        workspace = Workspace.objects.get(name="Acme")
+        assert workspace.api_secret == SANDBOX_SECRET
+        assert workspace.status == Workspace.Status.ACTIVE
+
+    def test_add_workspace_without_credentials_and_no_terminal_fails(self, sandbox, monkeypatch):
+        monkeypatch.delenv("MPFEED_API_KEY", raising=False)
+        monkeypatch.delenv("MPFEED_API_SECRET", raising=False)
+        monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+        with pytest.raises(CommandError, match="Set MPFEED_API_KEY and MPFEED_API_SECRET"):
+            call_command("add_workspace", "--name", "X", "--pod", "partner")
+        assert not Workspace.objects.exists()
+
+    def test_add_workspace_refuses_the_sandbox_without_url(self):
+        with pytest.raises(CommandError, match="endpoint_url: The sandbox pod needs an endpoint URL"):
+            command("add_workspace", "--name", "X", "--pod", "sandbox", "--no-credentials")
+
+    def test_add_workspace_refuses_the_sandbox_when_not_allowed(self, settings):
+        settings.MPFEED_ALLOW_SANDBOX = False
+        with pytest.raises(CommandError, match="not allowed on this deployment"):
+            command(
+                "add_workspace", "--name", "X", "--pod", "sandbox", "--endpoint-url", "http://x/v2", "--no-credentials"
+            )
+
+    def test_load_mapping_versions_and_refuses_invalid_rules(self, sandbox, mapping_file, tmp_path):
+        self.add(sandbox)
+        assert "loaded (version 1)" in command("load_mapping", "--workspace", "Acme", str(mapping_file))
+        assert "unchanged (version 1)" in command("load_mapping", "--workspace", "Acme", str(mapping_file))
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps({"identities": {"customerid": "id"}}))
+        with pytest.raises(CommandError, match="identities.customerid: not an mParticle identity key"):
+            command("load_mapping", "--workspace", "Acme", str(bad))
+        bad.write_text("{nope")
+        with pytest.raises(CommandError, match="is not valid JSON"):
+            command("load_mapping", "--workspace", "Acme", str(bad))
+        assert Mapping.objects.get().version == 1
+
+    def test_run_sync_inline_prints_one_json_line(self, sandbox, mapping_file, tmp_path):
+        self.add(sandbox)
+        command("load_mapping", "--workspace", "Acme", str(mapping_file))
+        rows = purchase_rows(30, users=7)
+        rows[3]["ts"] = "garbage"
+        path = write_csv(tmp_path / "orders.csv", rows)
+        out = command("run_sync", "--workspace", "Acme", "--file", str(path), "--inline")
+        [line] = out.strip().splitlines()
+        summary = json.loads(line)
+        assert summary["status"] == "succeeded_with_rejects"
+        assert summary["records_read"] == 30 and summary["records_rejected"] == 1
+        assert summary["events_accepted"] == 29 == len(sandbox.events())
+        assert SyncRun.objects.get(pk=summary["run"]).trigger == SyncRun.Trigger.CLI
+
+    def test_run_sync_exits_non_zero_when_the_run_fails(self, sandbox, mapping_file, tmp_path, capsys):
+        self.add(sandbox)
+        command("load_mapping", "--workspace", "Acme", str(mapping_file))
+        path = write_csv(tmp_path / "orders.csv", purchase_rows(3))
+        Workspace.objects.filter(name="Acme").update(endpoint_url=f"{sandbox.url}/v2")
+        workspace = Workspace.objects.get(name="Acme")
+        workspace.set_credentials(SANDBOX_KEY, "not-the-secret")
+        with pytest.raises(SystemExit) as exit_info:
+            command("run_sync", "--workspace", "Acme", "--file", str(path), "--inline")
+        assert exit_info.value.code == 1
+
+    def test_run_sync_explains_a_missing_mapping(self, sandbox, tmp_path):
+        self.add(sandbox)
+        path = write_csv(tmp_path / "orders.csv", purchase_rows(3))
+        with pytest.raises(CommandError, match="has no mapping named 'default'"):
+            command("run_sync", "--workspace", "Acme", "--file", str(path), "--inline")
+
+
+# --------------------------------------------------------------------------------------------- end to end
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def site_env(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MPFEED_", "DJANGO_"))}
+    env.update(
+        DATABASE_URL=f"sqlite:///{tmp_path / 'site.sqlite3'}",
+        DJANGO_SETTINGS_MODULE="mpfeed_site.settings",
+        Q_WORKERS="1",
+        Q_POLL="0.2",
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def manage(env, *args, input_env=None, check=True, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**env, **(input_env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
+
+
+@pytest.mark.slow
+def test_end_to_end_with_a_real_cluster_and_the_standalone_sandbox(site_env, tmp_path, mapping_file):
+    """Fresh database, sandbox_api and qcluster as real processes, run_sync --wait; then the database file
+    must hold the secret only as ciphertext."""
+    port = free_port()
+    procs = []
+    try:
+        manage(site_env, "migrate", "--noinput", "-v", "0")
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "manage.py",
+                    "sandbox_api",
+                    "--port",
+                    str(port),
+                    "--rate-limit",
+                    "150",
+                    "--throttle-rate",
+                    "0.2",
+                    "--seed",
+                    "4",
+                ],
+                cwd=ROOT,
+                env={**site_env, "MPFEED_SANDBOX_CREDENTIALS": f"{SANDBOX_KEY}:{SANDBOX_SECRET}"},
+            )
+        )
+        for _ in range(100):
+            try:
+                requests.get(f"http://127.0.0.1:{port}/_sandbox/state", timeout=1)
+                break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        out = manage(
+            site_env,
+            "add_workspace",
+            "--name",
+            "E2E",
+            "--pod",
+            "sandbox",
+            "--endpoint-url",
+            f"http://127.0.0.1:{port}/v2",
+            "--environment",
+            "production",
+            input_env={"MPFEED_API_KEY": SANDBOX_KEY, "MPFEED_API_SECRET": SANDBOX_SECRET},
+        )
+        assert SANDBOX_SECRET not in out.stdout + out.stderr
+        manage(site_env, "load_mapping", "--workspace", "E2E", str(mapping_file))
+        rows = purchase_rows(1500, users=400)
+        for i in range(0, 1500, 100):
+            rows[i]["amount"] = "broken"
+        data = write_csv(tmp_path / "orders.csv", rows)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "manage.py", "qcluster"],
+                cwd=ROOT,
+                env=site_env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
+        result = manage(
+            site_env, "run_sync", "--workspace", "E2E", "--file", str(data), "--wait", check=False, timeout=180
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        summary = json.loads(result.stdout.strip().splitlines()[-1])
+        assert summary["status"] == "succeeded_with_rejects"
+        assert summary["records_read"] == 1500 and summary["records_rejected"] == 15
+        assert summary["events_accepted"] == 1485
+        state = requests.get(f"http://127.0.0.1:{port}/_sandbox/state", timeout=5).json()
+        assert state["kept_events"] == 1485 and state["duplicates"] == 0
+        assert len(set(state["source_message_ids"])) == 1485
+        assert state["requests_by_status"].get("429", 0) >= 1
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    cluster_log = procs[-1].stdout.read() if len(procs) > 1 and procs[-1].stdout else ""
+    assert SANDBOX_SECRET not in cluster_log
+    # The database (and its write-ahead log) holds the secret only as ciphertext.
+    raw = b"".join(f.read_bytes() for f in tmp_path.glob("site.sqlite3*"))
+    assert b"E2E" in raw  # the search does see the file contents
+    assert SANDBOX_SECRET.encode() not in raw
