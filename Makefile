@@ -34,6 +34,7 @@ test: $(VENV)/.installed-dev
 	$(PY) manage.py makemigrations --check --dry-run -v 0
 	bash scripts/check-deploy.sh $(PY)
 	$(PY) -m pytest $(PYTEST_ARGS)
+	bash scripts/test-postgres.sh $(PY)
 
 lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check --fix .

@@ -19,7 +19,21 @@ class WorkspaceAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = ["credentials", "status_message", "credentials_updated_at", "created_at"]
     fieldsets = [
-        (None, {"fields": ["name", "slug", "pod", "endpoint_url", "environment", "status", "status_message", "rate_limit"]}),
+        (
+            None,
+            {
+                "fields": [
+                    "name",
+                    "slug",
+                    "pod",
+                    "endpoint_url",
+                    "environment",
+                    "status",
+                    "status_message",
+                    "rate_limit",
+                ]
+            },
+        ),
         ("Credentials", {"fields": ["credentials", "new_api_key", "new_api_secret", "credentials_updated_at"]}),
     ]
 
@@ -68,8 +82,17 @@ class ReadOnlyMixin:
 @admin.register(SyncRun)
 class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = [
-        "id", "job", "workspace", "trigger", "status", "records_read", "records_rejected", "events_accepted",
-        "throttled", "created_at", "finished_at",
+        "id",
+        "job",
+        "workspace",
+        "trigger",
+        "status",
+        "records_read",
+        "records_rejected",
+        "events_accepted",
+        "throttled",
+        "created_at",
+        "finished_at",
     ]
     list_filter = ["status", "trigger", "workspace", "created_at"]
     search_fields = ["job__name", "workspace__name", "error"]
@@ -97,8 +120,17 @@ class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
 @admin.register(Delivery)
 class DeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = [
-        "__str__", "workspace", "path", "state", "batch_count", "event_count", "attempts", "throttled_count",
-        "seconds_waited", "last_status", "created_at",
+        "__str__",
+        "workspace",
+        "path",
+        "state",
+        "batch_count",
+        "event_count",
+        "attempts",
+        "throttled_count",
+        "seconds_waited",
+        "last_status",
+        "created_at",
     ]
     list_filter = ["state", "path", "workspace", "last_status"]
     search_fields = ["=run__id", "last_error"]
@@ -111,4 +143,5 @@ class RejectedRecordAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = ["ref", "run", "stage", "reason", "created_at"]
     list_filter = ["stage", "run__workspace"]
     search_fields = ["ref", "reason", "=run__id"]
-    list_select_related = ["run"]
+    # The run column shows "Run #n of <workspace> / <job>": load the job and workspace in the same query.
+    list_select_related = ["run__job__workspace"]

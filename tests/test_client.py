@@ -252,6 +252,19 @@ def test_it_sends_basic_auth_with_key_and_secret(make_client, sandbox):
     assert sandbox.requests_log()[-1].api_key == SANDBOX_KEY
 
 
+def test_it_sends_a_non_latin_1_secret_as_utf_8_instead_of_raising(make_client, sandbox):
+    secret = "s\u00e9cr\u00e8t-\u20ac-\u79d8\u5bc6"
+    sandbox.add_credentials("key-utf8", secret)
+    session = RecordingSession()
+
+    answer = make_client(key="key-utf8", secret=secret, session=session).upload(make_batch("r-1"))
+
+    assert answer.outcome is Outcome.ACCEPTED
+    token = session.sent[0].headers["Authorization"].removeprefix("Basic ")
+    assert base64.b64decode(token).decode("utf-8") == f"key-utf8:{secret}"
+    assert_no_secret(answer, secret)
+
+
 # 413 ------------------------------------------------------------------------------------------------------
 
 
@@ -330,7 +343,7 @@ def test_server_errors_are_transient(client, sandbox, status):
     assert answer.outcome is Outcome.SERVER_ERROR
     assert answer.status == status
     assert answer.transient and not answer.delivered
-    assert answer.describe() == f"HTTP {status} (server_error)"
+    assert answer.describe() == f"HTTP {status} (server_error): Injected server error {status}"
     assert sandbox.kept() == []
 
 

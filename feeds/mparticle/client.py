@@ -8,6 +8,7 @@ server asked us to wait. No Django imports here.
 from __future__ import annotations
 
 import enum
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -112,13 +113,16 @@ def _retry_after(value: str | None) -> float | None:
     except ValueError:
         # An HTTP date is allowed by RFC 9110; mParticle sends seconds, so a date is read as "unknown".
         return None
+    if not math.isfinite(seconds):
+        # "inf" or "nan" parse as floats but cannot be waited for.
+        return None
     return max(seconds, 0.0)
 
 
 def _int_header(value: str | None) -> int | None:
     try:
         return int(float(value)) if value is not None else None
-    except ValueError:
+    except (ValueError, OverflowError):
         return None
 
 
@@ -182,7 +186,8 @@ class EventsClient:
             response = self.session.post(
                 self.base_url + path,
                 data=body,
-                auth=(self.api_key, self.api_secret),
+                # As UTF-8 bytes (RFC 7617): requests encodes str as latin-1 and raises on anything else.
+                auth=(self.api_key.encode(), self.api_secret.encode()),
                 headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
                 timeout=(self.connect_timeout, self.read_timeout),
                 allow_redirects=False,
