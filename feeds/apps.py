@@ -1,4 +1,11 @@
 from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def _ensure_schedules(sender, **kwargs) -> None:
+    from feeds.sync import ensure_schedules
+
+    ensure_schedules()
 
 
 class FeedsConfig(AppConfig):
@@ -8,3 +15,5 @@ class FeedsConfig(AppConfig):
 
     def ready(self) -> None:
         from feeds import checks  # noqa: F401  (registers the system checks)
+
+        post_migrate.connect(_ensure_schedules, sender=self)

@@ -240,6 +240,10 @@ class SyncRun(models.Model):
     chunks = models.PositiveIntegerField(default=0)
     # A worker holds the run until lease_until; a crashed worker's run can be claimed again after it.
     lease_until = models.DateTimeField(null=True, blank=True)
+    # A waiting run (throttled, or backing off after failures) may go on from this time.
+    resume_at = models.DateTimeField(null=True, blank=True)
+    # When the run was last handed to the task queue (the sweeper re-queues a task that got lost).
+    queued_at = models.DateTimeField(null=True, blank=True)
     # Counters, updated per chunk and per request.
     records_read = models.PositiveBigIntegerField(default=0)
     records_rejected = models.PositiveBigIntegerField(default=0)
@@ -309,11 +313,13 @@ class SyncRun(models.Model):
     def claim(self, lease: timedelta) -> bool:
         """Take the run for this worker: queued, waiting, or running under an expired lease."""
         now = timezone.now()
-        claimable = Q(status__in=[self.Status.QUEUED, self.Status.WAITING]) | Q(
-            status=self.Status.RUNNING, lease_until__lt=now
+        claimable = (
+            Q(status=self.Status.QUEUED)
+            | Q(status=self.Status.WAITING, resume_at__lte=now)
+            | Q(status=self.Status.RUNNING, lease_until__lt=now)
         )
         changed = SyncRun.objects.filter(claimable, pk=self.pk).update(
-            status=self.Status.RUNNING, lease_until=now + lease, started_at=self.started_at or now
+            status=self.Status.RUNNING, lease_until=now + lease, started_at=self.started_at or now, resume_at=None
         )
         if changed == 1:
             self.refresh_from_db()
@@ -328,7 +334,22 @@ class SyncRun(models.Model):
         self.error = error
         self.finished_at = timezone.now() if status in self.FINISHED_STATUSES else None
         self.lease_until = None
-        self.save(update_fields=["status", "error", "finished_at", "lease_until"])
+        self.resume_at = None
+        self.save(update_fields=["status", "error", "finished_at", "lease_until", "resume_at"])
+
+    def wait_until(self, when, reason: str) -> None:
+        """Give the worker back; a continuation picks the run up at `when`."""
+        self.status = self.Status.WAITING
+        self.resume_at = when
+        self.lease_until = None
+        self.error = f"{reason} until {timezone.localtime(when):%Y-%m-%d %H:%M:%S %Z}"
+        self.save(update_fields=["status", "resume_at", "lease_until", "error"])
+
+    def requeue(self) -> None:
+        """Give the worker back with work left (end of a time slice)."""
+        self.status = self.Status.QUEUED
+        self.lease_until = None
+        self.save(update_fields=["status", "lease_until"])
 
 
 class DeliveryQuerySet(models.QuerySet):
@@ -426,3 +447,41 @@ class RejectedRecord(models.Model):
 
     def __str__(self) -> str:
         return f"{self.ref}: {self.reason[:80]}"
+
+
+class DeliveryAttempt(models.Model):
+    """One HTTP attempt of a delivery: what was answered, how fast, and what the server asked."""
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="attempt_log")
+    at = models.DateTimeField(default=timezone.now)
+    outcome = models.CharField(max_length=20)
+    status = models.PositiveSmallIntegerField(null=True, blank=True)
+    latency_ms = models.PositiveIntegerField(default=0)
+    retry_after = models.FloatField(null=True, blank=True)
+    rate_limit_used = models.PositiveSmallIntegerField(null=True, blank=True)
+    rate_limit_scope = models.CharField(max_length=40, blank=True)
+    waited = models.FloatField(default=0, help_text="Seconds waited after this attempt.")
+    message = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["delivery", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.at:%H:%M:%S} {self.status or self.outcome}"
+
+
+class WorkspacePace(models.Model):
+    """The pace at which a workspace is sent to, shared by every worker process (see feeds.pacing)."""
+
+    workspace = models.OneToOneField(Workspace, on_delete=models.CASCADE, related_name="pace")
+    rate = models.FloatField(
+        help_text="Batches per second now (adapts between a floor and the workspace's rate limit)."
+    )
+    # Virtual time (epoch seconds) at which everything reserved so far has been paid for.
+    next_at = models.FloatField(default=0)
+    # After X-mp-rate-limit-exceeded: acceleration, climb back more slowly until this time.
+    gentle_until = models.FloatField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.workspace}: {self.rate:.0f} batches/s"

@@ -8,17 +8,16 @@ checkpoint and resends stored bodies byte for byte: nothing is lost and nothing 
 from __future__ import annotations
 
 import logging
-import random
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import timedelta
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from itertools import islice
 
 import orjson
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from feeds.mapping import Converter, MappingError, RecordError, compile_mapping
@@ -26,13 +25,20 @@ from feeds.models import Delivery, RejectedRecord, SyncJob, SyncRun, Workspace
 from feeds.mparticle import schema
 from feeds.mparticle.batch import UserRecord, deterministic_id, group_by_user, join, pack, serialize
 from feeds.mparticle.client import Answer, EventsClient, Outcome
+from feeds.pacing import Pacing
+from feeds.sending import Sender, Settled, Wait
 from feeds.sources import Item, SourceError
 from feeds.sources.files import open_source
 
 log = logging.getLogger(__name__)
 
-LEASE = timedelta(minutes=5)
 EXCERPT = 500
+CONTINUATION = "mpfeed-resume-run-{}"
+SWEEPER = "mpfeed: resume stalled runs"
+
+
+def lease() -> timedelta:
+    return timedelta(seconds=settings.MPFEED_LEASE_SECONDS)
 
 
 class SyncError(Exception):
@@ -81,35 +87,147 @@ def enqueue_run(run: SyncRun) -> str:
     """Hand the run to a django-q2 worker. Only the primary key goes into the task."""
     from django_q.tasks import async_task
 
+    SyncRun.objects.filter(pk=run.pk).update(queued_at=timezone.now())
     return async_task("feeds.tasks.process_run", run.pk, task_name=f"sync-run-{run.pk}", group="sync")
+
+
+def schedule_continuation(run: SyncRun) -> None:
+    """A django-q2 schedule that resumes a waiting run when its wait is over (idempotent per run)."""
+    from django_q.models import Schedule
+
+    Schedule.objects.update_or_create(
+        name=CONTINUATION.format(run.pk),
+        defaults={
+            "func": "feeds.tasks.process_run",
+            "args": f"({run.pk},)",
+            "schedule_type": Schedule.ONCE,
+            "repeats": -1,
+            "next_run": run.resume_at,
+        },
+    )
+
+
+def ensure_schedules() -> None:
+    """The periodic sweeper that resumes stalled runs; created idempotently after every migrate."""
+    from django_q.models import Schedule
+
+    Schedule.objects.update_or_create(
+        name=SWEEPER,
+        defaults={"func": "feeds.tasks.resume_stalled", "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
+    )
+
+
+def resume_stalled(now: datetime | None = None) -> list[int]:
+    """Queue runs a worker should pick up: waits that are over, runs whose worker died (lease expired),
+    queued runs whose task was lost, and finished runs that were given deliveries to replay."""
+    now = now or timezone.now()
+    stale_queue = now - timedelta(seconds=settings.MPFEED_REQUEUE_AFTER)
+    runs = list(
+        SyncRun.objects.filter(
+            Q(status=SyncRun.Status.WAITING, resume_at__lte=now)
+            | Q(status=SyncRun.Status.RUNNING, lease_until__lt=now)
+            | Q(status=SyncRun.Status.QUEUED, queued_at__lt=stale_queue)
+            | Q(status=SyncRun.Status.QUEUED, queued_at__isnull=True, created_at__lt=stale_queue)
+        ).only("pk")
+    )
+    reopened = SyncRun.objects.filter(
+        status__in=SyncRun.FINISHED_STATUSES, deliveries__state=Delivery.State.PENDING
+    ).distinct()
+    for run in reopened:
+        if reopen_run(run):
+            runs.append(run)
+    for run in runs:
+        enqueue_run(run)
+    return [run.pk for run in runs]
+
+
+def reopen_run(run: SyncRun) -> bool:
+    """Put a finished or blocked run back in the queue (for replays and new credentials). False when the
+    job already has another unfinished run; the sweeper tries again once that one is over."""
+    try:
+        with transaction.atomic():
+            changed = (
+                SyncRun.objects.filter(pk=run.pk)
+                .exclude(status__in=[SyncRun.Status.QUEUED, SyncRun.Status.RUNNING, SyncRun.Status.WAITING])
+                .update(status=SyncRun.Status.QUEUED, finished_at=None, error="", lease_until=None, resume_at=None)
+            )
+    except IntegrityError:
+        return False
+    return changed == 1
+
+
+# ------------------------------------------------------------------------------------------------- replays
+
+
+def replay(deliveries) -> tuple[int, list[int]]:
+    """Send failed deliveries again — their stored bodies, byte for byte, so a replay cannot duplicate.
+    Returns (deliveries replayed, runs queued)."""
+    ids = list(deliveries.filter(state=Delivery.State.FAILED, payload__isnull=False).values_list("pk", flat=True))
+    if not ids:
+        return 0, []
+    with transaction.atomic():
+        Delivery.objects.filter(pk__in=ids).update(
+            state=Delivery.State.PENDING, first_failure_at=None, finished_at=None
+        )
+    queued = []
+    for run in SyncRun.objects.filter(deliveries__pk__in=ids).distinct():
+        if run.is_active and run.status != SyncRun.Status.BLOCKED:
+            continue  # a working run sends pending deliveries anyway
+        if reopen_run(run):
+            enqueue_run(run)
+            queued.append(run.pk)
+    return len(ids), queued
+
+
+def replay_run(run: SyncRun) -> tuple[int, list[int]]:
+    return replay(run.deliveries.all())
+
+
+def replay_workspace(workspace: Workspace, since: datetime) -> tuple[int, list[int]]:
+    return replay(workspace.deliveries.filter(created_at__gte=since))
+
+
+# ------------------------------------------------------------------------------------------- credentials
+
+
+def test_connection(workspace: Workspace) -> Answer:
+    """Send one batch without events in the development environment: mParticle checks the credentials
+    without recording any data."""
+    client = workspace.client()
+    try:
+        return client.upload({"environment": "development", "source_request_id": str(uuid.uuid4())})
+    finally:
+        client.close()
+
+
+def verify_and_resume(workspace: Workspace) -> Answer:
+    """Test the workspace's credentials; when they pass, the workspace is active again and its blocked
+    runs resume where they stopped."""
+    answer = test_connection(workspace)
+    if answer.delivered:
+        Workspace.objects.filter(pk=workspace.pk, status=Workspace.Status.CREDENTIALS_REJECTED).update(
+            status=Workspace.Status.ACTIVE, status_message=""
+        )
+        workspace.refresh_from_db(fields=["status", "status_message"])
+        for run in workspace.runs.filter(status=SyncRun.Status.BLOCKED):
+            if reopen_run(run):
+                enqueue_run(run)
+    elif answer.outcome in (Outcome.UNAUTHORIZED, Outcome.FORBIDDEN):
+        workspace.mark_credentials_rejected(f"The connection test was refused ({answer.describe()}).")
+    return answer
 
 
 # ---------------------------------------------------------------------------------------------- processing
 
 
-@dataclass
-class Pacing:
-    """How the engine waits; tests replace `sleep` to observe waits without spending them."""
-
-    sleep: Callable[[float], None] = time.sleep
-    rand: random.Random = random.Random()
-
-    def backoff(self, attempt: int) -> float:
-        """Exponential backoff with full jitter (attempt counts from 1)."""
-        ceiling = min(settings.MPFEED_BACKOFF_CAP, settings.MPFEED_BACKOFF_BASE * 2 ** min(attempt - 1, 30))
-        return self.rand.uniform(0, ceiling)
-
-    def after_throttle(self, answer: Answer, streak: int) -> float:
-        if answer.retry_after is not None and answer.retry_after > 0:
-            # At least what the server asked, plus a little so workers do not all come back at once.
-            return answer.retry_after + self.rand.uniform(0, min(1.0, answer.retry_after * 0.1))
-        return max(self.backoff(streak), 0.05)
-
-
 def process_run(run_id: int, *, pacing: Pacing | None = None, time_slice: float | None = None) -> SyncRun:
-    """Work on a run for up to `time_slice` seconds. Returns the run; status QUEUED means "call again"."""
-    run = SyncRun.objects.select_related("workspace", "job").get(pk=run_id)
-    if not run.claim(LEASE):
+    """Work on a run for up to `time_slice` seconds. Returns the run: QUEUED means "call again", WAITING
+    means "call again at run.resume_at" (a continuation is scheduled)."""
+    run = SyncRun.objects.select_related("workspace", "job").filter(pk=run_id).first()
+    if run is None:
+        log.info("run %s no longer exists", run_id)
+        return run
+    if not run.claim(lease()):
         log.info("run %s not claimable (status %s)", run.pk, run.status)
         return run
     engine = _Engine(run, pacing or Pacing(), time_slice or settings.MPFEED_TASK_SLICE)
@@ -130,6 +248,7 @@ class _Engine:
         self.pacing = pacing
         self.deadline = time.monotonic() + time_slice
         self.client: EventsClient | None = None
+        self.sender: Sender | None = None
 
     def work(self) -> None:
         run = self.run
@@ -142,6 +261,7 @@ class _Engine:
             run.finish(SyncRun.Status.FAILED, f"The mapping is not valid: {e}")
             return
         self.client = self.workspace.client()
+        self.sender = Sender(run, self.client, self.pacing, lease())
         try:
             if not self.send_pending():
                 return
@@ -172,9 +292,7 @@ class _Engine:
         """At the end of a time slice, give the worker back and queue the run again."""
         if time.monotonic() < self.deadline:
             return False
-        self.run.status = SyncRun.Status.QUEUED
-        self.run.lease_until = None
-        self.run.save(update_fields=["status", "lease_until"])
+        self.run.requeue()
         return True
 
     # -------------------------------------------------------------------------------- chunk → deliveries
@@ -262,7 +380,7 @@ class _Engine:
             run.requests += len(deliveries)
             run.events += event_total
             run.names_truncated = converter.stats.names_truncated
-            run.lease_until = timezone.now() + LEASE
+            run.lease_until = timezone.now() + lease()
             run.save(
                 update_fields=[
                     "checkpoint",
@@ -281,180 +399,20 @@ class _Engine:
     # ------------------------------------------------------------------------------------------- sending
 
     def send_pending(self) -> bool:
-        """Send the run's pending deliveries in order. False when the run must stop (blocked, out of time)."""
+        """Send the run's pending deliveries in order. False when the run must stop (blocked, waiting, time)."""
         while True:
             delivery = self.run.deliveries.pending().order_by("sequence").first()
             if delivery is None:
                 return True
-            if not self.deliver(delivery):
+            result = self.sender.deliver(delivery)
+            if result is Settled.BLOCKED:
+                return False
+            if isinstance(result, Wait):
+                self.run.wait_until(result.until, result.reason)
+                schedule_continuation(self.run)
                 return False
             if self.out_of_time():
                 return False
-
-    def deliver(self, delivery: Delivery) -> bool:
-        """Send one delivery until it is settled; False if the run got blocked."""
-        assert self.client is not None
-        body = delivery.body()
-        throttle_streak = failure_streak = 0
-        while True:
-            answer = self.client.post(delivery.path, body)
-            now = timezone.now()
-            retry = delivery.attempts > 0
-            delivery.attempts += 1
-            delivery.sent_at = now
-            delivery.last_status = answer.status
-            delivery.last_error = answer.describe() if not answer.delivered else ""
-            delivery.response_excerpt = answer.excerpt[:EXCERPT]
-            outcome = answer.outcome
-            if retry:
-                self.run.add(retries=1)
-
-            if outcome is Outcome.ACCEPTED:
-                self._settle(delivery, Delivery.State.ACCEPTED)
-                self.run.add(events_accepted=delivery.event_count)
-                return True
-            if outcome is Outcome.PARTIAL:
-                self._partial(delivery, answer)
-                return True
-            if outcome in (Outcome.BAD_REQUEST, Outcome.TOO_LARGE):
-                self._split_or_reject(delivery, answer)
-                return True
-            if outcome in (Outcome.UNAUTHORIZED, Outcome.FORBIDDEN):
-                return self._blocked(delivery, answer)
-            if outcome is Outcome.THROTTLED:
-                throttle_streak += 1
-                wait = self.pacing.after_throttle(answer, throttle_streak)
-                delivery.throttled_count += 1
-                self._wait(delivery, wait, throttled=True)
-                continue
-            if outcome in (Outcome.SERVER_ERROR, Outcome.NETWORK_ERROR):
-                failure_streak += 1
-                if delivery.first_failure_at is None:
-                    delivery.first_failure_at = now
-                elif (now - delivery.first_failure_at).total_seconds() > settings.MPFEED_RETRY_HORIZON:
-                    self._settle(delivery, Delivery.State.FAILED, keep_payload=True)
-                    return True
-                self._wait(delivery, self.pacing.backoff(failure_streak), throttled=False)
-                continue
-            # Any other answer is not something retrying will fix: keep it for a person and replay.
-            self._settle(delivery, Delivery.State.FAILED, keep_payload=True)
-            return True
-
-    def _wait(self, delivery: Delivery, seconds: float, *, throttled: bool) -> None:
-        delivery.seconds_waited += seconds
-        delivery.save(
-            update_fields=[
-                "attempts",
-                "sent_at",
-                "last_status",
-                "last_error",
-                "response_excerpt",
-                "throttled_count",
-                "seconds_waited",
-                "first_failure_at",
-            ]
-        )
-        self.run.add(throttled=1 if throttled else 0, seconds_waited=seconds)
-        self.run.extend_lease(LEASE + timedelta(seconds=seconds))
-        self.pacing.sleep(seconds)
-
-    def _settle(self, delivery: Delivery, state: str, *, keep_payload: bool = False) -> None:
-        delivery.state = state
-        delivery.finished_at = timezone.now()
-        if not keep_payload:
-            delivery.payload = None
-        delivery.save()
-        self.run.extend_lease(LEASE)
-
-    def _reject_batches(self, delivery: Delivery, refused: dict[int, str]) -> int:
-        """Write RejectedRecords for the refused batches; returns how many source records they carried."""
-        rows = []
-        for index, message in refused.items():
-            srid = delivery.source_request_ids[index]
-            for ref in delivery.record_refs[index]:
-                rows.append(
-                    RejectedRecord(
-                        run=self.run,
-                        delivery=delivery,
-                        stage=RejectedRecord.Stage.SERVER,
-                        ref=ref[:300],
-                        reason=message,
-                        source_request_id=srid,
-                    )
-                )
-        RejectedRecord.objects.bulk_create(rows)
-        return len(rows)
-
-    def _partial(self, delivery: Delivery, answer: Answer) -> None:
-        named = {
-            e.index: e.message for e in answer.errors if e.index is not None and 0 <= e.index < delivery.batch_count
-        }
-        if not named:
-            # The server refused something without saying which batch: resending halves isolates it, and
-            # mParticle answers the already accepted batches as duplicates (same source_request_id).
-            if delivery.batch_count > 1:
-                self._split(delivery)
-                return
-            named = {0: "; ".join(e.message for e in answer.errors) or "refused without a reason"}
-        with transaction.atomic():
-            records = self._reject_batches(delivery, named)
-            self._settle(
-                delivery, Delivery.State.PARTIAL if len(named) < delivery.batch_count else Delivery.State.REJECTED
-            )
-            accepted = sum(n for i, n in enumerate(delivery.batch_events) if i not in named)
-            self.run.add(events_accepted=accepted, batches_rejected=len(named), records_rejected=records)
-
-    def _split_or_reject(self, delivery: Delivery, answer: Answer) -> None:
-        if delivery.batch_count > 1:
-            self._split(delivery)
-            return
-        message = "; ".join(e.message for e in answer.errors) or answer.describe()
-        if answer.outcome is Outcome.TOO_LARGE:
-            message = f"the batch is too large for mParticle ({delivery.payload_bytes} bytes)"
-        with transaction.atomic():
-            records = self._reject_batches(delivery, {0: message})
-            self._settle(delivery, Delivery.State.REJECTED)
-            self.run.add(batches_rejected=1, records_rejected=records)
-
-    def _split(self, delivery: Delivery) -> None:
-        """Replace a delivery by two holding its halves (same batches, same ids)."""
-        batches = orjson.loads(delivery.body())
-        half = len(batches) // 2
-        sequence = (self.run.deliveries.aggregate(m=Max("sequence"))["m"] or 0) + 1
-        parts = []
-        for offset, (start, stop) in enumerate(((0, half), (half, len(batches)))):
-            body = join([serialize(b) for b in batches[start:stop]])
-            parts.append(
-                Delivery(
-                    run=self.run,
-                    workspace=self.workspace,
-                    parent=delivery,
-                    sequence=sequence + offset,
-                    path=delivery.path,
-                    payload=Delivery.compress(body),
-                    payload_bytes=len(body),
-                    batch_count=stop - start,
-                    event_count=sum(delivery.batch_events[start:stop]),
-                    source_request_ids=delivery.source_request_ids[start:stop],
-                    record_refs=delivery.record_refs[start:stop],
-                    batch_events=delivery.batch_events[start:stop],
-                )
-            )
-        with transaction.atomic():
-            Delivery.objects.bulk_create(parts)
-            self._settle(delivery, Delivery.State.SPLIT)
-            self.run.add(requests=len(parts))
-
-    def _blocked(self, delivery: Delivery, answer: Answer) -> bool:
-        message = (
-            "mParticle refused the API key and secret (HTTP 403)."
-            if answer.outcome is Outcome.FORBIDDEN
-            else "mParticle answered that no credentials were sent (HTTP 401)."
-        )
-        delivery.save(update_fields=["attempts", "sent_at", "last_status", "last_error", "response_excerpt"])
-        self.workspace.mark_credentials_rejected(message + " Enter new credentials to resume.")
-        self.run.finish(SyncRun.Status.BLOCKED, message + " Deliveries are kept and resume with new credentials.")
-        return False
 
     # ------------------------------------------------------------------------------------------ the end
 

@@ -159,6 +159,8 @@ Q_CLUSTER = {
     "save_limit": envint("Q_SAVE_LIMIT", "1000"),
     "ack_failures": True,
     "poll": envfloat("Q_POLL", "0.5"),
+    # The scheduler runs every 30 guard cycles: 0.2 s makes continuations start within ~6 s of being due.
+    "guard_cycle": envfloat("Q_GUARD_CYCLE", "0.2"),
     "label": "Task queue",
 }
 if os.getenv("REDIS_URL"):
@@ -195,3 +197,12 @@ EMAIL_BACKEND = os.getenv("EMAIL_BACKEND", "django.core.mail.backends.console.Em
 MPFEED_TASK_SLICE = envfloat("MPFEED_TASK_SLICE", "600")
 # The port `manage.py serve` runs the built-in sandbox Events API on (the demo workspace points at it).
 MPFEED_DEMO_SANDBOX_PORT = envint("MPFEED_DEMO_SANDBOX_PORT", "8765")
+# Pacing: each workspace is sent to at MPFEED_PACE_TARGET × its rate limit, shared by all workers.
+MPFEED_PACING = envbool("MPFEED_PACING", "True")
+MPFEED_PACE_TARGET = envfloat("MPFEED_PACE_TARGET", "0.98")
+# Waits longer than this (429 Retry-After, backoff) give the worker back; a scheduled continuation resumes.
+MPFEED_MAX_INLINE_WAIT = envfloat("MPFEED_MAX_INLINE_WAIT", "5")
+# A run's lease: a worker that dies is replaced after this many seconds.
+MPFEED_LEASE_SECONDS = envfloat("MPFEED_LEASE_SECONDS", "300")
+# A queued run whose task has not started after this many seconds is queued again (a lost task).
+MPFEED_REQUEUE_AFTER = envfloat("MPFEED_REQUEUE_AFTER", "600")

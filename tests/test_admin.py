@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db import connection
@@ -12,28 +10,20 @@ from django.urls import reverse
 
 from feeds import sync
 from feeds.models import Delivery, Mapping, RejectedRecord, SyncJob, SyncRun, Workspace
-from tests.helpers import SANDBOX_KEY, SANDBOX_SECRET, make_job, make_mapping, make_workspace, purchase_rows, write_csv
+from tests.helpers import (
+    SANDBOX_KEY,
+    SANDBOX_SECRET,
+    make_job,
+    make_mapping,
+    make_workspace,
+    purchase_rows,
+    run_job,
+    write_csv,
+)
 
 pytestmark = pytest.mark.django_db
 
 MODELS = [Workspace, Mapping, SyncJob, SyncRun, Delivery, RejectedRecord]
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def run_job(job: SyncJob) -> SyncRun:
-    run = sync.start_run(job)
-    pacing = sync.Pacing(sleep=FakeClock().sleep, rand=random.Random(1))
-    while True:
-        run = sync.process_run(run.pk, pacing=pacing)
-        if run.status != SyncRun.Status.QUEUED:
-            return run
 
 
 def url(model, view: str, *args) -> str:

@@ -2,41 +2,15 @@
 
 from __future__ import annotations
 
-import random
-
 import orjson
 import pytest
 
 from feeds import sync, tasks
 from feeds.models import Delivery, RejectedRecord, SyncRun, Workspace
 from feeds.mparticle.sandbox import FaultConfig
-from tests.helpers import make_job, make_workspace, purchase_rows, write_csv
+from tests.helpers import FakeClock, make_job, make_workspace, purchase_rows, run_job, write_csv
 
 pytestmark = pytest.mark.django_db
-
-
-class FakeClock:
-    """Shared by the engine's sleep and the sandbox's token bucket, so waits cost no real time."""
-
-    def __init__(self):
-        self.now = 1000.0
-        self.waits: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-
-
-def run_job(job, clock: FakeClock | None = None) -> SyncRun:
-    run = sync.start_run(job)
-    pacing = sync.Pacing(sleep=(clock or FakeClock()).sleep, rand=random.Random(1))
-    while True:
-        run = sync.process_run(run.pk, pacing=pacing)
-        if run.status != SyncRun.Status.QUEUED:
-            return run
 
 
 def message_ids(sandbox) -> list[str]:
