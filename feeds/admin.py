@@ -1,13 +1,107 @@
 from __future__ import annotations
 
+from datetime import timedelta
+
+import orjson
 from django.contrib import admin, messages
+from django.contrib.auth import get_permission_codename
 from django.db.models import Count
+from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html
+from django.utils.text import Truncator
 
 from feeds import sync
 from feeds.forms import WorkspaceAdminForm
-from feeds.models import Delivery, Mapping, RejectedRecord, SyncJob, SyncRun, Workspace
+from feeds.models import Delivery, DeliveryAttempt, Mapping, RejectedRecord, SyncJob, SyncRun, Workspace
+from feeds.mparticle.client import Answer, Outcome
+
+# The request inspector shows at most this much of a pretty-printed body (bytes of UTF-8).
+INSPECTOR_LIMIT = 200_000
+# The attempts inline lists the newest attempts only: a delivery throttled for hours can have thousands.
+ATTEMPTS_SHOWN = 200
+REPLAY_WINDOW = timedelta(hours=24)
+
+
+# ---------------------------------------------------------------------------------------- message wording
+
+
+def replay_message(count: int, queued: list[int], *, nothing: str) -> tuple[int, str]:
+    """What a replay did, in words: how many deliveries, which runs were queued, or why nothing happened."""
+    if not count:
+        return messages.WARNING, f"Nothing to replay: {nothing}"
+    text = f"Replayed {count} delivery(ies); "
+    if queued:
+        return messages.SUCCESS, text + "queued run(s) " + ", ".join(f"#{pk}" for pk in queued) + "."
+    return messages.SUCCESS, text + (
+        "no run was queued: their run is still working and sends them, or it is queued by the sweeper once "
+        "its job's current run is over."
+    )
+
+
+def credentials_message(answer: Answer, resumed: int) -> tuple[int, str]:
+    """The connection test's answer for staff. Never includes the key or secret (they are not in the answer)."""
+    if answer.delivered:
+        return (
+            messages.SUCCESS,
+            f"Credentials verified: mParticle accepted the connection test; {resumed} blocked run(s) resumed.",
+        )
+    not_verified = "The credentials are kept but not verified; blocked runs stay blocked."
+    if answer.outcome is Outcome.FORBIDDEN:
+        return (
+            messages.ERROR,
+            "mParticle refused these credentials (HTTP 403). Check the Feed's API key and secret and enter them "
+            "again; runs stay blocked until new credentials pass.",
+        )
+    if answer.outcome is Outcome.UNAUTHORIZED:
+        return (
+            messages.ERROR,
+            "mParticle answered that no credentials reached it (HTTP 401). Enter the API key and secret again; "
+            "runs stay blocked until new credentials pass.",
+        )
+    if answer.outcome is Outcome.NETWORK_ERROR:
+        return (
+            messages.WARNING,
+            f"mParticle could not be reached for the connection test ({answer.error}). {not_verified}",
+        )
+    if answer.outcome is Outcome.THROTTLED:
+        return (
+            messages.WARNING,
+            f"mParticle is rate limiting this workspace (HTTP 429), so the connection test could not run. "
+            f"{not_verified} Try again in a minute.",
+        )
+    if answer.outcome is Outcome.SERVER_ERROR:
+        return (
+            messages.WARNING,
+            f"mParticle had a server error (HTTP {answer.status}) during the connection test. {not_verified} "
+            "Try again later.",
+        )
+    return (
+        messages.WARNING,
+        f"mParticle gave an unexpected answer to the connection test ({answer.describe()}). {not_verified}",
+    )
+
+
+def verify_credentials(workspace: Workspace) -> tuple[int, str]:
+    """Test the workspace's credentials with mParticle and resume its blocked runs when they pass."""
+    if not workspace.has_credentials:
+        return messages.WARNING, "There are no credentials to test yet."
+    try:
+        verification = sync.verify_and_resume(workspace)
+    except ValueError as e:
+        # The workspace cannot be sent to from this deployment (e.g. the sandbox pod where it is not allowed).
+        return messages.ERROR, f"The credentials could not be tested: {e}."
+    return credentials_message(verification.answer, len(verification.resumed))
+
+
+def can_replay(request) -> bool:
+    # Replays change deliveries and runs: the model permission, even where the admin pages are read-only.
+    opts = Delivery._meta
+    return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
+
+
+# ----------------------------------------------------------------------------------------------- workspaces
 
 
 @admin.register(Workspace)
@@ -18,6 +112,7 @@ class WorkspaceAdmin(admin.ModelAdmin):
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = ["credentials", "status_message", "credentials_updated_at", "created_at"]
+    actions = ["replay_last_day", "test_credentials", "pause", "resume"]
     fieldsets = [
         (
             None,
@@ -41,6 +136,78 @@ class WorkspaceAdmin(admin.ModelAdmin):
     def credentials(self, obj: Workspace) -> str:
         # Only whether they are set: the stored values are never rendered.
         return "set" if obj.has_credentials else "not set"
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if form.cleaned_data.get("new_api_key") or form.cleaned_data.get("new_api_secret"):
+            # New credentials were stored by the form: test them now, and resume what they blocked.
+            level, text = verify_credentials(obj)
+            self.message_user(request, text, level)
+
+    @admin.action(description="Replay failed deliveries of the last 24 hours", permissions=["replay"])
+    def replay_last_day(self, request, queryset):
+        since = timezone.now() - REPLAY_WINDOW
+        for workspace in queryset:
+            count, queued = sync.replay_workspace(workspace, since)
+            level, text = replay_message(count, queued, nothing="no delivery failed in the last 24 hours.")
+            self.message_user(request, f"{workspace}: {text}", level)
+
+    @admin.action(description="Test credentials and resume blocked runs", permissions=["change"])
+    def test_credentials(self, request, queryset):
+        for workspace in queryset:
+            level, text = verify_credentials(workspace)
+            self.message_user(request, f"{workspace}: {text}", level)
+
+    @admin.action(description="Pause", permissions=["change"])
+    def pause(self, request, queryset):
+        now = timezone.now()
+        to_pause = list(queryset.exclude(status=Workspace.Status.PAUSED))
+        already = [str(w) for w in queryset.filter(status=Workspace.Status.PAUSED)]
+        Workspace.objects.filter(pk__in=[w.pk for w in to_pause]).update(
+            status=Workspace.Status.PAUSED,
+            status_message=f"Paused by {request.user.get_username()} on {timezone.localtime(now):%Y-%m-%d %H:%M %Z}.",
+            updated_at=now,
+        )
+        for workspace in to_pause:
+            self.log_change(request, workspace, "Paused.")
+        names = [str(w) for w in to_pause]
+        if names:
+            self.message_user(
+                request,
+                f"Paused {', '.join(names)}: no new run starts, and unfinished runs stop (blocked) when a worker "
+                "next picks them up. “Resume” continues them.",
+                messages.SUCCESS,
+            )
+        if already:
+            self.message_user(request, f"Already paused: {', '.join(already)}.", messages.WARNING)
+
+    @admin.action(description="Resume", permissions=["change"])
+    def resume(self, request, queryset):
+        for workspace in queryset:
+            if workspace.status != Workspace.Status.PAUSED:
+                self.message_user(
+                    request,
+                    f"{workspace} is not paused ({workspace.get_status_display().lower()}); left as it is.",
+                    messages.WARNING,
+                )
+                continue
+            status = Workspace.Status.ACTIVE if workspace.has_credentials else Workspace.Status.AWAITING_CREDENTIALS
+            changed = Workspace.objects.filter(pk=workspace.pk, status=Workspace.Status.PAUSED).update(
+                status=status, status_message="", updated_at=timezone.now()
+            )
+            if not changed:
+                continue  # someone else changed it meanwhile
+            workspace.refresh_from_db()
+            self.log_change(request, workspace, "Resumed.")
+            if status == Workspace.Status.AWAITING_CREDENTIALS:
+                self.message_user(request, f"{workspace} is resumed and awaits credentials.", messages.WARNING)
+                continue
+            # Runs stopped by the pause are blocked: the connection test resumes them (and catches stale keys).
+            level, text = verify_credentials(workspace)
+            self.message_user(request, f"{workspace} is active again. {text}", level)
+
+    def has_replay_permission(self, request) -> bool:
+        return can_replay(request)
 
 
 @admin.register(Mapping)
@@ -79,6 +246,9 @@ class ReadOnlyMixin:
         return False
 
 
+# ----------------------------------------------------------------------------------------------------- runs
+
+
 @admin.register(SyncRun)
 class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = [
@@ -87,6 +257,7 @@ class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "workspace",
         "trigger",
         "status",
+        "note",
         "records_read",
         "records_rejected",
         "events_accepted",
@@ -99,10 +270,76 @@ class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_select_related = ["job__workspace", "workspace"]
     date_hierarchy = "created_at"
     exclude = ["mapping_rules"]
-    readonly_fields = ["deliveries_link", "rejects_link"]
+    readonly_fields = ["situation", "deliveries_link", "rejects_link"]
+    actions = ["replay_failed"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "situation",
+                    "status",
+                    "resume_at",
+                    "job",
+                    "workspace",
+                    "trigger",
+                    "created_by",
+                    "created_at",
+                    "started_at",
+                    "finished_at",
+                    "deliveries_link",
+                    "rejects_link",
+                ]
+            },
+        ),
+        (
+            "Counters",
+            {
+                "fields": [
+                    "records_read",
+                    "records_rejected",
+                    "batches",
+                    "requests",
+                    "events",
+                    "events_accepted",
+                    "batches_rejected",
+                    "throttled",
+                    "retries",
+                    "seconds_waited",
+                    "names_truncated",
+                ]
+            },
+        ),
+        (
+            "What the run reads",
+            {"fields": ["source_kind", "source_path", "endpoint_mode", "environment", "mapping_version"]},
+        ),
+        (
+            "Progress",
+            {
+                "classes": ["collapse"],
+                "fields": ["checkpoint", "read_done", "chunks", "lease_until", "queued_at", "error"],
+            },
+        ),
+    ]
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("job__workspace", "workspace")
+
+    @admin.display(description="Note")
+    def note(self, obj: SyncRun) -> str:
+        return Truncator(obj.error).chars(100)
+
+    @admin.display(description="Where it stands")
+    def situation(self, obj: SyncRun):
+        # The run's error or waiting text, on top of the page where it cannot be missed.
+        if obj.status in (SyncRun.Status.FAILED, SyncRun.Status.BLOCKED):
+            return format_html(
+                '<p class="errornote">{}: {}</p>', obj.get_status_display(), obj.error or "no reason recorded"
+            )
+        if obj.status == SyncRun.Status.WAITING:
+            return format_html("<strong>{}</strong>", obj.error or f"Waiting until {obj.resume_at}")
+        return obj.error or obj.get_status_display()
 
     @admin.display(description="Deliveries")
     def deliveries_link(self, obj: SyncRun):
@@ -115,6 +352,93 @@ class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
     def rejects_link(self, obj: SyncRun):
         url = reverse("admin:feeds_rejectedrecord_changelist") + f"?run__id__exact={obj.pk}"
         return format_html('<a href="{}">{} rejected</a>', url, obj.rejects.count())
+
+    @admin.action(description="Replay failed deliveries of selected runs", permissions=["replay"])
+    def replay_failed(self, request, queryset):
+        count, queued = 0, []
+        for run in queryset:
+            replayed, runs = sync.replay_run(run)
+            count += replayed
+            queued += runs
+        level, text = replay_message(count, queued, nothing="the selected run(s) have no failed deliveries.")
+        self.message_user(request, text, level)
+
+    def has_replay_permission(self, request) -> bool:
+        return can_replay(request)
+
+
+# ----------------------------------------------------------------------------------------------- deliveries
+
+
+class DeliveryAttemptInline(admin.TabularInline):
+    model = DeliveryAttempt
+    verbose_name_plural = f"Attempts (the newest {ATTEMPTS_SHOWN} at most)"
+    fields = ["time", "outcome", "status", "latency", "retry_after_", "rate_limit_used_", "scope", "waited_", "message"]
+    readonly_fields = fields
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_queryset(self, request):
+        qs = super().get_queryset(request)
+        match = request.resolver_match
+        try:
+            delivery_id = int(match.kwargs["object_id"]) if match else None
+        except (KeyError, TypeError, ValueError):
+            return qs
+        newest = DeliveryAttempt.objects.filter(delivery_id=delivery_id).order_by("-id").values_list("id", flat=True)
+        oldest_shown = list(newest[ATTEMPTS_SHOWN - 1 : ATTEMPTS_SHOWN])
+        return qs.filter(id__gte=oldest_shown[0]) if oldest_shown else qs
+
+    @admin.display(description="Time")
+    def time(self, obj: DeliveryAttempt) -> str:
+        # To the millisecond: attempts of one delivery are often less than a second apart.
+        at = timezone.localtime(obj.at)
+        return f"{at:%Y-%m-%d %H:%M:%S}.{at.microsecond // 1000:03d} {at:%Z}"
+
+    @admin.display(description="Latency (ms)")
+    def latency(self, obj: DeliveryAttempt):
+        return obj.latency_ms
+
+    @admin.display(description="Retry-After (s)")
+    def retry_after_(self, obj: DeliveryAttempt):
+        return "" if obj.retry_after is None else f"{obj.retry_after:g}"
+
+    @admin.display(description="Rate limit used (%)")
+    def rate_limit_used_(self, obj: DeliveryAttempt):
+        return "" if obj.rate_limit_used is None else obj.rate_limit_used
+
+    @admin.display(description="Scope")
+    def scope(self, obj: DeliveryAttempt):
+        return obj.rate_limit_scope
+
+    @admin.display(description="Waited (s)")
+    def waited_(self, obj: DeliveryAttempt):
+        return f"{obj.waited:.3f}" if obj.waited else ""
+
+
+RELEASED = {
+    Delivery.State.ACCEPTED: "accepted",
+    Delivery.State.PARTIAL: "accepted (some batches were refused)",
+    Delivery.State.REJECTED: "refused by mParticle",
+    Delivery.State.SPLIT: "split into smaller requests",
+}
+
+
+def pretty_json(raw: bytes) -> bytes:
+    try:
+        return orjson.dumps(orjson.loads(raw), option=orjson.OPT_INDENT_2)
+    except orjson.JSONDecodeError:
+        return raw
 
 
 @admin.register(Delivery)
@@ -136,6 +460,106 @@ class DeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
     search_fields = ["=run__id", "last_error"]
     list_select_related = ["workspace", "run"]
     exclude = ["payload"]
+    readonly_fields = ["request_inspector"]
+    inlines = [DeliveryAttemptInline]
+    actions = ["replay_selected"]
+    fieldsets = [
+        (
+            None,
+            {
+                "fields": [
+                    "run",
+                    "workspace",
+                    "parent",
+                    "sequence",
+                    "state",
+                    "attempts",
+                    "throttled_count",
+                    "seconds_waited",
+                    "last_status",
+                    "last_error",
+                    "first_failure_at",
+                    "created_at",
+                    "sent_at",
+                    "finished_at",
+                ]
+            },
+        ),
+        (
+            "Content",
+            {
+                "fields": [
+                    "path",
+                    "payload_bytes",
+                    "batch_count",
+                    "event_count",
+                    "source_request_ids",
+                    "record_refs",
+                    "batch_events",
+                ]
+            },
+        ),
+        ("Request inspector", {"fields": ["request_inspector"]}),
+    ]
+
+    @admin.display(description="Request and last answer")
+    def request_inspector(self, obj: Delivery):
+        # The body holds batches only: the credentials travel in the Authorization header, never stored here.
+        request = format_html(
+            "<p><strong>POST {}</strong> — {} bytes, {} batch(es), {} event(s). "
+            "Authorization: HTTP Basic with the workspace's API key and secret (not stored with the request, "
+            "never shown).</p>",
+            obj.path,
+            obj.payload_bytes,
+            obj.batch_count,
+            obj.event_count,
+        )
+        if obj.payload is None:
+            verb = RELEASED.get(obj.state)
+            body = format_html("<p>The body was released after it was {}.</p>", verb or "settled")
+        else:
+            pretty = pretty_json(obj.body())
+            note = ""
+            if len(pretty) > INSPECTOR_LIMIT:
+                note = format_html(
+                    "<p>The pretty-printed body is {}: only its first {} are shown.</p>",
+                    filesizeformat(len(pretty)),
+                    filesizeformat(INSPECTOR_LIMIT),
+                )
+                pretty = pretty[:INSPECTOR_LIMIT]
+            body = format_html(
+                '{}<pre class="request-body" style="max-height: 40em; overflow: auto">{}</pre>',
+                note,
+                pretty.decode("utf-8", "ignore"),
+            )
+        return format_html("{}{}{}", request, body, self._last_answer(obj))
+
+    def _last_answer(self, obj: Delivery):
+        if not obj.attempts:
+            return format_html("<p><strong>Last answer:</strong> {}</p>", "not sent yet.")
+        status = f"HTTP {obj.last_status}" if obj.last_status is not None else "no HTTP answer"
+        detail = f" — {obj.last_error}" if obj.last_error else ""
+        excerpt = ""
+        if obj.response_excerpt:
+            pretty = pretty_json(obj.response_excerpt.encode()).decode("utf-8", "ignore")
+            excerpt = format_html('<pre class="response-excerpt">{}</pre>', pretty)
+        return format_html("<p><strong>Last answer:</strong> {}{}</p>{}", status, detail, excerpt)
+
+    @admin.action(description="Replay selected failed deliveries", permissions=["replay"])
+    def replay_selected(self, request, queryset):
+        selected = queryset.count()
+        count, queued = sync.replay(queryset)
+        level, text = replay_message(
+            count,
+            queued,
+            nothing=f"none of the {selected} selected deliveries has failed (only failed ones are sent again).",
+        )
+        if count and count < selected:
+            text += f" The other {selected - count} selected delivery(ies) had not failed and were left as they are."
+        self.message_user(request, text, level)
+
+    def has_replay_permission(self, request) -> bool:
+        return can_replay(request)
 
 
 @admin.register(RejectedRecord)

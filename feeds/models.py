@@ -109,11 +109,12 @@ class Workspace(models.Model):
         )
 
     def set_credentials(self, api_key: str, api_secret: str) -> None:
-        """Store new credentials; a workspace that was waiting for them becomes active."""
+        """Store new credentials; a workspace that was waiting for its first ones becomes active. One whose
+        credentials were rejected stays so until new ones pass a connection test (sync.verify_and_resume)."""
         self.api_key = api_key.strip()
         self.api_secret = api_secret.strip()
         self.credentials_updated_at = timezone.now()
-        if self.status in (self.Status.AWAITING_CREDENTIALS, self.Status.CREDENTIALS_REJECTED):
+        if self.status == self.Status.AWAITING_CREDENTIALS:
             self.status = self.Status.ACTIVE
             self.status_message = ""
         self.save()
@@ -319,7 +320,11 @@ class SyncRun(models.Model):
             | Q(status=self.Status.RUNNING, lease_until__lt=now)
         )
         changed = SyncRun.objects.filter(claimable, pk=self.pk).update(
-            status=self.Status.RUNNING, lease_until=now + lease, started_at=self.started_at or now, resume_at=None
+            status=self.Status.RUNNING,
+            lease_until=now + lease,
+            started_at=self.started_at or now,
+            resume_at=None,
+            error="",
         )
         if changed == 1:
             self.refresh_from_db()

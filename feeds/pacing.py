@@ -24,6 +24,9 @@ from feeds.mparticle.client import Answer, Outcome
 # The burst the pace allows, in seconds of budget. mParticle's bucket (and the sandbox's) holds one second.
 BURST_SECONDS = 0.9
 MIN_RATE = 1.0
+# The pace never falls below this share of the budget: a burst of 429s that were not caused by our pace
+# (another feed sharing the organisation's limit, a server hiccup) must not collapse delivery.
+FLOOR_SHARE = 0.5
 # Reported use above which the pace slows before being throttled.
 HIGH_USE_PERCENT = 95
 
@@ -81,8 +84,20 @@ class Pacer:
             start = max(pace.next_at, now)
             pace.next_at = start + cost
             pace.save(update_fields=["next_at", "updated_at"])
-        # The request may go once what it reserved fits into the burst allowance.
-        return max(0.0, pace.next_at - BURST_SECONDS - now)
+        # The request may go once what it reserved fits into the burst allowance; one larger than the whole
+        # allowance goes once everything before it is paid for (as a full bucket lets it through into debt),
+        # else it would wait for its own cost and, past MPFEED_MAX_INLINE_WAIT, never be sent.
+        return max(0.0, min(pace.next_at - BURST_SECONDS, start) - now)
+
+    def release(self, batches: int) -> None:
+        """Give back a reservation whose request is not sent now (its run waits for a continuation and
+        reserves again then); left in place, it would stand in the way of that very request."""
+        if not self.enabled:
+            return
+        with transaction.atomic():
+            pace = self._row()
+            pace.next_at = max(self.pacing.clock(), pace.next_at - batches / pace.rate)
+            pace.save(update_fields=["next_at", "updated_at"])
 
     def observe(self, answer: Answer, wait: float = 0.0) -> None:
         """Adapt the pace to an answer; after a 429, nobody sends to this workspace before `wait` is over."""
@@ -105,7 +120,7 @@ class Pacer:
             elif answer.rate_limit_used is not None and answer.rate_limit_used >= HIGH_USE_PERCENT:
                 rate *= 0.95
             else:
-                step = 0.01 if now < pace.gentle_until else 0.05
+                step = 0.02 if now < pace.gentle_until else 0.1
                 rate += ceiling * step
-            pace.rate = min(ceiling, max(MIN_RATE, rate))
+            pace.rate = min(ceiling, max(MIN_RATE, ceiling * FLOOR_SHARE, rate))
             pace.save(update_fields=["rate", "next_at", "gentle_until", "updated_at"])

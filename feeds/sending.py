@@ -67,6 +67,7 @@ class Sender:
         while True:
             pause = self.pacer.reserve(delivery.batch_count)
             if pause > self.max_inline_wait:
+                self.pacer.release(delivery.batch_count)
                 return Wait(self._later(pause), "Pacing: waiting for this workspace's rate budget")
             if pause:
                 self.pacing.sleep(pause)

@@ -11,6 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import islice
 
@@ -200,21 +201,30 @@ def test_connection(workspace: Workspace) -> Answer:
         client.close()
 
 
-def verify_and_resume(workspace: Workspace) -> Answer:
+@dataclass(frozen=True)
+class Verification:
+    answer: Answer
+    resumed: list[int]  # blocked runs queued again
+
+
+def verify_and_resume(workspace: Workspace) -> Verification:
     """Test the workspace's credentials; when they pass, the workspace is active again and its blocked
-    runs resume where they stopped."""
+    runs resume where they stopped (unless staff paused the workspace)."""
     answer = test_connection(workspace)
+    resumed = []
     if answer.delivered:
         Workspace.objects.filter(pk=workspace.pk, status=Workspace.Status.CREDENTIALS_REJECTED).update(
             status=Workspace.Status.ACTIVE, status_message=""
         )
         workspace.refresh_from_db(fields=["status", "status_message"])
-        for run in workspace.runs.filter(status=SyncRun.Status.BLOCKED):
-            if reopen_run(run):
-                enqueue_run(run)
+        if workspace.status == Workspace.Status.ACTIVE:
+            for run in workspace.runs.filter(status=SyncRun.Status.BLOCKED):
+                if reopen_run(run):
+                    enqueue_run(run)
+                    resumed.append(run.pk)
     elif answer.outcome in (Outcome.UNAUTHORIZED, Outcome.FORBIDDEN):
         workspace.mark_credentials_rejected(f"The connection test was refused ({answer.describe()}).")
-    return answer
+    return Verification(answer, resumed)
 
 
 # ---------------------------------------------------------------------------------------------- processing
@@ -411,8 +421,17 @@ class _Engine:
                 self.run.wait_until(result.until, result.reason)
                 schedule_continuation(self.run)
                 return False
+            if self.paused():
+                return False
             if self.out_of_time():
                 return False
+
+    def paused(self) -> bool:
+        """Staff paused the workspace while the run was sending: stop after the current request."""
+        if not Workspace.objects.filter(pk=self.workspace.pk, status=Workspace.Status.PAUSED).exists():
+            return False
+        self.run.finish(SyncRun.Status.BLOCKED, "The workspace was paused; the run resumes when it is resumed.")
+        return True
 
     # ------------------------------------------------------------------------------------------ the end
 

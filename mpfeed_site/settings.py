@@ -203,6 +203,6 @@ MPFEED_PACE_TARGET = envfloat("MPFEED_PACE_TARGET", "0.98")
 # Waits longer than this (429 Retry-After, backoff) give the worker back; a scheduled continuation resumes.
 MPFEED_MAX_INLINE_WAIT = envfloat("MPFEED_MAX_INLINE_WAIT", "5")
 # A run's lease: a worker that dies is replaced after this many seconds.
-MPFEED_LEASE_SECONDS = envfloat("MPFEED_LEASE_SECONDS", "300")
+MPFEED_LEASE_SECONDS = envfloat("MPFEED_LEASE_SECONDS", "60")
 # A queued run whose task has not started after this many seconds is queued again (a lost task).
 MPFEED_REQUEUE_AFTER = envfloat("MPFEED_REQUEUE_AFTER", "600")

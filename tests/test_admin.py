@@ -239,15 +239,22 @@ def test_a_new_secret_alone_replaces_only_the_secret(staff):
     assert (workspace.api_key, workspace.api_secret) == (SANDBOX_KEY, "rotated")
 
 
-def test_new_credentials_reactivate_a_workspace_whose_credentials_were_rejected(staff):
-    workspace = make_workspace()
+def test_new_credentials_reactivate_a_workspace_whose_credentials_were_rejected(staff, sandbox):
+    workspace = make_workspace(sandbox)
     workspace.mark_credentials_rejected("mParticle refused the API key and secret (HTTP 403).")
+    # Credentials mParticle also refuses are stored, but the workspace stays rejected.
     data = form_data(workspace, new_api_key="k2", new_api_secret="s2")
     assert data["status"] == Workspace.Status.CREDENTIALS_REJECTED
     assert staff.post(url(Workspace, "change", workspace.pk), data).status_code == 302
     workspace.refresh_from_db()
+    assert workspace.status == Workspace.Status.CREDENTIALS_REJECTED and workspace.api_secret == "s2"
+    # Once new ones pass the connection test, it is active again.
+    sandbox.add_credentials("k3", "s3")
+    data = form_data(workspace, new_api_key="k3", new_api_secret="s3")
+    assert staff.post(url(Workspace, "change", workspace.pk), data).status_code == 302
+    workspace.refresh_from_db()
     assert workspace.status == Workspace.Status.ACTIVE and workspace.status_message == ""
-    assert workspace.api_secret == "s2"
+    assert workspace.api_secret == "s3"
 
 
 @pytest.mark.parametrize("given", ["new_api_key", "new_api_secret"])
@@ -261,15 +268,16 @@ def test_only_one_of_key_and_secret_is_an_error_without_stored_credentials(staff
     assert workspace.status == Workspace.Status.AWAITING_CREDENTIALS
 
 
-def test_a_workspace_added_with_credentials_stores_them_and_is_active(staff):
-    data = form_data(
-        Workspace(name="New client", slug="new-client", pod="partner"), new_api_key="k", new_api_secret="s"
-    )
-    response = staff.post(url(Workspace, "add"), data)
-    assert response.status_code == 302, response.context["adminform"].form.errors
+def test_a_workspace_added_with_credentials_stores_them_and_is_active(staff, sandbox):
+    # On the sandbox pod: saving new credentials runs a connection test, which must stay on loopback.
+    workspace = Workspace(name="New client", slug="new-client", pod="sandbox", endpoint_url=f"{sandbox.url}/v2")
+    data = form_data(workspace, new_api_key=SANDBOX_KEY, new_api_secret=SANDBOX_SECRET)
+    response = staff.post(url(Workspace, "add"), data, follow=True)
+    assert response.status_code == 200
     workspace = Workspace.objects.get(name="New client")
-    assert (workspace.api_key, workspace.api_secret) == ("k", "s")
+    assert (workspace.api_key, workspace.api_secret) == (SANDBOX_KEY, SANDBOX_SECRET)
     assert workspace.status == Workspace.Status.ACTIVE
+    assert any("Credentials verified" in m for m in messages_of(response))
 
 
 def test_adding_a_workspace_with_only_a_key_is_an_error(staff):

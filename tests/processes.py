@@ -1,0 +1,88 @@
+"""Real processes for end-to-end tests: manage.py commands and a django-q2 cluster on a SQLite file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def site_env(db_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MPFEED_", "DJANGO_", "Q_"))}
+    env.update(
+        DATABASE_URL=f"sqlite:///{db_path}",
+        DJANGO_SETTINGS_MODULE="mpfeed_site.settings",
+        Q_WORKERS="1",
+        Q_POLL="0.2",
+        PYTHONUNBUFFERED="1",
+        MPFEED_ALLOW_SANDBOX="true",
+    )
+    env.update(extra)
+    return env
+
+
+def manage(env, *args, input_env=None, check=True, timeout=120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env={**env, **(input_env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
+
+
+class Cluster:
+    """A `manage.py qcluster` in its own process group, so that a crash can take all its processes at once."""
+
+    def __init__(self, env, log_path: Path):
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = open(self.log_path, "a")  # noqa: SIM115 - the child keeps it open
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def kill(self) -> None:
+        """SIGKILL the whole cluster: no cleanup, like a machine losing power."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+def query(db_path: Path, sql: str, *params) -> list[tuple]:
+    """Read the site's database from the test process (read-only, alongside the cluster)."""
+    with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
