@@ -70,7 +70,7 @@ def one_run(label: str, pacing: bool, records: int, rate: float, data: Path) -> 
             },
         )
         job, _ = SyncJob.objects.get_or_create(
-            workspace=workspace, name="bench", defaults={"mapping": mapping, "source_path": str(data)}
+            workspace=workspace, name="bench", defaults={"mapping": mapping, "source_config": {"path": str(data)}}
         )
         run = sync.start_run(job)
         started = time.monotonic()

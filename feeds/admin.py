@@ -13,7 +13,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from feeds import sync
-from feeds.forms import WorkspaceAdminForm
+from feeds.forms import SyncJobAdminForm, WorkspaceAdminForm
 from feeds.models import Delivery, DeliveryAttempt, Mapping, RejectedRecord, SyncJob, SyncRun, Workspace
 from feeds.mparticle.client import Answer, Outcome
 
@@ -220,11 +220,53 @@ class MappingAdmin(admin.ModelAdmin):
 
 @admin.register(SyncJob)
 class SyncJobAdmin(admin.ModelAdmin):
-    list_display = ["name", "workspace", "source_kind", "source_path", "endpoint_mode", "enabled"]
+    list_display = ["name", "workspace", "source_kind", "endpoint_mode", "schedule", "enabled"]
     list_filter = ["workspace", "source_kind", "endpoint_mode", "enabled"]
-    search_fields = ["name", "workspace__name", "source_path"]
+    # source_config is searched as text: file paths, table names, API hosts.
+    search_fields = ["name", "workspace__name", "source_config"]
+    form = SyncJobAdminForm
+    readonly_fields = ["cursor", "inbox_url", "secret_state"]
     list_select_related = ["workspace"]
-    actions = ["run_now"]
+    actions = ["run_now", "new_inbox_token"]
+    fieldsets = [
+        (None, {"fields": ["workspace", "name", "mapping", "endpoint_mode", "enabled"]}),
+        (
+            "Source",
+            {"fields": ["source_kind", "source_config", "secret_state", "new_source_secret", "cursor", "inbox_url"]},
+        ),
+        ("Schedule", {"fields": ["schedule_minutes", "schedule_cron"]}),
+    ]
+
+    @admin.display(description="Schedule")
+    def schedule(self, obj: SyncJob) -> str:
+        if obj.schedule_cron:
+            return f"cron {obj.schedule_cron}"
+        if obj.schedule_minutes:
+            return f"every {obj.schedule_minutes} min"
+        return "—"
+
+    @admin.display(description="Authorization header")
+    def secret_state(self, obj: SyncJob) -> str:
+        return "set" if obj.source_secret else "not set"
+
+    @admin.display(description="Push inbox URL")
+    def inbox_url(self, obj: SyncJob) -> str:
+        if obj.source_kind != SyncJob.SourceKind.INBOX or not obj.pk:
+            return "—"
+        path = reverse("feeds:inbox", args=[obj.inbox_id])
+        token = "token set" if obj.inbox_token_hash else "no token yet: use the action 'Generate a new inbox token'"
+        return f"POST {path} with 'Authorization: Bearer <token>' ({token})"
+
+    @admin.action(description="Generate a new inbox token (shown once)")
+    def new_inbox_token(self, request, queryset):
+        for job in queryset.filter(source_kind=SyncJob.SourceKind.INBOX):
+            token = job.new_inbox_token()
+            path = request.build_absolute_uri(reverse("feeds:inbox", args=[job.inbox_id]))
+            self.message_user(
+                request,
+                f"{job}: new inbox token {token} — copy it now, it is not shown again. Push to {path}",
+                messages.WARNING,
+            )
 
     @admin.action(description="Run sync now")
     def run_now(self, request, queryset):
@@ -312,7 +354,17 @@ class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
         ),
         (
             "What the run reads",
-            {"fields": ["source_kind", "source_path", "endpoint_mode", "environment", "mapping_version"]},
+            {
+                "fields": [
+                    "source_kind",
+                    "source_config",
+                    "cursor_before",
+                    "cursor",
+                    "endpoint_mode",
+                    "environment",
+                    "mapping_version",
+                ]
+            },
         ),
         (
             "Progress",

@@ -121,6 +121,6 @@ def setup_demo(stdout=None) -> dict:
     SyncJob.objects.update_or_create(
         workspace=workspace,
         name="Demo orders",
-        defaults={"mapping": mapping, "source_kind": SyncJob.SourceKind.CSV, "source_path": str(data)},
+        defaults={"mapping": mapping, "source_kind": SyncJob.SourceKind.FILE, "source_config": {"path": str(data)}},
     )
     return {"username": DEMO_USER, "password": password, "workspace": workspace, "data": data}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django import forms
 
-from feeds.models import Workspace
+from feeds.models import SyncJob, Workspace
 
 
 class WorkspaceAdminForm(forms.ModelForm):
@@ -50,3 +50,43 @@ class WorkspaceAdminForm(forms.ModelForm):
         elif commit:
             workspace.save()
         return workspace
+
+
+class SyncJobAdminForm(forms.ModelForm):
+    """The source's Authorization header is write-only, like workspace credentials."""
+
+    new_source_secret = forms.CharField(
+        label="Authorization header",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="HTTP sources: the value of the Authorization header (e.g. 'Bearer …'). Write-only; empty keeps it.",
+    )
+
+    class Meta:
+        model = SyncJob
+        fields = [
+            "workspace", "name", "mapping", "endpoint_mode", "enabled", "source_kind", "source_config",
+            "schedule_minutes", "schedule_cron",
+        ]  # fmt: skip
+
+    def clean(self):
+        data = super().clean()
+        kind, config = data.get("source_kind"), data.get("source_config")
+        if kind and config is not None:
+            from feeds.sources import SourceError
+            from feeds.sources.build import build_source
+
+            try:
+                build_source(kind, config, secret="x" if kind == "http" else "", job_id=self.instance.pk)
+            except SourceError as e:
+                self.add_error("source_config", str(e))
+        return data
+
+    def save(self, commit=True):
+        job = super().save(commit=False)
+        if self.cleaned_data.get("new_source_secret"):
+            job.source_secret = self.cleaned_data["new_source_secret"]
+        if commit:
+            job.save()
+        return job

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
+import uuid
 import zlib
 from datetime import timedelta
 
@@ -166,11 +170,13 @@ class Mapping(models.Model):
 
 
 class SyncJob(models.Model):
-    """What to send where: a source, read through a mapping, delivered to a workspace."""
+    """What to send where: a source, read through a mapping, delivered to a workspace — now or on a schedule."""
 
     class SourceKind(models.TextChoices):
-        CSV = "csv", "CSV file"
-        NDJSON = "ndjson", "NDJSON file"
+        FILE = "file", "Files (CSV, NDJSON, gzip)"
+        SQL = "sql", "SQL query"
+        HTTP = "http", "Partner HTTP JSON API"
+        INBOX = "inbox", "Push inbox"
 
     class EndpointMode(models.TextChoices):
         AUTO = "auto", "Auto (historical for data older than 30 days)"
@@ -180,10 +186,23 @@ class SyncJob(models.Model):
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="jobs")
     name = models.CharField(max_length=200)
     mapping = models.ForeignKey(Mapping, on_delete=models.PROTECT, related_name="jobs")
-    source_kind = models.CharField(max_length=20, choices=SourceKind.choices, default=SourceKind.CSV)
-    source_path = models.CharField(max_length=1000, help_text="Path of the file on the server.")
+    source_kind = models.CharField(max_length=20, choices=SourceKind.choices, default=SourceKind.FILE)
+    source_config = models.JSONField(
+        default=dict, blank=True, help_text="The source's settings (see the README, Sources), as JSON."
+    )
+    # Write-only, like the workspace credentials: the Authorization header value for an HTTP source.
+    source_secret = EncryptedTextField(blank=True, default="")
     endpoint_mode = models.CharField(max_length=20, choices=EndpointMode.choices, default=EndpointMode.REALTIME)
-    enabled = models.BooleanField(default=True)
+    enabled = models.BooleanField(default=True, help_text="Scheduled runs happen only while enabled.")
+    schedule_minutes = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Run every this many minutes (or give a cron expression)."
+    )
+    schedule_cron = models.CharField(max_length=100, blank=True, help_text="e.g. '*/15 * * * *' (UTC).")
+    # Where the next run starts reading: the last position of the last finished run (incremental sources).
+    cursor = models.JSONField(null=True, blank=True)
+    # Push inbox: the URL id and the hash of the secret token (the token itself is shown once).
+    inbox_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    inbox_token_hash = models.CharField(max_length=64, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -193,9 +212,54 @@ class SyncJob(models.Model):
     def __str__(self) -> str:
         return f"{self.workspace} / {self.name}"
 
+    def save(self, *args, **kwargs):
+        if self.source_kind == self.SourceKind.INBOX and not (self.schedule_minutes or self.schedule_cron):
+            self.schedule_minutes = 1  # pushed records are forwarded every minute by default
+        super().save(*args, **kwargs)
+
     def clean(self) -> None:
         if self.mapping_id and self.workspace_id and self.mapping.workspace_id != self.workspace_id:
             raise ValidationError({"mapping": "The mapping belongs to another workspace."})
+        if self.schedule_minutes is not None and self.schedule_cron:
+            raise ValidationError({"schedule_cron": "Give either an interval in minutes or a cron expression."})
+        if self.schedule_cron:
+            from croniter import croniter
+
+            if not croniter.is_valid(self.schedule_cron):
+                raise ValidationError({"schedule_cron": f"{self.schedule_cron!r} is not a valid cron expression."})
+
+    @property
+    def is_scheduled(self) -> bool:
+        return bool(self.schedule_minutes or self.schedule_cron)
+
+    def new_inbox_token(self) -> str:
+        """A new secret token for the push inbox; only its hash is kept. Returns it to show once."""
+        token = secrets.token_urlsafe(32)
+        self.inbox_token_hash = hashlib.sha256(token.encode()).hexdigest()
+        self.save(update_fields=["inbox_token_hash"])
+        return token
+
+    def inbox_token_matches(self, token: str) -> bool:
+        if not self.inbox_token_hash or not token:
+            return False
+        return hmac.compare_digest(self.inbox_token_hash, hashlib.sha256(token.encode()).hexdigest())
+
+
+class InboxRecord(models.Model):
+    """A record pushed to a job's inbox, stored before the push is answered; the next run forwards it."""
+
+    job = models.ForeignKey(SyncJob, on_delete=models.CASCADE, related_name="inbox")
+    # The record as JSON text (escaped, so any JSON a partner sends can be stored, "\u0000" included).
+    data = models.TextField()
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["id"]
+        # The inbox source reads a job's records after a cursor id, in order.
+        indexes = [models.Index(fields=["job", "id"], name="inbox_job_id")]
+
+    def __str__(self) -> str:
+        return f"Inbox record {self.pk} of {self.job}"
 
 
 class SyncRunQuerySet(models.QuerySet):
@@ -230,12 +294,15 @@ class SyncRun(models.Model):
     error = models.TextField(blank=True, help_text="Why the run failed or is blocked, for people.")
     # What the run reads, fixed when it starts so that a resumed run reads the same thing.
     source_kind = models.CharField(max_length=20, choices=SyncJob.SourceKind.choices)
-    source_path = models.CharField(max_length=1000)
+    source_config = models.JSONField(default=dict)
     endpoint_mode = models.CharField(max_length=20, choices=SyncJob.EndpointMode.choices)
     environment = models.CharField(max_length=20, choices=Workspace.Environment.choices)
     mapping_version = models.PositiveIntegerField()
     mapping_rules = models.JSONField()
-    # Checkpoint: source items (records and unreadable lines) consumed and turned into deliveries/rejects.
+    # Checkpoint: where reading resumes (the position of the last item turned into deliveries/rejects),
+    # and how many items (records and unreadable lines) were consumed.
+    cursor_before = models.JSONField(null=True, blank=True, help_text="Where this run started reading.")
+    cursor = models.JSONField(null=True, blank=True, help_text="Where this run resumes reading.")
     checkpoint = models.PositiveBigIntegerField(default=0)
     read_done = models.BooleanField(default=False)
     chunks = models.PositiveIntegerField(default=0)

@@ -22,14 +22,14 @@ from django.db.models import Max, Q
 from django.utils import timezone
 
 from feeds.mapping import Converter, MappingError, RecordError, compile_mapping
-from feeds.models import Delivery, RejectedRecord, SyncJob, SyncRun, Workspace
+from feeds.models import Delivery, InboxRecord, RejectedRecord, SyncJob, SyncRun, Workspace
 from feeds.mparticle import schema
-from feeds.mparticle.batch import UserRecord, deterministic_id, group_by_user, join, pack, serialize
+from feeds.mparticle.batch import UserRecord, deterministic_id, group_by_user, join, pack
 from feeds.mparticle.client import Answer, EventsClient, Outcome
 from feeds.pacing import Pacing
 from feeds.sending import Sender, Settled, Wait
 from feeds.sources import Item, SourceError
-from feeds.sources.files import open_source
+from feeds.sources.build import build_source, is_incremental
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,11 @@ class AlreadyRunning(SyncError):
 
 
 def start_run(
-    job: SyncJob, *, trigger: str = SyncRun.Trigger.MANUAL, source_path: str | None = None, user=None
+    job: SyncJob, *, trigger: str = SyncRun.Trigger.MANUAL, source_config: dict | None = None, user=None
 ) -> SyncRun:
-    """Create a queued run of `job` (at most one unfinished run per job, enforced by the database)."""
+    """Create a queued run of `job` (at most one unfinished run per job, enforced by the database).
+    `source_config` replaces the job's source settings for this run only (e.g. `run_sync --file`)."""
+    job.refresh_from_db(fields=["cursor"])  # another process may have moved it since `job` was read
     workspace = job.workspace
     if not workspace.has_credentials:
         raise SyncError(f"{workspace} has no credentials yet.")
@@ -64,6 +66,12 @@ def start_run(
         raise SyncError(f"{workspace} is paused.")
     if workspace.status == Workspace.Status.CREDENTIALS_REJECTED:
         raise SyncError(f"{workspace}'s credentials were rejected: {workspace.status_message}")
+    config = job.source_config if source_config is None else source_config
+    try:
+        build_source(job.source_kind, config, secret=job.source_secret, job_id=job.pk)
+    except SourceError as e:
+        raise SyncError(f"The source settings are not valid: {e}") from None
+    cursor = job.cursor if source_config is None and is_incremental(job.source_kind, config) else None
     mapping = job.mapping
     try:
         with transaction.atomic():
@@ -72,7 +80,9 @@ def start_run(
                 workspace=workspace,
                 trigger=trigger,
                 source_kind=job.source_kind,
-                source_path=source_path or job.source_path,
+                source_config=config,
+                cursor_before=cursor,
+                cursor=cursor,
                 endpoint_mode=job.endpoint_mode,
                 environment=workspace.environment,
                 mapping_version=mapping.version,
@@ -277,13 +287,17 @@ class _Engine:
                 return
             if not run.read_done:
                 try:
-                    items = open_source(run.source_kind, run.source_path, start=run.checkpoint)
+                    source = build_source(
+                        run.source_kind, run.source_config, secret=run.job.source_secret, job_id=run.job_id
+                    )
+                    items = source.read(run.cursor)
                 except SourceError as e:
                     run.finish(SyncRun.Status.FAILED, str(e))
                     return
                 while True:
-                    chunk = list(islice(items, settings.MPFEED_CHUNK_SIZE))
                     try:
+                        # Sources read lazily: connection and paging failures surface while iterating.
+                        chunk = list(islice(items, settings.MPFEED_CHUNK_SIZE))
                         self.persist_chunk(chunk, converter)
                     except SourceError as e:
                         run.finish(SyncRun.Status.FAILED, str(e))
@@ -349,10 +363,8 @@ class _Engine:
                 rejects.append(
                     RejectedRecord(run=run, stage=RejectedRecord.Stage.MAPPING, ref=record.ref[:300], reason=reason)
                 )
-            bodies = []
-            for i, batch in enumerate(batches):
-                srid = deterministic_id(self.workspace.pk, run.pk, chunk_no, path, i)
-                bodies.append(serialize(batch.to_dict(run.environment, srid)))
+            srids = [deterministic_id(self.workspace.pk, run.pk, chunk_no, path, i) for i in range(len(batches))]
+            bodies = [batch.serialize(run.environment, srid) for batch, srid in zip(batches, srids)]
             for group in pack([len(b) for b in bodies]):
                 parts = [bodies[i] for i in group]
                 body = join(parts)
@@ -365,12 +377,10 @@ class _Engine:
                         payload=Delivery.compress(body),
                         payload_bytes=len(body),
                         batch_count=len(parts),
-                        event_count=sum(len(batches[i].events) for i in group),
-                        source_request_ids=[
-                            deterministic_id(self.workspace.pk, run.pk, chunk_no, path, i) for i in group
-                        ],
+                        event_count=sum(batches[i].event_count for i in group),
+                        source_request_ids=[srids[i] for i in group],
                         record_refs=[batches[i].refs for i in group],
-                        batch_events=[len(batches[i].events) for i in group],
+                        batch_events=[batches[i].event_count for i in group],
                     )
                 )
                 sequence += 1
@@ -384,6 +394,11 @@ class _Engine:
             run.checkpoint += len(chunk)
             run.chunks += 1
             run.read_done = not chunk or len(chunk) < settings.MPFEED_CHUNK_SIZE
+            if chunk:
+                run.cursor = chunk[-1].position
+                # A position of None marks the last item of a complete, non-incremental read.
+                if run.cursor is None:
+                    run.read_done = True
             run.records_read += len(chunk)
             run.records_rejected += rejected_records
             run.batches += batch_total
@@ -394,6 +409,7 @@ class _Engine:
             run.save(
                 update_fields=[
                     "checkpoint",
+                    "cursor",
                     "chunks",
                     "read_done",
                     "records_read",
@@ -438,6 +454,7 @@ class _Engine:
     def conclude(self) -> None:
         run = self.run
         run.refresh_from_db()
+        advance_job_cursor(run)
         failed = run.deliveries.failed().count()
         if failed:
             run.finish(
@@ -449,6 +466,24 @@ class _Engine:
         else:
             run.finish(SyncRun.Status.SUCCEEDED)
         log.info("run %s finished: %s", run.pk, run.status)
+
+
+def advance_job_cursor(run: SyncRun) -> None:
+    """Hand a finished run's reading position to its job, so that the next run reads only what is new.
+    Only from the position the run started at: a replayed older run never moves the job backwards.
+    Inbox records up to that position are in the outbox now and are removed from the inbox."""
+    if run.cursor is None or run.cursor == run.cursor_before:
+        return
+    if not is_incremental(run.source_kind, run.source_config) or run.source_config != run.job.source_config:
+        return
+    with transaction.atomic():
+        job = SyncJob.objects.select_for_update().get(pk=run.job_id)
+        if job.cursor != run.cursor_before:
+            return
+        job.cursor = run.cursor
+        job.save(update_fields=["cursor"])
+        if job.source_kind == SyncJob.SourceKind.INBOX:
+            InboxRecord.objects.filter(job=job, pk__lte=run.cursor["id"]).delete()
 
 
 def route(record: UserRecord, mode: str, now_ms: int) -> Iterable[tuple[str, UserRecord]]:

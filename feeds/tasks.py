@@ -18,6 +18,12 @@ def process_run(run_id: int) -> str:
     return run.status if run is not None else "missing"
 
 
+def run_scheduled_job(job_id: int) -> str:
+    from feeds.scheduling import run_scheduled_job as run
+
+    return run(job_id)
+
+
 def resume_stalled() -> str:
     """Every minute: resume waits that are over and runs whose worker died."""
     resumed = sync.resume_stalled()

@@ -7,6 +7,7 @@ development keys. With DEBUG off, a system check (feeds.checks) refuses the deve
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
@@ -206,3 +207,33 @@ MPFEED_MAX_INLINE_WAIT = envfloat("MPFEED_MAX_INLINE_WAIT", "5")
 MPFEED_LEASE_SECONDS = envfloat("MPFEED_LEASE_SECONDS", "60")
 # A queued run whose task has not started after this many seconds is queued again (a lost task).
 MPFEED_REQUEUE_AFTER = envfloat("MPFEED_REQUEUE_AFTER", "600")
+# The largest push a job's inbox accepts in one request.
+MPFEED_INBOX_MAX_BYTES = envint("MPFEED_INBOX_MAX_BYTES", str(10 * 1024 * 1024))
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(2621440, MPFEED_INBOX_MAX_BYTES)
+
+
+def envdatabases(name: str) -> dict[str, str]:
+    """Comma-separated name=URL pairs: "crm=postgres://u:p@host/crm,shop=sqlite:////srv/shop.db"."""
+    databases = {}
+    # A comma starts a new pair only when name= follows (a URL may list several hosts); encode commas in passwords.
+    for pair in re.split(r",\s*(?=[A-Za-z0-9_-]+=)", os.getenv(name, "").strip()):
+        if not pair.strip():
+            continue
+        key, _, url = (part.strip() for part in pair.partition("="))
+        # Never echo the URL: it holds a password.
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", key) or not re.match(r"(sqlite|postgres|postgresql)://", url):
+            raise ImproperlyConfigured(
+                f"{name}: each entry must be name=sqlite:////path or name=postgres://... ({key[:40]!r})"
+            )
+        databases[key] = url
+    return databases
+
+
+# Sources. SQL: the partner databases a job may query (read-only sessions), by name.
+MPFEED_SOURCE_DATABASES = envdatabases("MPFEED_SOURCE_DATABASES")
+MPFEED_SQL_STATEMENT_TIMEOUT = envfloat("MPFEED_SQL_STATEMENT_TIMEOUT", "300")
+# HTTP JSON: the only hosts a job may read from (no wildcard), and how hard to try.
+MPFEED_HTTP_SOURCE_HOSTS = envlist("MPFEED_HTTP_SOURCE_HOSTS", "")
+MPFEED_HTTP_SOURCE_ATTEMPTS = envint("MPFEED_HTTP_SOURCE_ATTEMPTS", "5")
+MPFEED_HTTP_SOURCE_MAX_WAIT = envfloat("MPFEED_HTTP_SOURCE_MAX_WAIT", "30")
+MPFEED_HTTP_SOURCE_MAX_PAGE_BYTES = envint("MPFEED_HTTP_SOURCE_MAX_PAGE_BYTES", str(50 * 1024 * 1024))

@@ -44,8 +44,8 @@ def make_job(workspace: Workspace, path: Path | str, mapping: Mapping | None = N
         workspace=workspace,
         name=fields.pop("name", f"job-{Path(path).name}"),
         mapping=mapping or make_mapping(workspace),
-        source_kind=kind,
-        source_path=str(path),
+        source_kind="file",
+        source_config={"path": str(path), "format": kind},
         **fields,
     )
 

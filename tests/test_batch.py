@@ -21,7 +21,7 @@ def test_a_users_events_go_into_one_batch():
     batches, refused = group_by_user(records)
     assert refused == []
     assert len(batches) == 3
-    assert [len(b.events) for b in batches] == [4, 4, 4]
+    assert [b.event_count for b in batches] == [4, 4, 4]
     assert batches[0].refs == ["l0", "l3", "l6", "l9"]
 
 
@@ -42,7 +42,7 @@ def test_a_batch_stays_under_the_batch_limit():
     batches, _ = group_by_user(records)
     assert len(batches) > 1
     for b in batches:
-        assert len(serialize(b.to_dict("production", "id"))) <= schema.MAX_BATCH_BYTES
+        assert len(b.serialize("production", "id")) <= schema.MAX_BATCH_BYTES
 
 
 def test_a_record_too_large_for_any_batch_is_refused():
@@ -88,3 +88,28 @@ def test_to_dict_is_the_mparticle_batch_format():
         "user_attributes": {"x": 1},
         "events": [event("e")],
     }
+
+
+def test_serialize_splices_events_into_the_same_json_as_to_dict():
+    records = [
+        UserRecord(ref=str(i), identities={"customer_id": "u"}, user_attributes={"a": i}, events=[event(f"e{i}")])
+        for i in range(3)
+    ]
+    [batch], _ = group_by_user(records)
+    assert orjson.loads(batch.serialize("production", "x")) == batch.to_dict("production", "x")
+    [empty], _ = group_by_user([UserRecord(ref="1", identities={"customer_id": "v"}, user_attributes={"a": 1})])
+    assert orjson.loads(empty.serialize("development", "y")) == {
+        "source_request_id": "y",
+        "environment": "development",
+        "user_identities": {"customer_id": "v"},
+        "user_attributes": {"a": 1},
+    }
+
+
+def test_deterministic_ids_are_uuid5():
+    import uuid
+
+    from feeds.mparticle.batch import MPFEED_NAMESPACE, deterministic_id
+
+    for parts in [("a",), (1, 2, "x"), ("ws", 7, 0, "/bulkevents", 99), ("é", "ü")] + [(i, "k") for i in range(200)]:
+        assert deterministic_id(*parts) == str(uuid.uuid5(MPFEED_NAMESPACE, ":".join(map(str, parts))))

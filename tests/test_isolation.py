@@ -55,7 +55,9 @@ def test_a_throttled_workspace_does_not_slow_another(tmp_path):
         )
         slow = run_row(db, ids["Throttled"])
         paces = dict(
-            query(db, "select w.name, p.rate from feeds_workspacepace p join feeds_workspace w on w.id = p.workspace_id")
+            query(
+                db, "select w.name, p.rate from feeds_workspacepace p join feeds_workspace w on w.id = p.workspace_id"
+            )
         )
     finally:
         cluster.stop()

@@ -23,7 +23,10 @@ def test_the_example_mapping_is_valid():
         ({"identities": {"customerid": "id"}}, "identities.customerid: not an mParticle identity key"),
         ({"identities": {"customer_id": {"feild": "id"}}}, "identities.customer_id: unknown keys ['feild']"),
         ({"identities": {"customer_id": {"field": "a", "value": "b"}}}, "give exactly one of 'field' or 'value'"),
-        ({"identities": {"email": {"field": "e", "type": "number"}}}, "identities.email.type: 'number' is not one of"),
+        (
+            {"identities": {"email": {"field": "e", "type": "decimal"}}},
+            "identities.email.type: 'decimal' is not one of",
+        ),
         (
             {"identities": {"email": {"field": "e", "transform": ["shout"]}}},
             "identities.email.transform: must be a list",
@@ -50,8 +53,8 @@ def test_the_example_mapping_is_valid():
         ),
         ({"identities": {"email": "e"}, "colour": 1}, "unknown top-level keys ['colour']"),
         (
-            {"identities": {"email": "e"}, "events": [{"event_type": "commerce_event"}]},
-            "events[0].event_type: 'commerce_event' is not supported here",
+            {"identities": {"email": "e"}, "events": [{"event_type": "session_start"}]},
+            "events[0].event_type: 'session_start' is not supported here",
         ),
     ],
 )

@@ -1,20 +1,35 @@
-"""Readers that stream source records. Each yields `Item`s in a stable order so that a run can resume by
-skipping the items it already consumed (its checkpoint)."""
+"""Readers that stream source records.
+
+A source is built from a job's settings and read from a cursor: `source.read(cursor)` yields `Item`s, each
+carrying the `position` to resume from to read what comes after it. The engine stores the position of the last
+item of each chunk with the chunk's deliveries (one transaction), so a run resumes exactly where it stopped, and
+a finished run hands its last position to the job so that the next scheduled run reads only what is new.
+Positions are small JSON values (dicts of numbers and strings); `None` means "from the beginning".
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 
 @dataclass(slots=True)
 class Item:
     """One thing read from a source: a record (a dict), or `error` when the raw input could not be read."""
 
-    ref: str  # where: "orders.csv:12" (line), or a record key
+    ref: str  # where, for people: "orders.csv:12" (file and line), "orders:id=42" (row key), "inbox:17"
     record: dict | None = None
     error: str = ""
     excerpt: str = ""
+    position: Any = None  # resume from here to read what comes after this item
 
 
 class SourceError(Exception):
-    """The source as a whole cannot be read (missing file, unreadable format); written for people."""
+    """The source as a whole cannot be read (missing file, refused query, unreachable API); for people."""
+
+
+class Source(Protocol):
+    def read(self, cursor: Any = None) -> Iterator[Item]: ...
+
+    def describe(self) -> str: ...

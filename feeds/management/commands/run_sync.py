@@ -19,7 +19,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--workspace", required=True, help="Workspace name.")
         parser.add_argument("--file", required=True, help="The data file (.csv or .ndjson).")
-        parser.add_argument("--format", choices=SyncJob.SourceKind.values, help="Default: from the file name.")
+        parser.add_argument(
+            "--format", choices=["csv", "ndjson"], help="Default: from the file name (.csv, .ndjson, .jsonl, also .gz)."
+        )
         parser.add_argument("--mapping", default="default", help="Mapping name (default: default).")
         parser.add_argument("--mode", choices=SyncJob.EndpointMode.values, help="Endpoint mode for this file's job.")
         parser.add_argument("--wait", action="store_true", help="Block until the run ends (needs a qcluster).")
@@ -35,14 +37,16 @@ class Command(BaseCommand):
         path = os.path.abspath(options["file"])
         if not os.path.isfile(path):
             raise CommandError(f"{options['file']} is not a file.")
-        kind = options["format"] or ("ndjson" if path.endswith((".ndjson", ".jsonl")) else "csv")
+        config = {"path": path}
+        if options["format"]:
+            config["format"] = options["format"]
 
         job, _ = SyncJob.objects.get_or_create(
             workspace=workspace,
             name=f"file:{path}"[:200],
-            defaults={"mapping": mapping, "source_kind": kind, "source_path": path},
+            defaults={"mapping": mapping, "source_kind": SyncJob.SourceKind.FILE, "source_config": config},
         )
-        job.mapping, job.source_kind, job.source_path = mapping, kind, path
+        job.mapping, job.source_kind, job.source_config = mapping, SyncJob.SourceKind.FILE, config
         if options["mode"]:
             job.endpoint_mode = options["mode"]
         job.save()

@@ -1,0 +1,524 @@
+"""Checking a mapping document: `validate()` lists every error with where it is; `warnings()` lists what is
+allowed but likely to lose data at mParticle (names cut, more than 1,000 event names, dynamic attributes)."""
+
+from __future__ import annotations
+
+from feeds.mparticle import schema
+
+from .conditions import check_condition, fixed_values
+from .values import (
+    INT64_MAX,
+    INT64_MIN,
+    TIMESTAMP_FORMATS,
+    TRANSFORMS,
+    VALUE_TYPES,
+    RecordError,
+    finisher,
+    is_template,
+    parse_template,
+    parse_zone,
+    template_fields,
+)
+
+TOP_LEVEL_KEYS = {
+    "version",
+    "description",
+    "record_key",
+    "identities",
+    "mpid",
+    "user_attributes",
+    "user_attributes_from",
+    "events",
+    "options",
+    "samples",
+}
+VALUE_KEYS = {"field", "value", "type", "transform", "required", "default", "format", "timezone"}
+USER_VALUE_KEYS = VALUE_KEYS | {"on_null", "split"}
+ON_NULL = ("send", "omit", "delete")
+OPTION_KEYS = {"long_values"}
+SUPPORTED_EVENT_TYPES = ("custom_event", "screen_view", "commerce_event")
+EVENT_KEYS = {
+    "event_type",
+    "name",
+    "screen_name",
+    "custom_event_type",
+    "when",
+    "timestamp",
+    "attributes",
+    "attributes_from",
+    "product_action",
+}
+# Fields of a product action and of a product, with the type used when the spec does not give one.
+ACTION_FIELDS = {
+    "transaction_id": "string",
+    "total_amount": "number",
+    "tax_amount": "number",
+    "shipping_amount": "number",
+    "coupon_code": "string",
+    "currency_code": "string",
+}
+PRODUCT_FIELDS = {
+    "id": "string",
+    "name": "string",
+    "brand": "string",
+    "category": "string",
+    "variant": "string",
+    "position": "int",
+    "price": "number",
+    "quantity": "number",
+    "coupon_code": "string",
+}
+SAMPLE_KEYS = {"name", "note", "record", "expect"}
+EXPECT_KEYS = {"identities", "mpid", "user_attributes", "deleted_user_attributes", "events", "rejected"}
+
+
+class MappingError(ValueError):
+    """A mapping document that cannot be used; `errors` lists each problem and where it is."""
+
+    def __init__(self, errors: list[str]):
+        self.errors = errors
+        super().__init__("; ".join(errors))
+
+
+# ------------------------------------------------------------------------------------------------ pieces
+
+
+def _check_value_spec(spec: object, where: str, errors: list[str], *, user: bool = False) -> None:
+    """A value: a field name, or {"field" | "value", "type", "transform", ...}. `user`: a user attribute,
+    which may also say `on_null` and `split`."""
+    if isinstance(spec, str):
+        if not spec:
+            errors.append(f"{where}: the field name is empty")
+        return
+    if not isinstance(spec, dict):
+        errors.append(f"{where}: expected a field name or an object with 'field' or 'value'")
+        return
+    before = len(errors)
+    allowed = USER_VALUE_KEYS if user else VALUE_KEYS
+    unknown = set(spec) - allowed
+    if unknown:
+        extra = " (on_null and split are for user attributes)" if unknown & {"on_null", "split"} else ""
+        errors.append(f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(allowed)}){extra}")
+    if ("field" in spec) == ("value" in spec):
+        errors.append(f"{where}: give exactly one of 'field' or 'value'")
+    if "field" in spec and (not isinstance(spec["field"], str) or not spec["field"]):
+        errors.append(f"{where}.field: must be a non-empty string")
+    kind = spec.get("type", "auto")
+    if kind not in VALUE_TYPES:
+        errors.append(f"{where}.type: {kind!r} is not one of {', '.join(VALUE_TYPES)}")
+    transforms = spec.get("transform", [])
+    if isinstance(transforms, str):
+        transforms = [transforms]
+    if not isinstance(transforms, list) or any(t not in TRANSFORMS for t in transforms):
+        errors.append(f"{where}.transform: must be a list of {', '.join(TRANSFORMS)}")
+    if "required" in spec and not isinstance(spec["required"], bool):
+        errors.append(f"{where}.required: must be true or false")
+    if ("format" in spec or "timezone" in spec) and kind != "timestamp":
+        errors.append(f"{where}: 'format' and 'timezone' go with \"type\": \"timestamp\"")
+    if "format" in spec:
+        _check_format(spec["format"], f"{where}.format", errors)
+    if "timezone" in spec:
+        _check_zone(spec["timezone"], f"{where}.timezone", errors)
+    if "on_null" in spec:
+        if spec["on_null"] not in ON_NULL:
+            errors.append(f"{where}.on_null: must be one of {', '.join(ON_NULL)}")
+        elif spec["on_null"] == "delete" and (spec.get("required") or spec.get("default") is not None):
+            errors.append(f"{where}: a required value or one with a default is never deleted; drop one of them")
+    if "split" in spec:
+        if not isinstance(spec["split"], str) or not spec["split"]:
+            errors.append(f'{where}.split: must be the separator, e.g. ","')
+        elif kind != "auto":
+            errors.append(f"{where}.split: gives a list of texts, so it takes no 'type'")
+    for key in ("value", "default"):
+        if key in spec:
+            _check_constant(spec[key], f"{where}.{key}", errors, user=user)
+    if len(errors) == before:
+        # The spec is well formed: check that its constant and default survive its own type.
+        for key in ("value", "default"):
+            if key in spec and spec[key] is not None:
+                try:
+                    finisher({k: v for k, v in spec.items() if k != "default"}, f"{where}.{key}")(spec[key])
+                except RecordError as e:
+                    errors.append(str(e))
+
+
+def _check_constant(value: object, where: str, errors: list[str], *, user: bool) -> None:
+    if value is None or isinstance(value, (str, bool, int)):
+        if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+            errors.append(f"{where}: too large a number (64-bit integers)")
+        return
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            errors.append(f"{where}: must be a finite number")
+        return
+    if user and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return
+    what = "text, a number, true/false, null or a list of texts" if user else "text, a number, true/false or null"
+    errors.append(f"{where}: must be {what}")
+
+
+def _check_format(fmt: object, where: str, errors: list[str]) -> None:
+    if not isinstance(fmt, str) or (fmt not in TIMESTAMP_FORMATS and "%" not in fmt):
+        errors.append(
+            f"{where}: {fmt!r} is not one of {', '.join(TIMESTAMP_FORMATS)} or a strptime pattern like '%Y-%m-%d %H:%M:%S'"
+        )
+
+
+def _check_zone(zone: object, where: str, errors: list[str]) -> None:
+    if not isinstance(zone, str):
+        errors.append(f"{where}: must be a time zone name like 'Europe/Paris', 'UTC' or '+02:00'")
+        return
+    try:
+        parse_zone(zone)
+    except ValueError as e:
+        errors.append(f"{where}: {e} (use a name like 'Europe/Paris', 'UTC' or '+02:00')")
+
+
+def _check_timestamp_spec(spec: object, where: str, errors: list[str]) -> None:
+    if isinstance(spec, str):
+        if not spec:
+            errors.append(f"{where}: the field name is empty")
+        return
+    if not isinstance(spec, dict) or not isinstance(spec.get("field"), str) or not spec.get("field"):
+        errors.append(f"{where}: expected a field name or an object with 'field' and optional 'format'")
+        return
+    unknown = set(spec) - {"field", "format", "timezone", "required"}
+    if unknown:
+        errors.append(f"{where}: unknown keys {sorted(unknown)} (allowed: field, format, timezone, required)")
+    _check_format(spec.get("format", "auto"), f"{where}.format", errors)
+    if "timezone" in spec:
+        _check_zone(spec["timezone"], f"{where}.timezone", errors)
+    if "required" in spec and not isinstance(spec["required"], bool):
+        errors.append(f"{where}.required: must be true or false")
+
+
+def _check_name_spec(spec: object, where: str, errors: list[str], what: str) -> None:
+    """A name: constant text, a template such as "{category} Viewed", or a value spec."""
+    if spec is None:
+        errors.append(f'{where}: a {what} is needed (text, a template like "{{field}} Viewed", or a field)')
+    elif isinstance(spec, str):
+        if not spec.strip():
+            errors.append(f"{where}: must not be empty")
+        elif is_template(spec):
+            try:
+                parse_template(spec)
+            except ValueError as e:
+                errors.append(f"{where}: {e}")
+    else:
+        _check_value_spec(spec, where, errors)
+
+
+def _check_from_spec(spec: object, where: str, errors: list[str], *, user: bool = False) -> None:
+    """A field holding a JSON object (or list): a field name or {"field": ...}."""
+    if isinstance(spec, str) and spec:
+        return
+    allowed = {"field", "on_null"} if user else {"field"}
+    if isinstance(spec, dict) and isinstance(spec.get("field"), str) and spec["field"] and set(spec) <= allowed:
+        if spec.get("on_null", "send") not in ON_NULL:
+            errors.append(f"{where}.on_null: must be one of {', '.join(ON_NULL)}")
+        return
+    errors.append(f'{where}: expected the name of a field holding an object (or {{"field": ...}})')
+
+
+def _check_attributes(attrs: object, where: str, errors: list[str]) -> None:
+    if not isinstance(attrs, dict):
+        errors.append(f"{where}: must be an object of attribute name → field")
+        return
+    if len(attrs) > schema.MAX_ATTRIBUTES_PER_EVENT:
+        errors.append(f"{where}: {len(attrs)} attributes, mParticle takes at most {schema.MAX_ATTRIBUTES_PER_EVENT}")
+    for name, spec in attrs.items():
+        if not name:
+            errors.append(f"{where}: an attribute name is empty")
+        _check_value_spec(spec, f"{where}.{name}", errors)
+
+
+def _check_products(spec: object, where: str, errors: list[str]) -> None:
+    if isinstance(spec, dict):
+        if not isinstance(spec.get("from"), str) or not spec["from"]:
+            errors.append(
+                f"{where}.from: name the field holding the list of products (or give a list of product specs)"
+            )
+        _check_product(spec, where, errors, extra={"from"})
+    elif isinstance(spec, list) and spec:
+        for i, product in enumerate(spec):
+            if not isinstance(product, dict):
+                errors.append(f"{where}[{i}]: must be an object of product field → value")
+            else:
+                _check_product(product, f"{where}[{i}]", errors, extra=set())
+    else:
+        errors.append(
+            f'{where}: either {{"from": "items", "id": ..., ...}} for a list in the record, '
+            f"or a list of product specs read from columns"
+        )
+
+
+def _check_product(spec: dict, where: str, errors: list[str], extra: set[str]) -> None:
+    allowed = set(PRODUCT_FIELDS) | {"attributes"} | extra
+    unknown = set(spec) - allowed
+    if unknown:
+        errors.append(f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})")
+    if "id" not in spec and "name" not in spec:
+        errors.append(f"{where}: a product needs an 'id' or a 'name'")
+    for key in PRODUCT_FIELDS:
+        if key in spec:
+            _check_value_spec(spec[key], f"{where}.{key}", errors)
+    if "attributes" in spec:
+        _check_attributes(spec["attributes"], f"{where}.attributes", errors)
+
+
+def _check_product_action(spec: object, where: str, errors: list[str]) -> None:
+    if not isinstance(spec, dict):
+        errors.append(f"{where}: a commerce_event needs a product_action object with an 'action'")
+        return
+    unknown = set(spec) - {"action", "products", *ACTION_FIELDS}
+    if unknown:
+        errors.append(
+            f"{where}: unknown keys {sorted(unknown)} (allowed: action, products, {', '.join(ACTION_FIELDS)})"
+        )
+    action = spec.get("action")
+    if action is None:
+        errors.append(f'{where}.action: needed, one of {", ".join(schema.PRODUCT_ACTIONS)} (or {{"field": ...}})')
+    elif isinstance(action, str):
+        if action not in schema.PRODUCT_ACTIONS:
+            errors.append(
+                f"{where}.action: {action!r} is not one of {', '.join(schema.PRODUCT_ACTIONS)}"
+                f' (to read it from a field write {{"field": {action!r}}})'
+            )
+    else:
+        _check_value_spec(action, f"{where}.action", errors)
+    for key in ACTION_FIELDS:
+        if key in spec:
+            _check_value_spec(spec[key], f"{where}.{key}", errors)
+    if "products" in spec:
+        _check_products(spec["products"], f"{where}.products", errors)
+
+
+def _check_event(rule: object, where: str, errors: list[str]) -> None:
+    if not isinstance(rule, dict):
+        errors.append(f"{where}: must be an object")
+        return
+    unknown = set(rule) - EVENT_KEYS
+    if unknown:
+        errors.append(f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(EVENT_KEYS)})")
+    event_type = rule.get("event_type", "custom_event")
+    if event_type not in SUPPORTED_EVENT_TYPES:
+        errors.append(f"{where}.event_type: {event_type!r} is not supported here ({', '.join(SUPPORTED_EVENT_TYPES)})")
+    if event_type == "custom_event":
+        if "name" not in rule:
+            errors.append(f"{where}.name: a custom_event needs a name (text, a template or a field)")
+        else:
+            _check_name_spec(rule["name"], f"{where}.name", errors, "name")
+        kind = rule.get("custom_event_type", "other")
+        if isinstance(kind, dict):
+            _check_value_spec(kind, f"{where}.custom_event_type", errors)
+        elif kind not in schema.CUSTOM_EVENT_TYPES:
+            errors.append(f"{where}.custom_event_type: {kind!r} is not one of {', '.join(schema.CUSTOM_EVENT_TYPES)}")
+    elif event_type == "screen_view":
+        _check_name_spec(rule.get("screen_name", rule.get("name")), f"{where}.screen_name", errors, "screen_name")
+    elif event_type == "commerce_event":
+        for key in ("name", "screen_name", "custom_event_type"):
+            if key in rule:
+                errors.append(f"{where}.{key}: not used by a commerce_event (it is described by its product_action)")
+        _check_product_action(rule.get("product_action"), f"{where}.product_action", errors)
+    if "product_action" in rule and event_type != "commerce_event":
+        errors.append(f'{where}.product_action: only for "event_type": "commerce_event"')
+    if "when" in rule:
+        check_condition(rule["when"], f"{where}.when", errors)
+    if "timestamp" in rule:
+        _check_timestamp_spec(rule["timestamp"], f"{where}.timestamp", errors)
+    if "attributes" in rule:
+        _check_attributes(rule["attributes"], f"{where}.attributes", errors)
+    if "attributes_from" in rule:
+        _check_from_spec(rule["attributes_from"], f"{where}.attributes_from", errors)
+
+
+def _check_samples(samples: object, errors: list[str]) -> None:
+    if not isinstance(samples, list):
+        errors.append('samples: must be a list of {"record": {...}, "expect": {...}}')
+        return
+    for i, sample in enumerate(samples):
+        where = f"samples[{i}]"
+        if not isinstance(sample, dict):
+            errors.append(f"{where}: must be an object with 'record' and 'expect'")
+            continue
+        unknown = set(sample) - SAMPLE_KEYS
+        if unknown:
+            errors.append(f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(SAMPLE_KEYS)})")
+        if not isinstance(sample.get("record"), dict):
+            errors.append(f"{where}.record: must be the source record, an object")
+        expect = sample.get("expect")
+        if not isinstance(expect, dict):
+            errors.append(f'{where}.expect: must be an object (the output, or {{"rejected": "reason"}})')
+            continue
+        unknown = set(expect) - EXPECT_KEYS
+        if unknown:
+            errors.append(f"{where}.expect: unknown keys {sorted(unknown)} (allowed: {sorted(EXPECT_KEYS)})")
+        if "rejected" in expect:
+            if not isinstance(expect["rejected"], str):
+                errors.append(f"{where}.expect.rejected: must be (part of) the reason, as text")
+            if len(expect) > 1:
+                errors.append(f"{where}.expect: a rejected sample expects nothing else")
+        for key in ("identities", "user_attributes"):
+            if key in expect and not isinstance(expect[key], dict):
+                errors.append(f"{where}.expect.{key}: must be an object")
+        for key in ("deleted_user_attributes", "events"):
+            if key in expect and not isinstance(expect[key], list):
+                errors.append(f"{where}.expect.{key}: must be a list")
+
+
+# ---------------------------------------------------------------------------------------------- validate
+
+
+def validate(doc: object) -> list[str]:
+    """Every problem in a mapping document, each naming where it is. An empty list means valid."""
+    errors: list[str] = []
+    if not isinstance(doc, dict):
+        return ["the mapping must be a JSON object"]
+    unknown = set(doc) - TOP_LEVEL_KEYS
+    if unknown:
+        errors.append(f"unknown top-level keys {sorted(unknown)} (allowed: {sorted(TOP_LEVEL_KEYS)})")
+    if "record_key" in doc and (not isinstance(doc["record_key"], str) or not doc["record_key"]):
+        errors.append("record_key: must be the name of a field")
+
+    identities = doc.get("identities", {})
+    if not isinstance(identities, dict):
+        errors.append("identities: must be an object of identity key → field")
+        identities = {}
+    if not identities and "mpid" not in doc:
+        errors.append("identities: map at least one identity key (for example customer_id) to a field, or give mpid")
+    for key, spec in identities.items():
+        if key not in schema.IDENTITY_KEYS:
+            errors.append(
+                f"identities.{key}: not an mParticle identity key (allowed: {', '.join(schema.IDENTITY_KEYS)})"
+            )
+        _check_value_spec(spec, f"identities.{key}", errors)
+    if "mpid" in doc:
+        _check_value_spec(doc["mpid"], "mpid", errors)
+
+    attributes = doc.get("user_attributes", {})
+    if not isinstance(attributes, dict):
+        errors.append("user_attributes: must be an object of attribute name → field")
+        attributes = {}
+    if len(attributes) > schema.MAX_USER_ATTRIBUTES:
+        errors.append(
+            f"user_attributes: {len(attributes)} attributes, mParticle takes at most {schema.MAX_USER_ATTRIBUTES}"
+        )
+    for name, spec in attributes.items():
+        if not name:
+            errors.append("user_attributes: an attribute name is empty")
+        elif len(name) > schema.MAX_NAME_LENGTH:
+            errors.append(f"user_attributes.{name[:40]}…: name longer than {schema.MAX_NAME_LENGTH} characters")
+        elif name.startswith("$") and name not in schema.RESERVED_USER_ATTRIBUTES:
+            errors.append(
+                f"user_attributes.{name}: names starting with $ are reserved ({', '.join(schema.RESERVED_USER_ATTRIBUTES)})"
+            )
+        _check_value_spec(spec, f"user_attributes.{name}", errors, user=True)
+    if "user_attributes_from" in doc:
+        _check_from_spec(doc["user_attributes_from"], "user_attributes_from", errors, user=True)
+
+    events = doc.get("events", [])
+    if not isinstance(events, list):
+        errors.append("events: must be a list of event rules")
+        events = []
+    for i, rule in enumerate(events):
+        _check_event(rule, f"events[{i}]", errors)
+
+    options = doc.get("options", {})
+    if not isinstance(options, dict):
+        errors.append("options: must be an object")
+    else:
+        if set(options) - OPTION_KEYS:
+            errors.append(
+                f"options: unknown keys {sorted(set(options) - OPTION_KEYS)} (allowed: {sorted(OPTION_KEYS)})"
+            )
+        if options.get("long_values", "reject") not in ("reject", "truncate"):
+            errors.append("options.long_values: must be 'reject' or 'truncate'")
+    if "samples" in doc:
+        _check_samples(doc["samples"], errors)
+    return errors
+
+
+# ---------------------------------------------------------------------------------------------- warnings
+
+
+def _fields_of(spec: object) -> list[str] | None:
+    """The fields a name is built from: [] for constant text, None when it is not read from fields."""
+    if isinstance(spec, str):
+        return template_fields(spec) if is_template(spec) else []
+    if isinstance(spec, dict):
+        return [spec["field"]] if "field" in spec else []
+    return []
+
+
+def warnings(doc: dict) -> list[str]:
+    """What a valid mapping allows but may lose data at mParticle. An invalid document gives []."""
+    if validate(doc):
+        return []
+    found: list[str] = []
+    limit = schema.MAX_EVENT_NAMES_PER_WORKSPACE
+    total_names = 0
+    unbounded = False
+    for i, rule in enumerate(doc.get("events", [])):
+        where = f"events[{i}]"
+        event_type = rule.get("event_type", "custom_event")
+        if event_type == "commerce_event":
+            spec = rule["product_action"].get("currency_code")
+            if isinstance(spec, str) and len(spec) == 3 and spec.isupper():
+                found.append(
+                    f"{where}.product_action.currency_code: {spec!r} is read as a field name; "
+                    f'for a fixed currency write {{"value": {spec!r}}}'
+                )
+        else:
+            key = "name" if event_type == "custom_event" else "screen_name"
+            spec = rule.get("name") if key == "name" else rule.get("screen_name", rule.get("name"))
+            fields = _fields_of(spec)
+            if fields:
+                count = 1
+                for field in fields:
+                    values = fixed_values(rule.get("when"), field)
+                    if values is None:
+                        count = 0
+                        break
+                    count *= len(values)
+                if count:
+                    total_names += count
+                else:
+                    unbounded = True
+                    found.append(
+                        f"{where}.{key}: built from field{'s' if len(fields) > 1 else ''} "
+                        f"{', '.join(repr(f) for f in fields)}: every distinct value makes a new event name, and "
+                        f"mParticle keeps at most {limit:,} per workspace (events with other names are dropped). "
+                        f"Limit the values with a 'when' condition (\"in\": [...]) or put the value in an attribute."
+                    )
+            else:
+                total_names += 1
+                text = spec if isinstance(spec, str) else None
+                if text is not None and len(text.replace("{{", "{").replace("}}", "}")) > schema.MAX_NAME_LENGTH:
+                    found.append(f"{where}.{key}: longer than {schema.MAX_NAME_LENGTH} characters; it will be cut")
+        for name in rule.get("attributes", {}):
+            if len(name) > schema.MAX_NAME_LENGTH:
+                found.append(
+                    f"{where}.attributes.{name[:40]}…: name longer than {schema.MAX_NAME_LENGTH} characters; it will be cut"
+                )
+        if "attributes_from" in rule:
+            room = schema.MAX_ATTRIBUTES_PER_EVENT - len(rule.get("attributes", {}))
+            found.append(
+                f"{where}.attributes_from: the number of attributes depends on each record; an event with more "
+                f"than {schema.MAX_ATTRIBUTES_PER_EVENT} attributes (more than {room} from this field, when they "
+                f"do not overlap the mapped ones) is refused"
+            )
+    if total_names > limit and not unbounded:
+        found.append(
+            f"events: the rules can produce up to {total_names:,} distinct event names, over mParticle's "
+            f"{limit:,} per workspace (events with other names are dropped)"
+        )
+    elif total_names > limit:
+        found.append(f"events: the rules can produce more than {limit:,} distinct event names")
+    if "user_attributes_from" in doc:
+        room = schema.MAX_USER_ATTRIBUTES - len(doc.get("user_attributes", {}))
+        found.append(
+            f"user_attributes_from: the number of user attributes depends on each record; a record with more than "
+            f"{schema.MAX_USER_ATTRIBUTES} (more than {room} from this field, when they do not overlap the "
+            f"mapped ones) is refused"
+        )
+    return found
