@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feeds.mapping import RecordError, compile_mapping, validate, warnings
-from feeds.mapping.values import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
+from feeds.mapping.timestamps import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
 from feeds.mparticle import sandbox, schema
 from feeds.mparticle.batch import group_by_user
 from tests.helpers import MAPPING
@@ -26,7 +26,7 @@ checked = settings(
     derandomize=True,
     database=None,
     deadline=None,
-    max_examples=120,
+    max_examples=300,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
@@ -61,7 +61,12 @@ KITCHEN_SINK = {
             "name": {"field": "action"},
             "custom_event_type": {"field": "kind"},
             "when": {"any": [{"field": "amount", "gt": 10}, {"not": {"field": "x", "exists": True}}]},
-            "timestamp": {"field": "local_ts", "format": "%d/%m/%Y %H:%M", "timezone": "Europe/Paris", "required": False},
+            "timestamp": {
+                "field": "local_ts",
+                "format": "%d/%m/%Y %H:%M",
+                "timezone": "Europe/Paris",
+                "required": False,
+            },
             "attributes": {"amount": {"field": "amount", "type": "float"}, "x": "x", "deep": "a.b.c.0"},
         },
         {"event_type": "screen_view", "screen_name": "{page}", "when": {"field": "page", "exists": True}},
@@ -140,11 +145,16 @@ leaves = st.one_of(
 )
 junk = st.recursive(
     leaves,
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=4), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=4), children, max_size=4)
+    ),
     max_leaves=20,
 )
-junk = junk | st.integers(min_value=1, max_value=3000).map(deep) | st.integers(min_value=0, max_value=2000).map(
-    lambda n: [{"sku": f"s{i}", "price": i, "qty": 1} for i in range(n)]
+junk = (
+    junk
+    | st.integers(min_value=1, max_value=3000).map(deep)
+    | st.integers(min_value=0, max_value=2000).map(lambda n: [{"sku": f"s{i}", "price": i, "qty": 1} for i in range(n)])
 )
 fields = st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6), junk, max_size=14)
 # Half of them with identities, so that the rules after the identities are reached.
@@ -158,7 +168,8 @@ PLAUSIBLE = {
     "sku": "A", "title": "Boots", "price": "2", "qty": "1", "traits": {"city": "Lyon"}, "props": {"p": 1},
 }  # fmt: skip
 mixed = st.builds(
-    lambda extra: {**PLAUSIBLE, **extra}, st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6), junk, max_size=3)
+    lambda extra: {**PLAUSIBLE, **extra},
+    st.dictionaries(st.sampled_from(FIELDS) | st.text(max_size=6), junk, max_size=3),
 )
 
 
@@ -272,7 +283,7 @@ def test_a_mapping_with_junk_in_it_is_refused_by_validation_or_works(where, valu
         convert_or_refuse(compile_mapping(doc), record)
 
 
-@settings(checked, max_examples=60)
+@settings(checked, max_examples=150)
 @given(doc=doc_junk | st.dictionaries(st.sampled_from(sorted(KITCHEN_SINK)), doc_junk, max_size=5))
 def test_validate_answers_any_document(doc):
     errors = validate(doc)

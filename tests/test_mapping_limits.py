@@ -22,7 +22,9 @@ def test_names_from_records_over_256_characters_are_cut_and_counted():
         ],
     }
     converter = compile_mapping(doc)
-    record = converter.convert({"id": "u", "kind": "k" * 300, "screen": "s" * 257, "props": {"p" * 400: 1, "ok": 2}}, "r")
+    record = converter.convert(
+        {"id": "u", "kind": "k" * 300, "screen": "s" * 257, "props": {"p" * 400: 1, "ok": 2}}, "r"
+    )
     custom, screen = (e["data"] for e in record.events)
     assert custom["event_name"] == "k" * 256
     assert screen["screen_name"] == "s" * 256
@@ -48,7 +50,12 @@ def test_long_constant_names_are_cut_and_counted_per_event():
         ({"identities": ID, "user_attributes": {"a": "a"}}, {"a": "x" * 5000}),
         ({"identities": ID, "events": [{"name": "E", "attributes_from": "p"}]}, {"p": {"a": "x" * 5000}}),
         (
-            {"identities": ID, "events": [{"event_type": "commerce_event", "product_action": {"action": "refund", "transaction_id": "a"}}]},
+            {
+                "identities": ID,
+                "events": [
+                    {"event_type": "commerce_event", "product_action": {"action": "refund", "transaction_id": "a"}}
+                ],
+            },
             {"a": "x" * 5000},
         ),
     ],
@@ -118,7 +125,9 @@ def test_names_built_from_fields_warn_about_the_1000_name_limit_and_say_which_ru
     }
     found = warnings(doc)
     assert len(found) == 2
-    assert found[0].startswith("events[1].name: built from field 'category': every distinct value makes a new event name")
+    assert found[0].startswith(
+        "events[1].name: built from field 'category': every distinct value makes a new event name"
+    )
     assert "at most 1,000 per workspace" in found[0]
     assert found[1].startswith("events[2].screen_name: built from field 'page'")
 
@@ -126,7 +135,10 @@ def test_names_built_from_fields_warn_about_the_1000_name_limit_and_say_which_ru
 def test_names_limited_by_a_condition_do_not_warn_until_they_can_pass_1000():
     few = {"name": "{type} done", "when": {"field": "type", "in": ["buy", "sell"]}}
     assert warnings({"identities": ID, "events": [few]}) == []
-    one = {"name": {"field": "type"}, "when": {"all": [{"field": "x", "exists": True}, {"field": "type", "equals": "a"}]}}
+    one = {
+        "name": {"field": "type"},
+        "when": {"all": [{"field": "x", "exists": True}, {"field": "type", "equals": "a"}]},
+    }
     assert warnings({"identities": ID, "events": [one]}) == []
     many = {"name": "{type}", "when": {"field": "type", "in": [f"t{i}" for i in range(999)]}}
     found = warnings({"identities": ID, "events": [many, {"name": "A"}, {"name": "B"}]})
@@ -149,7 +161,9 @@ def test_other_warnings():
     found = warnings(doc)
     assert any(w.startswith("events[0].name: longer than 256 characters; it will be cut") for w in found)
     assert any(w.startswith("events[0].attributes.yyy") and "it will be cut" in w for w in found)
-    assert any(w.startswith("events[0].attributes_from: the number of attributes depends on each record") for w in found)
+    assert any(
+        w.startswith("events[0].attributes_from: the number of attributes depends on each record") for w in found
+    )
     assert any(w.startswith("events[1].product_action.currency_code: 'USD' is read as a field name") for w in found)
     assert any(w.startswith("user_attributes_from:") and "more than 99 from this field" in w for w in found)
     assert warnings({"identities": "bad"}) == []

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
+
 import pytest
 
-from feeds.mapping import MappingError, RecordError, compile_mapping, validate
-from feeds.mapping.converter import id_maker
+from feeds.mapping import MappingError, RecordError, check_samples, compile_mapping, validate
+from feeds.mapping.events import id_maker
 from feeds.mparticle import sandbox, schema
 from feeds.mparticle.batch import deterministic_id, group_by_user
 
@@ -80,7 +84,16 @@ def test_user_attributes_scalars_lists_and_reserved_names():
     body = accepted(
         convert(
             doc,
-            {"id": "u", "first": "Ada", "age": "36", "vip": "1", "score": "9.5", "tags": ["a", 2], "colours": "red, blue,,", "note": None},
+            {
+                "id": "u",
+                "first": "Ada",
+                "age": "36",
+                "vip": "1",
+                "score": "9.5",
+                "tags": ["a", 2],
+                "colours": "red, blue,,",
+                "note": None,
+            },
         )
     )
     assert body["user_attributes"] == {
@@ -119,8 +132,16 @@ def test_on_null_delete_after_trimming_deletes_blank_text():
 
 
 def test_user_attributes_from_an_object_in_the_record():
-    doc = {"identities": ID, "user_attributes": {"plan": "plan"}, "user_attributes_from": {"field": "traits", "on_null": "delete"}}
-    body = accepted(convert(doc, {"id": "u", "plan": "pro", "traits": {"plan": "free", "city": "Lyon", "old": None, "$zip": "69001"}}))
+    doc = {
+        "identities": ID,
+        "user_attributes": {"plan": "plan"},
+        "user_attributes_from": {"field": "traits", "on_null": "delete"},
+    }
+    body = accepted(
+        convert(
+            doc, {"id": "u", "plan": "pro", "traits": {"plan": "free", "city": "Lyon", "old": None, "$zip": "69001"}}
+        )
+    )
     assert body["user_attributes"] == {"plan": "pro", "city": "Lyon", "$zip": "69001"}  # mapped names win
     assert body["deleted_user_attributes"] == ["old"]
     # A CSV column holding JSON works too.
@@ -149,7 +170,9 @@ def test_bad_user_attribute_options_are_named(spec, message):
 
 
 def test_on_null_is_only_for_user_attributes():
-    errors = validate({"identities": ID, "events": [{"name": "E", "attributes": {"a": {"field": "a", "on_null": "omit"}}}]})
+    errors = validate(
+        {"identities": ID, "events": [{"name": "E", "attributes": {"a": {"field": "a", "on_null": "omit"}}}]}
+    )
     assert any("unknown keys ['on_null']" in e and "for user attributes" in e for e in errors), errors
 
 
@@ -170,6 +193,11 @@ def test_the_custom_event_type_can_come_from_a_field():
         convert(doc, {"id": "u", "kind": "shopping"})
     with pytest.raises(RecordError, match=r"events\[0\]\.custom_event_type: the custom event type is missing"):
         convert(doc, {"id": "u"})
+    errors = validate({"identities": ID, "events": [{"name": "E", "custom_event_type": {"value": "shopping"}}]})
+    assert errors == [
+        "events[0].custom_event_type.value: 'shopping' is not one of navigation, location, search, "
+        "transaction, user_content, user_preference, social, media, attribution, other"
+    ]
 
 
 def test_event_names_built_from_fields():
@@ -181,9 +209,14 @@ def test_event_names_built_from_fields():
             {"name": {"field": "action", "transform": "trim"}},
         ],
     }
-    data = events_of(doc, {"id": "u", "category": "Shoes", "user": {"plan": "pro"}, "level": 3.0, "action": " Signed Up "})
+    data = events_of(
+        doc, {"id": "u", "category": "Shoes", "user": {"plan": "pro"}, "level": 3.0, "action": " Signed Up "}
+    )
     assert [d["event_name"] for d in data] == ["Shoes Viewed", "pro: {level 3}", "Signed Up"]
-    with pytest.raises(RecordError, match=r"events\[0\]\.name: field 'category' is missing or empty \(needed for '\{category\} Viewed'\)"):
+    with pytest.raises(
+        RecordError,
+        match=r"events\[0\]\.name: field 'category' is missing or empty \(needed for '\{category\} Viewed'\)",
+    ):
         convert(doc, {"id": "u", "user": {"plan": "pro"}, "level": 1, "action": "x"})
     with pytest.raises(RecordError, match=r"events\[0\]\.name: field 'category': expected text, got an object"):
         convert(doc, {"id": "u", "category": {"a": 1}})
@@ -244,7 +277,10 @@ def test_rules_emit_events_only_when_their_condition_holds():
             {"name": "Browse", "when": {"field": "type", "in": ["view", "click"]}},
             {"name": "Coupon", "when": {"field": "coupon", "exists": True}},
             {"name": "No coupon", "when": {"not": {"field": "coupon", "exists": True}}},
-            {"name": "Big", "when": {"all": [{"field": "type", "equals": "purchase"}, {"field": "amount", "gte": 100}]}},
+            {
+                "name": "Big",
+                "when": {"all": [{"field": "type", "equals": "purchase"}, {"field": "amount", "gte": 100}]},
+            },
             {"name": "Odd", "when": {"any": [{"field": "amount", "lt": 0}, {"field": "amount", "gt": 1000}]}},
             {"name": "Flagged", "when": {"field": "flag", "equals": True}},
             {"name": "Three", "when": {"field": "n", "equals": 3}},
@@ -263,7 +299,11 @@ def test_rules_emit_events_only_when_their_condition_holds():
 
 
 def test_several_events_from_one_record_have_distinct_stable_ids():
-    doc = {"record_key": "id", "identities": ID, "events": [{"name": "A"}, {"name": "B"}, {"event_type": "screen_view", "screen_name": "S"}]}
+    doc = {
+        "record_key": "id",
+        "identities": ID,
+        "events": [{"name": "A"}, {"name": "B"}, {"event_type": "screen_view", "screen_name": "S"}],
+    }
     first = [e["source_message_id"] for e in events_of(doc, {"id": "r1"})]
     again = [e["source_message_id"] for e in events_of(doc, {"id": "r1"})]
     assert first == again and len(set(first)) == 3
@@ -342,7 +382,18 @@ def test_a_purchase_with_products_from_a_nested_list():
         "coupon": "",
         "channel": "web",
         "items": [
-            {"sku": "A-1", "title": "Boots", "brand": "Acme", "cat": "Shoes", "size": "42", "pos": "1", "code": "X", "price": "49.90", "qty": "1", "gift": "no"},
+            {
+                "sku": "A-1",
+                "title": "Boots",
+                "brand": "Acme",
+                "cat": "Shoes",
+                "size": "42",
+                "pos": "1",
+                "code": "X",
+                "price": "49.90",
+                "qty": "1",
+                "gift": "no",
+            },
             {"sku": 7, "price": 10, "qty": 1.0},
         ],
     }
@@ -389,7 +440,10 @@ def test_products_from_json_text_in_a_csv_column():
         ({"sku": "A"}, "products.from: field 'items': expected a list, got an object"),
         ("[oops", "products.from: field 'items': '[oops' is not JSON"),
         (["A"], "products: item 1 of 'items' is text, not an object"),
-        ([{"sku": "A"}, {"price": 1}], "products: a product needs an id or a name, and both are missing (item 2 of 'items')"),
+        (
+            [{"sku": "A"}, {"price": 1}],
+            "products: a product needs an id or a name, and both are missing (item 2 of 'items')",
+        ),
         ([{"sku": "A", "price": "cheap"}], "products.price: 'cheap' is not a number (item 1 of 'items')"),
         ([{}], "item 1 of 'items' has none of the mapped product fields"),
     ],
@@ -416,11 +470,25 @@ def test_products_from_flat_columns_skip_empty_slots():
             }
         ],
     }
-    [data] = events_of(doc, {"id": "u", "action": "Add_To_Cart", "sku_1": "A", "price_1": "2.50", "qty_1": "3", "sku_2": "", "price_2": "", "qty_2": ""})
+    [data] = events_of(
+        doc,
+        {
+            "id": "u",
+            "action": "Add_To_Cart",
+            "sku_1": "A",
+            "price_1": "2.50",
+            "qty_1": "3",
+            "sku_2": "",
+            "price_2": "",
+            "qty_2": "",
+        },
+    )
     assert data["product_action"] == {"action": "add_to_cart", "products": [{"id": "A", "price": 2.5, "quantity": 3}]}
     with pytest.raises(RecordError, match=r"products\[1\]: a product needs an id or a name"):
         convert(doc, {"id": "u", "action": "refund", "sku_1": "A", "price_2": "3"})
-    with pytest.raises(RecordError, match=r"events\[0\]\.product_action\.action: 'buy' is not a product action \(add_to_cart,"):
+    with pytest.raises(
+        RecordError, match=r"events\[0\]\.product_action\.action: 'buy' is not a product action \(add_to_cart,"
+    ):
         convert(doc, {"id": "u", "action": "buy"})
 
 
@@ -434,7 +502,10 @@ def test_every_product_action_is_accepted(action):
     "rule, message",
     [
         ({"event_type": "commerce_event"}, "events[0].product_action: a commerce_event needs a product_action object"),
-        ({"event_type": "commerce_event", "product_action": {}}, "events[0].product_action.action: needed, one of add_to_cart"),
+        (
+            {"event_type": "commerce_event", "product_action": {}},
+            "events[0].product_action.action: needed, one of add_to_cart",
+        ),
         (
             {"event_type": "commerce_event", "product_action": {"action": "buy"}},
             "events[0].product_action.action: 'buy' is not one of add_to_cart",
@@ -452,7 +523,10 @@ def test_every_product_action_is_accepted(action):
             "events[0].product_action.products[0]: a product needs an 'id' or a 'name'",
         ),
         (
-            {"event_type": "commerce_event", "product_action": {"action": "refund", "products": [{"id": "s", "sku": "s"}]}},
+            {
+                "event_type": "commerce_event",
+                "product_action": {"action": "refund", "products": [{"id": "s", "sku": "s"}]},
+            },
             "events[0].product_action.products[0]: unknown keys ['sku']",
         ),
         (
@@ -469,16 +543,14 @@ def test_bad_commerce_rules_are_named(rule, message):
         compile_mapping({"identities": ID, "events": [rule]})
 
 
-def test_the_readme_examples_are_valid():
-    """Every mapping document shown in the README's Mappings section is valid."""
-    import json
-    import re
-    from pathlib import Path
-
-    text = Path(__file__).resolve().parent.parent.joinpath("README.md").read_text()
+def test_the_readme_examples_are_valid_and_their_samples_pass():
+    """Every JSON example in the README's Mappings section is valid (fragments with an identity added)."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     section = text.split("## Mappings", 1)[1].split("\n## ", 1)[0]
     documents = [json.loads(block) for block in re.findall(r"```json\n(.*?)```", section, re.S)]
-    full = [d for d in documents if "identities" in d or "mpid" in d]
-    assert full, "the README shows whole mapping documents"
-    for doc in full:
+    assert len(documents) >= 10
+    for doc in documents:
+        if "identities" not in doc and "mpid" not in doc:
+            doc = {"identities": {"customer_id": "id"}, **doc}
         assert validate(doc) == [], doc
+        assert all(result.ok for result in check_samples(doc)), [str(r) for r in check_samples(doc)]

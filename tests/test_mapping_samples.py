@@ -27,7 +27,14 @@ DOC = {
     "samples": [
         {
             "name": "a purchase",
-            "record": {"order_id": "o-1", "customer_id": "c-1", "email": " A@B.COM ", "plan": "pro", "amount": "19.90", "ordered_at": "2026-11-20T10:00:00Z"},
+            "record": {
+                "order_id": "o-1",
+                "customer_id": "c-1",
+                "email": " A@B.COM ",
+                "plan": "pro",
+                "amount": "19.90",
+                "ordered_at": "2026-11-20T10:00:00Z",
+            },
             "expect": {
                 "identities": {"customer_id": "c-1", "email": "a@b.com"},
                 "user_attributes": {"plan": "pro"},
@@ -111,9 +118,13 @@ def test_refusals_are_expected_by_part_of_their_reason():
         "refused for another reason: expected 'bad date', got 'no identity: every mapped identity field is missing or empty'"
     ]
     doc = edited(samples__0__expect={"rejected": "something"})
-    assert check_samples(doc)[0].differences == ["expected the record to be refused ('something'), but it was converted"]
+    assert check_samples(doc)[0].differences == [
+        "expected the record to be refused ('something'), but it was converted"
+    ]
     doc = edited(samples__1__expect={"identities": {"customer_id": ""}})
-    assert check_samples(doc)[1].differences == ["refused: no identity: every mapped identity field is missing or empty"]
+    assert check_samples(doc)[1].differences == [
+        "refused: no identity: every mapped identity field is missing or empty"
+    ]
 
 
 def test_a_sample_mismatch_is_not_a_validation_error_but_a_malformed_sample_is():
@@ -140,7 +151,11 @@ def test_the_current_output_can_be_recorded_as_expected():
         "events": [
             {
                 "event_type": "custom_event",
-                "data": {"event_name": "Purchase Completed", "custom_event_type": "transaction", "timestamp_unixtime_ms": 1795168800000},
+                "data": {
+                    "event_name": "Purchase Completed",
+                    "custom_event_type": "transaction",
+                    "timestamp_unixtime_ms": 1795168800000,
+                },
             }
         ],
     }
@@ -178,7 +193,10 @@ def test_an_edit_that_refuses_or_accepts_a_record_says_so():
     changes = compare_outputs(DOC, new)
     assert [c.index for c in changes] == [0, 1]
     assert changes[0].differences == ['identities.email: "a@b.com" → absent', 'identities.other: absent → "partner"']
-    assert changes[1].differences[0] == "no longer refused (was: no identity: every mapped identity field is missing or empty)"
+    assert (
+        changes[1].differences[0]
+        == "no longer refused (was: no identity: every mapped identity field is missing or empty)"
+    )
 
 
 def test_the_demo_mapping_is_valid_and_its_samples_pass():

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from feeds.mapping import MappingError, RecordError, compile_mapping, parse_timestamp, validate
-from feeds.mapping.values import parse_zone
+from feeds.mapping.timestamps import parse_zone
 
 NOV_20_10H_UTC = 1795168800000
 
@@ -106,7 +106,10 @@ def test_an_event_timestamp_is_read_with_its_format_and_zone():
 
 
 def test_an_optional_timestamp_may_be_missing():
-    doc = {"identities": {"customer_id": "id"}, "events": [{"name": "E", "timestamp": {"field": "at", "required": False}}]}
+    doc = {
+        "identities": {"customer_id": "id"},
+        "events": [{"name": "E", "timestamp": {"field": "at", "required": False}}],
+    }
     assert "timestamp_unixtime_ms" not in convert(doc, {"id": "u", "at": ""}).events[0]["data"]
     assert convert(doc, {"id": "u", "at": 1795168800}).events[0]["data"]["timestamp_unixtime_ms"] == NOV_20_10H_UTC
 
@@ -124,6 +127,7 @@ def test_a_value_can_be_a_timestamp():
         ({"field": "t", "format": "%Y", "type": "string"}, "'format' and 'timezone' go with \"type\": \"timestamp\""),
         ({"field": "t", "type": "timestamp", "timezone": "Mars/Olympus"}, "'Mars/Olympus' is not a known time zone"),
         ({"field": "t", "type": "timestamp", "format": "dd/mm/yyyy"}, "is not one of auto, iso8601"),
+        ({"field": "t", "type": "timestamp", "format": "%d/%m/%Q"}, "is not a usable strptime pattern ('Q' is a bad"),
     ],
 )
 def test_bad_time_specs_are_named(spec, message):
@@ -287,3 +291,9 @@ def test_mpid_alone_identifies_the_user():
     with pytest.raises(RecordError, match="no identity: every mapped identity field and mpid is missing or empty"):
         convert(doc, {"mpid": ""})
     assert validate({"mpid": {"value": 2**64}}) == ["mpid.value: too large a number (64-bit integers)"]
+    assert validate({"mpid": {"value": str(2**64)}}) == ["mpid.value: too large a number (64-bit integers)"]
+    assert validate({"mpid": {"value": "abc"}}) == ["mpid.value: 'abc' is not an integer"]
+    assert validate({"mpid": {"field": "m", "type": "float"}}) == [
+        "mpid.type: an mpid is a 64-bit integer; use auto, int or string"
+    ]
+    assert convert({"mpid": {"value": "-42"}}, {}).mpid == -42

@@ -6,19 +6,27 @@ document into a `Converter` whose `convert()` is called once per record on the h
 compiled to a small closure once. Golden samples kept in the document are checked by `check_samples()`, and
 `compare_outputs()` shows what an edit changes.
 
-    values.py      field paths, value specs, types, text, timestamps, templates
+    values.py      missing values, field paths, types and text
+    timestamps.py  times → epoch milliseconds
+    specs.py       value specs and name templates → functions of the record
     conditions.py  "when" conditions
-    validation.py  validate() and warnings()
-    converter.py   compile_mapping() → Converter, mParticle's limits on values
+    validation.py  validate()
+    risks.py       warnings()
+    limits.py      mParticle's limits on what is sent, and the counters of what was cut
+    events.py      event rules: custom events, screen views, commerce events
+    converter.py   compile_mapping() → Converter
     samples.py     golden samples
 """
 
 from __future__ import annotations
 
-from .converter import Converter, Stats, compile_mapping
+from .converter import Converter, compile_mapping
+from .limits import Stats
+from .risks import warnings
 from .samples import OutputChange, SampleResult, check_samples, compare_outputs, sample_output
-from .validation import MappingError, validate, warnings
-from .values import MISSING, RecordError, parse_timestamp
+from .timestamps import parse_timestamp
+from .validation import MappingError, validate
+from .values import MISSING, RecordError
 
 __all__ = [
     "MISSING",

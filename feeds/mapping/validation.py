@@ -1,24 +1,17 @@
-"""Checking a mapping document: `validate()` lists every error with where it is; `warnings()` lists what is
-allowed but likely to lose data at mParticle (names cut, more than 1,000 event names, dynamic attributes)."""
+"""Checking a mapping document: `validate()` lists every error with where it is (risks.py lists what is allowed
+but likely to lose data)."""
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
+
 from feeds.mparticle import schema
 
-from .conditions import check_condition, fixed_values
-from .values import (
-    INT64_MAX,
-    INT64_MIN,
-    TIMESTAMP_FORMATS,
-    TRANSFORMS,
-    VALUE_TYPES,
-    RecordError,
-    finisher,
-    is_template,
-    parse_template,
-    parse_zone,
-    template_fields,
-)
+from .conditions import check_condition
+from .specs import TRANSFORMS, VALUE_TYPES, finisher, is_template, parse_template
+from .timestamps import TIMESTAMP_FORMATS, parse_zone
+from .values import INT64_MAX, INT64_MIN, RecordError
 
 TOP_LEVEL_KEYS = {
     "version",
@@ -70,6 +63,10 @@ PRODUCT_FIELDS = {
 }
 SAMPLE_KEYS = {"name", "note", "record", "expect"}
 EXPECT_KEYS = {"identities", "mpid", "user_attributes", "deleted_user_attributes", "events", "rejected"}
+
+
+_PATTERN_PROBE = datetime(2026, 11, 20, 10, 30, 15, tzinfo=UTC)
+_INTEGER = re.compile(r"-?[0-9]{1,30}")
 
 
 class MappingError(ValueError):
@@ -142,6 +139,31 @@ def _check_value_spec(spec: object, where: str, errors: list[str], *, user: bool
                     errors.append(str(e))
 
 
+def _check_mpid(spec: object, errors: list[str]) -> None:
+    before = len(errors)
+    _check_value_spec(spec, "mpid", errors)
+    if len(errors) > before or not isinstance(spec, dict):
+        return
+    if spec.get("type", "auto") not in ("auto", "int", "string"):
+        errors.append("mpid.type: an mpid is a 64-bit integer; use auto, int or string")
+    if "value" in spec:
+        value = spec["value"]
+        text = value if isinstance(value, str) else None
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (text is not None and _INTEGER.fullmatch(text.strip()))
+        ):
+            errors.append(f"mpid.value: {value!r} is not an integer")
+        elif text is not None and not INT64_MIN <= int(text) <= INT64_MAX:
+            errors.append("mpid.value: too large a number (64-bit integers)")
+
+
+def _check_choice_spec(spec: object, allowed: tuple[str, ...], where: str, errors: list[str]) -> None:
+    """A value spec whose value must be one of `allowed` (a constant one is checked now)."""
+    _check_value_spec(spec, where, errors)
+    if isinstance(spec, dict) and isinstance(spec.get("value"), str) and spec["value"] not in allowed:
+        errors.append(f"{where}.value: {spec['value']!r} is not one of {', '.join(allowed)}")
+
+
 def _check_constant(value: object, where: str, errors: list[str], *, user: bool) -> None:
     if value is None or isinstance(value, (str, bool, int)):
         if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
@@ -162,6 +184,11 @@ def _check_format(fmt: object, where: str, errors: list[str]) -> None:
         errors.append(
             f"{where}: {fmt!r} is not one of {', '.join(TIMESTAMP_FORMATS)} or a strptime pattern like '%Y-%m-%d %H:%M:%S'"
         )
+    elif fmt not in TIMESTAMP_FORMATS:
+        try:  # a pattern must read back what it writes
+            datetime.strptime(_PATTERN_PROBE.strftime(fmt), fmt)
+        except (ValueError, TypeError) as e:
+            errors.append(f"{where}: {fmt!r} is not a usable strptime pattern ({e})")
 
 
 def _check_zone(zone: object, where: str, errors: list[str]) -> None:
@@ -285,7 +312,7 @@ def _check_product_action(spec: object, where: str, errors: list[str]) -> None:
                 f' (to read it from a field write {{"field": {action!r}}})'
             )
     else:
-        _check_value_spec(action, f"{where}.action", errors)
+        _check_choice_spec(action, schema.PRODUCT_ACTIONS, f"{where}.action", errors)
     for key in ACTION_FIELDS:
         if key in spec:
             _check_value_spec(spec[key], f"{where}.{key}", errors)
@@ -310,7 +337,7 @@ def _check_event(rule: object, where: str, errors: list[str]) -> None:
             _check_name_spec(rule["name"], f"{where}.name", errors, "name")
         kind = rule.get("custom_event_type", "other")
         if isinstance(kind, dict):
-            _check_value_spec(kind, f"{where}.custom_event_type", errors)
+            _check_choice_spec(kind, schema.CUSTOM_EVENT_TYPES, f"{where}.custom_event_type", errors)
         elif kind not in schema.CUSTOM_EVENT_TYPES:
             errors.append(f"{where}.custom_event_type: {kind!r} is not one of {', '.join(schema.CUSTOM_EVENT_TYPES)}")
     elif event_type == "screen_view":
@@ -393,7 +420,7 @@ def validate(doc: object) -> list[str]:
             )
         _check_value_spec(spec, f"identities.{key}", errors)
     if "mpid" in doc:
-        _check_value_spec(doc["mpid"], "mpid", errors)
+        _check_mpid(doc["mpid"], errors)
 
     attributes = doc.get("user_attributes", {})
     if not isinstance(attributes, dict):
@@ -436,89 +463,3 @@ def validate(doc: object) -> list[str]:
     if "samples" in doc:
         _check_samples(doc["samples"], errors)
     return errors
-
-
-# ---------------------------------------------------------------------------------------------- warnings
-
-
-def _fields_of(spec: object) -> list[str] | None:
-    """The fields a name is built from: [] for constant text, None when it is not read from fields."""
-    if isinstance(spec, str):
-        return template_fields(spec) if is_template(spec) else []
-    if isinstance(spec, dict):
-        return [spec["field"]] if "field" in spec else []
-    return []
-
-
-def warnings(doc: dict) -> list[str]:
-    """What a valid mapping allows but may lose data at mParticle. An invalid document gives []."""
-    if validate(doc):
-        return []
-    found: list[str] = []
-    limit = schema.MAX_EVENT_NAMES_PER_WORKSPACE
-    total_names = 0
-    unbounded = False
-    for i, rule in enumerate(doc.get("events", [])):
-        where = f"events[{i}]"
-        event_type = rule.get("event_type", "custom_event")
-        if event_type == "commerce_event":
-            spec = rule["product_action"].get("currency_code")
-            if isinstance(spec, str) and len(spec) == 3 and spec.isupper():
-                found.append(
-                    f"{where}.product_action.currency_code: {spec!r} is read as a field name; "
-                    f'for a fixed currency write {{"value": {spec!r}}}'
-                )
-        else:
-            key = "name" if event_type == "custom_event" else "screen_name"
-            spec = rule.get("name") if key == "name" else rule.get("screen_name", rule.get("name"))
-            fields = _fields_of(spec)
-            if fields:
-                count = 1
-                for field in fields:
-                    values = fixed_values(rule.get("when"), field)
-                    if values is None:
-                        count = 0
-                        break
-                    count *= len(values)
-                if count:
-                    total_names += count
-                else:
-                    unbounded = True
-                    found.append(
-                        f"{where}.{key}: built from field{'s' if len(fields) > 1 else ''} "
-                        f"{', '.join(repr(f) for f in fields)}: every distinct value makes a new event name, and "
-                        f"mParticle keeps at most {limit:,} per workspace (events with other names are dropped). "
-                        f"Limit the values with a 'when' condition (\"in\": [...]) or put the value in an attribute."
-                    )
-            else:
-                total_names += 1
-                text = spec if isinstance(spec, str) else None
-                if text is not None and len(text.replace("{{", "{").replace("}}", "}")) > schema.MAX_NAME_LENGTH:
-                    found.append(f"{where}.{key}: longer than {schema.MAX_NAME_LENGTH} characters; it will be cut")
-        for name in rule.get("attributes", {}):
-            if len(name) > schema.MAX_NAME_LENGTH:
-                found.append(
-                    f"{where}.attributes.{name[:40]}…: name longer than {schema.MAX_NAME_LENGTH} characters; it will be cut"
-                )
-        if "attributes_from" in rule:
-            room = schema.MAX_ATTRIBUTES_PER_EVENT - len(rule.get("attributes", {}))
-            found.append(
-                f"{where}.attributes_from: the number of attributes depends on each record; an event with more "
-                f"than {schema.MAX_ATTRIBUTES_PER_EVENT} attributes (more than {room} from this field, when they "
-                f"do not overlap the mapped ones) is refused"
-            )
-    if total_names > limit and not unbounded:
-        found.append(
-            f"events: the rules can produce up to {total_names:,} distinct event names, over mParticle's "
-            f"{limit:,} per workspace (events with other names are dropped)"
-        )
-    elif total_names > limit:
-        found.append(f"events: the rules can produce more than {limit:,} distinct event names")
-    if "user_attributes_from" in doc:
-        room = schema.MAX_USER_ATTRIBUTES - len(doc.get("user_attributes", {}))
-        found.append(
-            f"user_attributes_from: the number of user attributes depends on each record; a record with more than "
-            f"{schema.MAX_USER_ATTRIBUTES} (more than {room} from this field, when they do not overlap the "
-            f"mapped ones) is refused"
-        )
-    return found
