@@ -13,7 +13,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from feeds import sync
-from feeds.forms import SyncJobAdminForm, WorkspaceAdminForm
+from feeds.forms import MappingAdminForm, SyncJobAdminForm, WorkspaceAdminForm
 from feeds.models import Delivery, DeliveryAttempt, Mapping, RejectedRecord, SyncJob, SyncRun, Workspace
 from feeds.mparticle.client import Answer, Outcome
 
@@ -212,10 +212,28 @@ class WorkspaceAdmin(admin.ModelAdmin):
 
 @admin.register(Mapping)
 class MappingAdmin(admin.ModelAdmin):
+    form = MappingAdminForm
     list_display = ["name", "workspace", "version", "updated_at"]
     list_filter = ["workspace"]
     search_fields = ["name", "workspace__name"]
-    readonly_fields = ["version", "created_at", "updated_at"]
+    readonly_fields = ["version", "warnings_list", "created_at", "updated_at"]
+    fields = ["workspace", "name", "rules", "accept_changes", "version", "warnings_list", "created_at", "updated_at"]
+
+    @admin.display(description="Warnings")
+    def warnings_list(self, obj: Mapping) -> str:
+        from feeds.mapping import warnings
+
+        found = warnings(obj.rules) if obj.rules else []
+        return "; ".join(found) or "none"
+
+    def save_model(self, request, obj, form, change):
+        # The form checked the rules and samples; update_rules versions them (and records accepted outputs).
+        rules = form.cleaned_data["rules"]
+        if change:
+            obj.rules = Mapping.objects.get(pk=obj.pk).rules
+        else:
+            obj.rules = None
+        obj.update_rules(rules, accept_changes=form.cleaned_data.get("accept_changes", False))
 
 
 @admin.register(SyncJob)

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from django import forms
 
-from feeds.models import SyncJob, Workspace
+from feeds import mapping as mapping_rules
+from feeds.models import Mapping, SyncJob, Workspace
 
 
 class WorkspaceAdminForm(forms.ModelForm):
@@ -90,3 +91,38 @@ class SyncJobAdminForm(forms.ModelForm):
         if commit:
             job.save()
         return job
+
+
+class MappingAdminForm(forms.ModelForm):
+    """Rules are validated and their golden samples checked; a change in output must be accepted explicitly."""
+
+    accept_changes = forms.BooleanField(
+        required=False,
+        label="Accept changed sample outputs",
+        help_text="Save even when golden samples come out differently, recording the new outputs as expected.",
+    )
+
+    class Meta:
+        model = Mapping
+        fields = ["workspace", "name", "rules"]
+
+    def clean(self):
+        data = super().clean()
+        rules = data.get("rules")
+        if rules is None or self.errors:
+            return data
+        errors = mapping_rules.validate(rules)
+        if errors:
+            self.add_error("rules", errors)
+            return data
+        if data.get("accept_changes"):
+            return data
+        probe = Mapping(
+            pk=self.instance.pk, rules=Mapping.objects.get(pk=self.instance.pk).rules if self.instance.pk else None
+        )
+        changes = [f"{r.label}: " + "; ".join(r.differences) for r in mapping_rules.check_samples(rules) if not r.ok]
+        if probe.rules:
+            changes += [str(c) for c in mapping_rules.compare_outputs(probe.rules, rules)]
+        if changes:
+            self.add_error("rules", [*changes, "Tick 'Accept changed sample outputs' to save them."])
+        return data

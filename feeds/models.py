@@ -155,18 +155,46 @@ class Mapping(models.Model):
         if errors:
             raise ValidationError({"rules": errors})
 
-    def update_rules(self, doc: dict) -> bool:
-        """Validate and store new rules; the version goes up when they changed. Raises MappingError."""
+    def update_rules(self, doc: dict, *, accept_changes: bool = False) -> bool:
+        """Validate and store new rules; the version goes up when they changed. Raises MappingError when
+        the rules are not valid, and OutputChanged when the golden samples (the document's own, and the
+        stored mapping's run through the new rules) come out differently — unless `accept_changes`, which
+        then records the new outputs as the samples' expectations."""
         errors = mapping_rules.validate(doc)
         if errors:
             raise mapping_rules.MappingError(errors)
         if self.pk and doc == self.rules:
             return False
+        problems = [f"{r.label}: " + "; ".join(r.differences) for r in mapping_rules.check_samples(doc) if not r.ok]
+        if self.pk and self.rules:
+            problems += [str(change) for change in mapping_rules.compare_outputs(self.rules, doc)]
+        if problems and not accept_changes:
+            raise OutputChanged(problems)
+        if problems:
+            doc = with_current_outputs(doc)
         if self.pk:
             self.version += 1
         self.rules = doc
         self.save()
         return True
+
+
+class OutputChanged(ValueError):
+    """A mapping edit changes what its golden samples produce; `changes` says how, one line each."""
+
+    def __init__(self, changes: list[str]):
+        self.changes = changes
+        super().__init__("; ".join(changes))
+
+
+def with_current_outputs(doc: dict) -> dict:
+    """The document with each sample's expectation replaced by what its rules produce now."""
+    results = mapping_rules.check_samples(doc)
+    samples = []
+    for sample, result in zip(doc.get("samples", []), results):
+        expect = {"rejected": result.rejected} if result.rejected is not None else result.output
+        samples.append({**sample, "expect": expect})
+    return {**doc, "samples": samples} if samples else doc
 
 
 class SyncJob(models.Model):
@@ -323,7 +351,8 @@ class SyncRun(models.Model):
     throttled = models.PositiveIntegerField(default=0, help_text="429 answers.")
     retries = models.PositiveIntegerField(default=0, help_text="Requests sent again after a failure.")
     seconds_waited = models.FloatField(default=0)
-    names_truncated = models.PositiveIntegerField(default=0)
+    names_truncated = models.PositiveIntegerField(default=0, help_text="Names over 256 characters, cut.")
+    values_truncated = models.PositiveIntegerField(default=0, help_text="Values over 4,096 characters, cut.")
     created_at = models.DateTimeField(default=timezone.now)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -322,6 +322,7 @@ class _Engine:
     # -------------------------------------------------------------------------------- chunk → deliveries
 
     def persist_chunk(self, chunk: list[Item], converter: Converter) -> None:
+        names_before, values_before = converter.stats.names_truncated, converter.stats.values_truncated
         run = self.run
         rejects: list[RejectedRecord] = []
         by_path: dict[str, list[UserRecord]] = {}
@@ -404,7 +405,8 @@ class _Engine:
             run.batches += batch_total
             run.requests += len(deliveries)
             run.events += event_total
-            run.names_truncated = converter.stats.names_truncated
+            run.names_truncated += converter.stats.names_truncated - names_before
+            run.values_truncated += converter.stats.values_truncated - values_before
             run.lease_until = timezone.now() + lease()
             run.save(
                 update_fields=[
@@ -418,6 +420,7 @@ class _Engine:
                     "requests",
                     "events",
                     "names_truncated",
+                    "values_truncated",
                     "lease_until",
                 ]
             )

@@ -32,9 +32,9 @@ def make_workspace(sandbox=None, name: str = "Acme", **fields) -> Workspace:
     return workspace
 
 
-def make_mapping(workspace: Workspace, rules: dict | None = None, name: str = "default") -> Mapping:
+def make_mapping(workspace: Workspace, rules: dict | None = None, name: str = "default", **options) -> Mapping:
     mapping = Mapping(workspace=workspace, name=name)
-    mapping.update_rules(rules or MAPPING)
+    mapping.update_rules(rules or MAPPING, **options)
     return mapping
 
 

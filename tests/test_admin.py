@@ -418,3 +418,32 @@ def test_the_list_does_not_query_per_row(staff, tmp_path, django_assert_max_num_
     with django_assert_max_num_queries(len(few)):
         response = staff.get(url(model, "changelist"))
     assert len(rows(response)) == 30
+
+
+# ----------------------------------------------------------------------------------------------- mappings
+
+
+def test_a_mapping_edit_that_changes_sample_outputs_must_be_accepted(staff):
+    import json
+
+    from tests.helpers import MAPPING
+
+    workspace = make_workspace()
+    record = {"id": "r1", "user_id": "u1", "plan": "pro", "ts": "2026-11-20T10:00:00Z"}
+    mapping = make_mapping(workspace, {**MAPPING, "samples": [{"record": record, "expect": {}}]}, accept_changes=True)
+    edited = {**mapping.rules, "user_attributes": {"plan": {"field": "plan", "transform": ["upper"]}}}
+    data = {"workspace": workspace.pk, "name": mapping.name, "rules": json.dumps(edited), "_save": "Save"}
+    response = staff.post(url(Mapping, "change", mapping.pk), data)
+    assert response.status_code == 200
+    errors = " ".join(response.context["adminform"].form.errors["rules"])
+    assert "samples[0]: user_attributes.plan" in errors and "Accept changed sample outputs" in errors
+    mapping.refresh_from_db()
+    assert mapping.version == 1
+    response = staff.post(url(Mapping, "change", mapping.pk), {**data, "accept_changes": "on"})
+    assert response.status_code == 302
+    mapping.refresh_from_db()
+    assert mapping.version == 2 and mapping.rules["samples"][0]["expect"]["user_attributes"] == {"plan": "PRO"}
+    # Invalid rules are refused with the place.
+    bad = {**data, "rules": json.dumps({"identities": {"customerid": "x"}})}
+    response = staff.post(url(Mapping, "change", mapping.pk), bad)
+    assert "identities.customerid" in " ".join(response.context["adminform"].form.errors["rules"])

@@ -253,3 +253,33 @@ def test_end_to_end_with_a_real_cluster_and_the_standalone_sandbox(site_env, tmp
     raw = b"".join(f.read_bytes() for f in tmp_path.glob("site.sqlite3*"))
     assert b"E2E" in raw  # the search does see the file contents
     assert SANDBOX_SECRET.encode() not in raw
+
+
+@pytest.mark.django_db
+def test_load_mapping_shows_changed_sample_outputs_and_loads_them_only_when_accepted(sandbox, tmp_path):
+    command(
+        "add_workspace", "--name", "Acme", "--pod", "sandbox", "--endpoint-url", f"{sandbox.url}/v2",
+        MPFEED_API_KEY=SANDBOX_KEY, MPFEED_API_SECRET=SANDBOX_SECRET,
+    )  # fmt: skip
+    record = {"id": "r1", "user_id": "u1", "plan": "pro", "ts": "2026-11-20T10:00:00Z", "sku": "A", "amount": "2.5"}
+    doc = {**MAPPING, "samples": [{"name": "a purchase", "record": record, "expect": {}}]}
+    path = tmp_path / "m.json"
+    # A sample whose expectation is wrong is shown, and nothing is loaded.
+    path.write_bytes(orjson.dumps(doc))
+    with pytest.raises(CommandError, match=r"samples\[0\] \(a purchase\)"):
+        command("load_mapping", "--workspace", "Acme", str(path))
+    assert not Mapping.objects.exists()
+    # Accepted: the current outputs become the expectations.
+    assert "loaded (version 1)" in command("load_mapping", "--workspace", "Acme", "--accept-changes", str(path))
+    stored = Mapping.objects.get()
+    assert stored.rules["samples"][0]["expect"]["user_attributes"] == {"plan": "pro"}
+    # An edit that changes what the stored samples produce is refused with the difference, then accepted.
+    edited = {**stored.rules, "user_attributes": {"plan": {"field": "plan", "transform": ["upper"]}}}
+    path.write_bytes(orjson.dumps(edited))
+    with pytest.raises(CommandError) as error:
+        command("load_mapping", "--workspace", "Acme", str(path))
+    assert "user_attributes.plan" in str(error.value) and "'PRO'" in str(error.value).replace('"', "'")
+    assert Mapping.objects.get().version == 1
+    command("load_mapping", "--workspace", "Acme", "--accept-changes", str(path))
+    stored = Mapping.objects.get()
+    assert stored.version == 2 and stored.rules["samples"][0]["expect"]["user_attributes"] == {"plan": "PRO"}

@@ -6,7 +6,8 @@ import orjson
 from django.core.management.base import BaseCommand, CommandError
 
 from feeds.mapping import MappingError
-from feeds.models import Mapping, Workspace
+from feeds.mapping import warnings as mapping_warnings
+from feeds.models import Mapping, OutputChanged, Workspace
 
 
 class Command(BaseCommand):
@@ -16,6 +17,11 @@ class Command(BaseCommand):
         parser.add_argument("file", help="The mapping document, a .json file.")
         parser.add_argument("--workspace", required=True, help="Workspace name.")
         parser.add_argument("--name", default="default", help="Mapping name (default: default).")
+        parser.add_argument(
+            "--accept-changes",
+            action="store_true",
+            help="Load even when golden samples come out differently, recording the new outputs as expected.",
+        )
 
     def handle(self, *args, **options):
         workspace = Workspace.objects.filter(name=options["workspace"]).first()
@@ -31,8 +37,16 @@ class Command(BaseCommand):
             workspace=workspace, name=options["name"]
         )
         try:
-            changed = mapping.update_rules(doc)
+            changed = mapping.update_rules(doc, accept_changes=options["accept_changes"])
         except MappingError as e:
             raise CommandError("The mapping is not valid:\n  " + "\n  ".join(e.errors)) from None
+        except OutputChanged as e:
+            raise CommandError(
+                "The golden samples come out differently; nothing was loaded:\n  "
+                + "\n  ".join(e.changes)
+                + "\nCheck the changes, then run again with --accept-changes to load and record them."
+            ) from None
+        for warning in mapping_warnings(mapping.rules):
+            self.stdout.write(f"Warning: {warning}")
         state = "loaded" if changed else "unchanged"
         self.stdout.write(f"Mapping {mapping.name!r} for {workspace.name!r} {state} (version {mapping.version}).")
