@@ -66,6 +66,12 @@ class Workspace(models.Model):
         help_text="Batches per second this workspace may receive (mParticle's default is 270).",
     )
     credentials_updated_at = models.DateTimeField(null=True, blank=True)
+    credentials_verified_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the stored credentials last passed a connection test."
+    )
+    # What alerts last said about this workspace (feeds.alerts): one alert per change, never one per run.
+    health = models.CharField(max_length=30, default="ok", editable=False)
+    health_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -118,6 +124,7 @@ class Workspace(models.Model):
         self.api_key = api_key.strip()
         self.api_secret = api_secret.strip()
         self.credentials_updated_at = timezone.now()
+        self.credentials_verified_at = None
         if self.status == self.Status.AWAITING_CREDENTIALS:
             self.status = self.Status.ACTIVE
             self.status_message = ""
@@ -586,3 +593,96 @@ class WorkspacePace(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workspace}: {self.rate:.0f} batches/s"
+
+
+class CredentialLinkQuerySet(models.QuerySet):
+    def usable(self, now=None):
+        now = now or timezone.now()
+        return self.filter(used_at__isnull=True, revoked_at__isnull=True, expires_at__gt=now)
+
+
+class CredentialLink(models.Model):
+    """A one-time link for a client's contact to hand over the Feed's key and secret. Only the token's hash is
+    stored; the link works once (until credentials pass the connection test), expires, and counts attempts."""
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="credential_links")
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Connection tests tried through this link.")
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+
+    objects = CredentialLinkQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"Credential link for {self.workspace} ({self.state})"
+
+    @staticmethod
+    def hash(token: str) -> str:
+        return hashlib.sha256(token.encode()).hexdigest()
+
+    @classmethod
+    def issue(cls, workspace: Workspace, user=None, hours: float | None = None) -> tuple[CredentialLink, str]:
+        """A new link; returns it and the token (shown once: only its hash is kept)."""
+        token = secrets.token_urlsafe(32)
+        hours = settings.MPFEED_CREDENTIAL_LINK_HOURS if hours is None else hours
+        link = cls.objects.create(
+            workspace=workspace,
+            token_hash=cls.hash(token),
+            created_by=user if user is not None and user.is_authenticated else None,
+            expires_at=timezone.now() + timedelta(hours=hours),
+        )
+        return link, token
+
+    @classmethod
+    def find(cls, token: str) -> CredentialLink | None:
+        if not token:
+            return None
+        return cls.objects.select_related("workspace").filter(token_hash=cls.hash(token)).first()
+
+    @property
+    def state(self) -> str:
+        if self.revoked_at:
+            return "revoked"
+        if self.used_at:
+            return "used"
+        if self.expires_at <= timezone.now():
+            return "expired"
+        return "open"
+
+    @property
+    def usable(self) -> bool:
+        return self.state == "open"
+
+    def revoke(self) -> None:
+        CredentialLink.objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.refresh_from_db(fields=["revoked_at"])
+
+
+class AlertEvent(models.Model):
+    """A change of a workspace's health, and whether telling people about it worked."""
+
+    class Kind(models.TextChoices):
+        RUN_FAILED = "run_failed", "Run failed"
+        CREDENTIALS_REJECTED = "credentials_rejected", "Credentials rejected"
+        DELIVERIES_FAILING = "deliveries_failing", "Deliveries failing for over an hour"
+        RECOVERED = "recovered", "Recovered"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="alerts")
+    kind = models.CharField(max_length=30, choices=Kind.choices)
+    message = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    email_result = models.CharField(max_length=200, blank=True)
+    webhook_result = models.CharField(max_length=200, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.workspace}: {self.get_kind_display()}"

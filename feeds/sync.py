@@ -223,10 +223,11 @@ def verify_and_resume(workspace: Workspace) -> Verification:
     answer = test_connection(workspace)
     resumed = []
     if answer.delivered:
+        Workspace.objects.filter(pk=workspace.pk).update(credentials_verified_at=timezone.now())
         Workspace.objects.filter(pk=workspace.pk, status=Workspace.Status.CREDENTIALS_REJECTED).update(
             status=Workspace.Status.ACTIVE, status_message=""
         )
-        workspace.refresh_from_db(fields=["status", "status_message"])
+        workspace.refresh_from_db(fields=["status", "status_message", "credentials_verified_at"])
         if workspace.status == Workspace.Status.ACTIVE:
             for run in workspace.runs.filter(status=SyncRun.Status.BLOCKED):
                 if reopen_run(run):

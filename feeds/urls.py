@@ -1,10 +1,11 @@
-from django.urls import path
-
-from feeds import views
+from feeds.views import connect, jobs, mappings, runs, staff, system
 
 app_name = "feeds"
 urlpatterns = [
-    path("", views.home, name="home"),
-    path("healthz", views.healthz, name="healthz"),
-    path("inbox/<uuid:inbox_id>/", views.inbox, name="inbox"),
+    *system.urlpatterns,
+    *staff.urlpatterns,
+    *connect.urlpatterns,
+    *jobs.urlpatterns,
+    *runs.urlpatterns,
+    *mappings.urlpatterns,
 ]

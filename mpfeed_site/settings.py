@@ -133,8 +133,10 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(os.getenv("STATIC_ROOT", BASE_DIR / "static-collected"))
 LOGIN_URL = "admin:login"
+LOGIN_REDIRECT_URL = "feeds:home"
 
 # Production hardening, on when DEBUG is off (all overridable).
 SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", str(not DEBUG))
@@ -237,3 +239,18 @@ MPFEED_HTTP_SOURCE_HOSTS = envlist("MPFEED_HTTP_SOURCE_HOSTS", "")
 MPFEED_HTTP_SOURCE_ATTEMPTS = envint("MPFEED_HTTP_SOURCE_ATTEMPTS", "5")
 MPFEED_HTTP_SOURCE_MAX_WAIT = envfloat("MPFEED_HTTP_SOURCE_MAX_WAIT", "30")
 MPFEED_HTTP_SOURCE_MAX_PAGE_BYTES = envint("MPFEED_HTTP_SOURCE_MAX_PAGE_BYTES", str(50 * 1024 * 1024))
+
+# Onboarding: how long a client's credential link works, and how many connection tests it allows.
+MPFEED_CREDENTIAL_LINK_HOURS = envfloat("MPFEED_CREDENTIAL_LINK_HOURS", "72")
+MPFEED_CREDENTIAL_LINK_ATTEMPTS = envint("MPFEED_CREDENTIAL_LINK_ATTEMPTS", "10")
+
+# Alerts when a workspace changes state: e-mail (Django's mail settings) and a signed webhook.
+MPFEED_ALERT_EMAILS = envlist("MPFEED_ALERT_EMAILS", "")
+MPFEED_ALERT_WEBHOOK_URL = os.getenv("MPFEED_ALERT_WEBHOOK_URL", "")
+MPFEED_ALERT_WEBHOOK_SECRET = os.getenv("MPFEED_ALERT_WEBHOOK_SECRET", "")
+DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "mpfeed@localhost")
+EMAIL_HOST = os.getenv("EMAIL_HOST", "localhost")
+EMAIL_PORT = envint("EMAIL_PORT", "25")
+EMAIL_HOST_USER = os.getenv("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.getenv("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "False")

@@ -3,17 +3,12 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
-from django.shortcuts import redirect
+from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from feeds.models import SyncJob
 from feeds.sources.inbox import PushError, parse_push, store_push
-
-
-def home(request):
-    # The staff pages come with the onboarding work; until then the admin is the home.
-    return redirect("admin:index")
 
 
 def healthz(request):
@@ -49,3 +44,9 @@ def inbox(request, inbox_id):
         return _push_error(400, str(e))
     first, last = store_push(job, records)
     return JsonResponse({"received": len(records), "first_id": first, "last_id": last}, status=202)
+
+
+urlpatterns = [
+    path("healthz", healthz, name="healthz"),
+    path("inbox/<uuid:inbox_id>/", inbox, name="inbox"),
+]

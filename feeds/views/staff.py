@@ -1,0 +1,114 @@
+"""Staff pages: the workspaces at a glance, onboarding a workspace, its credential links, jobs and runs."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.shortcuts import redirect, render
+from django.urls import path, reverse
+from django.views.decorators.http import require_POST
+
+from feeds import sync
+from feeds.health import workspace_health
+from feeds.models import CredentialLink, SyncJob, SyncRun, Workspace
+from feeds.views.access import get_job, get_workspace, staff_required
+
+
+class WorkspaceForm(forms.ModelForm):
+    endpoint_url = forms.URLField(
+        label="Endpoint URL", required=False, assume_scheme="https", help_text="Only for the sandbox pod."
+    )
+
+    class Meta:
+        model = Workspace
+        fields = ["name", "pod", "endpoint_url", "environment", "rate_limit"]
+
+
+@staff_required
+def home(request):
+    return render(request, "feeds/home.html", {"healths": workspace_health()})
+
+
+@staff_required
+def workspace_new(request):
+    form = WorkspaceForm(request.POST or None, initial={"environment": "development"})
+    if request.method == "POST" and form.is_valid():
+        workspace = form.save()
+        messages.success(request, f"Workspace {workspace.name} created. Next: send the client a credential link.")
+        return redirect("feeds:workspace", slug=workspace.slug)
+    return render(request, "feeds/workspace_new.html", {"form": form})
+
+
+@staff_required
+def workspace(request, slug):
+    workspace = get_workspace(slug)
+    context = {
+        "workspace": workspace,
+        "links": workspace.credential_links.all()[:10],
+        "mappings": workspace.mappings.all(),
+        "jobs": workspace.jobs.select_related("mapping"),
+        "runs": workspace.runs.select_related("job")[:15],
+        "new_link": request.session.pop(f"new-link-{workspace.pk}", None),
+    }
+    return render(request, "feeds/workspace.html", context)
+
+
+@staff_required
+@require_POST
+def link_issue(request, slug):
+    workspace = get_workspace(slug)
+    link, token = CredentialLink.issue(workspace, request.user)
+    # Shown once, on the next page only: the token itself is never stored.
+    request.session[f"new-link-{workspace.pk}"] = request.build_absolute_uri(reverse("feeds:connect", args=[token]))
+    messages.success(request, "Credential link created. Copy it now: it is shown only once.")
+    return redirect("feeds:workspace", slug=workspace.slug)
+
+
+@staff_required
+@require_POST
+def link_revoke(request, slug, link_id):
+    workspace = get_workspace(slug)
+    link = workspace.credential_links.filter(pk=link_id).first()
+    if link is not None:
+        link.revoke()
+        messages.success(request, "The link was revoked.")
+    return redirect("feeds:workspace", slug=workspace.slug)
+
+
+@staff_required
+@require_POST
+def job_run(request, slug, job_id):
+    job = get_job(get_workspace(slug), job_id)
+    try:
+        run = sync.start_run(job, trigger=SyncRun.Trigger.MANUAL, user=request.user)
+    except sync.SyncError as e:
+        messages.error(request, str(e))
+        return redirect("feeds:workspace", slug=slug)
+    sync.enqueue_run(run)
+    messages.success(request, f"Run #{run.pk} queued.")
+    return redirect("feeds:run", run_id=run.pk)
+
+
+@staff_required
+@require_POST
+def promote(request, slug):
+    """Development → production, once staff have checked the first runs."""
+    workspace = get_workspace(slug)
+    if workspace.environment != Workspace.Environment.PRODUCTION:
+        if not workspace.runs.filter(status__in=SyncRun.FINISHED_STATUSES[:2]).exists():
+            messages.error(request, "Promote after at least one successful run in development.")
+            return redirect("feeds:workspace", slug=slug)
+        Workspace.objects.filter(pk=workspace.pk).update(environment=Workspace.Environment.PRODUCTION)
+        messages.success(request, f"{workspace.name} now sends to the production environment.")
+    return redirect("feeds:workspace", slug=slug)
+
+
+urlpatterns = [
+    path("", home, name="home"),
+    path("workspaces/new/", workspace_new, name="workspace_new"),
+    path("workspaces/<slug:slug>/", workspace, name="workspace"),
+    path("workspaces/<slug:slug>/links/", link_issue, name="link_issue"),
+    path("workspaces/<slug:slug>/links/<int:link_id>/revoke/", link_revoke, name="link_revoke"),
+    path("workspaces/<slug:slug>/jobs/<int:job_id>/run/", job_run, name="job_run"),
+    path("workspaces/<slug:slug>/promote/", promote, name="promote"),
+]
