@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 
 from feeds import sync
 from feeds.health import workspace_health
-from feeds.models import CredentialLink, SyncJob, SyncRun, Workspace
+from feeds.models import CredentialLink, SyncRun, Workspace
 from feeds.views.access import get_job, get_workspace, staff_required
 
 
