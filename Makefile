@@ -33,6 +33,7 @@ test: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	$(PY) manage.py makemigrations --check --dry-run -v 0
 	bash scripts/check-deploy.sh $(PY)
+	bash scripts/chromium.sh
 	$(PY) -m pytest $(PYTEST_ARGS)
 	bash scripts/test-postgres.sh $(PY)
 

@@ -1,11 +1,261 @@
-"""(being built: the run page)"""
+"""The staff run page: live progress, a chart over time, deliveries and rejected records, CSV exports, replays."""
 
-from django.http import HttpResponse
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import TruncMinute
+from django.http import JsonResponse, StreamingHttpResponse
+from django.shortcuts import redirect, render
 from django.urls import path
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from feeds import sync
+from feeds.admin import can_replay, replay_message
+from feeds.models import Delivery, DeliveryAttempt, RejectedRecord, SyncRun
+from feeds.views.access import get_run, staff_required
+
+PER_PAGE = 50
+# The chart keeps at most this many points: a long run's minutes are summed into wider buckets.
+CHART_POINTS = 120
+# The page polls status.json while the run is in one of these; a blocked run waits for people, not seconds.
+LIVE_STATUSES = (SyncRun.Status.QUEUED, SyncRun.Status.RUNNING, SyncRun.Status.WAITING)
+COUNTERS = [
+    ("records_read", "Records read"),
+    ("records_rejected", "Records rejected"),
+    ("batches", "Batches"),
+    ("requests", "Requests"),
+    ("events", "Events written"),
+    ("events_accepted", "Events accepted"),
+    ("throttled", "429 answers"),
+    ("retries", "Retries"),
+    ("seconds_waited", "Seconds waited"),
+]
+# What a delivery list shows; never the payload (up to 256 KB each).
+DELIVERY_FIELDS = [
+    "id", "run_id", "sequence", "path", "state", "batch_count", "event_count", "attempts", "throttled_count",
+    "seconds_waited", "last_status", "last_error",
+]  # fmt: skip
 
 
-def run(request, run_id):  # placeholder until the run page lands
-    return HttpResponse(f"run {run_id}")
+# ------------------------------------------------------------------------------------------------ live data
 
 
-urlpatterns = [path("runs/<int:run_id>/", run, name="run")]
+def _when(value) -> str | None:
+    return timezone.localtime(value).isoformat() if value else None
+
+
+def status_message(run: SyncRun) -> str:
+    """Why the run is where it is, for people: the error, or until when it waits."""
+    if run.status == SyncRun.Status.WAITING:
+        if run.error:
+            return run.error  # e.g. "Waiting for rate limit until 2026-11-02 10:15:00 UTC" (SyncRun.wait_until)
+        if run.resume_at:
+            return f"Waiting until {timezone.localtime(run.resume_at):%Y-%m-%d %H:%M:%S %Z}"
+        return "Waiting"
+    if run.status == SyncRun.Status.QUEUED and not run.error:
+        return "Queued: waiting for a worker"
+    return run.error
+
+
+def chart_series(run: SyncRun) -> list[dict]:
+    """Events accepted and 429 answers per minute of the run's attempts (one query), oldest first. Minutes
+    without attempts are zeros; a run longer than CHART_POINTS minutes is shown in wider buckets."""
+    rows = (
+        DeliveryAttempt.objects.filter(delivery__run=run)
+        .annotate(minute=TruncMinute("at"))
+        .values("minute")
+        .annotate(
+            accepted=Sum("delivery__event_count", filter=Q(outcome="accepted")),
+            throttled=Count("id", filter=Q(status=429)),
+        )
+        .order_by("minute")
+    )
+    # In UTC, so that bucket arithmetic never crosses a daylight saving change.
+    per_minute = {row["minute"].astimezone(UTC): (row["accepted"] or 0, row["throttled"]) for row in rows}
+    if not per_minute:
+        return []
+    first, last = min(per_minute), max(per_minute)
+    step = max(1, math.ceil((_minutes(last - first) + 1) / CHART_POINTS))
+    buckets = [[0, 0] for _ in range(_minutes(last - first) // step + 1)]
+    for minute, (accepted, throttled) in per_minute.items():
+        bucket = buckets[_minutes(minute - first) // step]
+        bucket[0] += accepted
+        bucket[1] += throttled
+    points = []
+    for i, (accepted, throttled) in enumerate(buckets):
+        at = timezone.localtime(first + timedelta(minutes=i * step))
+        points.append({"label": f"{at:%H:%M}", "at": at.isoformat(), "accepted": accepted, "throttled": throttled})
+    return points
+
+
+def _minutes(delta: timedelta) -> int:
+    return int(delta.total_seconds() // 60)
+
+
+def live_status(run: SyncRun) -> dict:
+    """What the page shows and status.json answers: status, counters, progress and the chart."""
+    counters = {key: getattr(run, key) for key, _ in COUNTERS}
+    counters["seconds_waited"] = round(run.seconds_waited, 1)
+    counters["batches_rejected"] = run.batches_rejected
+    return {
+        "run": run.pk,
+        "status": run.status,
+        "status_label": run.get_status_display(),
+        "live": run.status in LIVE_STATUSES,
+        "finished": run.status in SyncRun.FINISHED_STATUSES,
+        "message": status_message(run),
+        "resume_at": _when(run.resume_at) if run.status == SyncRun.Status.WAITING else None,
+        "read_done": run.read_done,
+        "counters": counters,
+        # Events accepted out of the events written into deliveries so far (a source's total is not known
+        # until it has been read); None until there is an event.
+        "progress": min(1.0, run.events_accepted / run.events) if run.events else None,
+        "created_at": _when(run.created_at),
+        "started_at": _when(run.started_at),
+        "finished_at": _when(run.finished_at),
+        "chart": chart_series(run),
+    }
+
+
+# -------------------------------------------------------------------------------------------------- pages
+
+
+@staff_required
+def run(request, run_id):
+    run = get_run(run_id)
+    states = dict(Delivery.State.choices)
+    state = request.GET.get("state") if request.GET.get("state") in states else None
+    by_state = dict(run.deliveries.values_list("state").annotate(n=Count("id")).order_by())
+    deliveries = run.deliveries.only(*DELIVERY_FIELDS).order_by("sequence")
+    if state:
+        deliveries = deliveries.filter(state=state)
+    rejects = run.rejects.only("id", "run_id", "stage", "ref", "reason", "excerpt").order_by("id")
+    status = live_status(run)
+    context = {
+        "run": run,
+        "status": status,
+        "counters": [(key, label, status["counters"][key]) for key, label in COUNTERS],
+        "states": [(value, label, by_state.get(value, 0)) for value, label in states.items()],
+        "state": state,
+        "deliveries_total": sum(by_state.values()),
+        "deliveries": Paginator(deliveries, PER_PAGE).get_page(request.GET.get("page")),
+        "rejects": Paginator(rejects, PER_PAGE).get_page(request.GET.get("rpage")),
+        "failed": by_state.get(Delivery.State.FAILED, 0),
+        "can_replay": can_replay(request),
+    }
+    return render(request, "feeds/run.html", context)
+
+
+@staff_required
+def run_status(request, run_id):
+    return JsonResponse(live_status(get_run(run_id)))
+
+
+@staff_required
+@require_POST
+def run_replay(request, run_id):
+    """Send the run's failed deliveries again (or one of them), their stored bodies byte for byte."""
+    run = get_run(run_id)
+    if not can_replay(request):
+        raise PermissionDenied("Replays need the permission to change deliveries.")
+    deliveries = run.deliveries.all()
+    one = request.POST.get("delivery", "")
+    if one:
+        deliveries = deliveries.filter(pk=int(one)) if one.isdigit() else deliveries.none()
+    count, queued = sync.replay(deliveries)
+    level, text = replay_message(count, queued, nothing="this run has no failed deliveries.")
+    messages.add_message(request, level, text)
+    return redirect("feeds:run", run_id=run.pk)
+
+
+# ---------------------------------------------------------------------------------------------- CSV exports
+
+
+class _Echo:
+    """A file-like object whose write() hands the line back, for csv.writer in a streamed response."""
+
+    def write(self, value: str) -> str:
+        return value
+
+
+def _cell(value) -> object:
+    # Text from a client's records or a server's answer must not run as a formula in a spreadsheet.
+    if isinstance(value, str) and value.startswith(("=", "+", "-", "@", "\t", "\r")):
+        return "'" + value
+    return value
+
+
+def _stream_csv(filename: str, header: list[str], rows: Iterable[Iterable]) -> StreamingHttpResponse:
+    writer = csv.writer(_Echo())
+
+    def lines() -> Iterator[str]:
+        yield writer.writerow(header)
+        for row in rows:
+            yield writer.writerow([_cell(v) for v in row])
+
+    response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def _csv_value(value) -> object:
+    if isinstance(value, datetime):
+        return _when(value)
+    if isinstance(value, float):
+        return round(value, 3)
+    if isinstance(value, list):  # source_request_ids
+        return " ".join(map(str, value))
+    return "" if value is None else value
+
+
+@staff_required
+def deliveries_csv(request, run_id):
+    run = get_run(run_id)
+    deliveries = run.deliveries.order_by("sequence")
+    if request.GET.get("state") in Delivery.State.values:
+        deliveries = deliveries.filter(state=request.GET["state"])
+    # (column, field): everything staff review about a request, never its body.
+    columns = [
+        ("sequence", "sequence"), ("parent_sequence", "parent__sequence"), ("path", "path"), ("state", "state"),
+        ("batches", "batch_count"), ("events", "event_count"), ("attempts", "attempts"),
+        ("throttled_429", "throttled_count"), ("seconds_waited", "seconds_waited"), ("last_status", "last_status"),
+        ("last_error", "last_error"), ("source_request_ids", "source_request_ids"), ("created_at", "created_at"),
+        ("sent_at", "sent_at"), ("finished_at", "finished_at"),
+    ]  # fmt: skip
+    rows = deliveries.values_list(*(field for _, field in columns)).iterator(chunk_size=1000)
+    return _stream_csv(
+        f"run-{run.pk}-deliveries.csv", [name for name, _ in columns], (map(_csv_value, row) for row in rows)
+    )
+
+
+@staff_required
+def rejects_csv(request, run_id):
+    run = get_run(run_id)
+    columns = [
+        ("ref", "ref"), ("stage", "stage"), ("reason", "reason"), ("excerpt", "excerpt"),
+        ("delivery_sequence", "delivery__sequence"), ("source_request_id", "source_request_id"),
+        ("created_at", "created_at"),
+    ]  # fmt: skip
+    rejects = RejectedRecord.objects.filter(run=run).order_by("id")
+    rows = rejects.values_list(*(field for _, field in columns)).iterator(chunk_size=1000)
+    return _stream_csv(
+        f"run-{run.pk}-rejected-records.csv", [name for name, _ in columns], (map(_csv_value, row) for row in rows)
+    )
+
+
+urlpatterns = [
+    path("runs/<int:run_id>/", run, name="run"),
+    path("runs/<int:run_id>/status.json", run_status, name="run_status"),
+    path("runs/<int:run_id>/replay/", run_replay, name="run_replay"),
+    path("runs/<int:run_id>/deliveries.csv", deliveries_csv, name="run_deliveries_csv"),
+    path("runs/<int:run_id>/rejects.csv", rejects_csv, name="run_rejects_csv"),
+]

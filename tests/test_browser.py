@@ -1,0 +1,123 @@
+"""The whole onboarding in a real browser (Playwright + Debian's chromium): staff create a workspace and a
+credential link; the client, in a second browser context, enters the Feed's key and secret and sees the
+connection test pass; staff see the credentials verified, map fields with the preview, run a sync, watch the
+progress reach the end and see the deliveries. Screenshots of every step go to test-artifacts/screenshots/."""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import pytest
+from django.db import connection
+
+from feeds import tasks
+from feeds.models import CredentialLink, SyncRun, Workspace
+from tests.browser import Shots
+from tests.helpers import SANDBOX_KEY, SANDBOX_SECRET, purchase_rows, write_csv
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def staff_user(django_user_model):
+    return django_user_model.objects.create_superuser("stella", "stella@example.com", "a-long-staff-password-1")
+
+
+@pytest.fixture
+def worker(monkeypatch):
+    """Stand-in for the django-q2 cluster: a queued run is worked on in a background thread, as a worker would."""
+    threads = []
+
+    def enqueue(run):
+        def work():
+            try:
+                tasks.run_inline(run.pk)
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        threads.append(thread)
+        return f"thread-{run.pk}"
+
+    monkeypatch.setattr("feeds.sync.enqueue_run", enqueue)
+    yield threads
+    for thread in threads:
+        thread.join(timeout=30)
+
+
+def login(page, live_server):
+    page.goto(f"{live_server.url}/admin/login/?next=/")
+    page.get_by_label("Username").fill("stella")
+    page.get_by_label("Password").fill("a-long-staff-password-1")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{live_server.url}/")
+
+
+def test_onboarding_from_workspace_to_delivered_data(chromium, live_server, sandbox, staff_user, worker, tmp_path):
+    shots = Shots("onboarding")
+    staff = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = staff.new_page()
+    login(page, live_server)
+    shots.take(page, "staff-home-empty")
+
+    # Staff create the workspace.
+    page.get_by_role("link", name="New workspace").first.click()
+    page.get_by_label("Name").fill("Acme Shoes")
+    page.get_by_label("Pod").select_option("sandbox")
+    page.get_by_label("Endpoint URL").fill(f"{sandbox.url}/v2")
+    shots.take(page, "new-workspace")
+    page.get_by_role("button", name="Create workspace").click()
+    page.wait_for_url(re.compile(r"/workspaces/acme-shoes/$"))
+    assert "Waiting for the client's credentials" in page.inner_text("#credentials-state")
+
+    # ... and a credential link for the client.
+    page.get_by_role("button", name="Create a credential link").click()
+    link = page.input_value("#new-link")
+    assert "/connect/" in link
+    shots.take(page, "credential-link")
+
+    # The client, in another browser context (no login), hands over the Feed's key and secret.
+    client = chromium.new_context(viewport={"width": 390, "height": 844})  # a phone
+    cpage = client.new_page()
+    cpage.goto(link)
+    body = cpage.inner_text("body")
+    assert "Acme Shoes" in body
+    shots.take(cpage, "client-form")
+    cpage.get_by_label("Pod").select_option("sandbox")
+    cpage.get_by_label("Endpoint URL").fill(f"{sandbox.url}/v2")
+    cpage.get_by_label("API key").fill(SANDBOX_KEY)
+    cpage.get_by_label("API secret").fill(SANDBOX_SECRET)
+    cpage.get_by_role("button", name="Test and save").click()
+    cpage.wait_for_load_state()
+    assert "accepted" in cpage.inner_text("body").lower()
+    assert SANDBOX_SECRET not in cpage.content()
+    shots.take(cpage, "client-verified")
+
+    # The link works once.
+    cpage.goto(link)
+    assert "not valid" in cpage.inner_text("body").lower()
+    shots.take(cpage, "client-link-used")
+
+    # Staff see the credentials received and verified.
+    page.reload()
+    assert "Credentials received and verified" in page.inner_text("#credentials-state")
+    workspace = Workspace.objects.get(name="Acme Shoes")
+    assert workspace.api_secret == SANDBOX_SECRET and workspace.credentials_verified_at
+    assert SANDBOX_SECRET not in page.content()
+    shots.take(page, "staff-verified")
+
+    # An expired link is refused too.
+    expired, token = CredentialLink.issue(workspace, hours=-1)
+    cpage.goto(f"{live_server.url}/connect/{token}/")
+    assert "not valid" in cpage.inner_text("body").lower()
+
+    map_fields_run_and_watch(page, live_server, workspace, shots, tmp_path, sandbox)
+    client.close()
+    staff.close()
+
+
+def map_fields_run_and_watch(page, live_server, workspace, shots, tmp_path, sandbox):
+    """Filled in once the mapping editor and the job pages are in place."""
+    pytest.skip("mapping editor and job pages are being built")
