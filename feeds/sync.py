@@ -21,6 +21,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Max, Q
 from django.utils import timezone
 
+from feeds import alerts
 from feeds.mapping import Converter, MappingError, RecordError, compile_mapping
 from feeds.models import Delivery, InboxRecord, RejectedRecord, SyncJob, SyncRun, Workspace
 from feeds.mparticle import schema
@@ -149,6 +150,7 @@ def resume_stalled(now: datetime | None = None) -> list[int]:
             runs.append(run)
     for run in runs:
         enqueue_run(run)
+    alerts.evaluate_all(now)  # deliveries failing for over an hour, recoveries between runs (never raises)
     return [run.pk for run in runs]
 
 
@@ -259,6 +261,9 @@ def process_run(run_id: int, *, pacing: Pacing | None = None, time_slice: float 
         run.refresh_from_db()
         run.finish(SyncRun.Status.FAILED, "Internal error while syncing; see the worker log. Deliveries are kept.")
         raise
+    finally:
+        # Finished, failed, blocked or waiting: alert on a change of the workspace's health (never raises).
+        alerts.evaluate_safely(run.workspace)
     return run
 
 

@@ -190,9 +190,17 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # Credential-link URLs carry a token: every handler rewrites /connect/<token>/ to /connect/…/.
+    "filters": {"redact_link_tokens": {"()": "feeds.logfilters.RedactLinkTokens"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_link_tokens"]}
+    },
     "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
-    "loggers": {"django": {"level": os.getenv("DJANGO_LOG_LEVEL", "WARNING")}},
+    "loggers": {
+        "django": {"level": os.getenv("DJANGO_LOG_LEVEL", "WARNING")},
+        # runserver's access log has its own handler; route it through ours so it is filtered too.
+        "django.server": {"handlers": ["console"], "level": "INFO", "propagate": False},
+    },
 }
 
 EMAIL_BACKEND = os.getenv("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")

@@ -468,3 +468,15 @@ def test_a_secret_does_not_read_without_its_key(use_fernet_keys):
     use_fernet_keys("another-key")
     with pytest.raises(InvalidToken):
         Workspace.objects.get(pk=workspace.pk)
+
+
+def test_credential_link_tokens_are_redacted_from_every_log_line(caplog):
+    import logging
+
+    from feeds.logfilters import RedactLinkTokens
+
+    record = logging.LogRecord("django.security.csrf", logging.WARNING, __file__, 1,
+                               "Forbidden (%s): %s", ("Origin checking failed", "/connect/abc-DEF_123/"), None)  # fmt: skip
+    RedactLinkTokens().filter(record)
+    assert record.getMessage() == "Forbidden (Origin checking failed): /connect/…/"
+    assert "abc-DEF_123" not in record.getMessage()

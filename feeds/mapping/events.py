@@ -16,10 +16,15 @@ from .validation import ACTION_FIELDS, PRODUCT_FIELDS
 from .values import MISSING, RecordError, getter, kind, scalar_text, show
 
 
+def id_start(prefix: str) -> hashlib._Hash:
+    """The hash of everything before the ref in `deterministic_id(prefix, ref)`, to be copied for each ref."""
+    return hashlib.sha1(MPFEED_NAMESPACE.bytes + f"{prefix}:".encode(), usedforsecurity=False)
+
+
 def id_maker(prefix: str) -> Callable[[str], str]:
     """`deterministic_id(prefix, ref)` (uuid5 in mpfeed's namespace), with the prefix hashed once."""
-    start = hashlib.sha1(MPFEED_NAMESPACE.bytes + f"{prefix}:".encode(), usedforsecurity=False)
-    variant = _VARIANT
+    start = id_start(prefix)
+    variant = VARIANT
 
     def make(ref: str) -> str:
         digest = start.copy()
@@ -31,7 +36,8 @@ def id_maker(prefix: str) -> Callable[[str], str]:
     return make
 
 
-_VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+# The 17th hex digit of a uuid5 → the same digit with the RFC 4122 variant bits set.
+VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
 def _attributes(

@@ -109,6 +109,11 @@ class Limits:
         return check_text(key, where)
 
 
+def no_identity_message(doc: dict) -> str:
+    also = "and mpid " if "mpid" in doc else ""
+    return f"no identity: every mapped identity field {also}is missing or empty"
+
+
 def identity_text(value: object, where: str) -> str:
     if isinstance(value, bool):
         raise RecordError(f"{where}: must be text, got a boolean")

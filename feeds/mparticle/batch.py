@@ -60,7 +60,10 @@ class UserRecord:
 class Batch:
     """One user's data as it will be sent; `refs` lists the source records it carries.
 
-    Events are kept serialized (they are serialized once, to measure them, and spliced into the batch body)."""
+    Events are kept serialized (they are serialized once, to measure them, and spliced into the batch body).
+    A batch made of a single record's data (the common case) keeps that record serialized whole instead: `body`
+    is the batch without its head, `events` the record's events, and the user data is the record's own (not a
+    copy). When another record joins, the batch is opened up (`_open`) into the general form."""
 
     identities: dict[str, str]
     mpid: int | None
@@ -69,10 +72,12 @@ class Batch:
     event_json: list[bytes] = field(default_factory=list)
     refs: list[str] = field(default_factory=list)
     size: int = 0  # estimated serialized bytes
+    body: bytes | None = None
+    events: list[dict] | None = None
 
     @property
     def event_count(self) -> int:
-        return len(self.event_json)
+        return len(self.event_json) if self.events is None else len(self.events)
 
     def _head(self, environment: str, source_request_id: str) -> dict:
         body: dict = {"source_request_id": source_request_id, "environment": environment}
@@ -86,16 +91,39 @@ class Batch:
             body["deleted_user_attributes"] = self.deleted_user_attributes
         return body
 
+    def _open(self) -> None:
+        """From one record's serialized data to the general form, before another record's data is merged in."""
+        dumps = orjson.dumps
+        self.event_json = [dumps(e) for e in self.events or ()]
+        self.identities = dict(self.identities)
+        self.user_attributes = dict(self.user_attributes)
+        self.body = self.events = None
+
     def serialize(self, environment: str, source_request_id: str) -> bytes:
         """The batch as JSON bytes: the head serialized, the already serialized events spliced in."""
-        head = orjson.dumps(self._head(environment, source_request_id))
+        dumps = orjson.dumps
+        if self.body is not None:
+            return b"".join(
+                (
+                    b'{"source_request_id":',
+                    dumps(source_request_id),
+                    b',"environment":',
+                    dumps(environment),
+                    b",",
+                    self.body[1:],
+                )
+            )
+        head = dumps(self._head(environment, source_request_id))
         if not self.event_json:
             return head
         return head[:-1] + b',"events":[' + b",".join(self.event_json) + b"]}"
 
     def to_dict(self, environment: str, source_request_id: str) -> dict:
         body = self._head(environment, source_request_id)
-        if self.event_json:
+        if self.body is not None:
+            if self.events:
+                body["events"] = orjson.loads(self.body)["events"]
+        elif self.event_json:
             body["events"] = [orjson.loads(e) for e in self.event_json]
         return body
 
@@ -107,6 +135,11 @@ class BatchTooLarge(ValueError):
 # Fixed overhead of a batch without events: ids, environment, identities. Estimated generously so that
 # estimates never undershoot the real size; the real size is checked again when serialized.
 _BATCH_OVERHEAD = 160
+# A record serialized whole as {"user_identities": I, "user_attributes": A, "events": E} is 20 + len(I)
+# bytes, plus 20 + len(A) with attributes, plus 10 + len(E) with events, where len(E) is one more than the
+# events' share of the estimate below; so its estimate is _BATCH_OVERHEAD + its length, less these.
+_WHOLE_ATTRIBUTES = 20
+_WHOLE_EVENTS = 11
 
 
 def _size(value: object) -> int:
@@ -123,24 +156,48 @@ def group_by_user(
     refused: list[tuple[UserRecord, str]] = []
     dumps = orjson.dumps
     for record in records:
+        identities = record.identities
+        key = (record.mpid, frozenset(identities.items()))
+        batch = open_batches.get(key)
+        if batch is None and identities and record.mpid is None and not record.deleted_user_attributes:
+            # The common case, a user's first record: serialized whole, once, it is measured and ready to send.
+            attributes = record.user_attributes
+            events = record.events
+            whole: dict = {"user_identities": identities}
+            if attributes:
+                whole["user_attributes"] = attributes
+            if events:
+                whole["events"] = events
+            try:
+                body = dumps(whole)
+            except orjson.JSONEncodeError:
+                pass  # nested too deep, once wrapped? The general path below says.
+            else:
+                own_size = _BATCH_OVERHEAD + len(body)
+                own_size -= (_WHOLE_ATTRIBUTES if attributes else 0) + (_WHOLE_EVENTS if events else 0)
+                if own_size > max_batch_bytes:
+                    refused.append((record, _too_large(own_size, max_batch_bytes)))
+                    continue
+                batch = Batch(identities, None, attributes, [], [], [record.ref], own_size, body, events)
+                open_batches[key] = batch
+                batches.append(batch)
+                continue
         event_json = [dumps(e) for e in record.events]
         events_size = sum(map(len, event_json)) + len(event_json)
         attrs_size = _size(record.user_attributes) if record.user_attributes else 0
         deleted_size = _size(record.deleted_user_attributes) if record.deleted_user_attributes else 0
-        ids_size = _size(record.identities) + 20
+        ids_size = _size(identities) + 20
         own_size = _BATCH_OVERHEAD + ids_size + events_size + attrs_size + deleted_size
         if own_size > max_batch_bytes:
-            refused.append(
-                (record, f"the record's data is {own_size} bytes, over the {max_batch_bytes}-byte batch limit")
-            )
+            refused.append((record, _too_large(own_size, max_batch_bytes)))
             continue
-        key = record.user_key()
-        batch = open_batches.get(key)
         # Attributes merge (later values win), so adding them can only grow the batch by attrs_size.
         if batch is None or batch.size + events_size + attrs_size + deleted_size > max_batch_bytes:
-            batch = Batch(identities=dict(record.identities), mpid=record.mpid, size=_BATCH_OVERHEAD + ids_size)
+            batch = Batch(identities=dict(identities), mpid=record.mpid, size=_BATCH_OVERHEAD + ids_size)
             open_batches[key] = batch
             batches.append(batch)
+        elif batch.body is not None:
+            batch._open()
         if record.user_attributes:
             batch.user_attributes.update(record.user_attributes)
             if batch.deleted_user_attributes:
@@ -155,6 +212,10 @@ def group_by_user(
         batch.refs.append(record.ref)
         batch.size += events_size + attrs_size + deleted_size
     return batches, refused
+
+
+def _too_large(size: int, limit: int) -> str:
+    return f"the record's data is {size} bytes, over the {limit}-byte batch limit"
 
 
 def serialize(batch: dict) -> bytes:

@@ -1,11 +1,277 @@
-"""(being built: the client's credential page)"""
+"""The client's credential page: a one-time link where the client's contact enters the Feed's key and secret.
 
-from django.http import HttpResponse
+No login: the random token in the URL is the only key (only its hash is stored). The page shows nothing but the
+workspace's name and the partner's name. A POST counts an attempt, tests the *new* credentials on an unsaved copy
+of the workspace, and stores them only when mParticle accepts them, using the link up at the same moment. The
+token is never logged by this module, and Django's own "Not Found: /connect/<token>/" line is suppressed for the
+responses made here (see _private).
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import wraps
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+from django.db import transaction
+from django.db.models import F
+from django.http import HttpResponseNotAllowed
+from django.shortcuts import render
 from django.urls import path
+from django.utils import timezone
+from django.utils.cache import add_never_cache_headers
+from django.views.decorators.csrf import csrf_protect
+
+from feeds import sync
+from feeds.models import CredentialLink, SyncRun, Workspace
+from feeds.mparticle.client import CREDENTIALS, TRANSIENT, Answer, Outcome
+
+log = logging.getLogger(__name__)
+
+GONE_STATUS = {"revoked": 410, "used": 410, "expired": 410}
 
 
-def connect(request, token):  # placeholder
-    return HttpResponse("connect")
+# --------------------------------------------------------------------------------------------------- form
+
+
+def pod_choices() -> list[tuple[str, str]]:
+    return [
+        (value, label)
+        for value, label in Workspace.Pod.choices
+        if value != Workspace.Pod.SANDBOX or settings.MPFEED_ALLOW_SANDBOX
+    ]
+
+
+class ConnectForm(forms.Form):
+    """The Feed's credentials and where they work. Key and secret are never rendered back (see _fresh_inputs)."""
+
+    pod = forms.ChoiceField(
+        label="Pod",
+        choices=pod_choices,
+        help_text="Where your mParticle workspace is hosted. A Feed's key and secret use “Partner inbound (Feed)”.",
+    )
+    endpoint_url = forms.URLField(
+        label="Endpoint URL",
+        required=False,
+        assume_scheme="https",
+        help_text="Only for the sandbox pod: the Events API base URL, ending in /v2.",
+    )
+    api_key = forms.CharField(
+        label="API key",
+        max_length=500,
+        strip=True,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "autocapitalize": "none", "spellcheck": "false"}),
+    )
+    api_secret = forms.CharField(
+        label="API secret",
+        max_length=500,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not settings.MPFEED_ALLOW_SANDBOX:
+            del self.fields["endpoint_url"]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("pod") == Workspace.Pod.SANDBOX:
+            if not data.get("endpoint_url"):
+                self.add_error("endpoint_url", "The sandbox pod needs an endpoint URL.")
+        elif data.get("endpoint_url"):
+            self.add_error("endpoint_url", "An endpoint URL is only used with the sandbox pod; leave it empty.")
+        return data
+
+    def probe(self, workspace: Workspace) -> Workspace:
+        """An unsaved copy of the workspace with the new credentials: what the connection test runs against."""
+        data = self.cleaned_data
+        return Workspace(
+            pk=workspace.pk,
+            name=workspace.name,
+            environment=workspace.environment,
+            pod=data["pod"],
+            endpoint_url=(data.get("endpoint_url") or "") if data["pod"] == Workspace.Pod.SANDBOX else "",
+            api_key=data["api_key"],
+            api_secret=data["api_secret"],
+        )
+
+
+def _fresh_inputs(form: ConnectForm) -> None:
+    """Show the form again without the key and the secret (the pod and the endpoint URL stay)."""
+    if form.is_bound:
+        form.data = form.data.copy()
+        form.data["api_key"] = ""
+        form.data["api_secret"] = ""
+
+
+# ------------------------------------------------------------------------------------------------ answers
+
+
+def explain(answer: Answer, pod_label: str) -> str:
+    """The connection test's answer in plain words, for the client's contact."""
+    if answer.delivered:
+        return "mParticle accepted these credentials."
+    if answer.outcome in CREDENTIALS:
+        return (
+            "mParticle did not accept this key and secret; check you copied the Feed's key and secret "
+            "(not the workspace's)."
+        )
+    if answer.outcome is Outcome.NETWORK_ERROR:
+        return f"We could not reach mParticle's {pod_label} endpoint; try again in a few minutes."
+    if answer.outcome in TRANSIENT:  # 429 and 5xx
+        return "mParticle is busy; try again in a few minutes."
+    return (
+        f"mParticle answered the test in a way we did not expect (HTTP {answer.status}); try again, "
+        f"or ask {settings.PARTNER_NAME} for help."
+    )
+
+
+# -------------------------------------------------------------------------------------------------- pages
+
+
+# The URL holds the token: no page of this view may send it on in a Referer. Pages without a form send no
+# Referer at all. The form page cannot use "no-referrer": under it browsers send `Origin: null` with the form's
+# POST, which Django's CSRF check refuses (403). "strict-origin" sends the origin only (https://host/, never the
+# path), in the Origin of the POST and in the Referer of the page's stylesheet and script requests.
+PAGE_REFERRER_POLICY = "no-referrer"
+FORM_REFERRER_POLICY = "strict-origin"
+
+
+def _private(view):
+    """Every answer of the page: not cached, no token sent onwards in a Referer (see above), and not logged by
+    Django with its path (django.request logs 4xx responses as "<reason>: <path>")."""
+
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        add_never_cache_headers(response)
+        response.headers.setdefault("Referrer-Policy", PAGE_REFERRER_POLICY)
+        if response.status_code >= 400:
+            response._has_been_logged = True
+        return response
+
+    return wrapper
+
+
+def _page(request, template: str, context: dict | None = None, status: int = 200):
+    # The client's page shows no staff chrome nor queued staff messages, even to a logged-in staff member.
+    base = {"partner_name": settings.PARTNER_NAME, "user": AnonymousUser(), "messages": ()}
+    return render(request, template, {**base, **(context or {})}, status=status)
+
+
+def _gone(request, status: int):
+    # The same words for unknown, revoked, used and expired links: the page reveals nothing about the link.
+    return _page(request, "feeds/connect_gone.html", status=status)
+
+
+def _too_many(request, link: CredentialLink):
+    log.warning("credential link %s (workspace %s): attempt limit reached", link.pk, link.workspace_id)
+    return _page(request, "feeds/connect_too_many.html", {"workspace_name": link.workspace.name}, status=429)
+
+
+@_private
+@csrf_protect
+def connect(request, token):
+    if request.method not in ("GET", "POST"):
+        return HttpResponseNotAllowed(["GET", "POST"])
+    link = CredentialLink.find(token)
+    if link is None:
+        log.info("credential page: unknown link")
+        return _gone(request, 404)
+    if not link.usable:
+        log.info("credential link %s (workspace %s): refused, %s", link.pk, link.workspace_id, link.state)
+        return _gone(request, GONE_STATUS[link.state])
+    workspace = link.workspace
+    limit = settings.MPFEED_CREDENTIAL_LINK_ATTEMPTS
+
+    if request.method == "GET":
+        if link.attempts >= limit:
+            return _too_many(request, link)
+        initial = {"pod": workspace.pod} if workspace.pod in dict(pod_choices()) else {}
+        return _form_page(request, workspace, ConnectForm(initial=initial))
+
+    # One attempt per POST, counted atomically and only while the link is open and under its limit.
+    now = timezone.now()
+    counted = (
+        CredentialLink.objects.usable(now)
+        .filter(pk=link.pk, attempts__lt=limit)
+        .update(attempts=F("attempts") + 1, last_attempt_at=now)
+    )
+    if not counted:
+        link.refresh_from_db()
+        return _gone(request, 410) if not link.usable else _too_many(request, link)
+
+    form = ConnectForm(request.POST)
+    if not form.is_valid():
+        _fresh_inputs(form)
+        return _form_page(request, workspace, form)
+
+    probe = form.probe(workspace)
+    answer = sync.test_connection(probe)  # the new credentials, before anything is stored
+    explanation = explain(answer, probe.get_pod_display())
+    log.info("credential link %s (workspace %s): connection test %s", link.pk, workspace.pk, answer.describe())
+    if not answer.delivered:
+        _fresh_inputs(form)
+        return _form_page(request, workspace, form, explanation=explanation)
+
+    if not _store(link, probe):
+        # Revoked, or used by another request, while this one was testing.
+        log.info("credential link %s (workspace %s): no longer usable after the test", link.pk, workspace.pk)
+        return _gone(request, 410)
+    resumed = _resume_blocked_runs(workspace.pk)
+    log.info(
+        "credential link %s (workspace %s): credentials received and verified; runs resumed: %s",
+        link.pk,
+        workspace.pk,
+        resumed or "none",
+    )
+    return _page(request, "feeds/connect_done.html", {"workspace_name": workspace.name, "explanation": explanation})
+
+
+def _form_page(request, workspace: Workspace, form: ConnectForm, explanation: str = ""):
+    context = {"workspace_name": workspace.name, "form": form, "explanation": explanation}
+    response = _page(request, "feeds/connect.html", context)
+    response.headers["Referrer-Policy"] = FORM_REFERRER_POLICY
+    return response
+
+
+def _store(link: CredentialLink, probe: Workspace) -> bool:
+    """Use the link up and store the credentials that just passed, as one transaction: of two concurrent
+    POSTs only one can use the link. An expiry during the test does not count (the attempt began in time)."""
+    now = timezone.now()
+    with transaction.atomic():
+        claimed = CredentialLink.objects.filter(pk=link.pk, used_at__isnull=True, revoked_at__isnull=True).update(
+            used_at=now
+        )
+        if not claimed:
+            return False
+        workspace = Workspace.objects.select_for_update().get(pk=link.workspace_id)
+        workspace.pod = probe.pod
+        workspace.endpoint_url = probe.endpoint_url
+        workspace.set_credentials(probe.api_key, probe.api_secret)
+        # As sync.verify_and_resume does after its own test: verified, and active again if they were rejected.
+        workspace.credentials_verified_at = timezone.now()
+        if workspace.status == Workspace.Status.CREDENTIALS_REJECTED:
+            workspace.status = Workspace.Status.ACTIVE
+            workspace.status_message = ""
+        workspace.save(update_fields=["credentials_verified_at", "status", "status_message", "updated_at"])
+    return True
+
+
+def _resume_blocked_runs(workspace_id: int) -> list[int]:
+    """The runs blocked by refused credentials go on (not while staff keep the workspace paused); the same
+    steps as sync.verify_and_resume, without testing the credentials a second time."""
+    workspace = Workspace.objects.get(pk=workspace_id)
+    resumed = []
+    if workspace.status == Workspace.Status.ACTIVE:
+        for run in workspace.runs.filter(status=SyncRun.Status.BLOCKED):
+            if sync.reopen_run(run):
+                sync.enqueue_run(run)
+                resumed.append(run.pk)
+    return resumed
 
 
 urlpatterns = [path("connect/<str:token>/", connect, name="connect")]

@@ -1,15 +1,625 @@
-"""(being built: mapping editor and data sheet)"""
+"""The mapping editor (rows of source field → target, event blocks, the JSON document, a live preview), the
+JSON export and the feed data sheet.
 
-from django.http import HttpResponse
+The document is the truth: the form posts the JSON textarea, which static/feeds/mapping.js keeps in sync with
+the rows. The rows are rendered here too, so that a refused save shows each error next to the row that caused
+it: every message that starts with a rule's path ("identities.email: ...", "events[0].attributes.amount: ...")
+is placed under that rule's row or event block, and all of them are listed at the top.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+
+from django import forms
+from django.contrib import messages
+from django.db import IntegrityError, transaction
+from django.http import HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
 from django.urls import path
+from django.utils import timezone
+from django.utils.text import slugify
+from django.views.decorators.http import require_GET, require_POST
+
+from feeds import datasheet as sheets
+from feeds import mapping as mapping_rules
+from feeds.mapping.specs import TRANSFORMS, VALUE_TYPES
+from feeds.mapping.timestamps import TIMESTAMP_FORMATS
+from feeds.mapping.validation import SUPPORTED_EVENT_TYPES
+from feeds.models import Mapping, OutputChanged, SyncJob
+from feeds.mparticle import schema
+from feeds.preview import Preview, preview_job, preview_records
+from feeds.views.access import get_job, get_mapping, get_workspace, staff_required
+
+JOB_PREVIEW_LIMIT = 10
+MAX_PREVIEW_RECORDS = 100
+ROW_SPEC_KEYS = ("field", "value", "type", "transform")  # what a row shows; other keys are kept as they are
+ROW_DOC_KEYS = ("record_key", "identities", "mpid", "user_attributes", "events")
+BLOCK_RULE_KEYS = ("event_type", "name", "screen_name", "custom_event_type", "timestamp", "when", "attributes")
+ROW_KINDS = {"identity", "user_attribute", "event", "mpid", "record_key"}
 
 
-def placeholder(request, **kwargs):
-    return HttpResponse("mapping")
+# ------------------------------------------------------------------------------------------ editor state
+
+
+@dataclass
+class Message:
+    level: str  # "error", "warning" or "rejected"
+    text: str
+    anchor: str = ""  # the id of the row or event block it was placed under
+
+
+@dataclass
+class Row:
+    """One value rule as the editor shows it: source → target, with its type and transforms."""
+
+    path: str  # the rule's path in messages: "identities.email", "events[0].attributes.amount"
+    kind: str  # identity, user_attribute, event, mpid, record_key
+    target: str = ""
+    event: int | None = None  # for event attributes
+    source_kind: str = "field"  # "field" or "value" (a constant)
+    source: str = ""
+    const_json: bool = False  # a constant that is not text, shown (and read back) as JSON
+    type: str = "auto"
+    transforms: tuple[str, ...] = ()
+    extras: list[str] = field(default_factory=list)  # keys of the spec that only the JSON shows
+    spec: object = None
+    dom_id: str = ""
+    messages: list[Message] = field(default_factory=list)
+
+    @property
+    def kind_value(self) -> str:
+        return f"event:{self.event}" if self.kind == "event" else self.kind
+
+    @property
+    def spec_json(self) -> str:
+        return json.dumps(self.spec, ensure_ascii=False)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(m.level != "warning" for m in self.messages)
+
+
+@dataclass
+class EventBlock:
+    """One event rule: its type, name, custom event type, timestamp and condition (attributes are rows)."""
+
+    index: int
+    rule: dict
+    event_type: str = "custom_event"
+    name: str = ""
+    name_json_only: bool = False
+    custom_event_type: str = ""
+    type_json_only: bool = False
+    timestamp_field: str = ""
+    timestamp_format: str = ""
+    timestamp_extras: list[str] = field(default_factory=list)
+    when: str = ""
+    product_action: str = ""
+    extras: list[str] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        return f"events[{self.index}]"
+
+    @property
+    def number(self) -> int | str:
+        return self.index + 1 if self.index >= 0 else ""
+
+    @property
+    def dom_id(self) -> str:
+        return f"event-{self.index}" if self.index >= 0 else "event-__n__"  # (the template for new blocks)
+
+    @property
+    def rule_json(self) -> str:
+        return json.dumps(self.rule, ensure_ascii=False)
+
+    @property
+    def has_errors(self) -> bool:
+        return any(m.level != "warning" for m in self.messages)
+
+
+@dataclass
+class EditorState:
+    rows: list[Row] = field(default_factory=list)
+    events: list[EventBlock] = field(default_factory=list)
+    json_only: list[str] = field(default_factory=list)  # top-level keys only the JSON shows
+    problem: str = ""  # why the rows cannot show this document ("" when they can)
+    general: list[Message] = field(default_factory=list)  # messages that belong to no row
+
+    @property
+    def ok(self) -> bool:
+        return not self.problem
+
+    def paths(self) -> dict[str, Row | EventBlock]:
+        return {**{b.path: b for b in self.events}, **{r.path: r for r in self.rows}}
+
+
+class _NotShown(ValueError):
+    """The rows cannot show this part of the document (the JSON still can)."""
+
+
+def _row(path: str, kind: str, target: str, spec: object, event: int | None = None) -> Row:
+    row = Row(path=path, kind=kind, target=target, event=event, spec=spec)
+    if isinstance(spec, str):
+        row.source = spec
+        return row
+    if not isinstance(spec, dict):
+        raise _NotShown(f"{path}: not a field name or a value object")
+    if "value" in spec and "field" not in spec:
+        row.source_kind = "value"
+        value = spec["value"]
+        row.const_json = not isinstance(value, str)
+        row.source = json.dumps(value, ensure_ascii=False) if row.const_json else value
+    else:
+        if not isinstance(spec.get("field", ""), str):
+            raise _NotShown(f"{path}.field: not a field name")
+        row.source = spec.get("field", "")
+    kind_name = spec.get("type", "auto")
+    transforms = spec.get("transform", [])
+    transforms = [transforms] if isinstance(transforms, str) else transforms
+    if not isinstance(kind_name, str) or not isinstance(transforms, list):
+        raise _NotShown(f"{path}: type or transform the rows cannot show")
+    if not all(isinstance(t, str) for t in transforms):
+        raise _NotShown(f"{path}.transform: not a list of names")
+    row.type = kind_name
+    row.transforms = tuple(transforms)
+    used = {"type", "transform", "value" if row.source_kind == "value" else "field"}
+    row.extras = [k for k in spec if k not in used]
+    return row
+
+
+def _block(index: int, rule: object) -> tuple[EventBlock, list[Row]]:
+    where = f"events[{index}]"
+    if not isinstance(rule, dict):
+        raise _NotShown(f"{where}: not an object")
+    block = EventBlock(index=index, rule=rule)
+    event_type = rule.get("event_type", "custom_event")
+    if event_type not in SUPPORTED_EVENT_TYPES:
+        raise _NotShown(f"{where}.event_type: {event_type!r} is not one the editor knows")
+    block.event_type = event_type
+    name = rule.get("screen_name", rule.get("name")) if event_type == "screen_view" else rule.get("name")
+    if isinstance(name, str) or name is None:
+        block.name = name or ""
+    else:
+        block.name_json_only = True
+        block.name = json.dumps(name, ensure_ascii=False)
+    kind = rule.get("custom_event_type", "")
+    if isinstance(kind, str):
+        block.custom_event_type = kind
+    else:
+        block.type_json_only = True
+        block.custom_event_type = json.dumps(kind, ensure_ascii=False)
+    timestamp = rule.get("timestamp")
+    if isinstance(timestamp, str):
+        block.timestamp_field = timestamp
+    elif isinstance(timestamp, dict) and isinstance(timestamp.get("field"), str):
+        block.timestamp_field = timestamp["field"]
+        fmt = timestamp.get("format", "")
+        if not isinstance(fmt, str):
+            raise _NotShown(f"{where}.timestamp.format: not text")
+        block.timestamp_format = fmt
+        block.timestamp_extras = [k for k in timestamp if k not in ("field", "format")]
+    elif timestamp is not None:
+        raise _NotShown(f"{where}.timestamp: not a field name or an object with a field")
+    if "when" in rule:
+        block.when = json.dumps(rule["when"], ensure_ascii=False)
+    if "product_action" in rule:
+        block.product_action = json.dumps(rule["product_action"], indent=2, ensure_ascii=False)
+    block.extras = [k for k in rule if k not in BLOCK_RULE_KEYS and k != "product_action"]
+    attributes = rule.get("attributes", {})
+    if not isinstance(attributes, dict):
+        raise _NotShown(f"{where}.attributes: not an object")
+    rows = [_row(f"{where}.attributes.{n}", "event", n, spec, index) for n, spec in attributes.items()]
+    return block, rows
+
+
+def dom_id(path: str, taken: set[str]) -> str:
+    """An id for a rule's row: "identities.email" → "row-identities-email" (unique on the page)."""
+    text = re.sub("-+", "-", "row-" + "".join(c if c.isascii() and (c.isalnum() or c in "_$") else "-" for c in path))
+    text = text.rstrip("-")
+    candidate, n = text, 2
+    while candidate in taken:
+        candidate, n = f"{text}-{n}", n + 1
+    taken.add(candidate)
+    return candidate
+
+
+def editor_state(doc: object) -> EditorState:
+    """The rows and event blocks that show a mapping document, or why they cannot."""
+    state = EditorState()
+    if not isinstance(doc, dict):
+        state.problem = "the document is not a JSON object"
+        return state
+    try:
+        if "record_key" in doc:
+            if not isinstance(doc["record_key"], str):
+                raise _NotShown("record_key: not a field name")
+            state.rows.append(Row(path="record_key", kind="record_key", source=doc["record_key"]))
+        identities = doc.get("identities", {})
+        if not isinstance(identities, dict):
+            raise _NotShown("identities: not an object")
+        state.rows += [_row(f"identities.{key}", "identity", key, spec) for key, spec in identities.items()]
+        if "mpid" in doc:
+            state.rows.append(_row("mpid", "mpid", "", doc["mpid"]))
+        attributes = doc.get("user_attributes", {})
+        if not isinstance(attributes, dict):
+            raise _NotShown("user_attributes: not an object")
+        state.rows += [_row(f"user_attributes.{n}", "user_attribute", n, spec) for n, spec in attributes.items()]
+        events = doc.get("events", [])
+        if not isinstance(events, list):
+            raise _NotShown("events: not a list")
+        for i, rule in enumerate(events):
+            block, rows = _block(i, rule)
+            state.events.append(block)
+            state.rows += rows
+    except _NotShown as e:
+        return EditorState(problem=str(e))
+    taken: set[str] = set()
+    for row in state.rows:
+        row.dom_id = dom_id(row.path, taken)
+    state.json_only = [k for k in doc if k not in ROW_DOC_KEYS]
+    return state
+
+
+def rule_path(text: str, paths) -> str | None:
+    """The longest rule path that `text` starts with ("events[0].attributes.amount: ..." → that attribute's
+    path rather than "events[0]"), or None."""
+    matches = [p for p in paths if text.startswith(p) and (len(text) == len(p) or text[len(p)] in ":.[ ")]
+    return max(matches, key=len, default=None)
+
+
+def place_messages(state: EditorState, found: list[Message], reason_of=None) -> None:
+    """Put each message under the row or event block of its rule; the rest go to state.general."""
+    targets = state.paths()
+    for message in found:
+        where = rule_path(reason_of(message) if reason_of else message.text, targets)
+        if where is None:
+            state.general.append(message)
+        else:
+            targets[where].messages.append(message)
+            message.anchor = targets[where].dom_id
+
+
+def preview_messages(preview: Preview) -> list[tuple[Message, str]]:
+    """The preview's errors, warnings and refused records as (message, the text that names the rule)."""
+    out = [(Message("error", e), e) for e in preview.errors]
+    out += [(Message("warning", w), w) for w in preview.warnings]
+    out += [(Message("rejected", f"{r['ref']}: {r['reason']}"), r["reason"] or "") for r in preview.rejected]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ forms
+
+
+class MappingForm(forms.Form):
+    name = forms.CharField(max_length=200, help_text="Unique within the workspace; jobs pick a mapping by it.")
+    document = forms.CharField(
+        label="Mapping document (JSON)",
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 24, "spellcheck": "false", "autocapitalize": "off"}),
+    )
+    version = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    accept_changes = forms.BooleanField(required=False, label="Accept changed sample outputs")
+    changes_digest = forms.CharField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args, workspace, mapping: Mapping | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.workspace = workspace
+        self.mapping = mapping
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        others = Mapping.objects.filter(workspace=self.workspace, name=name)
+        if self.mapping is not None:
+            others = others.exclude(pk=self.mapping.pk)
+        if others.exists():
+            raise forms.ValidationError(f"This workspace already has a mapping named {name!r}.")
+        return name
+
+    def clean_document(self) -> dict:
+        try:
+            doc = json.loads(self.cleaned_data["document"])
+        except json.JSONDecodeError as e:
+            raise forms.ValidationError(f"Not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}).") from None
+        if not isinstance(doc, dict):
+            raise forms.ValidationError("The mapping must be a JSON object ({...}).")
+        return doc
+
+
+def changes_digest(changes: list[str]) -> str:
+    """Which changes staff were shown, so that "accept" accepts those and not others made since."""
+    return hashlib.sha256("\n".join(changes).encode()).hexdigest()
+
+
+def pretty(doc: object) -> str:
+    return json.dumps(doc, indent=2, ensure_ascii=False)
+
+
+def sample_records_text(doc: object) -> str:
+    """The golden samples' records, as the preview's first sample records."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("samples"), list):
+        return ""
+    records = [s["record"] for s in doc["samples"] if isinstance(s, dict) and isinstance(s.get("record"), dict)]
+    return pretty(records) if records else ""
+
+
+# ------------------------------------------------------------------------------------------------ editor
+
+
+def _editor(request, workspace, mapping: Mapping | None):
+    initial_doc = mapping.rules if mapping else {"identities": {}, "user_attributes": {}, "events": []}
+    form = MappingForm(
+        request.POST or None,
+        workspace=workspace,
+        mapping=mapping,
+        initial={
+            "name": mapping.name if mapping else "default",
+            "document": pretty(initial_doc),
+            "version": mapping.version if mapping else None,
+        },
+    )
+    found: list[Message] = []
+    changes: list[str] = []
+    doc: object = initial_doc
+    if request.method == "POST":
+        if form.is_valid():
+            doc = form.cleaned_data["document"]
+            try:
+                saved, changed = _save(workspace, mapping, form)
+            except mapping_rules.MappingError as e:
+                found = [Message("error", text) for text in e.errors]
+            except OutputChanged as e:
+                changes = e.changes
+            except _Conflict as e:
+                form.add_error(None, str(e))
+            else:
+                text = (
+                    f"Mapping saved (version {saved.version})." if changed else f"No changes (version {saved.version})."
+                )
+                messages.success(request, text)
+                return redirect("feeds:mapping_edit", slug=workspace.slug, mapping_id=saved.pk)
+        else:
+            try:
+                doc = json.loads(request.POST.get("document", ""))
+            except json.JSONDecodeError:
+                doc = None
+    else:
+        found = [Message("warning", w) for w in mapping_rules.warnings(doc)] if mapping else []
+
+    state = editor_state(doc)
+    if not state.ok and request.method == "POST" and "document" in form.errors:
+        state.problem = "the JSON does not parse"
+    place_messages(state, found)
+    jobs = list(workspace.jobs.all())
+    for job in jobs:
+        job.remote_source = job.source_kind in (SyncJob.SourceKind.HTTP, SyncJob.SourceKind.SQL)
+    context = {
+        "workspace": workspace,
+        "mapping": mapping,
+        "form": form,
+        "state": state,
+        "found": found,
+        "changes": changes,
+        # The checkbox accepts these changes only: a later edit that changes other outputs asks again.
+        "changes_digest": changes_digest(changes) if changes else "",
+        "jobs": jobs,
+        "job_limit": JOB_PREVIEW_LIMIT,
+        "samples_text": sample_records_text(doc),
+        "choices": _choices(),
+        "blank_row": Row(path="", kind="user_attribute", dom_id="row-__n__"),
+        "blank_block": EventBlock(index=-1, rule={}),
+    }
+    return render(request, "feeds/mapping_edit.html", context)
+
+
+def _choices() -> dict:
+    return {
+        "identity_keys": schema.IDENTITY_KEYS,
+        "reserved": schema.RESERVED_USER_ATTRIBUTES,
+        "value_types": VALUE_TYPES,
+        "transforms": TRANSFORMS,
+        "event_types": SUPPORTED_EVENT_TYPES,
+        "custom_event_types": schema.CUSTOM_EVENT_TYPES,
+        "timestamp_formats": TIMESTAMP_FORMATS,
+        "product_actions": schema.PRODUCT_ACTIONS,
+    }
+
+
+class _Conflict(ValueError):
+    pass
+
+
+def _save(workspace, mapping: Mapping | None, form: MappingForm) -> tuple[Mapping, bool]:
+    """Store the posted document (and name). Raises MappingError, OutputChanged or _Conflict."""
+    data = form.cleaned_data
+    doc, name = data["document"], data["name"]
+    try:
+        with transaction.atomic():
+            if mapping is None:
+                target = Mapping(workspace=workspace, name=name)
+            else:
+                target = Mapping.objects.select_for_update().get(pk=mapping.pk)
+                if data.get("version") and data["version"] != target.version:
+                    raise _Conflict(
+                        f"Someone saved this mapping since you opened it (now version {target.version}). "
+                        f"Copy your JSON, reload the page and apply your changes again."
+                    )
+            renamed = target.name != name
+            target.name = name
+            try:
+                changed = target.update_rules(doc)
+            except OutputChanged as e:
+                if not (data.get("accept_changes") and data.get("changes_digest") == changes_digest(e.changes)):
+                    raise
+                changed = target.update_rules(doc, accept_changes=True)
+            if renamed and not changed:
+                target.save(update_fields=["name", "updated_at"])
+    except IntegrityError:
+        raise _Conflict(f"This workspace already has a mapping named {name!r}.") from None
+    return target, changed or renamed
+
+
+@staff_required
+def mapping_new(request, slug):
+    return _editor(request, get_workspace(slug), None)
+
+
+@staff_required
+def mapping_edit(request, slug, mapping_id):
+    workspace = get_workspace(slug)
+    return _editor(request, workspace, get_mapping(workspace, mapping_id))
+
+
+# ----------------------------------------------------------------------------------------------- preview
+
+
+def parse_records(text: str) -> tuple[list, list[str]]:
+    """Pasted sample records: a JSON array, one JSON object, or NDJSON (one object per line)."""
+    text = text.strip()
+    if not text:
+        return [], []
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        if text.startswith("["):
+            return [], [f"sample records: not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})"]
+        data = None
+    if isinstance(data, list):
+        records, problems = data, []
+    elif data is not None:
+        records, problems = [data], []
+    else:
+        records, problems = [], []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                problems.append(f"sample records, line {n}: not valid JSON ({e.msg})")
+    if len(records) > MAX_PREVIEW_RECORDS:
+        problems.append(f"sample records: only the first {MAX_PREVIEW_RECORDS} of {len(records)} are previewed")
+        records = records[:MAX_PREVIEW_RECORDS]
+    return records, problems
+
+
+@staff_required
+@require_POST
+def mapping_preview(request, slug):
+    """JSON in: {"document": {...}, "records": "<pasted text>"} or {"document": {...}, "job": id}.
+    JSON out: the preview, and the messages keyed by the rule path of the row they belong to."""
+    workspace = get_workspace(slug)
+    try:
+        body = json.loads(request.body)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return JsonResponse({"error": "send a JSON object"}, status=400)
+    if not isinstance(body, dict):
+        return JsonResponse({"error": "send a JSON object"}, status=400)
+    doc = body.get("document")
+    input_problems: list[str] = []
+    errors = mapping_rules.validate(doc)
+    if errors:
+        preview = Preview(errors=errors)  # never read a source for a document that cannot be used
+    elif body.get("job") not in (None, ""):
+        try:
+            job = get_job(workspace, int(body["job"]))
+        except (TypeError, ValueError):
+            return JsonResponse({"error": "job: not a job id"}, status=400)
+        preview = preview_job(job, doc, limit=JOB_PREVIEW_LIMIT)
+    else:
+        text = body.get("records", "")
+        if not isinstance(text, str):
+            text = json.dumps(text)
+        records, input_problems = parse_records(text)
+        preview = preview_records(doc, records, environment=workspace.environment)
+
+    state = editor_state(doc)
+    found = preview_messages(preview)
+    reasons = {id(m): reason for m, reason in found}
+    place_messages(state, [m for m, _ in found], reason_of=lambda m: reasons[id(m)])
+    by_path: dict[str, list[dict]] = {}
+    for target in [*state.rows, *state.events]:
+        if target.messages:
+            by_path[target.path] = [{"level": m.level, "text": m.text} for m in target.messages]
+    samples = []
+    if not preview.errors and doc.get("samples"):
+        samples = [{"ok": r.ok, "text": str(r)} for r in mapping_rules.check_samples(doc)]
+    result = preview.as_dict()
+    result.update(
+        input_errors=input_problems,
+        rejected=[{**r, "path": rule_path(r["reason"] or "", by_path)} for r in preview.rejected],
+        by_path=by_path,
+        samples=samples,
+        # Pretty text made here: the browser's JSON numbers would round a 64-bit mpid.
+        batches_text=pretty(preview.batches) if preview.batches else "",
+    )
+    return JsonResponse(result)
+
+
+# ------------------------------------------------------------------------------------- export, data sheet
+
+
+def _filename(mapping: Mapping, what: str, ext: str) -> str:
+    return f"{mapping.workspace.slug}-{slugify(mapping.name) or 'mapping'}-v{mapping.version}{what}.{ext}"
+
+
+@staff_required
+@require_GET
+def mapping_export(request, slug, mapping_id):
+    mapping = get_mapping(get_workspace(slug), mapping_id)
+    response = HttpResponse(pretty(mapping.rules) + "\n", content_type="application/json; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{_filename(mapping, "", "json")}"'
+    return response
+
+
+def _sheet_details(mapping: Mapping) -> list[str]:
+    workspace = mapping.workspace
+    return [
+        f"Workspace: {workspace.name} (environment {workspace.environment})",
+        f"Mapping: {mapping.name}, version {mapping.version}",
+        f"Updated: {timezone.localtime(mapping.updated_at):%Y-%m-%d %H:%M %Z}",
+    ]
+
+
+def _sheet_title(mapping: Mapping) -> str:
+    return f"Feed data sheet: {mapping.workspace.name}"
+
+
+@staff_required
+@require_GET
+def datasheet(request, slug, mapping_id):
+    mapping = get_mapping(get_workspace(slug), mapping_id)
+    context = {
+        "workspace": mapping.workspace,
+        "mapping": mapping,
+        "sheet": sheets.build(mapping.rules),
+        "title": _sheet_title(mapping),
+        "details": _sheet_details(mapping),
+    }
+    return render(request, "feeds/datasheet.html", context)
+
+
+@staff_required
+@require_GET
+def datasheet_markdown(request, slug, mapping_id):
+    mapping = get_mapping(get_workspace(slug), mapping_id)
+    sheet = sheets.build(mapping.rules)
+    text = sheets.to_markdown(sheet, title=_sheet_title(mapping), details=_sheet_details(mapping))
+    response = HttpResponse(text, content_type="text/markdown; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="{_filename(mapping, "-datasheet", "md")}"'
+    return response
 
 
 urlpatterns = [
-    path("workspaces/<slug:slug>/mappings/new/", placeholder, name="mapping_new"),
-    path("workspaces/<slug:slug>/mappings/<int:mapping_id>/", placeholder, name="mapping_edit"),
-    path("workspaces/<slug:slug>/mappings/<int:mapping_id>/datasheet/", placeholder, name="datasheet"),
+    path("workspaces/<slug:slug>/mappings/new/", mapping_new, name="mapping_new"),
+    path("workspaces/<slug:slug>/mappings/preview", mapping_preview, name="mapping_preview"),
+    path("workspaces/<slug:slug>/mappings/<int:mapping_id>/", mapping_edit, name="mapping_edit"),
+    path("workspaces/<slug:slug>/mappings/<int:mapping_id>/export.json", mapping_export, name="mapping_export"),
+    path("workspaces/<slug:slug>/mappings/<int:mapping_id>/datasheet/", datasheet, name="datasheet"),
+    path("workspaces/<slug:slug>/mappings/<int:mapping_id>/datasheet.md", datasheet_markdown, name="datasheet_md"),
 ]

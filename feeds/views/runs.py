@@ -66,9 +66,10 @@ def status_message(run: SyncRun) -> str:
     return run.error
 
 
-def chart_series(run: SyncRun) -> list[dict]:
+def chart_series(run: SyncRun) -> tuple[list[dict], int]:
     """Events accepted and 429 answers per minute of the run's attempts (one query), oldest first. Minutes
-    without attempts are zeros; a run longer than CHART_POINTS minutes is shown in wider buckets."""
+    without attempts are zeros; a run longer than CHART_POINTS minutes is shown in wider buckets, whose width in
+    minutes is returned with the points."""
     rows = (
         DeliveryAttempt.objects.filter(delivery__run=run)
         .annotate(minute=TruncMinute("at"))
@@ -82,7 +83,7 @@ def chart_series(run: SyncRun) -> list[dict]:
     # In UTC, so that bucket arithmetic never crosses a daylight saving change.
     per_minute = {row["minute"].astimezone(UTC): (row["accepted"] or 0, row["throttled"]) for row in rows}
     if not per_minute:
-        return []
+        return [], 1
     first, last = min(per_minute), max(per_minute)
     step = max(1, math.ceil((_minutes(last - first) + 1) / CHART_POINTS))
     buckets = [[0, 0] for _ in range(_minutes(last - first) // step + 1)]
@@ -94,7 +95,7 @@ def chart_series(run: SyncRun) -> list[dict]:
     for i, (accepted, throttled) in enumerate(buckets):
         at = timezone.localtime(first + timedelta(minutes=i * step))
         points.append({"label": f"{at:%H:%M}", "at": at.isoformat(), "accepted": accepted, "throttled": throttled})
-    return points
+    return points, step
 
 
 def _minutes(delta: timedelta) -> int:
@@ -106,6 +107,7 @@ def live_status(run: SyncRun) -> dict:
     counters = {key: getattr(run, key) for key, _ in COUNTERS}
     counters["seconds_waited"] = round(run.seconds_waited, 1)
     counters["batches_rejected"] = run.batches_rejected
+    chart, step = chart_series(run)
     return {
         "run": run.pk,
         "status": run.status,
@@ -113,16 +115,19 @@ def live_status(run: SyncRun) -> dict:
         "live": run.status in LIVE_STATUSES,
         "finished": run.status in SyncRun.FINISHED_STATUSES,
         "message": status_message(run),
+        "level": "error" if run.status in (SyncRun.Status.FAILED, SyncRun.Status.BLOCKED) else "warning",
         "resume_at": _when(run.resume_at) if run.status == SyncRun.Status.WAITING else None,
         "read_done": run.read_done,
         "counters": counters,
         # Events accepted out of the events written into deliveries so far (a source's total is not known
         # until it has been read); None until there is an event.
         "progress": min(1.0, run.events_accepted / run.events) if run.events else None,
+        "progress_text": f"{run.events_accepted} of {run.events} events written so far accepted",
         "created_at": _when(run.created_at),
         "started_at": _when(run.started_at),
         "finished_at": _when(run.finished_at),
-        "chart": chart_series(run),
+        "chart": chart,
+        "chart_step_minutes": step,
     }
 
 
@@ -140,6 +145,8 @@ def run(request, run_id):
         deliveries = deliveries.filter(state=state)
     rejects = run.rejects.only("id", "run_id", "stage", "ref", "reason", "excerpt").order_by("id")
     status = live_status(run)
+    deliveries = Paginator(deliveries, PER_PAGE).get_page(request.GET.get("page"))
+    rejects = Paginator(rejects, PER_PAGE).get_page(request.GET.get("rpage"))
     context = {
         "run": run,
         "status": status,
@@ -147,12 +154,34 @@ def run(request, run_id):
         "states": [(value, label, by_state.get(value, 0)) for value, label in states.items()],
         "state": state,
         "deliveries_total": sum(by_state.values()),
-        "deliveries": Paginator(deliveries, PER_PAGE).get_page(request.GET.get("page")),
-        "rejects": Paginator(rejects, PER_PAGE).get_page(request.GET.get("rpage")),
+        "percent": round((status["progress"] or 0) * 100),
+        "deliveries": deliveries,
+        "deliveries_pager": _pager(request, deliveries, "page", "deliveries", "Pages of deliveries"),
+        "rejects": rejects,
+        "rejects_pager": _pager(request, rejects, "rpage", "rejects", "Pages of rejected records"),
         "failed": by_state.get(Delivery.State.FAILED, 0),
         "can_replay": can_replay(request),
     }
     return render(request, "feeds/run.html", context)
+
+
+def _pager(request, page, param: str, anchor: str, label: str) -> dict:
+    """Links to the first, previous, next and last pages, keeping the other parameters (state, other table)."""
+
+    def link(number: int) -> str:
+        query = request.GET.copy()
+        query[param] = number
+        return f"?{query.urlencode()}#{anchor}"
+
+    last = page.paginator.num_pages
+    return {
+        "page": page,
+        "label": label,
+        "first": link(1) if page.has_previous() else None,
+        "previous": link(page.previous_page_number()) if page.has_previous() else None,
+        "next": link(page.next_page_number()) if page.has_next() else None,
+        "last": link(last) if page.has_next() else None,
+    }
 
 
 @staff_required

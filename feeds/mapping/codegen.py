@@ -1,0 +1,455 @@
+"""The hot path written out: one Python function per mapping, generated once and compiled.
+
+`generate_converter()` writes the source of a single `convert(record, ref)` for a mapping: direct
+`record.get(...)` reads, identities, user attributes and events built in line. Only the common cases are written
+out — text that needs no check beyond being ASCII and short enough, a number read from text, an ISO 8601 time
+in UTC, a custom event with a fixed name and type. Everything else, and every value the written-out case does
+not take (empty, not text, not a finite number, too long…), goes through the closures the reference converter
+is made of (specs.py, events.py, users.py), which read the record again from the start of that value. A
+written-out case therefore only ever produces what the closure would have produced, and all messages and
+counters come from the closures: tests/test_mapping_compiled.py holds the two converters to that.
+
+Nothing from the document is pasted into the source as text. Field names, attribute names and other constants
+enter it only as the `repr()` of a plain str/int/float/bool/None that reads back as the same value
+(`_literal`), or as objects bound in the function's namespace under names made up here (_r0, _c1…).
+"""
+
+from __future__ import annotations
+
+import ast
+import itertools
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from feeds.mparticle import schema
+from feeds.mparticle.batch import UserRecord
+
+from .conditions import compile_condition
+from .events import VARIANT, _attributes, _choice, _name, event_rule, id_start
+from .limits import INT64_MAX, INT64_MIN, MAX_NAME, MAX_VALUE, Limits, identity_text, mpid_value, no_identity_message
+from .specs import value_reader
+from .timestamps import EPOCH, MAX_TIME_TEXT, ONE_MS, timestamp_reader
+from .users import attribute_rules, attributes_from
+from .values import MISSING, RecordError, getter, kind, scalar_text
+
+# Types whose common case is written out: text as read, or a number read from text.
+_TEXT_TYPES = ("auto", "string")
+_NUMBER_TYPES = ("int", "float", "number")
+_TRANSFORMS = {"trim": ".strip()", "lower": ".lower()", "upper": ".upper()"}
+
+
+class _Slow:
+    """Marks a value the written-out case does not take: the closure reads it instead."""
+
+    __slots__ = ()
+
+
+_SLOW = _Slow()
+
+
+def _literal(value: object) -> str:
+    """`value` as Python source, for plain constants only, checked to read back as the same value."""
+    cls = type(value)
+    if cls not in (str, int, float, bool, type(None)) or (cls is float and not math.isfinite(value)):  # type: ignore[arg-type]
+        raise TypeError(f"not a plain constant: {cls.__name__}")
+    text = repr(value)
+    back = ast.literal_eval(text)
+    if type(back) is not cls or back != value:
+        raise ValueError(f"{text} does not read back as the same value")
+    return text
+
+
+class _Writer:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.namespace: dict[str, object] = {}
+        self._numbers = itertools.count()
+
+    def __call__(self, depth: int, line: str) -> None:
+        self.lines.append("    " * depth + line)
+
+    def bind(self, obj: object, prefix: str) -> str:
+        """A name for `obj` in the generated function's namespace."""
+        name = f"_{prefix}{next(self._numbers)}"
+        self.namespace[name] = obj
+        return name
+
+
+def generate_converter(
+    doc: dict, limits: Limits, id_salt: str, bug: Callable[[Exception, str], Exception]
+) -> tuple[Callable[[dict, str], UserRecord], str]:
+    """The generated `convert(record, ref)` of a valid mapping, and its source. `bug(error, ref)` makes the
+    RecordError for an exception that is not the record's fault (and logs it)."""
+    w = _Writer()
+    w.namespace.update(
+        MISSING=MISSING,
+        SLOW=_SLOW,
+        RecordError=RecordError,
+        UserRecord=UserRecord,
+        kind=kind,
+        identity_text=identity_text,
+        mpid_value=mpid_value,
+        scalar_text=scalar_text,
+        user_value=limits.user_value,
+        scalar=limits.scalar,
+        stats=limits.stats,
+        fromisoformat=datetime.fromisoformat,
+        UTC=UTC,
+        EPOCH=EPOCH,
+        ONE_MS=ONE_MS,
+        VARIANT=VARIANT,
+        bug=bug,
+    )
+    w(0, "def convert(record, ref):")
+    w(1, "try:")
+    w(2, "if not isinstance(record, dict):")
+    w(3, 'raise RecordError(f"expected an object, got {kind(record)}")')
+    w(2, "get = record.get")
+    _identities(w, doc)
+    _user_attributes(w, doc, limits)
+    _record_key(w, doc)
+    _events(w, doc, limits, id_salt)
+    w(2, "return UserRecord(ref, identities, attributes, deleted, events, mpid)")
+    w(1, "except RecordError:")
+    w(2, "raise")
+    w(1, "except Exception as e:")
+    w(2, "raise bug(e, ref) from e")
+    source = "\n".join(w.lines) + "\n"
+    code = compile(source, "<mpfeed generated converter>", "exec")
+    exec(code, w.namespace)  # noqa: S102 - our own source: see the module docstring
+    return w.namespace["convert"], source  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------------------- values
+
+
+def _fast_spec(spec: object) -> dict | None:
+    """The spec (as a dict) when it reads a field and its common case can be written out, else None."""
+    if isinstance(spec, str):
+        spec = {"field": spec}
+    if not isinstance(spec, dict) or "field" not in spec or "split" in spec:
+        return None
+    if spec.get("type", "auto") not in (*_TEXT_TYPES, *_NUMBER_TYPES):
+        return None
+    return spec
+
+
+def _raw(w: _Writer, path: str) -> str:
+    """An expression reading a field as the record has it (MISSING when absent)."""
+    if "." not in path:
+        return f"get({_literal(path)}, MISSING)"
+    return f"{w.bind(getter(path), 'g')}(record)"
+
+
+def _transformed(spec: dict, name: str) -> str:
+    transforms = spec.get("transform", [])
+    if isinstance(transforms, str):
+        transforms = [transforms]
+    return name + "".join(_TRANSFORMS[t] for t in transforms)
+
+
+def _value(
+    w: _Writer,
+    depth: int,
+    spec: object,
+    where: str,
+    max_length: int | None,
+    fast: Callable[[int], None],
+    general: Callable[[int], None],
+    *,
+    numbers: bool = True,
+) -> None:
+    """Write the code for one value: `fast(depth)` stores `v` when it is the common case (text, non-empty,
+    ASCII, at most `max_length` characters; or a finite number read from text when the spec has a numeric type
+    and `numbers`), `general(depth)` handles any `v` as the closures do, after the spec's reader read it."""
+    read = value_reader(spec, where)
+    if isinstance(spec, dict) and "value" in spec:
+        constant = read({})
+        short = max_length is None or len(constant) <= max_length  # type: ignore[arg-type]
+        if type(constant) is str and constant and constant.isascii() and short:
+            w(depth, f"v = {_literal(constant)}")
+            fast(depth)
+        elif constant is not MISSING:
+            w(depth, f"v = {w.bind(constant, 'c')}")
+            general(depth)
+        return
+    fast_spec = _fast_spec(spec)
+    kind_name = fast_spec.get("type", "auto") if fast_spec else None
+    reader = w.bind(read, "r")
+    if fast_spec is None or (kind_name in _NUMBER_TYPES and not numbers):
+        w(depth, f"v = {reader}(record)")
+        general(depth)
+        return
+    w(depth, f"v = {_raw(w, fast_spec['field'])}")
+    if kind_name in _TEXT_TYPES:
+        transformed = _transformed(fast_spec, "v")
+        test = f"(v := {transformed})" if transformed != "v" else "v"
+        if max_length is not None:
+            test += f" and len(v) <= {_literal(max_length)}"
+        w(depth, f"if type(v) is str and {test} and v.isascii():")
+        fast(depth + 1)
+        w(depth, "else:")
+        w(depth + 1, f"v = {reader}(record)")
+        general(depth + 1)
+        return
+    # A number from text; whatever int() or float() does not take, or takes but the type refuses, is slow.
+    w(depth, "if type(v) is str:")
+    text = _transformed(fast_spec, "v")
+    if kind_name == "float":
+        _number_from_text(w, depth + 1, "float", text)
+    else:
+        w(depth + 1, "try:")
+        w(depth + 2, f"v = int({text})")
+        w(depth + 1, "except ValueError:")
+        if kind_name == "int":
+            w(depth + 2, "v = SLOW")
+        else:
+            _number_from_text(w, depth + 2, "float", text)
+        w(depth + 1, "else:")
+        w(depth + 2, f"if not {_literal(INT64_MIN)} <= v <= {_literal(INT64_MAX)}:")
+        w(depth + 3, "v = SLOW")
+    w(depth, "else:")
+    w(depth + 1, "v = SLOW")
+    w(depth, "if v is not SLOW:")
+    fast(depth + 1)
+    w(depth, "else:")
+    w(depth + 1, f"v = {reader}(record)")
+    general(depth + 1)
+
+
+def _number_from_text(w: _Writer, depth: int, parse: str, text: str) -> None:
+    w(depth, "try:")
+    w(depth + 1, f"v = {parse}({text})")
+    w(depth, "except ValueError:")
+    w(depth + 1, "v = SLOW")
+    w(depth, "else:")
+    w(depth + 1, "if v - v != 0.0:  # NaN or an infinity")
+    w(depth + 2, "v = SLOW")
+
+
+# ------------------------------------------------------------------------------------------ identities
+
+
+def _identities(w: _Writer, doc: dict) -> None:
+    w(2, "identities = {}")
+    for key, spec in doc.get("identities", {}).items():
+        target = f"identities[{_literal(key)}]"
+        where = f"identities.{key}"
+
+        def fast(depth: int, target: str = target) -> None:
+            w(depth, f"{target} = v")
+
+        def general(depth: int, target: str = target, where: str = where) -> None:
+            w(depth, "if type(v) is str and v.isascii():")
+            w(depth + 1, f"{target} = v")
+            w(depth, "elif v is not MISSING and v is not None:")
+            w(depth + 1, f"t = identity_text(v, {_literal(where)})")
+            w(depth + 1, "if t:")
+            w(depth + 2, f"{target} = t")
+
+        _value(w, 2, spec, where, None, fast, general, numbers=False)
+    if "mpid" in doc:
+        w(2, f"mpid = mpid_value({w.bind(value_reader(doc['mpid'], 'mpid'), 'r')}(record))")
+        w(2, "if not identities and mpid is None:")
+    else:
+        w(2, "mpid = None")
+        w(2, "if not identities:")
+    w(3, f"raise RecordError({_literal(no_identity_message(doc))})")
+
+
+# ------------------------------------------------------------------------------------- user attributes
+
+
+def _user_attributes(w: _Writer, doc: dict, limits: Limits) -> None:
+    w(2, "attributes = {}")
+    w(2, "deleted = []")
+    rules = attribute_rules(doc)
+    dynamic = attributes_from(doc, limits)
+    if dynamic is not None:
+        w(2, f"{w.bind(dynamic, 'f')}(record, attributes, deleted)")
+    for rule in rules:
+        target = f"attributes[{_literal(rule.name)}]"
+
+        def fast(depth: int, target: str = target) -> None:
+            w(depth, f"{target} = v")
+
+        def general(depth: int, target: str = target, rule=rule) -> None:
+            w(depth, f"if type(v) is str and len(v) <= {_literal(MAX_VALUE)} and v.isascii():")
+            w(depth + 1, f"{target} = v")
+            w(depth, "elif v is MISSING or v is None:")
+            if rule.mode == "delete":
+                if rule.present is not None:
+                    w(depth + 1, f"if v is None or {w.bind(rule.present, 'g')}(record) is not MISSING:")
+                else:
+                    w(depth + 1, "if v is None:")
+                w(depth + 2, f"deleted.append({_literal(rule.name)})")
+                w(depth + 2, f"attributes.pop({_literal(rule.name)}, None)")
+            elif rule.mode == "send":
+                w(depth + 1, "if v is None:")
+                w(depth + 2, f"{target} = None")
+            else:
+                w(depth + 1, "pass")
+            w(depth, "else:")
+            w(depth + 1, f"{target} = user_value(v, {_literal(rule.where)})")
+
+        _value(w, 2, rule.spec, rule.where, MAX_VALUE, fast, general)
+    if dynamic is not None or len(rules) > schema.MAX_USER_ATTRIBUTES:
+        w(2, f"if len(attributes) > {_literal(schema.MAX_USER_ATTRIBUTES)}:")
+        w(3, "raise RecordError(")
+        w(4, f'f"user_attributes: {{len(attributes)}} attributes, mParticle takes at most {schema.MAX_USER_ATTRIBUTES}"')
+        w(3, ")")
+    if dynamic is not None or any(rule.mode == "delete" for rule in rules):
+        w(2, "if deleted and attributes:")
+        w(3, "deleted = [name for name in deleted if name not in attributes]")
+
+
+# ------------------------------------------------------------------------------------------ record key
+
+
+def _record_key(w: _Writer, doc: dict) -> None:
+    w(2, "event_ref = ref")
+    if not doc.get("record_key"):
+        return
+    path = doc["record_key"]
+    w(2, f"k = {_raw(w, path)}")
+    w(2, "if type(k) is str:")
+    w(3, "if k:")
+    w(4, "event_ref = k")
+    w(2, 'elif k is not MISSING and k is not None and k != "":')
+    where = "record_key: field '" + path + "'"
+    w(3, f"event_ref = scalar_text(k, {_literal(where)})")
+
+
+# ---------------------------------------------------------------------------------------------- events
+
+
+def _events(w: _Writer, doc: dict, limits: Limits, id_salt: str) -> None:
+    rules = doc.get("events", [])
+    unconditional = not any("when" in rule for rule in rules)
+    if not unconditional:
+        w(2, "events = []")
+    for index, rule in enumerate(rules):
+        made = f"e{index}" if unconditional else None
+        if not _custom_event(w, index, rule, limits, id_salt, made):
+            build = w.bind(event_rule(index, rule, limits, id_salt), "b")
+            if made is not None:
+                w(2, f"{made} = {build}(record, event_ref)")
+            elif "when" in rule:
+                w(2, f"e = {build}(record, event_ref)")
+                w(2, "if e is not None:")
+                w(3, "events.append(e)")
+            else:
+                w(2, f"events.append({build}(record, event_ref))")
+    if unconditional:
+        w(2, f"events = [{', '.join(f'e{i}' for i in range(len(rules)))}]")
+
+
+def _custom_event(w: _Writer, index: int, rule: dict, limits: Limits, id_salt: str, made: str | None) -> bool:
+    """Write out a custom event with a fixed name and type (as events.event_rule builds it). False for any
+    other rule."""
+    where = f"events[{index}]"
+    if rule.get("event_type", "custom_event") != "custom_event":
+        return False
+    name, _ = _name(rule["name"], f"{where}.name", limits, "event name")
+    event_type, _ = _choice(
+        rule.get("custom_event_type", "other"), schema.CUSTOM_EVENT_TYPES, f"{where}.custom_event_type", "custom event type"
+    )
+    if name is None or event_type is None:
+        return False
+    depth = 2
+    if "when" in rule:
+        w(depth, f"if {w.bind(compile_condition(rule['when']), 'w')}(record):")
+        depth += 1
+    head = f"{_literal('event_name')}: {_literal(name)}, {_literal('custom_event_type')}: {_literal(event_type)}, "
+    optional_time = False
+    if "timestamp" in rule:
+        _timestamp(w, depth, rule["timestamp"], f"{where}.timestamp")
+        spec = rule["timestamp"]
+        optional_time = isinstance(spec, dict) and spec.get("required", True) is False
+    _event_id(w, depth, w.bind(id_start(f"{id_salt}:{index}"), "s"))
+    has_attributes = bool(rule.get("attributes")) or "attributes_from" in rule
+    if has_attributes:
+        _event_attributes(w, depth, rule, f"{where}.attributes", limits)
+    without_time = f"data = {{{head}'source_message_id': mid}}"
+    with_time = f"data = {{{head}'timestamp_unixtime_ms': ts, 'source_message_id': mid}}"
+    if "timestamp" not in rule:
+        w(depth, without_time)
+    elif optional_time:
+        w(depth, "if ts is None:")
+        w(depth + 1, without_time)
+        w(depth, "else:")
+        w(depth + 1, with_time)
+    else:
+        w(depth, with_time)
+    if has_attributes:
+        w(depth, "if custom:")
+        w(depth + 1, "data['custom_attributes'] = custom")
+    event = "{'event_type': 'custom_event', 'data': data}"
+    if made is not None:
+        w(depth, f"{made} = {event}")
+    else:
+        w(depth, f"events.append({event})")
+    return True
+
+
+def _timestamp(w: _Writer, depth: int, spec: object, where: str) -> None:
+    """`ts` = the event time, as timestamps.timestamp_reader reads it (ISO 8601 in UTC written out)."""
+    read = w.bind(timestamp_reader(spec, where), "t")
+    if isinstance(spec, str):
+        spec = {"field": spec}
+    assert isinstance(spec, dict)
+    if spec.get("format", "auto") not in ("iso8601", "auto"):
+        w(depth, f"ts = {read}(record)")
+        return
+    w(depth, f"v = {_raw(w, spec['field'])}")
+    w(depth, f"if type(v) is str and 0 < len(v) <= {_literal(MAX_TIME_TEXT)}:")
+    w(depth + 1, "try:")
+    w(depth + 2, "m = fromisoformat(v)")
+    w(depth + 1, "except ValueError:")
+    w(depth + 2, "m = None")
+    w(depth + 1, "if m is not None and m.tzinfo is UTC:")
+    w(depth + 2, "ts = (m - EPOCH) // ONE_MS")
+    w(depth + 1, "else:")
+    w(depth + 2, f"ts = {read}(record)")
+    w(depth, "else:")
+    w(depth + 1, f"ts = {read}(record)")
+
+
+def _event_id(w: _Writer, depth: int, start: str) -> None:
+    """`mid` = events.id_maker(prefix)(event_ref), written out."""
+    w(depth, f"d = {start}.copy()")
+    w(depth, "d.update(event_ref.encode('utf-8', 'surrogatepass'))")
+    w(depth, "h = d.hexdigest()")
+    w(depth, "mid = f'{h[:8]}-{h[8:12]}-5{h[13:16]}-{VARIANT[h[16]]}{h[17:20]}-{h[20:32]}'")
+
+
+def _event_attributes(w: _Writer, depth: int, rule: dict, where: str, limits: Limits) -> None:
+    """`custom` = the event's custom attributes, as events._attributes builds them."""
+    static = rule.get("attributes", {})
+    if "attributes_from" in rule:
+        build = _attributes(static, rule["attributes_from"], where, limits)
+        w(depth, f"custom = {w.bind(build, 'a')}(record)")
+        return
+    w(depth, "custom = {}")
+    for name, spec in static.items():
+        target = f"custom[{_literal(name[:MAX_NAME])}]"
+        count_cut = "stats.names_truncated += 1" if len(name) > MAX_NAME else None
+        at = f"{where}.{name}"
+
+        def fast(depth: int, target: str = target, count_cut: str | None = count_cut) -> None:
+            w(depth, f"{target} = v")
+            if count_cut:
+                w(depth, count_cut)
+
+        def general(depth: int, target: str = target, count_cut: str | None = count_cut, at: str = at) -> None:
+            w(depth, f"if type(v) is str and len(v) <= {_literal(MAX_VALUE)} and v.isascii():")
+            w(depth + 1, f"{target} = v")
+            if count_cut:
+                w(depth + 1, count_cut)
+            w(depth, "elif v is not MISSING:")
+            w(depth + 1, f"{target} = scalar(v, {_literal(at)})")
+            if count_cut:
+                w(depth + 1, count_cut)
+
+        _value(w, depth, spec, at, MAX_VALUE, fast, general)

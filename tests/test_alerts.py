@@ -1,0 +1,357 @@
+"""Alerts: one per change of a workspace's health, by e-mail and by a signed webhook, never breaking a sync."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from django.core.mail.backends.base import BaseEmailBackend
+from django.utils import timezone
+
+from feeds import alerts, sync
+from feeds.models import AlertEvent, Delivery, SyncRun, Workspace
+from tests.helpers import (
+    SANDBOX_KEY,
+    SANDBOX_SECRET,
+    make_job,
+    make_mapping,
+    make_workspace,
+    purchase_rows,
+    run_job,
+    write_csv,
+)
+
+pytestmark = pytest.mark.django_db
+
+WEBHOOK_SECRET = "whsec-PLAINTEXT-do-not-leak-77c1"
+
+
+class Receiver:
+    """A webhook receiver on a loopback port that keeps what it was sent and answers `status`."""
+
+    def __init__(self):
+        self.received: list[tuple[dict, bytes]] = []
+        self.status = 204
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                receiver.received.append((dict(self.headers), body))
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/mpfeed"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)
+
+
+@pytest.fixture
+def receiver(settings):
+    receiver = Receiver()
+    receiver.thread.start()
+    settings.MPFEED_ALERT_WEBHOOK_URL = receiver.url
+    settings.MPFEED_ALERT_WEBHOOK_SECRET = WEBHOOK_SECRET
+    yield receiver
+    receiver.server.shutdown()
+    receiver.server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _alert_settings(settings):
+    settings.MPFEED_ALERT_EMAILS = ["ops@partner.example", "oncall@partner.example"]
+    settings.MPFEED_ALERT_WEBHOOK_URL = ""
+    settings.MPFEED_ALERT_WEBHOOK_SECRET = ""
+    settings.DEFAULT_FROM_EMAIL = "mpfeed@partner.example"
+
+
+def failing_job(workspace, tmp_path, name="orders"):
+    """A job whose runs fail: its file is not there."""
+    return make_job(workspace, tmp_path / f"{name}-missing.csv", name=name)
+
+
+def good_job(workspace, tmp_path, name="good", mapping=None):
+    return make_job(workspace, write_csv(tmp_path / f"{name}.csv", purchase_rows(5)), name=name, mapping=mapping)
+
+
+def kinds(workspace) -> list[str]:
+    return list(
+        AlertEvent.objects.filter(workspace=workspace).order_by("created_at", "pk").values_list("kind", flat=True)
+    )
+
+
+def pending_delivery(run: SyncRun, *, failing_since, sequence: int = 1) -> Delivery:
+    return Delivery.objects.create(
+        run=run,
+        workspace=run.workspace,
+        sequence=sequence,
+        payload=Delivery.compress(b"[]"),
+        first_failure_at=failing_since,
+        attempts=7,
+        last_status=503,
+        last_error="HTTP 503: Service Unavailable",
+    )
+
+
+# ------------------------------------------------------------------------------------------- transitions
+
+
+def test_two_failed_runs_in_a_row_send_one_alert(tmp_path, mailoutbox):
+    workspace = make_workspace()
+    job = failing_job(workspace, tmp_path)
+    first = run_job(job)
+    assert first.status == SyncRun.Status.FAILED
+    second = run_job(job)
+    assert second.status == SyncRun.Status.FAILED
+    assert kinds(workspace) == [AlertEvent.Kind.RUN_FAILED]
+    assert len(mailoutbox) == 1
+    workspace.refresh_from_db()
+    assert workspace.health == "run_failed" and workspace.health_changed_at is not None
+    [event] = AlertEvent.objects.all()
+    assert f"Run #{first.pk} of job orders failed" in event.message
+    assert event.email_result == "sent to 2 recipient(s)"
+    assert event.webhook_result == "not configured (MPFEED_ALERT_WEBHOOK_URL is empty)"
+    # The sweeper sees the same state: still nothing new.
+    sync.resume_stalled()
+    assert AlertEvent.objects.count() == 1
+
+
+def test_a_successful_run_after_a_failure_sends_one_recovery(sandbox, tmp_path, mailoutbox):
+    workspace = make_workspace(sandbox)
+    job = make_job(workspace, tmp_path / "missing.csv", name="orders")
+    run_job(job)
+    # The partner puts the file where it belongs: the next run succeeds.
+    write_csv(tmp_path / "missing.csv", purchase_rows(5))
+    assert run_job(job).status == SyncRun.Status.SUCCEEDED
+    assert kinds(workspace) == [AlertEvent.Kind.RUN_FAILED, AlertEvent.Kind.RECOVERED]
+    recovered = AlertEvent.objects.get(kind=AlertEvent.Kind.RECOVERED)
+    assert recovered.message == "Acme is healthy again (it was: Run failed)."
+    assert mailoutbox[-1].subject == "[mpfeed] Acme: Recovered"
+    run_job(job)
+    assert len(kinds(workspace)) == 2 and len(mailoutbox) == 2
+    workspace.refresh_from_db()
+    assert workspace.health == "ok"
+
+
+def test_one_job_succeeding_does_not_hide_another_jobs_failure(sandbox, tmp_path):
+    workspace = make_workspace(sandbox)
+    mapping = make_mapping(workspace)
+    broken = make_job(workspace, tmp_path / "missing.csv", mapping=mapping, name="broken")
+    fine = good_job(workspace, tmp_path, mapping=mapping)
+    run_job(broken)
+    assert run_job(fine).status == SyncRun.Status.SUCCEEDED
+    assert kinds(workspace) == [AlertEvent.Kind.RUN_FAILED]
+
+
+def test_a_new_workspace_that_is_fine_gets_no_alert(sandbox, tmp_path, mailoutbox):
+    workspace = make_workspace(sandbox)
+    assert alerts.evaluate(workspace) is None
+    assert run_job(good_job(workspace, tmp_path)).status == SyncRun.Status.SUCCEEDED
+    sync.resume_stalled()
+    assert not AlertEvent.objects.exists() and mailoutbox == []
+    workspace.refresh_from_db()
+    assert workspace.health == "ok" and workspace.health_changed_at is None
+
+
+def test_rejected_credentials_alert_once_and_recover_with_new_ones(sandbox, tmp_path, monkeypatch, mailoutbox):
+    from django_q.conf import Conf
+
+    workspace = make_workspace(sandbox)
+    job = good_job(workspace, tmp_path)
+    workspace.set_credentials(SANDBOX_KEY, "wrong-secret")
+    run = run_job(job)
+    assert run.status == SyncRun.Status.BLOCKED
+    sync.resume_stalled()
+    assert kinds(workspace) == [AlertEvent.Kind.CREDENTIALS_REJECTED]
+    event = AlertEvent.objects.get()
+    assert "mParticle refused the API key and secret (HTTP 403)" in event.message
+    assert f"Run: #{run.pk}" in mailoutbox[0].body
+
+    monkeypatch.setattr(Conf, "SYNC", True)  # the resumed run works right here
+    # Fresh, as the credential page loads it (a full save of a stale copy would write back its old health).
+    workspace.refresh_from_db()
+    workspace.set_credentials(SANDBOX_KEY, SANDBOX_SECRET)
+    assert sync.verify_and_resume(workspace).resumed == [run.pk]
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.SUCCEEDED
+    assert kinds(workspace) == [AlertEvent.Kind.CREDENTIALS_REJECTED, AlertEvent.Kind.RECOVERED]
+    assert "it was: Credentials rejected" in mailoutbox[-1].body
+
+
+def test_deliveries_failing_for_over_an_hour_alert_once_and_recover_when_settled(tmp_path, mailoutbox):
+    workspace = make_workspace()
+    run = sync.start_run(good_job(workspace, tmp_path))
+    now = timezone.now()
+    delivery = pending_delivery(run, failing_since=now - timedelta(minutes=59))
+    sync.resume_stalled(now)
+    assert not AlertEvent.objects.exists()  # not yet an hour
+
+    later = now + timedelta(minutes=2)
+    sync.resume_stalled(later)
+    sync.resume_stalled(later + timedelta(minutes=1))
+    assert kinds(workspace) == [AlertEvent.Kind.DELIVERIES_FAILING]
+    event = AlertEvent.objects.get()
+    assert "1 request(s) have been failing since" in event.message
+    assert f"(run #{run.pk})" in event.message and "HTTP 503" in event.message
+    assert mailoutbox[0].subject == "[mpfeed] Acme: Deliveries failing for over an hour"
+
+    Delivery.objects.filter(pk=delivery.pk).update(state=Delivery.State.ACCEPTED, finished_at=timezone.now())
+    sync.resume_stalled(later + timedelta(minutes=2))
+    assert kinds(workspace) == [AlertEvent.Kind.DELIVERIES_FAILING, AlertEvent.Kind.RECOVERED]
+
+
+def test_a_change_between_problems_is_announced_as_the_new_problem(tmp_path):
+    workspace = make_workspace()
+    run_job(failing_job(workspace, tmp_path))
+    workspace.mark_credentials_rejected("mParticle refused the API key and secret (HTTP 403).")
+    alerts.evaluate(workspace)
+    assert kinds(workspace) == [AlertEvent.Kind.RUN_FAILED, AlertEvent.Kind.CREDENTIALS_REJECTED]
+
+
+def test_two_workers_noticing_the_same_change_send_it_once(tmp_path, monkeypatch, mailoutbox):
+    workspace = make_workspace()
+    run = sync.start_run(failing_job(workspace, tmp_path))
+    run.finish(SyncRun.Status.FAILED, "the file is not there")
+    real_state = alerts.current_state
+
+    def another_worker_was_faster(ws, now=None):
+        state = real_state(ws, now)
+        Workspace.objects.filter(pk=ws.pk).update(health=state.health)  # it sent the alert meanwhile
+        return state
+
+    monkeypatch.setattr(alerts, "current_state", another_worker_was_faster)
+    assert alerts.evaluate(workspace) is None
+    assert not AlertEvent.objects.exists() and mailoutbox == []
+
+
+# ------------------------------------------------------------------------------------------------- e-mail
+
+
+def test_the_email_says_what_changed_where_and_why(tmp_path, mailoutbox):
+    workspace = make_workspace(name="Acme Retail")
+    run = run_job(failing_job(workspace, tmp_path))
+    [mail] = mailoutbox
+    assert mail.subject == "[mpfeed] Acme Retail: Run failed"
+    assert mail.from_email == "mpfeed@partner.example"
+    assert mail.to == ["ops@partner.example", "oncall@partner.example"]
+    assert "Acme Retail changed state: OK → Run failed." in mail.body
+    assert "Workspace: Acme Retail (acme-retail)" in mail.body
+    assert f"Run: #{run.pk}" in mail.body
+    assert run.error and run.error in mail.body
+    assert "Workspace page: /workspaces/acme-retail/" in mail.body
+    assert mail.alternatives == []  # plain text
+
+
+def test_no_recipients_means_no_email(tmp_path, settings, mailoutbox):
+    settings.MPFEED_ALERT_EMAILS = []
+    workspace = make_workspace()
+    run_job(failing_job(workspace, tmp_path))
+    assert mailoutbox == []
+    assert AlertEvent.objects.get().email_result == "not configured (MPFEED_ALERT_EMAILS is empty)"
+
+
+class BrokenMailBackend(BaseEmailBackend):
+    def send_messages(self, messages):
+        raise ConnectionRefusedError("[Errno 111] Connection refused")
+
+
+def test_a_mail_failure_is_recorded_and_the_webhook_still_goes(tmp_path, settings, receiver):
+    settings.EMAIL_BACKEND = "tests.test_alerts.BrokenMailBackend"
+    workspace = make_workspace()
+    run = run_job(failing_job(workspace, tmp_path))
+    assert run.status == SyncRun.Status.FAILED
+    event = AlertEvent.objects.get()
+    assert event.email_result == "failed: ConnectionRefusedError: [Errno 111] Connection refused"
+    assert event.webhook_result == "sent: HTTP 204"
+    assert len(receiver.received) == 1
+
+
+# ------------------------------------------------------------------------------------------------ webhook
+
+
+def test_the_webhook_is_signed_with_an_hmac_of_the_exact_body(tmp_path, receiver):
+    workspace = make_workspace()
+    run = run_job(failing_job(workspace, tmp_path))
+    [(headers, body)] = receiver.received
+    expected = hmac.new(WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["X-Mpfeed-Signature"], f"sha256={expected}")
+    assert headers["Content-Type"] == "application/json"
+    assert abs(int(headers["X-Mpfeed-Timestamp"]) - timezone.now().timestamp()) < 60
+    payload = json.loads(body)
+    event = AlertEvent.objects.get()
+    assert payload == {
+        "event": "run_failed",
+        "workspace": {"name": "Acme", "slug": "acme"},
+        "message": event.message,
+        "at": event.created_at.isoformat(),
+    }
+    assert f"Run #{run.pk}" in payload["message"]
+    assert event.webhook_result == "sent: HTTP 204"
+    # A receiver that checks the signature refuses a body someone changed.
+    forged = body.replace(b"run_failed", b"recovered")
+    forged_mac = hmac.new(WEBHOOK_SECRET.encode(), forged, hashlib.sha256).hexdigest()
+    assert f"sha256={forged_mac}" != headers["X-Mpfeed-Signature"]
+
+
+def test_a_failing_webhook_is_recorded_and_the_run_is_unaffected(tmp_path, receiver):
+    receiver.status = 500
+    workspace = make_workspace()
+    run = run_job(failing_job(workspace, tmp_path))
+    assert run.status == SyncRun.Status.FAILED
+    assert run.error.startswith("the file ") and run.error.endswith(" does not exist")  # its own reason
+    assert AlertEvent.objects.get().webhook_result == "failed: HTTP 500"
+
+
+def test_an_unreachable_webhook_is_recorded_without_its_url(tmp_path, settings, receiver):
+    receiver.server.shutdown()
+    receiver.server.server_close()
+    settings.MPFEED_ALERT_WEBHOOK_URL = receiver.url + "?token=receiver-token-1234"
+    assert run_job(failing_job(make_workspace(), tmp_path)).status == SyncRun.Status.FAILED
+    event = AlertEvent.objects.get()
+    assert event.webhook_result == "failed: ConnectionError"
+    assert "receiver-token" not in event.webhook_result
+
+
+def test_an_alert_that_blows_up_never_breaks_the_sync(sandbox, tmp_path, monkeypatch, caplog):
+    def broken(workspace, now=None):
+        raise RuntimeError("alerts are down")
+
+    monkeypatch.setattr(alerts, "evaluate", broken)
+    run = run_job(good_job(make_workspace(sandbox), tmp_path))
+    assert run.status == SyncRun.Status.SUCCEEDED
+    assert len(sandbox.events()) == 5
+    assert sync.resume_stalled() == []
+    assert "alerts: evaluating workspace" in caplog.text
+
+
+# ------------------------------------------------------------------------------------------------ secrets
+
+
+def test_no_secret_ever_leaves_in_an_alert(tmp_path, receiver, mailoutbox):
+    workspace = make_workspace()
+    job = failing_job(workspace, tmp_path)
+    job.source_secret = "Bearer partner-token-PLAINTEXT-9d3e"
+    job.save()
+    run = sync.start_run(job)
+    # Should an error message ever quote a credential, the alert must not repeat it.
+    run.finish(
+        SyncRun.Status.FAILED,
+        f"refused with key {SANDBOX_KEY} / {SANDBOX_SECRET}, token partner-token-PLAINTEXT-9d3e, {WEBHOOK_SECRET}",
+    )
+    event = alerts.evaluate(workspace)
+    [mail] = mailoutbox
+    [(headers, body)] = receiver.received
+    for secret in (SANDBOX_SECRET, SANDBOX_KEY, "partner-token-PLAINTEXT-9d3e", WEBHOOK_SECRET):
+        for text in (event.message, mail.subject, mail.body, body.decode(), json.dumps(headers)):
+            assert secret not in text
+    assert "[redacted]" in event.message and "[redacted]" in mail.body
