@@ -14,7 +14,7 @@ from django.utils.text import Truncator
 
 from feeds import sync
 from feeds.forms import MappingAdminForm, SyncJobAdminForm, WorkspaceAdminForm
-from feeds.models import Delivery, DeliveryAttempt, Mapping, RejectedRecord, SyncJob, SyncRun, Workspace
+from feeds.models import AlertEvent, Delivery, DeliveryAttempt, Mapping, RejectedRecord, SyncJob, SyncRun, Workspace
 from feeds.mparticle.client import Answer, Outcome
 
 # The request inspector shows at most this much of a pretty-printed body (bytes of UTF-8).
@@ -639,3 +639,11 @@ class RejectedRecordAdmin(ReadOnlyMixin, admin.ModelAdmin):
     search_fields = ["ref", "reason", "=run__id"]
     # The run column shows "Run #n of <workspace> / <job>": load the job and workspace in the same query.
     list_select_related = ["run__job__workspace"]
+
+
+@admin.register(AlertEvent)
+class AlertEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ["created_at", "workspace", "kind", "email_result", "webhook_result"]
+    list_filter = ["kind", "workspace"]
+    search_fields = ["workspace__name", "message"]
+    list_select_related = ["workspace"]

@@ -201,7 +201,7 @@ def _send_email(event: AlertEvent, workspace: Workspace, previous: str, run_id: 
         "",
         event.message,
         "",
-        f"Workspace page: {reverse('feeds:workspace', args=[workspace.slug])}",
+        f"Workspace page: {settings.MPFEED_SITE_URL}{reverse('feeds:workspace', args=[workspace.slug])}",
         "",
         "You get one message per change of state, not one per run.",
     ]

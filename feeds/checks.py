@@ -27,6 +27,14 @@ def check_keys(app_configs=None, **kwargs):
                 id="mpfeed.E002",
             )
         )
+    if settings.MPFEED_ALERT_WEBHOOK_URL and not settings.MPFEED_ALERT_WEBHOOK_SECRET:
+        errors.append(
+            Warning(
+                "MPFEED_ALERT_WEBHOOK_URL is set without MPFEED_ALERT_WEBHOOK_SECRET: alerts go out unsigned.",
+                hint="Set MPFEED_ALERT_WEBHOOK_SECRET so receivers can check the X-Mpfeed-Signature header.",
+                id="mpfeed.W002",
+            )
+        )
     if settings.MPFEED_ALLOW_SANDBOX:
         errors.append(
             Warning(

@@ -81,9 +81,16 @@ class Workspace(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    # Written only by feeds.alerts (conditional updates), never by a full save of a possibly stale instance.
+    ALERT_FIELDS = ("health", "health_changed_at")
+
     def save(self, *args, **kwargs):
         if not self.slug:
             self.slug = slugify(self.name)[:200] or "workspace"
+        if self.pk and not self._state.adding and kwargs.get("update_fields") is None:
+            kwargs["update_fields"] = [
+                f.name for f in self._meta.concrete_fields if not f.primary_key and f.name not in self.ALERT_FIELDS
+            ]
         super().save(*args, **kwargs)
 
     def clean(self) -> None:

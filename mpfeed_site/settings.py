@@ -262,3 +262,6 @@ EMAIL_PORT = envint("EMAIL_PORT", "25")
 EMAIL_HOST_USER = os.getenv("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.getenv("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "False")
+EMAIL_TIMEOUT = envfloat("EMAIL_TIMEOUT", "10")
+# The site's public address, for links in alert e-mails (e.g. https://feeds.partner.example).
+MPFEED_SITE_URL = os.getenv("MPFEED_SITE_URL", "http://127.0.0.1:8000").rstrip("/")

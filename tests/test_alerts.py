@@ -10,6 +10,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.conf import settings
 from django.core.mail.backends.base import BaseEmailBackend
 from django.utils import timezone
 
@@ -248,7 +249,7 @@ def test_the_email_says_what_changed_where_and_why(tmp_path, mailoutbox):
     assert "Workspace: Acme Retail (acme-retail)" in mail.body
     assert f"Run: #{run.pk}" in mail.body
     assert run.error and run.error in mail.body
-    assert "Workspace page: /workspaces/acme-retail/" in mail.body
+    assert f"Workspace page: {settings.MPFEED_SITE_URL}/workspaces/acme-retail/" in mail.body
     assert mail.alternatives == []  # plain text
 
 

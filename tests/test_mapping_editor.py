@@ -524,6 +524,7 @@ def browser_page(chromium, live_server, django_user_model):
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
     page = context.new_page()
+    page.set_default_timeout(10_000)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
@@ -577,20 +578,21 @@ def test_editing_in_a_browser_keeps_rows_json_and_preview_in_step(browser_page, 
     page.wait_for_function("document.getElementById('preview-batches').textContent.includes('\"tier\": \"PRO\"')")
 
     # Editing the JSON rebuilds the rows.
+    page.get_by_text("Advanced: edit as JSON").click()
     doc = document_in(page)
     doc["events"][0]["name"] = "Order Completed"
-    doc["identities"]["other_id_2"] = {"field": "crm_id", "transform": "trim", "required": True}
+    doc["identities"]["other_id_2"] = {"field": "crm_id", "transform": "trim", "default": "none"}
     page.fill("#id_document", json.dumps(doc, indent=2))
     page.wait_for_function("document.querySelector('#event-0 .f-name').value === 'Order Completed'")
     crm = page.locator("[data-path='identities.other_id_2']")
     assert crm.locator(".f-target-identity").input_value() == "other_id_2"
-    assert "Also in the JSON: required" in crm.inner_text()
+    assert "Also in the JSON: default" in crm.inner_text()
     shots.take(page, "edited")
 
     # JSON that does not parse: the rows wait, and say why.
     page.fill("#id_document", '{"identities": ')
     page.wait_for_function("!document.getElementById('rows-problem').hidden")
-    assert page.locator("#rows-fieldset").is_disabled()
+    assert page.locator("#rows .f-source").first.is_disabled()
     page.fill("#id_document", json.dumps(doc, indent=2))
     page.wait_for_function("document.getElementById('rows-problem').hidden")
 
@@ -604,7 +606,7 @@ def test_editing_in_a_browser_keeps_rows_json_and_preview_in_step(browser_page, 
     assert "Mapping saved (version 2)." in page.inner_text(".messages")
     mapping.refresh_from_db()
     assert mapping.version == 2 and mapping.rules["events"][0]["name"] == "Order Completed"
-    assert mapping.rules["identities"]["other_id_2"] == {"field": "crm_id", "transform": "trim", "required": True}
+    assert mapping.rules["identities"]["other_id_2"] == {"field": "crm_id", "transform": "trim", "default": "none"}
     assert mapping.rules["user_attributes"]["tier"] == {"field": "plan", "transform": ["upper"]}
 
     # Import a file: the rows follow it.
@@ -649,6 +651,7 @@ def test_a_new_mapping_built_from_rows_on_a_phone(browser_page, live_server):
     shots.take(page, "built")
     assert document_in(page) == {
         "identities": {"customer_id": "user_id"},
+        "user_attributes": {},
         "events": [
             {
                 "name": "{plan} Signed Up",

@@ -97,6 +97,7 @@ class Batch:
         self.event_json = [dumps(e) for e in self.events or ()]
         self.identities = dict(self.identities)
         self.user_attributes = dict(self.user_attributes)
+        self.deleted_user_attributes = list(self.deleted_user_attributes)
         self.body = self.events = None
 
     def serialize(self, environment: str, source_request_id: str) -> bytes:
@@ -142,6 +143,11 @@ _WHOLE_ATTRIBUTES = 20
 _WHOLE_EVENTS = 11
 
 
+# The event_json of a batch made of one record's data (its events are in its body): empty, and immutable so
+# that nothing can add to it before the batch is opened up.
+_NO_EVENTS: list[bytes] = ()  # type: ignore[assignment]
+
+
 def _size(value: object) -> int:
     return len(orjson.dumps(value))
 
@@ -151,13 +157,16 @@ def group_by_user(
 ) -> tuple[list[Batch], list[tuple[UserRecord, str]]]:
     """Group records per user, in first-seen order, splitting a user's data when a batch would pass
     `max_batch_bytes`. Returns (batches, refused) where refused holds records too large on their own."""
-    open_batches: dict[tuple, Batch] = {}
+    open_batches: dict[object, Batch] = {}
     batches: list[Batch] = []
     refused: list[tuple[UserRecord, str]] = []
     dumps = orjson.dumps
     for record in records:
         identities = record.identities
-        key = (record.mpid, frozenset(identities.items()))
+        # The user: identities in a canonical form (bytes, which the garbage collector need not follow).
+        key: object = dumps(identities, option=orjson.OPT_SORT_KEYS)
+        if record.mpid is not None:
+            key = (record.mpid, key)
         batch = open_batches.get(key)
         if batch is None and identities and record.mpid is None and not record.deleted_user_attributes:
             # The common case, a user's first record: serialized whole, once, it is measured and ready to send.
@@ -178,7 +187,8 @@ def group_by_user(
                 if own_size > max_batch_bytes:
                     refused.append((record, _too_large(own_size, max_batch_bytes)))
                     continue
-                batch = Batch(identities, None, attributes, [], [], [record.ref], own_size, body, events)
+                deleted = record.deleted_user_attributes  # empty, and replaced before anything is added
+                batch = Batch(identities, None, attributes, deleted, _NO_EVENTS, [record.ref], own_size, body, events)
                 open_batches[key] = batch
                 batches.append(batch)
                 continue
@@ -186,7 +196,7 @@ def group_by_user(
         events_size = sum(map(len, event_json)) + len(event_json)
         attrs_size = _size(record.user_attributes) if record.user_attributes else 0
         deleted_size = _size(record.deleted_user_attributes) if record.deleted_user_attributes else 0
-        ids_size = _size(identities) + 20
+        ids_size = len(key if record.mpid is None else key[1]) + 20  # type: ignore[arg-type,index]
         own_size = _BATCH_OVERHEAD + ids_size + events_size + attrs_size + deleted_size
         if own_size > max_batch_bytes:
             refused.append((record, _too_large(own_size, max_batch_bytes)))

@@ -48,6 +48,7 @@ def workspace(request, slug):
         "mappings": workspace.mappings.all(),
         "jobs": workspace.jobs.select_related("mapping"),
         "runs": workspace.runs.select_related("job")[:15],
+        "alerts": workspace.alerts.all()[:5],
         "new_link": request.session.pop(f"new-link-{workspace.pk}", None),
     }
     return render(request, "feeds/workspace.html", context)

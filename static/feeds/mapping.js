@@ -472,7 +472,7 @@
       for (let i = 0; i < count; i++) {
         const option = document.createElement("option");
         option.value = `event:${i}`;
-        option.textContent = `attribute of event ${i + 1}`;
+        option.textContent = `event ${i + 1} attribute`;
         select.insertBefore(option, before);
       }
       if ([...select.options].some((o) => o.value === current)) select.value = current;
@@ -579,7 +579,7 @@
     fillRow(el, row);
     syncFromEditor();
     $(".f-source", el).focus();
-    announce(`Row added (${kind === "event" ? `attribute of event ${eventIndex + 1}` : kind.replace("_", " ")}).`);
+    announce(`Row added (${kind === "event" ? `event ${eventIndex + 1} attribute` : kind.replace("_", " ")}).`);
   }
 
   function firstFreeIdentity() {
