@@ -35,15 +35,25 @@ RULE_TYPES = {
 _OPERATORS = {"gt": ">", "gte": "≥", "lt": "<", "lte": "≤"}
 
 
+def code_parts(text: str) -> list[tuple[str, bool]]:
+    """Markdown-ish text ("`email` (trim)") as (text, is_code) pieces, for the HTML page."""
+    return [(piece, i % 2 == 1) for i, piece in enumerate(text.split("`")) if piece]
+
+
 @dataclass
 class Line:
-    """One thing sent: its name at mParticle, where it comes from, its type and an example value."""
+    """One thing sent: its name at mParticle, where it comes from, its type and an example value. `source`
+    marks field names with backticks, as Markdown does."""
 
     name: str
     source: str
     type: str
     example: str = NONE
     note: str = ""
+
+    @property
+    def source_parts(self) -> list[tuple[str, bool]]:
+        return code_parts(self.source)
 
 
 @dataclass
@@ -63,6 +73,22 @@ class EventSheet:
     product_action: list[Line] = field(default_factory=list)
     products_source: str = ""
     products: list[Line] = field(default_factory=list)
+
+    @property
+    def name_source_parts(self) -> list[tuple[str, bool]]:
+        return code_parts(self.name_source)
+
+    @property
+    def condition_parts(self) -> list[tuple[str, bool]]:
+        return code_parts(self.condition)
+
+    @property
+    def attributes_from_parts(self) -> list[tuple[str, bool]]:
+        return code_parts(self.attributes_from)
+
+    @property
+    def products_source_parts(self) -> list[tuple[str, bool]]:
+        return code_parts(self.products_source)
 
     @property
     def fields(self) -> list[Line]:
@@ -91,6 +117,10 @@ class DataSheet:
     events: list[EventSheet] = field(default_factory=list)
     samples: int = 0  # records the examples were taken from
     refused_samples: list[str] = field(default_factory=list)
+
+    @property
+    def user_attributes_from_parts(self) -> list[tuple[str, bool]]:
+        return code_parts(self.user_attributes_from)
 
     @property
     def identity_lines(self) -> list[Line]:

@@ -24,7 +24,7 @@ COMMERCE = {
         "plan": {"field": "plan", "on_null": "delete"},
         "tags": {"field": "tags", "split": "|"},
         "score": "score",
-        "vip": {"value": True},
+        "tier": {"value": "gold"},
     },
     "user_attributes_from": {"field": "traits", "on_null": "delete"},
     "events": [
@@ -145,7 +145,8 @@ def test_deletions_mpid_commerce_events_products_and_conditions():
     tags = line(sheet.user_attributes, "tags")
     assert (tags.source, tags.type, tags.example) == ('`tags` (split on "|")', "list of strings", '["a","b"]')
     assert line(sheet.user_attributes, "score").type == "number"
-    assert line(sheet.user_attributes, "vip").type == "boolean"
+    assert line(sheet.user_attributes, "tier").source == 'constant "gold"'
+    assert line(sheet.user_attributes, "tier").example == '"gold"'
     assert (
         sheet.user_attributes_from
         == "every key of the object in `traits` (keys with an empty or null value are deleted)"
@@ -223,7 +224,7 @@ def test_markdown_cells_survive_pipes_and_backticks():
     }
     text = datasheet.to_markdown(datasheet.build(doc), title="T")
     assert '| `odd\\|name` | `x` (split on "\\|") | list of strings | `["a","b"]` |' in text
-    assert '| `tick` | `t` | string | `` "`x`" `` |' in text
+    assert '| `tick` | `t` | string | ``"`x`"`` |' in text
     for row in [r for r in text.splitlines() if r.startswith("| `")]:
         assert row.replace("\\|", "").count("|") == 5, row
 
@@ -256,7 +257,11 @@ def test_the_page_shows_the_tables_with_examples(staff, mapping):
     identities = page[page.index('id="sheet-identities"') : page.index('id="sheet-user-attributes"')]
     assert "<code>email</code>" in identities and "<code>&quot;ada.lovelace42@example.com&quot;</code>" in identities
     attributes = page[page.index('id="sheet-user-attributes"') : page.index('id="sheet-events"')]
-    assert "<code>lifetime_orders</code></th><td>`lifetime_orders`</td><td>integer</td><td><code>7</code>" in attributes
+    assert (
+        "<code>lifetime_orders</code></th><td><code>lifetime_orders</code></td><td>integer</td><td><code>7</code>"
+        in attributes
+    )
+    assert "`" not in page
     events = page[page.index('id="sheet-events"') :]
     assert "Event 1: custom event “Purchase Completed”" in events and "<code>transaction</code>" in events
     assert "<code>129.9</code>" in events and "1795168800000 (2026-11-20T10:00:00Z)" in events
@@ -293,7 +298,7 @@ def test_the_data_sheet_fits_a_phone(chromium, live_server, django_user_model):
     from tests.browser import Shots
 
     workspace = make_workspace(name="Acme Shoes")
-    mapping = make_mapping(workspace, copy.deepcopy(COMMERCE), name="orders")
+    mapping = make_mapping(workspace, copy.deepcopy(COMMERCE), name="orders", accept_changes=True)
     client = Client()
     client.force_login(django_user_model.objects.create_user("bella", is_staff=True))
     context = chromium.new_context(viewport={"width": 390, "height": 844})

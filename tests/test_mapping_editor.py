@@ -554,6 +554,15 @@ def test_editing_in_a_browser_keeps_rows_json_and_preview_in_step(browser_page, 
     amount_errors = page.locator("[data-path='events[0].attributes.amount'] .row-msgs")
     assert "record 2: events[0].attributes.amount: 'n/a' is not a number" in amount_errors.inner_text()
     shots.take(page, "loaded")
+    # Every control is labelled.
+    unlabelled = page.evaluate(
+        """[...document.querySelectorAll('main input, main select, main textarea, main button')]
+             .filter((c) => c.type !== 'hidden' && !c.closest('template'))
+             .filter((c) => !(c.labels && c.labels.length) && !c.getAttribute('aria-label')
+                            && !c.getAttribute('aria-labelledby') && !c.textContent.trim())
+             .map((c) => c.outerHTML.slice(0, 80))"""
+    )
+    assert unlabelled == []
 
     # A row edit rewrites the JSON, and the preview shows the refusal under that row.
     orders = page.locator("#row-user_attributes-lifetime_orders")
@@ -649,7 +658,7 @@ def test_a_new_mapping_built_from_rows_on_a_phone(browser_page, live_server):
     assert '"event_name": "pro Signed Up"' in page.inner_text("#preview-batches")
     assert '"channel": "source"' in page.inner_text("#preview-batches")
     shots.take(page, "built")
-    assert document_in(page) == {
+    expected = {
         "identities": {"customer_id": "user_id"},
         "user_attributes": {},
         "events": [
@@ -662,8 +671,70 @@ def test_a_new_mapping_built_from_rows_on_a_phone(browser_page, live_server):
             }
         ],
     }
+    assert document_in(page) == expected
+    # A second event with an attribute; removing the first renumbers it and keeps its attribute.
+    page.get_by_role("button", name="Add an event").click()
+    page.keyboard.type("Ping")
+    page.get_by_role("button", name="Add an attribute to event 2").click()
+    page.keyboard.type("at")
+    page.locator("#rows .map-row").last.locator(".f-target-name").fill("seen_at")
+    assert document_in(page)["events"][1] == {"name": "Ping", "attributes": {"seen_at": "at"}}
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Remove event 1").click()
+    assert document_in(page)["events"] == [{"name": "Ping", "attributes": {"seen_at": "at"}}]
+    assert page.locator("#rows .map-row").last.locator(".f-kind").input_value() == "event:0"
+    assert page.locator("#event-0 legend").inner_text() == "Event 1"
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.get_by_role("button", name="Remove event 1").click()  # dismissed: nothing happens
+    assert len(document_in(page)["events"]) == 1
+    page.get_by_role("button", name="Add an event").click()
+    page.keyboard.type("{plan} Signed Up")
+    page.locator("#event-1").get_by_label("Custom event type").select_option("user_preference")
+    page.locator("#event-1").get_by_label("Timestamp field").fill("at")
+    page.locator("#event-1").get_by_label("Only when").fill('{"field": "plan", "in": ["free", "pro"]}')
+    page.locator("[data-path='events[0].attributes.seen_at']").get_by_role("button", name="Remove").click()
+    page.get_by_role("button", name="Remove event 1").click()  # no attribute rows left: no question
+    page.get_by_role("button", name="Add an attribute to event 1").click()
+    page.keyboard.type("source")
+    row = page.locator("#rows .map-row").last
+    row.get_by_label("Source kind").select_option("value")
+    row.locator(".f-target-name").fill("channel")
+    assert document_in(page) == expected
     # Nothing is wider than the phone's screen.
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.get_by_role("button", name="Save mapping").click()
     assert "Mapping saved (version 1)." in page.inner_text(".messages")
     assert Mapping.objects.get(name="signups").rules == document_in(page)
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_64_bit_numbers_survive_the_browser(browser_page, live_server):
+    big = 2**60 + 1  # beyond what a JavaScript number keeps exactly
+    doc = {
+        "mpid": "mp",
+        "events": [{"name": "Seen"}],
+        "samples": [
+            {
+                "record": {"mp": big},
+                "expect": {
+                    "mpid": big,
+                    "events": [
+                        {"event_type": "custom_event", "data": {"event_name": "Seen", "custom_event_type": "other"}}
+                    ],
+                },
+            }
+        ],
+    }
+    mapping = make_mapping(make_workspace(name="Acme"), doc)
+    page = browser_page
+    page.goto(live_server.url + edit_url(mapping))
+    page.wait_for_function("document.getElementById('preview-status').textContent.includes('batch')")
+    # The rows step aside rather than round the number, and the preview shows it exactly.
+    assert "integers too large for the browser" in page.inner_text("#rows-problem")
+    assert page.locator("#rows .f-source").first.is_disabled()
+    assert f'"mpid": {big}' in page.inner_text("#preview-batches")
+    page.get_by_role("button", name="Save mapping").click()
+    assert "No changes (version 1)." in page.inner_text(".messages")
+    mapping.refresh_from_db()
+    assert mapping.rules == doc

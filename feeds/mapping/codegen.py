@@ -23,10 +23,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from feeds.mparticle import schema
-from feeds.mparticle.batch import UserRecord
+from feeds.mparticle.batch import VARIANT_DIGIT, UserRecord
 
 from .conditions import compile_condition
-from .events import VARIANT, _attributes, _choice, _name, event_rule, id_start
+from .events import _attributes, _choice, _name, event_rule, id_start
 from .limits import INT64_MAX, INT64_MIN, MAX_NAME, MAX_VALUE, Limits, identity_text, mpid_value, no_identity_message
 from .specs import value_reader
 from .timestamps import EPOCH, MAX_TIME_TEXT, ONE_MS, timestamp_reader
@@ -98,7 +98,7 @@ def generate_converter(
         UTC=UTC,
         EPOCH=EPOCH,
         ONE_MS=ONE_MS,
-        VARIANT=VARIANT,
+        VARIANT=VARIANT_DIGIT,
         bug=bug,
     )
     w(0, "def convert(record, ref):")

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import Callable
 
 from feeds.mparticle import schema
-from feeds.mparticle.batch import MPFEED_NAMESPACE
+from feeds.mparticle.batch import MPFEED_NAMESPACE, VARIANT_DIGIT
 
 from .conditions import compile_condition
 from .limits import MAX_NAME, MAX_VALUE, Limits, json_container
@@ -24,7 +24,7 @@ def id_start(prefix: str) -> hashlib._Hash:
 def id_maker(prefix: str) -> Callable[[str], str]:
     """`deterministic_id(prefix, ref)` (uuid5 in mpfeed's namespace), with the prefix hashed once."""
     start = id_start(prefix)
-    variant = VARIANT
+    variant = VARIANT_DIGIT
 
     def make(ref: str) -> str:
         digest = start.copy()
@@ -36,8 +36,6 @@ def id_maker(prefix: str) -> Callable[[str], str]:
     return make
 
 
-# The 17th hex digit of a uuid5 → the same digit with the RFC 4122 variant bits set.
-VARIANT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
 
 
 def _attributes(

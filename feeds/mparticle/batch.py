@@ -24,8 +24,12 @@ MPFEED_NAMESPACE = uuid.UUID("4f0b7c1e-6a55-4d2b-9c1e-7d7f0b2a5e11")
 _ARRAY_OVERHEAD = 2
 
 
-_NAMESPACE_BYTES = MPFEED_NAMESPACE.bytes
-_VARIANT = "89ab89ab89ab89ab"
+# sha1 of the namespace, to be copied and continued with the name of each id.
+_NAMESPACE_SHA1 = sha1(MPFEED_NAMESPACE.bytes)  # noqa: S324 - RFC 4122 version 5 is sha1
+# The 17th hex digit of a uuid5 from that of the sha1: the RFC 4122 variant bits set.
+VARIANT_DIGIT = {c: "89ab"[int(c, 16) & 3] for c in "0123456789abcdef"}
+# ":".join(map(str, parts)) as one %-format per number of parts.
+_ID_FORMATS = {n: ":".join(["%s"] * n) for n in range(1, 9)}
 
 
 def deterministic_id(*parts: object) -> str:
@@ -33,8 +37,11 @@ def deterministic_id(*parts: object) -> str:
 
     Exactly `str(uuid.uuid5(MPFEED_NAMESPACE, ":".join(map(str, parts))))`, without building UUID objects:
     it runs twice per event on the hot path."""
-    h = sha1(_NAMESPACE_BYTES + ":".join(map(str, parts)).encode()).hexdigest()  # noqa: S324 - RFC 4122 v5
-    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[int(h[16], 16)]}{h[17:20]}-{h[20:32]}"
+    digest = _NAMESPACE_SHA1.copy()
+    name = _ID_FORMATS[len(parts)] % parts if len(parts) in _ID_FORMATS else ":".join(map(str, parts))
+    digest.update(name.encode())
+    h = digest.hexdigest()
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
 @dataclass(slots=True)
@@ -60,24 +67,22 @@ class UserRecord:
 class Batch:
     """One user's data as it will be sent; `refs` lists the source records it carries.
 
-    Events are kept serialized (they are serialized once, to measure them, and spliced into the batch body).
-    A batch made of a single record's data (the common case) keeps that record serialized whole instead: `body`
-    is the batch without its head, `events` the record's events, and the user data is the record's own (not a
-    copy). When another record joins, the batch is opened up (`_open`) into the general form."""
+    Events are kept serialized (they are serialized once, to measure them, and spliced into the batch body):
+    each item of `event_json` holds the events of one record, comma-separated. A batch made of one record's data
+    (the common case) keeps all of it serialized instead, in `whole`: the batch's JSON after its opening brace,
+    less the head; its user data is then the record's own, not a copy, and `events` the record's events. When
+    another record joins, the batch is opened up (`_open`) into the general form."""
 
     identities: dict[str, str]
     mpid: int | None
     user_attributes: dict[str, object] = field(default_factory=dict)
     deleted_user_attributes: list[str] = field(default_factory=list)
     event_json: list[bytes] = field(default_factory=list)
+    event_count: int = 0
     refs: list[str] = field(default_factory=list)
     size: int = 0  # estimated serialized bytes
-    body: bytes | None = None
+    whole: bytes | None = None
     events: list[dict] | None = None
-
-    @property
-    def event_count(self) -> int:
-        return len(self.event_json) if self.events is None else len(self.events)
 
     def _head(self, environment: str, source_request_id: str) -> dict:
         body: dict = {"source_request_id": source_request_id, "environment": environment}
@@ -92,27 +97,19 @@ class Batch:
         return body
 
     def _open(self) -> None:
-        """From one record's serialized data to the general form, before another record's data is merged in."""
-        dumps = orjson.dumps
-        self.event_json = [dumps(e) for e in self.events or ()]
+        """From one record's data serialized whole to the general form, before another record's data joins."""
+        self.event_json = [_events_json(self.events)] if self.events else []
         self.identities = dict(self.identities)
         self.user_attributes = dict(self.user_attributes)
         self.deleted_user_attributes = list(self.deleted_user_attributes)
-        self.body = self.events = None
+        self.whole = self.events = None
 
     def serialize(self, environment: str, source_request_id: str) -> bytes:
         """The batch as JSON bytes: the head serialized, the already serialized events spliced in."""
         dumps = orjson.dumps
-        if self.body is not None:
+        if self.whole is not None:
             return b"".join(
-                (
-                    b'{"source_request_id":',
-                    dumps(source_request_id),
-                    b',"environment":',
-                    dumps(environment),
-                    b",",
-                    self.body[1:],
-                )
+                (b'{"source_request_id":', dumps(source_request_id), b',"environment":', dumps(environment), b",", self.whole)
             )
         head = dumps(self._head(environment, source_request_id))
         if not self.event_json:
@@ -121,11 +118,11 @@ class Batch:
 
     def to_dict(self, environment: str, source_request_id: str) -> dict:
         body = self._head(environment, source_request_id)
-        if self.body is not None:
+        if self.whole is not None:
             if self.events:
-                body["events"] = orjson.loads(self.body)["events"]
+                body["events"] = orjson.loads(b"{" + self.whole)["events"]
         elif self.event_json:
-            body["events"] = [orjson.loads(e) for e in self.event_json]
+            body["events"] = orjson.loads(b"[" + b",".join(self.event_json) + b"]")
         return body
 
 
@@ -136,16 +133,26 @@ class BatchTooLarge(ValueError):
 # Fixed overhead of a batch without events: ids, environment, identities. Estimated generously so that
 # estimates never undershoot the real size; the real size is checked again when serialized.
 _BATCH_OVERHEAD = 160
-# A record serialized whole as {"user_identities": I, "user_attributes": A, "events": E} is 20 + len(I)
-# bytes, plus 20 + len(A) with attributes, plus 10 + len(E) with events, where len(E) is one more than the
-# events' share of the estimate below; so its estimate is _BATCH_OVERHEAD + its length, less these.
+# A record serialized whole, {"user_identities":I,"user_attributes":A,"events":E}, is 20 + len(I) bytes, plus
+# 20 + len(A) with attributes, plus 10 + len(E) with events, where len(E) is one more than the events' share of
+# the estimate (their lengths and a comma each); so its estimate is _BATCH_OVERHEAD + its length, less these.
 _WHOLE_ATTRIBUTES = 20
 _WHOLE_EVENTS = 11
-
-
-# The event_json of a batch made of one record's data (its events are in its body): empty, and immutable so
-# that nothing can add to it before the batch is opened up.
+# The event_json of a batch whose events are in `whole`: empty and immutable, as nothing is added to it before
+# the batch is opened up.
 _NO_EVENTS: list[bytes] = ()  # type: ignore[assignment]
+
+# Note on memory: orjson writes into a buffer of at least 1 KB and shrinks it in place, so keeping thousands of
+# its results alive (as grouping does until the chunk is sent) grows the heap by a page every few records. What
+# is kept is therefore always a slice (a right-sized copy) of what orjson returned.
+
+
+def _events_json(events: list[dict]) -> bytes:
+    """The events serialized and comma-separated (without the brackets)."""
+    try:
+        return orjson.dumps(events)[1:-1]
+    except orjson.JSONEncodeError:  # nested too deep once in a list? One by one, as mParticle will get them.
+        return b",".join([orjson.dumps(e) for e in events])
 
 
 def _size(value: object) -> int:
@@ -161,64 +168,67 @@ def group_by_user(
     batches: list[Batch] = []
     refused: list[tuple[UserRecord, str]] = []
     dumps = orjson.dumps
+    sort_keys = orjson.OPT_SORT_KEYS
     for record in records:
         identities = record.identities
-        # The user: identities in a canonical form (bytes, which the garbage collector need not follow).
-        key: object = dumps(identities, option=orjson.OPT_SORT_KEYS)
-        if record.mpid is not None:
-            key = (record.mpid, key)
+        mpid = record.mpid
+        # The user: identities in a canonical form, as bytes (which the garbage collector need not follow).
+        ids_json = dumps(identities, option=sort_keys)[1:]
+        key: object = ids_json if mpid is None else (mpid, ids_json)
         batch = open_batches.get(key)
-        if batch is None and identities and record.mpid is None and not record.deleted_user_attributes:
+        attributes = record.user_attributes
+        events = record.events
+        if batch is None and identities and mpid is None and not record.deleted_user_attributes:
             # The common case, a user's first record: serialized whole, once, it is measured and ready to send.
-            attributes = record.user_attributes
-            events = record.events
-            whole: dict = {"user_identities": identities}
+            data: dict = {"user_identities": identities}
             if attributes:
-                whole["user_attributes"] = attributes
+                data["user_attributes"] = attributes
             if events:
-                whole["events"] = events
+                data["events"] = events
             try:
-                body = dumps(whole)
+                whole = dumps(data)[1:]
             except orjson.JSONEncodeError:
-                pass  # nested too deep, once wrapped? The general path below says.
+                pass  # nested too deep once wrapped? The general path below says.
             else:
-                own_size = _BATCH_OVERHEAD + len(body)
+                own_size = _BATCH_OVERHEAD + 1 + len(whole)
                 own_size -= (_WHOLE_ATTRIBUTES if attributes else 0) + (_WHOLE_EVENTS if events else 0)
                 if own_size > max_batch_bytes:
                     refused.append((record, _too_large(own_size, max_batch_bytes)))
                     continue
                 deleted = record.deleted_user_attributes  # empty, and replaced before anything is added
-                batch = Batch(identities, None, attributes, deleted, _NO_EVENTS, [record.ref], own_size, body, events)
+                batch = Batch(
+                    identities, None, attributes, deleted, _NO_EVENTS, len(events), [record.ref], own_size, whole, events
+                )
                 open_batches[key] = batch
                 batches.append(batch)
                 continue
-        event_json = [dumps(e) for e in record.events]
-        events_size = sum(map(len, event_json)) + len(event_json)
-        attrs_size = _size(record.user_attributes) if record.user_attributes else 0
+        event_json = _events_json(events) if events else b""
+        events_size = len(event_json) + 1 if events else 0
+        attrs_size = _size(attributes) if attributes else 0
         deleted_size = _size(record.deleted_user_attributes) if record.deleted_user_attributes else 0
-        ids_size = len(key if record.mpid is None else key[1]) + 20  # type: ignore[arg-type,index]
+        ids_size = 1 + len(ids_json) + 20
         own_size = _BATCH_OVERHEAD + ids_size + events_size + attrs_size + deleted_size
         if own_size > max_batch_bytes:
             refused.append((record, _too_large(own_size, max_batch_bytes)))
             continue
         # Attributes merge (later values win), so adding them can only grow the batch by attrs_size.
         if batch is None or batch.size + events_size + attrs_size + deleted_size > max_batch_bytes:
-            batch = Batch(identities=dict(identities), mpid=record.mpid, size=_BATCH_OVERHEAD + ids_size)
+            batch = Batch(identities=dict(identities), mpid=mpid, size=_BATCH_OVERHEAD + ids_size)
             open_batches[key] = batch
             batches.append(batch)
-        elif batch.body is not None:
+        elif batch.whole is not None:
             batch._open()
-        if record.user_attributes:
-            batch.user_attributes.update(record.user_attributes)
+        if attributes:
+            batch.user_attributes.update(attributes)
             if batch.deleted_user_attributes:
-                batch.deleted_user_attributes = [
-                    a for a in batch.deleted_user_attributes if a not in record.user_attributes
-                ]
+                batch.deleted_user_attributes = [a for a in batch.deleted_user_attributes if a not in attributes]
         for name in record.deleted_user_attributes:
             batch.user_attributes.pop(name, None)
             if name not in batch.deleted_user_attributes:
                 batch.deleted_user_attributes.append(name)
-        batch.event_json.extend(event_json)
+        if events:
+            batch.event_json.append(event_json)
+            batch.event_count += len(events)
         batch.refs.append(record.ref)
         batch.size += events_size + attrs_size + deleted_size
     return batches, refused

@@ -273,11 +273,12 @@ def rule_path(text: str, paths) -> str | None:
     return max(matches, key=len, default=None)
 
 
-def place_messages(state: EditorState, found: list[Message], reason_of=None) -> None:
-    """Put each message under the row or event block of its rule; the rest go to state.general."""
+def place_messages(state: EditorState, found: list[tuple[Message, str]]) -> None:
+    """Put each message under the row or event block whose rule path its text (the second of each pair: a
+    refused record's reason, without the record's ref) starts with; the rest go to state.general."""
     targets = state.paths()
-    for message in found:
-        where = rule_path(reason_of(message) if reason_of else message.text, targets)
+    for message, text in found:
+        where = rule_path(text, targets)
         if where is None:
             state.general.append(message)
         else:
@@ -326,6 +327,8 @@ class MappingForm(forms.Form):
             doc = json.loads(self.cleaned_data["document"])
         except json.JSONDecodeError as e:
             raise forms.ValidationError(f"Not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}).") from None
+        except RecursionError:
+            raise forms.ValidationError("Not valid JSON: nested too deeply.") from None
         if not isinstance(doc, dict):
             raise forms.ValidationError("The mapping must be a JSON object ({...}).")
         return doc
@@ -386,7 +389,7 @@ def _editor(request, workspace, mapping: Mapping | None):
         else:
             try:
                 doc = json.loads(request.POST.get("document", ""))
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 doc = None
     else:
         found = [Message("warning", w) for w in mapping_rules.warnings(doc)] if mapping else []
@@ -394,7 +397,7 @@ def _editor(request, workspace, mapping: Mapping | None):
     state = editor_state(doc)
     if not state.ok and request.method == "POST" and "document" in form.errors:
         state.problem = "the JSON does not parse"
-    place_messages(state, found)
+    place_messages(state, [(m, m.text) for m in found])
     jobs = list(workspace.jobs.all())
     for job in jobs:
         job.remote_source = job.source_kind in (SyncJob.SourceKind.HTTP, SyncJob.SourceKind.SQL)
@@ -478,6 +481,12 @@ def mapping_edit(request, slug, mapping_id):
 # ----------------------------------------------------------------------------------------------- preview
 
 
+def _json_problem(e: Exception, where: bool = True) -> str:
+    if not isinstance(e, json.JSONDecodeError):
+        return "nested too deeply"
+    return f"{e.msg} (line {e.lineno}, column {e.colno})" if where else e.msg
+
+
 def parse_records(text: str) -> tuple[list, list[str]]:
     """Pasted sample records: a JSON array, one JSON object, or NDJSON (one object per line)."""
     text = text.strip()
@@ -485,9 +494,9 @@ def parse_records(text: str) -> tuple[list, list[str]]:
         return [], []
     try:
         data = json.loads(text)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, RecursionError) as e:
         if text.startswith("["):
-            return [], [f"sample records: not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})"]
+            return [], [f"sample records: not valid JSON: {_json_problem(e)}"]
         data = None
     if isinstance(data, list):
         records, problems = data, []
@@ -500,8 +509,8 @@ def parse_records(text: str) -> tuple[list, list[str]]:
                 continue
             try:
                 records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                problems.append(f"sample records, line {n}: not valid JSON ({e.msg})")
+            except (json.JSONDecodeError, RecursionError) as e:
+                problems.append(f"sample records, line {n}: not valid JSON ({_json_problem(e, where=False)})")
     if len(records) > MAX_PREVIEW_RECORDS:
         problems.append(f"sample records: only the first {MAX_PREVIEW_RECORDS} of {len(records)} are previewed")
         records = records[:MAX_PREVIEW_RECORDS]
@@ -516,7 +525,7 @@ def mapping_preview(request, slug):
     workspace = get_workspace(slug)
     try:
         body = json.loads(request.body)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return JsonResponse({"error": "send a JSON object"}, status=400)
     if not isinstance(body, dict):
         return JsonResponse({"error": "send a JSON object"}, status=400)
@@ -539,9 +548,7 @@ def mapping_preview(request, slug):
         preview = preview_records(doc, records, environment=workspace.environment)
 
     state = editor_state(doc)
-    found = preview_messages(preview)
-    reasons = {id(m): reason for m, reason in found}
-    place_messages(state, [m for m, _ in found], reason_of=lambda m: reasons[id(m)])
+    place_messages(state, preview_messages(preview))
     by_path: dict[str, list[dict]] = {}
     for target in [*state.rows, *state.events]:
         if target.messages:

@@ -292,6 +292,15 @@
   } catch (e) {
     rowsOk = false;
   }
+  if (rowsOk) {
+    // The server showed the rows; the browser must be able to write them back without losing anything.
+    try {
+      stateFromDoc(base);
+    } catch (e) {
+      if (!(e instanceof NotShown)) throw e;
+      setRowsEnabled(false, e.message);
+    }
+  }
 
   // --- reading and filling the DOM
 
@@ -649,10 +658,6 @@
       (next ? $(".f-source", next) : $("[data-action='add-row']")).focus();
       announce("Row removed.");
     }
-  });
-  form.addEventListener("submit", () => {
-    clearTimeout(jsonTimer);
-    if (rowsOk && document.activeElement !== textarea) syncFromEditor();
   });
 
   // --- import
