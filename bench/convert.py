@@ -6,8 +6,8 @@
 (c) mpfeed: the compiled mapping, per-user grouping, the batch limits and packing into < 256 KB requests.
 
 Each produces the same batches (one user per record here, so one batch per record) in bulk bodies of 100 and
-is timed on one core over the same in-memory records (best of --repeat). Input records are CSV-like dicts of
-strings, as the file readers yield them.
+is timed on one core over the same in-memory records: the best of --repeat rounds, each running the three in
+turn. Input records are CSV-like dicts of strings, as the file readers yield them.
 
     .venv/bin/pip install -r requirements-bench.txt
     .venv/bin/python bench/convert.py [--records 50000] [--repeat 3]
@@ -16,6 +16,7 @@ strings, as the file readers yield them.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import sys
 import time
@@ -135,14 +136,19 @@ def mpfeed(records: list[dict], chunk: int = 2000) -> int:
     return out
 
 
-def best_rate(fn, records: list[dict], repeat: int) -> tuple[float, int]:
-    best = float("inf")
-    size = 0
+def best_rates(methods: dict, records: list[dict], repeat: int) -> dict[str, tuple[float, int]]:
+    """The best rate of each method over `repeat` rounds. Each round runs every method once, in turn, so that a
+    machine whose speed drifts (a shared host, another process on the other core) slows them alike; each run
+    starts after a garbage collection, so none inherits another's garbage."""
+    best = dict.fromkeys(methods, float("inf"))
+    sizes = dict.fromkeys(methods, 0)
     for _ in range(repeat):
-        started = time.perf_counter()
-        size = fn(records)
-        best = min(best, time.perf_counter() - started)
-    return len(records) / best, size
+        for name, fn in methods.items():
+            gc.collect()
+            started = time.perf_counter()
+            sizes[name] = fn(records)
+            best[name] = min(best[name], time.perf_counter() - started)
+    return {name: (len(records) / best[name], sizes[name]) for name in methods}
 
 
 def main() -> None:
@@ -151,10 +157,9 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     records = make_records(args.records)
-    results = {}
-    for name, fn in (("(a) official SDK", sdk), ("(b) dict + orjson literal", literal), ("(c) mpfeed", mpfeed)):
-        results[name] = best_rate(fn, records, args.repeat)
-    print(f"{args.records} records, best of {args.repeat}, one core")
+    methods = {"(a) official SDK": sdk, "(b) dict + orjson literal": literal, "(c) mpfeed": mpfeed}
+    results = best_rates(methods, records, args.repeat)
+    print(f"{args.records} records, best of {args.repeat} interleaved rounds, one core")
     print(f"{'method':<28}{'records/s':>12}{'MB out':>9}")
     for name, (rate, size) in results.items():
         print(f"{name:<28}{rate:>12,.0f}{size / 1e6:>9.1f}")

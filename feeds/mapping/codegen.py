@@ -49,13 +49,13 @@ _SLOW = _Slow()
 
 
 def _literal(value: object) -> str:
-    """`value` as Python source, for plain constants only, checked to read back as the same value."""
+    """`value` as Python source, for plain constants only. The repr() of an exact str, int, bool or None reads
+    back as the same value (a language guarantee); a float's is checked."""
     cls = type(value)
     if cls not in (str, int, float, bool, type(None)) or (cls is float and not math.isfinite(value)):  # type: ignore[arg-type]
         raise TypeError(f"not a plain constant: {cls.__name__}")
     text = repr(value)
-    back = ast.literal_eval(text)
-    if type(back) is not cls or back != value:
+    if cls is float and ast.literal_eval(text) != value:
         raise ValueError(f"{text} does not read back as the same value")
     return text
 
@@ -136,10 +136,67 @@ def _fast_spec(spec: object) -> dict | None:
 
 
 def _raw(w: _Writer, path: str) -> str:
-    """An expression reading a field as the record has it (MISSING when absent)."""
+    """An expression reading a field as the record has it (None or MISSING when absent: either way, not text)."""
     if "." not in path:
-        return f"get({_literal(path)}, MISSING)"
+        return f"get({_literal(path)})"
     return f"{w.bind(getter(path), 'g')}(record)"
+
+
+def _text_test(spec: object, var: str, max_length: int | None) -> str | None:
+    """For a spec that reads text as it is (or trimmed, lowered…), the test that the value just read into `var`
+    is the common case — text, non-empty, ASCII, short enough — leaving `var` as the closure would return it.
+    None for other specs."""
+    fast_spec = _fast_spec(spec)
+    if fast_spec is None or fast_spec.get("type", "auto") not in _TEXT_TYPES:
+        return None
+    transformed = _transformed(fast_spec, var)
+    test = f"type({var}) is str and " + (f"({var} := {transformed})" if transformed != var else var)
+    if max_length is not None:
+        test += f" and len({var}) <= {_literal(max_length)}"
+    return test + f" and {var}.isascii()"
+
+
+def _constant(spec: object, where: str) -> object:
+    """The value of a constant spec, as its reader gives it (MISSING for empty text); _NOT_CONSTANT otherwise."""
+    if isinstance(spec, dict) and "value" in spec:
+        return value_reader(spec, where)({})
+    return _NOT_CONSTANT
+
+
+_NOT_CONSTANT = object()
+
+
+def _plain_text(value: object, max_length: int | None) -> bool:
+    return type(value) is str and bool(value) and value.isascii() and (max_length is None or len(value) <= max_length)
+
+
+def _literal_dict(w: _Writer, name: str, entries: list[tuple[str, object, str]], max_length: int | None) -> bool:
+    """When every entry (key, spec, where) reads text or is a constant, write the reads and
+    `if <all of them are the common case>: name = {...}` and return True: the caller writes the `else:` branch.
+    False (and nothing written) otherwise."""
+    reads, tests, items = [], [], []
+    for i, (key, spec, where) in enumerate(entries):
+        constant = _constant(spec, where)
+        if constant is MISSING:  # an empty constant: never sent
+            continue
+        if constant is not _NOT_CONSTANT:
+            if not _plain_text(constant, max_length):
+                return False
+            items.append(f"{_literal(key)}: {_literal(constant)}")
+            continue
+        test = _text_test(spec, f"v{i}", max_length)
+        if test is None:
+            return False
+        reads.append(f"v{i} = {_raw(w, _fast_spec(spec)['field'])}")  # type: ignore[index]
+        tests.append(test)
+        items.append(f"{_literal(key)}: v{i}")
+    if not tests:
+        return False
+    for read in reads:
+        w(2, read)
+    w(2, f"if {' and '.join(tests)}:")
+    w(3, f"{name} = {{{', '.join(items)}}}")
+    return True
 
 
 def _transformed(spec: dict, name: str) -> str:
@@ -163,11 +220,9 @@ def _value(
     """Write the code for one value: `fast(depth)` stores `v` when it is the common case (text, non-empty,
     ASCII, at most `max_length` characters; or a finite number read from text when the spec has a numeric type
     and `numbers`), `general(depth)` handles any `v` as the closures do, after the spec's reader read it."""
-    read = value_reader(spec, where)
-    if isinstance(spec, dict) and "value" in spec:
-        constant = read({})
-        short = max_length is None or len(constant) <= max_length  # type: ignore[arg-type]
-        if type(constant) is str and constant and constant.isascii() and short:
+    constant = _constant(spec, where)
+    if constant is not _NOT_CONSTANT:
+        if _plain_text(constant, max_length):
             w(depth, f"v = {_literal(constant)}")
             fast(depth)
         elif constant is not MISSING:
@@ -176,18 +231,15 @@ def _value(
         return
     fast_spec = _fast_spec(spec)
     kind_name = fast_spec.get("type", "auto") if fast_spec else None
-    reader = w.bind(read, "r")
+    reader = w.bind(value_reader(spec, where), "r")
     if fast_spec is None or (kind_name in _NUMBER_TYPES and not numbers):
         w(depth, f"v = {reader}(record)")
         general(depth)
         return
     w(depth, f"v = {_raw(w, fast_spec['field'])}")
-    if kind_name in _TEXT_TYPES:
-        transformed = _transformed(fast_spec, "v")
-        test = f"(v := {transformed})" if transformed != "v" else "v"
-        if max_length is not None:
-            test += f" and len(v) <= {_literal(max_length)}"
-        w(depth, f"if type(v) is str and {test} and v.isascii():")
+    text_test = _text_test(fast_spec, "v", max_length)
+    if text_test is not None:
+        w(depth, f"if {text_test}:")
         fast(depth + 1)
         w(depth, "else:")
         w(depth + 1, f"v = {reader}(record)")
@@ -232,8 +284,13 @@ def _number_from_text(w: _Writer, depth: int, parse: str, text: str) -> None:
 
 
 def _identities(w: _Writer, doc: dict) -> None:
-    w(2, "identities = {}")
-    for key, spec in doc.get("identities", {}).items():
+    specs = doc.get("identities", {})
+    depth = 2
+    if _literal_dict(w, "identities", [(key, spec, f"identities.{key}") for key, spec in specs.items()], None):
+        w(2, "else:")
+        depth = 3
+    w(depth, "identities = {}")
+    for key, spec in specs.items():
         target = f"identities[{_literal(key)}]"
         where = f"identities.{key}"
 
@@ -248,7 +305,7 @@ def _identities(w: _Writer, doc: dict) -> None:
             w(depth + 1, "if t:")
             w(depth + 2, f"{target} = t")
 
-        _value(w, 2, spec, where, None, fast, general, numbers=False)
+        _value(w, depth, spec, where, None, fast, general, numbers=False)
     if "mpid" in doc:
         w(2, f"mpid = mpid_value({w.bind(value_reader(doc['mpid'], 'mpid'), 'r')}(record))")
         w(2, "if not identities and mpid is None:")
@@ -262,12 +319,19 @@ def _identities(w: _Writer, doc: dict) -> None:
 
 
 def _user_attributes(w: _Writer, doc: dict, limits: Limits) -> None:
-    w(2, "attributes = {}")
     w(2, "deleted = []")
     rules = attribute_rules(doc)
     dynamic = attributes_from(doc, limits)
+    depth = 2
     if dynamic is not None:
+        w(2, "attributes = {}")
         w(2, f"{w.bind(dynamic, 'f')}(record, attributes, deleted)")
+    elif _literal_dict(w, "attributes", [(rule.name, rule.spec, rule.where) for rule in rules], MAX_VALUE):
+        w(2, "else:")
+        w(3, "attributes = {}")
+        depth = 3
+    else:
+        w(2, "attributes = {}")
     for rule in rules:
         target = f"attributes[{_literal(rule.name)}]"
 
@@ -293,11 +357,14 @@ def _user_attributes(w: _Writer, doc: dict, limits: Limits) -> None:
             w(depth, "else:")
             w(depth + 1, f"{target} = user_value(v, {_literal(rule.where)})")
 
-        _value(w, 2, rule.spec, rule.where, MAX_VALUE, fast, general)
+        _value(w, depth, rule.spec, rule.where, MAX_VALUE, fast, general)
     if dynamic is not None or len(rules) > schema.MAX_USER_ATTRIBUTES:
         w(2, f"if len(attributes) > {_literal(schema.MAX_USER_ATTRIBUTES)}:")
         w(3, "raise RecordError(")
-        w(4, f'f"user_attributes: {{len(attributes)}} attributes, mParticle takes at most {schema.MAX_USER_ATTRIBUTES}"')
+        w(
+            4,
+            f'f"user_attributes: {{len(attributes)}} attributes, mParticle takes at most {schema.MAX_USER_ATTRIBUTES}"',
+        )
         w(3, ")")
     if dynamic is not None or any(rule.mode == "delete" for rule in rules):
         w(2, "if deleted and attributes:")
@@ -353,7 +420,10 @@ def _custom_event(w: _Writer, index: int, rule: dict, limits: Limits, id_salt: s
         return False
     name, _ = _name(rule["name"], f"{where}.name", limits, "event name")
     event_type, _ = _choice(
-        rule.get("custom_event_type", "other"), schema.CUSTOM_EVENT_TYPES, f"{where}.custom_event_type", "custom event type"
+        rule.get("custom_event_type", "other"),
+        schema.CUSTOM_EVENT_TYPES,
+        f"{where}.custom_event_type",
+        "custom event type",
     )
     if name is None or event_type is None:
         return False

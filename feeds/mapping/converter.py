@@ -109,4 +109,3 @@ def _closure_converter(doc: dict, limits: Limits, id_salt: str) -> Callable[[dic
             raise conversion_bug(e, ref) from e
 
     return convert
-

@@ -36,8 +36,6 @@ def id_maker(prefix: str) -> Callable[[str], str]:
     return make
 
 
-
-
 def _attributes(
     static: dict, from_spec: object, where: str, limits: Limits
 ) -> Callable[[dict], dict[str, object]] | None:

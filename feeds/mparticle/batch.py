@@ -38,8 +38,8 @@ def deterministic_id(*parts: object) -> str:
     Exactly `str(uuid.uuid5(MPFEED_NAMESPACE, ":".join(map(str, parts))))`, without building UUID objects:
     it runs twice per event on the hot path."""
     digest = _NAMESPACE_SHA1.copy()
-    name = _ID_FORMATS[len(parts)] % parts if len(parts) in _ID_FORMATS else ":".join(map(str, parts))
-    digest.update(name.encode())
+    form = _ID_FORMATS.get(len(parts))
+    digest.update((form % parts if form else ":".join(map(str, parts))).encode())
     h = digest.hexdigest()
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"
 
@@ -109,7 +109,14 @@ class Batch:
         dumps = orjson.dumps
         if self.whole is not None:
             return b"".join(
-                (b'{"source_request_id":', dumps(source_request_id), b',"environment":', dumps(environment), b",", self.whole)
+                (
+                    b'{"source_request_id":',
+                    dumps(source_request_id),
+                    b',"environment":',
+                    dumps(environment),
+                    b",",
+                    self.whole,
+                )
             )
         head = dumps(self._head(environment, source_request_id))
         if not self.event_json:
@@ -134,9 +141,9 @@ class BatchTooLarge(ValueError):
 # estimates never undershoot the real size; the real size is checked again when serialized.
 _BATCH_OVERHEAD = 160
 # A record serialized whole, {"user_identities":I,"user_attributes":A,"events":E}, is 20 + len(I) bytes, plus
-# 20 + len(A) with attributes, plus 10 + len(E) with events, where len(E) is one more than the events' share of
+# 19 + len(A) with attributes, plus 10 + len(E) with events, where len(E) is one more than the events' share of
 # the estimate (their lengths and a comma each); so its estimate is _BATCH_OVERHEAD + its length, less these.
-_WHOLE_ATTRIBUTES = 20
+_WHOLE_ATTRIBUTES = 19
 _WHOLE_EVENTS = 11
 # The event_json of a batch whose events are in `whole`: empty and immutable, as nothing is added to it before
 # the batch is opened up.
@@ -180,11 +187,14 @@ def group_by_user(
         events = record.events
         if batch is None and identities and mpid is None and not record.deleted_user_attributes:
             # The common case, a user's first record: serialized whole, once, it is measured and ready to send.
-            data: dict = {"user_identities": identities}
-            if attributes:
-                data["user_attributes"] = attributes
-            if events:
-                data["events"] = events
+            if attributes and events:
+                data: dict = {"user_identities": identities, "user_attributes": attributes, "events": events}
+            else:
+                data = {"user_identities": identities}
+                if attributes:
+                    data["user_attributes"] = attributes
+                if events:
+                    data["events"] = events
             try:
                 whole = dumps(data)[1:]
             except orjson.JSONEncodeError:
@@ -197,7 +207,16 @@ def group_by_user(
                     continue
                 deleted = record.deleted_user_attributes  # empty, and replaced before anything is added
                 batch = Batch(
-                    identities, None, attributes, deleted, _NO_EVENTS, len(events), [record.ref], own_size, whole, events
+                    identities,
+                    None,
+                    attributes,
+                    deleted,
+                    _NO_EVENTS,
+                    len(events),
+                    [record.ref],
+                    own_size,
+                    whole,
+                    events,
                 )
                 open_batches[key] = batch
                 batches.append(batch)

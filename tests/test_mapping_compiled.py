@@ -1,0 +1,398 @@
+"""The generated converter (feeds/mapping/codegen.py) against the converter made of closures only: every mapping
+of the test suite, of the README and of the demo, on many records (plausible ones and junk), must give the same
+output — the same values of the same types in the same order — or the same RecordError message, and count the
+same truncations. And the fast grouping of batches against the reference algorithm it replaced."""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import copy
+import importlib
+import json
+import math
+import re
+import uuid
+from pathlib import Path
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from feeds.mapping import RecordError, compile_mapping, validate
+from feeds.mparticle import schema
+from feeds.mparticle.batch import MPFEED_NAMESPACE, UserRecord, deterministic_id, group_by_user
+from tests.helpers import MAPPING
+from tests.test_mapping_junk import FIELDS, KITCHEN_SINK, PLAUSIBLE, TRICKY_TEXT, junk
+
+ROOT = Path(__file__).resolve().parent.parent
+checked = settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=200,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+
+# ---------------------------------------------------------------------------------------------- mappings
+
+
+def _dicts_in_tests() -> list[dict]:
+    """Every dict written in the mapping tests that is a valid mapping (evaluated in its module, when it can be)."""
+    found = []
+    for path in sorted((ROOT / "tests").glob("test_mapping*.py")) + [ROOT / "tests" / "helpers.py"]:
+        if path.name == Path(__file__).name:
+            continue
+        module = importlib.import_module(f"tests.{path.stem}")
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Dict):
+                value = _evaluate(node, path, vars(module))
+                if isinstance(value, dict) and ("identities" in value or "mpid" in value) and not validate(value):
+                    found.append(value)
+    return found
+
+
+def _evaluate(node: ast.expr, path: Path, namespace: dict) -> object:
+    """A dict written in a test, evaluated in its module; None when it uses names local to a test function."""
+    with contextlib.suppress(Exception):
+        return eval(compile(ast.Expression(node), str(path), "eval"), dict(namespace))  # noqa: S307 - our tests
+    return None
+
+
+def _readme_examples() -> list[dict]:
+    """The README's JSON examples, with an identity added to those that only show one part of a mapping."""
+    found = []
+    for block in re.findall(r"```json\n(.*?)```", (ROOT / "README.md").read_text(), re.S):
+        try:
+            doc = json.loads(block)
+        except ValueError:
+            continue
+        if isinstance(doc, dict) and "identities" not in doc and "mpid" not in doc:
+            doc = {"identities": {"customer_id": "customer_id"}, **doc}
+        if not validate(doc):
+            found.append(doc)
+    return found
+
+
+def _unique(docs: list[dict]) -> list[dict]:
+    seen, out = set(), []
+    for doc in docs:
+        key = json.dumps(doc, sort_keys=True, default=repr)
+        if key not in seen:
+            seen.add(key)
+            out.append(doc)
+    return out
+
+
+DOCS = _unique(
+    [
+        MAPPING,
+        KITCHEN_SINK,
+        {**KITCHEN_SINK, "options": {"long_values": "truncate"}},
+        json.loads((ROOT / "demo" / "mapping.json").read_text()),
+        *_readme_examples(),
+        *_dicts_in_tests(),
+    ]
+)
+
+
+def test_the_mappings_of_the_suite_are_all_collected():
+    assert len(_readme_examples()) >= 10
+    assert len(DOCS) >= 60
+
+
+def _strings(value: object) -> set[str]:
+    """Every text in a document (field names among them), and the parts of dotted ones."""
+    found: set[str] = set()
+    if isinstance(value, str):
+        found.add(value)
+        found.update(value.split("."))
+        found.update(re.findall(r"\{([^{}]+)\}", value))
+    elif isinstance(value, dict):
+        for key, child in value.items():
+            found |= _strings(key) | _strings(child)
+    elif isinstance(value, list):
+        for child in value:
+            found |= _strings(child)
+    return found
+
+
+# ------------------------------------------------------------------------------------------ comparing
+
+
+def outcome(converter, record: object, ref: str = "f.csv:2") -> tuple:
+    """What converting does, in a form that tells 1 from 1.0 from True and sees the order of keys."""
+    try:
+        user = converter.convert(record, ref)
+    except RecordError as e:
+        result: tuple = ("refused", str(e), e.__cause__ is None)
+    else:
+        parts = (user.ref, user.identities, user.user_attributes, user.deleted_user_attributes, user.events, user.mpid)
+        result = ("converted", repr(parts))
+    return (*result, repr(converter.stats))
+
+
+def pair(doc: dict, salt: str = "w1"):
+    return compile_mapping(doc, id_salt=salt), compile_mapping(doc, id_salt=salt, codegen=False)
+
+
+def same(generated, closures, record: object, ref: str = "f.csv:2") -> None:
+    assert outcome(generated, record, ref) == outcome(closures, record, ref), (record, generated.source)
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[f"doc{i}" for i in range(len(DOCS))])
+def test_generated_and_closure_converters_agree_on_the_suites_records(doc):
+    generated, closures = pair(doc)
+    records = [PLAUSIBLE, {}, {"id": "u"}]
+    records += [copy.deepcopy(s["record"]) for s in doc.get("samples", []) if isinstance(s.get("record"), dict)]
+    names = sorted(_strings(doc) | set(FIELDS))
+    texts = ["", " ", "x", " Mixed Case ", "12", "12.5", "-0", "1e3", "1e400", "nan", "true", "no", "9" * 25, "é" * 3]
+    texts += ["2026-11-20T10:00:00Z", "2026-11-20T10:00:00+02:00", "2026-11-20", "1795168800", "20/11/2026 10:00"]
+    texts += ['{"a": 1}', '[{"sku": "A", "price": "2"}]', "a, b,,c", "view", "purchase", "x" * 5000, "\ud800"]
+    values = [*texts, None, True, 0, 7, 2.5, math.inf, 2**70, [], ["a"], {}, {"a": "b"}, [{"sku": "A"}]]
+    for i, value in enumerate(values):
+        # The same value in every field the mapping may read, then alone in each field of a plausible record.
+        records.append(dict.fromkeys(names, value))
+        for name in names[i % 3 :: 3]:
+            records.append({**PLAUSIBLE, **dict.fromkeys(names, "1"), name: value})
+    for record in records:
+        same(generated, closures, record)
+    for not_a_record in (None, [], "x", 3):
+        same(generated, closures, not_a_record)
+
+
+@checked
+@given(data=st.data(), which=st.integers(min_value=0, max_value=len(DOCS) - 1))
+def test_generated_and_closure_converters_agree_on_junk(data, which):
+    doc = DOCS[which]
+    names = sorted(_strings(doc))[:40] or ["id"]
+    keys = st.sampled_from(names) | st.sampled_from(FIELDS) | st.text(max_size=4)
+    record = data.draw(st.dictionaries(keys, junk | st.sampled_from(TRICKY_TEXT), max_size=12))
+    generated, closures = pair(doc)
+    same(generated, closures, record)
+    same(generated, closures, {**PLAUSIBLE, **record})
+
+
+def test_the_same_converter_counts_the_same_truncations_over_many_records():
+    doc = {
+        "identities": {"customer_id": "id"},
+        "options": {"long_values": "truncate"},
+        "user_attributes": {"bio": "bio", "tags": {"field": "bio", "split": ","}},
+        "events": [{"name": "E", "attributes": {"a" * 300: "bio", "b": {"field": "bio", "type": "string"}}}],
+    }
+    generated, closures = pair(doc)
+    for record in [{"id": "u", "bio": "x" * n} for n in (0, 1, 4096, 4097, 9000)] * 3:
+        same(generated, closures, record)
+    assert generated.stats == closures.stats and generated.stats.names_truncated > 0
+
+
+def test_record_key_and_refs_reach_the_event_ids_alike():
+    generated, closures = pair({**MAPPING, "record_key": "key.id"})
+    for key in ("k1", "", None, 12, 1.5, True, ["x"], {"id": "nested"}):
+        for ref in ("f.csv:2", "é.csv:3"):
+            same(generated, closures, {**PLAUSIBLE, "key": key, "key.id": key}, ref)
+            same(generated, closures, {**PLAUSIBLE, "key": {"id": key}}, ref)
+
+
+def test_unexpected_errors_are_refused_alike():
+    class Strange(dict):
+        def get(self, *args):
+            raise RuntimeError("boom")
+
+    generated, closures = pair(MAPPING)
+    assert outcome(generated, Strange(), "r")[:3] == (
+        "refused",
+        "the record could not be converted (RuntimeError: boom)",
+        False,
+    )
+    same(generated, closures, Strange())
+
+
+# ------------------------------------------------------------------------------------ the generated source
+
+AWKWARD = [
+    "a'b",
+    'a"b',
+    "a\\b",
+    "a\nb",
+    "'''",
+    '"""',
+    "{x}",
+    "\x00",
+    "é",
+    "\ud800",
+    "__import__('os').system('false')",
+    "'); raise SystemExit(1); ('",
+    "v",
+    "get",
+    "record",
+    "MISSING",
+]
+
+
+@pytest.mark.parametrize("name", AWKWARD)
+def test_names_from_the_document_never_become_code(name):
+    doc = {
+        "record_key": name,
+        "identities": {"customer_id": name, "email": {"field": name, "transform": ["trim", "lower"]}},
+        "user_attributes": {name: name, "n": {"field": name, "type": "number"}},
+        "events": [
+            {
+                "name": name.replace("{", "{{").replace("}", "}}") or "E",
+                "custom_event_type": "other",
+                "timestamp": {"field": name, "required": False},
+                "attributes": {name: name, "c": {"value": name}, "f": {"field": name, "type": "float"}},
+            }
+        ],
+    }
+    if validate(doc):
+        pytest.skip(f"not a valid mapping: {validate(doc)}")
+    generated, closures = pair(doc)
+    assert name not in generated.source or repr(name) in generated.source
+    for value in ("x", " 5 ", name, "", None, 3):
+        same(generated, closures, {name: value})
+
+
+def test_every_constant_in_the_source_is_a_plain_literal():
+    generated = compile_mapping(KITCHEN_SINK)
+    tree = ast.parse(generated.source)
+    assert [type(n).__name__ for n in tree.body] == ["FunctionDef"]
+    for node in ast.walk(tree):
+        assert not isinstance(node, (ast.Import, ast.ImportFrom, ast.Lambda, ast.ClassDef, ast.Global))
+        if isinstance(node, ast.Constant):
+            assert type(node.value) in (str, int, float, bool, type(None))
+
+
+def test_the_common_rules_are_written_out():
+    source = compile_mapping(MAPPING).source
+    assert "get('user_id')" in source and "(v1 := v1.strip().lower())" in source
+    assert "float(v)" in source and "fromisoformat(v)" in source
+    assert "{'event_type': 'custom_event', 'data': data}" in source
+
+
+# ---------------------------------------------------------------------------------------------- ids
+
+
+def test_deterministic_ids_are_uuid5_for_any_number_of_parts():
+    for parts in [(), ("a",), tuple(range(8)), tuple(range(9)), tuple("abcdefghijkl"), ((1, 2), None, 1.5, "é")]:
+        assert deterministic_id(*parts) == str(uuid.uuid5(MPFEED_NAMESPACE, ":".join(map(str, parts))))
+
+
+# --------------------------------------------------------------------------------------------- batches
+
+
+def reference_group_by_user(records, max_batch_bytes=schema.MAX_BATCH_BYTES):
+    """group_by_user as it was before batches of one record were kept serialized whole: the reference."""
+    open_batches: dict = {}
+    batches: list = []
+    refused: list = []
+    for record in records:
+        event_json = [orjson.dumps(e) for e in record.events]
+        events_size = sum(map(len, event_json)) + len(event_json)
+        attrs_size = len(orjson.dumps(record.user_attributes)) if record.user_attributes else 0
+        deleted_size = len(orjson.dumps(record.deleted_user_attributes)) if record.deleted_user_attributes else 0
+        ids_size = len(orjson.dumps(record.identities)) + 20
+        own_size = 160 + ids_size + events_size + attrs_size + deleted_size
+        if own_size > max_batch_bytes:
+            refused.append(
+                (record, f"the record's data is {own_size} bytes, over the {max_batch_bytes}-byte batch limit")
+            )
+            continue
+        key = (record.mpid, tuple(sorted(record.identities.items())))
+        batch = open_batches.get(key)
+        if batch is None or batch["size"] + events_size + attrs_size + deleted_size > max_batch_bytes:
+            batch = {"identities": dict(record.identities), "mpid": record.mpid, "attributes": {}, "deleted": []}
+            batch.update(events=[], refs=[], size=160 + ids_size)
+            open_batches[key] = batch
+            batches.append(batch)
+        if record.user_attributes:
+            batch["attributes"].update(record.user_attributes)
+            batch["deleted"] = [a for a in batch["deleted"] if a not in record.user_attributes]
+        for name in record.deleted_user_attributes:
+            batch["attributes"].pop(name, None)
+            if name not in batch["deleted"]:
+                batch["deleted"].append(name)
+        batch["events"].extend(event_json)
+        batch["refs"].append(record.ref)
+        batch["size"] += events_size + attrs_size + deleted_size
+    return batches, refused
+
+
+def reference_body(batch: dict, environment: str, srid: str) -> bytes:
+    head: dict = {"source_request_id": srid, "environment": environment}
+    if batch["identities"]:
+        head["user_identities"] = batch["identities"]
+    if batch["mpid"] is not None:
+        head["mpid"] = batch["mpid"]
+    if batch["attributes"]:
+        head["user_attributes"] = batch["attributes"]
+    if batch["deleted"]:
+        head["deleted_user_attributes"] = batch["deleted"]
+    body = orjson.dumps(head)
+    return body[:-1] + b',"events":[' + b",".join(batch["events"]) + b"]}" if batch["events"] else body
+
+
+def assert_grouped_alike(records: list[UserRecord], limit: int = schema.MAX_BATCH_BYTES) -> None:
+    expected, expected_refused = reference_group_by_user(copy.deepcopy(records), limit)
+    batches, refused = group_by_user(records, limit)
+    assert [(r.ref, reason) for r, reason in refused] == [(r.ref, reason) for r, reason in expected_refused]
+    assert len(batches) == len(expected)
+    for i, (batch, reference) in enumerate(zip(batches, expected)):
+        assert (batch.refs, batch.size, batch.event_count) == (
+            reference["refs"],
+            reference["size"],
+            len(reference["events"]),
+        )
+        assert batch.serialize("production", f"id-{i}") == reference_body(reference, "production", f"id-{i}")
+        assert batch.to_dict("development", "x") == orjson.loads(reference_body(reference, "development", "x"))
+        assert batch.user_attributes == reference["attributes"]
+        assert batch.deleted_user_attributes == reference["deleted"]
+
+
+def event(i: int, size: int = 0) -> dict:
+    data: dict = {"event_name": f"e{i}", "custom_event_type": "other"}
+    if size:
+        data["custom_attributes"] = {"blob": "é" * size}
+    return {"event_type": "custom_event", "data": data}
+
+
+user_records = st.builds(
+    lambda ref, ids, mpid, attributes, deleted, events: UserRecord(ref, ids, attributes, deleted, events, mpid),
+    st.text(max_size=3),
+    st.dictionaries(
+        st.sampled_from(["customer_id", "email", "other"]), st.sampled_from(["u1", "u2", 'é"\\']), max_size=2
+    ),
+    st.none() | st.sampled_from([1, 2, -(2**63)]),
+    st.dictionaries(
+        st.sampled_from(["a", "b", "plan"]),
+        st.none() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=5),
+        max_size=3,
+    ),
+    st.lists(st.sampled_from(["a", "b", "plan"]), max_size=3),
+    st.lists(st.builds(event, st.integers(0, 9), st.sampled_from([0, 0, 10, 300, 3000])), max_size=3),
+)
+
+
+@checked
+@given(records=st.lists(user_records, max_size=12), limit=st.sampled_from([600, 2000, 9000, schema.MAX_BATCH_BYTES]))
+def test_grouping_gives_what_the_reference_algorithm_gave(records, limit):
+    assert_grouped_alike(records, limit)
+
+
+def test_grouping_converted_records_gives_what_the_reference_algorithm_gave():
+    converter = compile_mapping(KITCHEN_SINK, id_salt="w")
+    records = []
+    for i in range(300):
+        record = {
+            **PLAUSIBLE,
+            "id": f"u{i % 37}",
+            "type": ["purchase", "view", "cart"][i % 3],
+            "plan": ["", "pro"][i % 2],
+        }
+        with contextlib.suppress(RecordError):
+            records.append(converter.convert(record, f"f:{i}"))
+    assert len(records) > 200
+    for limit in (1500, 5000, schema.MAX_BATCH_BYTES):
+        assert_grouped_alike(records, limit)
