@@ -2,9 +2,10 @@
 
 The document format is described in the README ("Mappings"). `validate()` returns every problem with the
 place it was found and `warnings()` what may lose data at mParticle; `compile_mapping()` turns a valid
-document into a `Converter` whose `convert()` is called once per record on the hot path, so each rule is
-compiled to a small closure once. Golden samples kept in the document are checked by `check_samples()`, and
-`compare_outputs()` shows what an edit changes.
+document into a `Converter` whose `convert()` is called once per record on the hot path: each rule is
+compiled to a small closure once, and one Python function is generated for the whole mapping that does the
+common cases in line and calls those closures for the rest. Golden samples kept in the document are checked
+by `check_samples()`, and `compare_outputs()` shows what an edit changes.
 
     values.py      missing values, field paths, types and text
     timestamps.py  times → epoch milliseconds
@@ -14,6 +15,8 @@ compiled to a small closure once. Golden samples kept in the document are checke
     risks.py       warnings()
     limits.py      mParticle's limits on what is sent, and the counters of what was cut
     events.py      event rules: custom events, screen views, commerce events
+    users.py       user attributes: on_null, deletions, user_attributes_from
+    codegen.py     the generated convert() of a mapping
     converter.py   compile_mapping() → Converter
     samples.py     golden samples
 """

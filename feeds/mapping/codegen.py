@@ -5,9 +5,10 @@
 out — text that needs no check beyond being ASCII and short enough, a number read from text, an ISO 8601 time
 in UTC, a custom event with a fixed name and type. Everything else, and every value the written-out case does
 not take (empty, not text, not a finite number, too long…), goes through the closures the reference converter
-is made of (specs.py, events.py, users.py), which read the record again from the start of that value. A
-written-out case therefore only ever produces what the closure would have produced, and all messages and
-counters come from the closures: tests/test_mapping_compiled.py holds the two converters to that.
+is made of (specs.py, events.py, users.py), which read the value again from the record, and then through the
+same steps as there (`_slow_paths`). A written-out case therefore only ever produces what the closures would
+have produced, and every message and counter comes from them: tests/test_mapping_compiled.py holds the two
+converters to that.
 
 Nothing from the document is pasted into the source as text. Field names, attribute names and other constants
 enter it only as the `repr()` of a plain str/int/float/bool/None that reads back as the same value
@@ -60,11 +61,17 @@ def _literal(value: object) -> str:
     return text
 
 
+# Values written out per mapping; the others (of mappings with hundreds of values) call their closures, so that
+# compiling stays quick (a few ms) whatever the mapping.
+WRITTEN_OUT_VALUES = 300
+
+
 class _Writer:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.namespace: dict[str, object] = {}
         self._numbers = itertools.count()
+        self.values_left = WRITTEN_OUT_VALUES
 
     def __call__(self, depth: int, line: str) -> None:
         self.lines.append("    " * depth + line)
@@ -88,18 +95,15 @@ def generate_converter(
         RecordError=RecordError,
         UserRecord=UserRecord,
         kind=kind,
-        identity_text=identity_text,
         mpid_value=mpid_value,
         scalar_text=scalar_text,
-        user_value=limits.user_value,
-        scalar=limits.scalar,
-        stats=limits.stats,
         fromisoformat=datetime.fromisoformat,
         UTC=UTC,
         EPOCH=EPOCH,
         ONE_MS=ONE_MS,
         VARIANT=VARIANT_DIGIT,
         bug=bug,
+        **_slow_paths(limits),
     )
     w(0, "def convert(record, ref):")
     w(1, "try:")
@@ -212,38 +216,36 @@ def _value(
     spec: object,
     where: str,
     max_length: int | None,
-    fast: Callable[[int], None],
-    general: Callable[[int], None],
+    store: Callable[[str], str],
+    slow: Callable[[str], str],
     *,
     numbers: bool = True,
 ) -> None:
-    """Write the code for one value: `fast(depth)` stores `v` when it is the common case (text, non-empty,
-    ASCII, at most `max_length` characters; or a finite number read from text when the spec has a numeric type
-    and `numbers`), `general(depth)` handles any `v` as the closures do, after the spec's reader read it."""
+    """Write the code for one value. `store(expression)` is the line that stores it when it is the common
+    case — text, non-empty, ASCII, at most `max_length` characters; or, when the spec has a numeric type and
+    `numbers`, a finite number read from text. `slow(expression)` is the line that hands any value the spec's
+    reader returns to the slow path, which does what the closures do."""
     constant = _constant(spec, where)
     if constant is not _NOT_CONSTANT:
         if _plain_text(constant, max_length):
-            w(depth, f"v = {_literal(constant)}")
-            fast(depth)
+            w(depth, store(_literal(constant)))
         elif constant is not MISSING:
-            w(depth, f"v = {w.bind(constant, 'c')}")
-            general(depth)
+            w(depth, slow(w.bind(constant, "c")))
         return
     fast_spec = _fast_spec(spec)
     kind_name = fast_spec.get("type", "auto") if fast_spec else None
-    reader = w.bind(value_reader(spec, where), "r")
-    if fast_spec is None or (kind_name in _NUMBER_TYPES and not numbers):
-        w(depth, f"v = {reader}(record)")
-        general(depth)
+    read = f"{w.bind(value_reader(spec, where), 'r')}(record)"
+    if fast_spec is None or (kind_name in _NUMBER_TYPES and not numbers) or w.values_left <= 0:
+        w(depth, slow(read))
         return
+    w.values_left -= 1
     w(depth, f"v = {_raw(w, fast_spec['field'])}")
     text_test = _text_test(fast_spec, "v", max_length)
     if text_test is not None:
         w(depth, f"if {text_test}:")
-        fast(depth + 1)
+        w(depth + 1, store("v"))
         w(depth, "else:")
-        w(depth + 1, f"v = {reader}(record)")
-        general(depth + 1)
+        w(depth + 1, slow(read))
         return
     # A number from text; whatever int() or float() does not take, or takes but the type refuses, is slow.
     w(depth, "if type(v) is str:")
@@ -264,10 +266,9 @@ def _value(
     w(depth, "else:")
     w(depth + 1, "v = SLOW")
     w(depth, "if v is not SLOW:")
-    fast(depth + 1)
+    w(depth + 1, store("v"))
     w(depth, "else:")
-    w(depth + 1, f"v = {reader}(record)")
-    general(depth + 1)
+    w(depth + 1, slow(read))
 
 
 def _number_from_text(w: _Writer, depth: int, parse: str, text: str) -> None:
@@ -291,21 +292,16 @@ def _identities(w: _Writer, doc: dict) -> None:
         depth = 3
     w(depth, "identities = {}")
     for key, spec in specs.items():
-        target = f"identities[{_literal(key)}]"
         where = f"identities.{key}"
+        key_source, where_source = _literal(key), _literal(where)
 
-        def fast(depth: int, target: str = target) -> None:
-            w(depth, f"{target} = v")
+        def store(v: str, key_source: str = key_source) -> str:
+            return f"identities[{key_source}] = {v}"
 
-        def general(depth: int, target: str = target, where: str = where) -> None:
-            w(depth, "if type(v) is str and v.isascii():")
-            w(depth + 1, f"{target} = v")
-            w(depth, "elif v is not MISSING and v is not None:")
-            w(depth + 1, f"t = identity_text(v, {_literal(where)})")
-            w(depth + 1, "if t:")
-            w(depth + 2, f"{target} = t")
+        def slow(v: str, key_source: str = key_source, where_source: str = where_source) -> str:
+            return f"put_identity(identities, {key_source}, {v}, {where_source})"
 
-        _value(w, depth, spec, where, None, fast, general, numbers=False)
+        _value(w, depth, spec, where, None, store, slow, numbers=False)
     if "mpid" in doc:
         w(2, f"mpid = mpid_value({w.bind(value_reader(doc['mpid'], 'mpid'), 'r')}(record))")
         w(2, "if not identities and mpid is None:")
@@ -333,31 +329,17 @@ def _user_attributes(w: _Writer, doc: dict, limits: Limits) -> None:
     else:
         w(2, "attributes = {}")
     for rule in rules:
-        target = f"attributes[{_literal(rule.name)}]"
+        name = _literal(rule.name)
+        present = w.bind(rule.present, "g") if rule.present is not None else "None"
+        rest = f"{_literal(rule.where)}, {_literal(rule.mode)}, {present}, record"
 
-        def fast(depth: int, target: str = target) -> None:
-            w(depth, f"{target} = v")
+        def store(v: str, name: str = name) -> str:
+            return f"attributes[{name}] = {v}"
 
-        def general(depth: int, target: str = target, rule=rule) -> None:
-            w(depth, f"if type(v) is str and len(v) <= {_literal(MAX_VALUE)} and v.isascii():")
-            w(depth + 1, f"{target} = v")
-            w(depth, "elif v is MISSING or v is None:")
-            if rule.mode == "delete":
-                if rule.present is not None:
-                    w(depth + 1, f"if v is None or {w.bind(rule.present, 'g')}(record) is not MISSING:")
-                else:
-                    w(depth + 1, "if v is None:")
-                w(depth + 2, f"deleted.append({_literal(rule.name)})")
-                w(depth + 2, f"attributes.pop({_literal(rule.name)}, None)")
-            elif rule.mode == "send":
-                w(depth + 1, "if v is None:")
-                w(depth + 2, f"{target} = None")
-            else:
-                w(depth + 1, "pass")
-            w(depth, "else:")
-            w(depth + 1, f"{target} = user_value(v, {_literal(rule.where)})")
+        def slow(v: str, name: str = name, rest: str = rest) -> str:
+            return f"put_user_attribute(attributes, deleted, {name}, {v}, {rest})"
 
-        _value(w, depth, rule.spec, rule.where, MAX_VALUE, fast, general)
+        _value(w, depth, rule.spec, rule.where, MAX_VALUE, store, slow)
     if dynamic is not None or len(rules) > schema.MAX_USER_ATTRIBUTES:
         w(2, f"if len(attributes) > {_literal(schema.MAX_USER_ATTRIBUTES)}:")
         w(3, "raise RecordError(")
@@ -503,23 +485,64 @@ def _event_attributes(w: _Writer, depth: int, rule: dict, where: str, limits: Li
         return
     w(depth, "custom = {}")
     for name, spec in static.items():
-        target = f"custom[{_literal(name[:MAX_NAME])}]"
-        count_cut = "stats.names_truncated += 1" if len(name) > MAX_NAME else None
+        key = _literal(name[:MAX_NAME])
+        cut = len(name) > MAX_NAME
         at = f"{where}.{name}"
+        rest = f"{_literal(at)}, {_literal(cut)}"
 
-        def fast(depth: int, target: str = target, count_cut: str | None = count_cut) -> None:
-            w(depth, f"{target} = v")
-            if count_cut:
-                w(depth, count_cut)
+        def store(v: str, key: str = key) -> str:
+            return f"custom[{key}] = {v}"
 
-        def general(depth: int, target: str = target, count_cut: str | None = count_cut, at: str = at) -> None:
-            w(depth, f"if type(v) is str and len(v) <= {_literal(MAX_VALUE)} and v.isascii():")
-            w(depth + 1, f"{target} = v")
-            if count_cut:
-                w(depth + 1, count_cut)
-            w(depth, "elif v is not MISSING:")
-            w(depth + 1, f"{target} = scalar(v, {_literal(at)})")
-            if count_cut:
-                w(depth + 1, count_cut)
+        def slow(v: str, key: str = key, rest: str = rest) -> str:
+            return f"put_event_attribute(custom, {key}, {v}, {rest})"
 
-        _value(w, depth, spec, at, MAX_VALUE, fast, general)
+        # A cut name is counted on every record, by the slow path: it has no written-out case.
+        _value(w, depth, spec, at, MAX_VALUE, slow if cut else store, slow)
+
+
+# ------------------------------------------------------------------------------------------- slow paths
+
+
+def _slow_paths(limits: Limits) -> dict[str, Callable]:
+    """What the closures do with a value once read, for the values the written-out cases do not take."""
+    scalar = limits.scalar
+    user_value = limits.user_value
+    stats = limits.stats
+
+    def put_identity(identities: dict, key: str, value: object, where: str) -> None:
+        if type(value) is str and value.isascii():
+            identities[key] = value
+        elif value is not MISSING and value is not None:
+            text = identity_text(value, where)
+            if text:
+                identities[key] = text
+
+    def put_user_attribute(
+        attributes: dict, deleted: list, name: str, value: object, where: str, mode: str, present, record: dict
+    ) -> None:
+        if type(value) is str and len(value) <= MAX_VALUE and value.isascii():
+            attributes[name] = value
+        elif value is MISSING or value is None:
+            if mode == "delete" and (value is None or (present is not None and present(record) is not MISSING)):
+                deleted.append(name)
+                attributes.pop(name, None)
+            elif value is None and mode == "send":
+                attributes[name] = None
+        else:
+            attributes[name] = user_value(value, where)
+
+    def put_event_attribute(custom: dict, name: str, value: object, at: str, cut: bool) -> None:
+        if type(value) is str and len(value) <= MAX_VALUE and value.isascii():
+            custom[name] = value
+        elif value is not MISSING:
+            custom[name] = scalar(value, at)
+        else:
+            return
+        if cut:
+            stats.names_truncated += 1
+
+    return {
+        "put_identity": put_identity,
+        "put_user_attribute": put_user_attribute,
+        "put_event_attribute": put_event_attribute,
+    }
