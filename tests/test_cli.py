@@ -18,6 +18,7 @@ import requests
 from django.core.management import CommandError, call_command
 
 from feeds.models import Mapping, SyncRun, Workspace
+from tests import processes
 from tests.helpers import MAPPING, SANDBOX_KEY, SANDBOX_SECRET, purchase_rows, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -142,27 +143,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def site_env(tmp_path):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MPFEED_", "DJANGO_"))}
-    env.update(
-        DATABASE_URL=f"sqlite:///{tmp_path / 'site.sqlite3'}",
-        DJANGO_SETTINGS_MODULE="mpfeed_site.settings",
-        Q_WORKERS="1",
-        Q_POLL="0.2",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-def manage(env, *args, input_env=None, check=True, timeout=120) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=ROOT,
-        env={**env, **(input_env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=check,
-    )
+    return processes.site_env(tmp_path / "site.sqlite3")
 
 
 @pytest.mark.slow
@@ -172,7 +153,7 @@ def test_end_to_end_with_a_real_cluster_and_the_standalone_sandbox(site_env, tmp
     port = free_port()
     procs = []
     try:
-        manage(site_env, "migrate", "--noinput", "-v", "0")
+        processes.manage(site_env, "migrate", "--noinput", "-v", "0")
         procs.append(
             subprocess.Popen(
                 [
@@ -198,7 +179,7 @@ def test_end_to_end_with_a_real_cluster_and_the_standalone_sandbox(site_env, tmp
                 break
             except requests.ConnectionError:
                 time.sleep(0.1)
-        out = manage(
+        out = processes.manage(
             site_env,
             "add_workspace",
             "--name",
@@ -212,7 +193,7 @@ def test_end_to_end_with_a_real_cluster_and_the_standalone_sandbox(site_env, tmp
             input_env={"MPFEED_API_KEY": SANDBOX_KEY, "MPFEED_API_SECRET": SANDBOX_SECRET},
         )
         assert SANDBOX_SECRET not in out.stdout + out.stderr
-        manage(site_env, "load_mapping", "--workspace", "E2E", str(mapping_file))
+        processes.manage(site_env, "load_mapping", "--workspace", "E2E", str(mapping_file))
         rows = purchase_rows(1500, users=400)
         for i in range(0, 1500, 100):
             rows[i]["amount"] = "broken"
@@ -227,7 +208,7 @@ def test_end_to_end_with_a_real_cluster_and_the_standalone_sandbox(site_env, tmp
                 text=True,
             )
         )
-        result = manage(
+        result = processes.manage(
             site_env, "run_sync", "--workspace", "E2E", "--file", str(data), "--wait", check=False, timeout=180
         )
         assert result.returncode == 0, result.stdout + result.stderr
