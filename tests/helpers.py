@@ -102,3 +102,21 @@ def run_job(job, clock: FakeClock | None = None, **start):
     clock = clock or FakeClock()
     run = sync.start_run(job, **start)
     return tasks.run_inline(run.pk, sync.Pacing(sleep=clock.sleep, clock=clock.time, rand=random.Random(1)))
+
+
+def workspace_form_data(workspace: Workspace, **changes) -> dict:
+    """The admin workspace form's POST data for `workspace`, with `changes` applied (credentials empty)."""
+    data = {
+        "name": workspace.name,
+        "slug": workspace.slug,
+        "pod": workspace.pod,
+        "endpoint_url": workspace.endpoint_url,
+        "environment": workspace.environment,
+        "status": workspace.status,
+        "rate_limit": workspace.rate_limit,
+        "new_api_key": "",
+        "new_api_secret": "",
+        "_save": "Save",
+    }
+    data.update(changes)
+    return data

@@ -20,6 +20,7 @@ from tests.helpers import (
     run_job,
     write_csv,
 )
+from tests.helpers import workspace_form_data as form_data
 
 pytestmark = pytest.mark.django_db
 
@@ -171,23 +172,6 @@ def test_the_workspace_and_job_lists_filter_and_search(staff, finished_run, clea
 
 
 # ------------------------------------------------------------------------------------ write-only credentials
-
-
-def form_data(workspace: Workspace, **changes) -> dict:
-    data = {
-        "name": workspace.name,
-        "slug": workspace.slug,
-        "pod": workspace.pod,
-        "endpoint_url": workspace.endpoint_url,
-        "environment": workspace.environment,
-        "status": workspace.status,
-        "rate_limit": workspace.rate_limit,
-        "new_api_key": "",
-        "new_api_secret": "",
-        "_save": "Save",
-    }
-    data.update(changes)
-    return data
 
 
 def test_the_workspace_page_says_set_and_never_shows_the_credentials(staff):

@@ -22,6 +22,7 @@ from feeds.management.commands.replay import parse_since
 from feeds.models import Delivery, DeliveryAttempt, SyncRun, Workspace
 from feeds.mparticle.sandbox import FaultConfig
 from tests.helpers import SANDBOX_KEY, SANDBOX_SECRET, make_job, make_workspace, purchase_rows, run_job, write_csv
+from tests.helpers import workspace_form_data as form_data
 
 pytestmark = pytest.mark.django_db
 
@@ -397,23 +398,6 @@ def test_the_command_refuses_bad_input(failed_run, args, message):
 
 
 # ------------------------------------------------------------------------------------------ credentials
-
-
-def form_data(workspace: Workspace, **changes) -> dict:
-    data = {
-        "name": workspace.name,
-        "slug": workspace.slug,
-        "pod": workspace.pod,
-        "endpoint_url": workspace.endpoint_url,
-        "environment": workspace.environment,
-        "status": workspace.status,
-        "rate_limit": workspace.rate_limit,
-        "new_api_key": "",
-        "new_api_secret": "",
-        "_save": "Save",
-    }
-    data.update(changes)
-    return data
 
 
 def save_workspace(client, workspace: Workspace, **changes):

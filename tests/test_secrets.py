@@ -36,6 +36,7 @@ from tests.helpers import (
     purchase_rows,
     write_csv,
 )
+from tests.helpers import workspace_form_data as form_data
 
 pytestmark = pytest.mark.django_db
 
@@ -177,23 +178,6 @@ def capture_all_logs(caplog) -> None:
 def log_text(records: list[logging.LogRecord]) -> str:
     formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
     return "\n".join(formatter.format(r) + repr(r.__dict__) for r in records)
-
-
-def form_data(workspace: Workspace, **changes) -> dict:
-    data = {
-        "name": workspace.name,
-        "slug": workspace.slug,
-        "pod": workspace.pod,
-        "endpoint_url": workspace.endpoint_url,
-        "environment": workspace.environment,
-        "status": workspace.status,
-        "rate_limit": workspace.rate_limit,
-        "new_api_key": "",
-        "new_api_secret": "",
-        "_save": "Save",
-    }
-    data.update(changes)
-    return data
 
 
 # ------------------------------------------------------------------------------------------- fixtures
