@@ -30,7 +30,9 @@ def child(records: int) -> None:
     from pacing import start_sandbox  # bench/pacing.py
 
     workdir = Path(tempfile.mkdtemp(prefix="mpfeed-mem-"))
-    os.environ.update(DATABASE_URL=f"sqlite:///{workdir / 'bench.sqlite3'}", DJANGO_SETTINGS_MODULE="mpfeed_site.settings")
+    os.environ.update(
+        DATABASE_URL=f"sqlite:///{workdir / 'bench.sqlite3'}", DJANGO_SETTINGS_MODULE="mpfeed_site.settings"
+    )
     os.environ.update(LOG_LEVEL="WARNING", DEBUG="false", MPFEED_ALLOW_SANDBOX="true", ALLOWED_HOSTS="localhost")
     data = workdir / "orders.csv"
     rand = random.Random(1)
@@ -38,7 +40,9 @@ def child(records: int) -> None:
         f.write("id,user,email,plan,ts,sku,amount\n")
         for i in range(records):
             u = rand.randrange(records // 4)
-            f.write(f"o{i},u{u},user{u}@example.com,pro,2026-11-{1 + i % 20:02d}T10:00:00Z,SKU-{i % 999},{i % 500}.25\n")
+            f.write(
+                f"o{i},u{u},user{u}@example.com,pro,2026-11-{1 + i % 20:02d}T10:00:00Z,SKU-{i % 999},{i % 500}.25\n"
+            )
     import django
 
     django.setup()
@@ -62,7 +66,9 @@ def child(records: int) -> None:
             ],
         }  # fmt: skip
         mapping = Mapping.objects.create(workspace=workspace, rules=rules)
-        job = SyncJob.objects.create(workspace=workspace, name="mem", mapping=mapping, source_config={"path": str(data)})
+        job = SyncJob.objects.create(
+            workspace=workspace, name="mem", mapping=mapping, source_config={"path": str(data)}
+        )
         baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         started = time.monotonic()
         run = tasks.run_inline(sync.start_run(job).pk)
@@ -85,7 +91,9 @@ def main() -> None:
         return
     results = []
     for size in args.sizes:
-        out = subprocess.run([sys.executable, __file__, "--child", str(size)], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", str(size)], capture_output=True, text=True, check=True
+        )
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(f"{'records':>10}{'status':>12}{'events':>10}{'seconds':>9}{'records/s':>11}{'peak RSS MB':>13}")
     for r in results:
@@ -95,7 +103,9 @@ def main() -> None:
         )
     if len(results) > 1:
         growth = results[-1]["peak_kb"] / results[0]["peak_kb"] - 1
-        print(f"peak memory growth from {results[0]['records']} to {results[-1]['records']} records: {growth:+.1%} (goal within 10%)")
+        print(
+            f"peak memory growth from {results[0]['records']} to {results[-1]['records']} records: {growth:+.1%} (goal within 10%)"
+        )
 
 
 if __name__ == "__main__":

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,8 +42,16 @@ def manage(env, *args, input_env=None, check=True, timeout=120) -> subprocess.Co
     )
 
 
-class Cluster:
-    """A `manage.py qcluster` in its own process group, so that a crash can take all its processes at once."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ProcessGroup:
+    """A `manage.py` command in its own process group, so that a crash can take all its processes at once."""
+
+    command: tuple[str, ...] = ()
 
     def __init__(self, env, log_path: Path):
         self.env = env
@@ -50,12 +61,12 @@ class Cluster:
     def start(self) -> None:
         log = open(self.log_path, "a")  # noqa: SIM115 - the child keeps it open
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            [sys.executable, "manage.py", *self.command], cwd=ROOT, env=self.env, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 
     def kill(self) -> None:
-        """SIGKILL the whole cluster: no cleanup, like a machine losing power."""
+        """SIGKILL the whole group: no cleanup, like a machine losing power."""
         if self.proc and self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
@@ -70,6 +81,34 @@ class Cluster:
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
+
+
+class Cluster(ProcessGroup):
+    """`manage.py qcluster`: the django-q2 workers."""
+
+    command = ("qcluster",)
+
+
+class Site(ProcessGroup):
+    """`manage.py serve --no-sandbox`: the site (runserver) and a django-q2 cluster, as `make run` starts them."""
+
+    def __init__(self, env, log_path: Path):
+        super().__init__(env, log_path)
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.command = ("serve", "--no-sandbox", "--addr", self.url.removeprefix("http://"))
+
+    def start(self, timeout: float = 60) -> None:
+        super().start()
+
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the site exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(up, timeout, what=f"the site at {self.url}")
 
 
 def query(db_path: Path, sql: str, *params) -> list[tuple]:

@@ -6,7 +6,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -135,12 +134,6 @@ class TestInProcess:
 # --------------------------------------------------------------------------------------------- end to end
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def site_env(tmp_path):
     return processes.site_env(tmp_path / "site.sqlite3")
@@ -150,7 +143,7 @@ def site_env(tmp_path):
 def test_end_to_end_with_a_real_cluster_and_the_standalone_sandbox(site_env, tmp_path, mapping_file):
     """Fresh database, sandbox_api and qcluster as real processes, run_sync --wait; then the database file
     must hold the secret only as ciphertext."""
-    port = free_port()
+    port = processes.free_port()
     procs = []
     try:
         processes.manage(site_env, "migrate", "--noinput", "-v", "0")

@@ -75,6 +75,18 @@ class TestInbox:
         assert not InboxRecord.objects.exists()
         assert push(client, job, token, b"").status_code == 400
 
+    def test_an_oversized_push_or_a_bad_length_is_refused_and_stores_nothing(self, client, sandbox, settings):
+        job, token = inbox_job(sandbox)
+        settings.MPFEED_INBOX_MAX_BYTES = 100
+        response = push(client, job, token, ndjson(purchase_rows(5)))
+        assert response.status_code == 413 and "over 100 bytes" in response.json()["error"]
+        response = client.post(
+            f"/inbox/{job.inbox_id}/", b"{}", content_type="application/json", CONTENT_LENGTH="lots",
+            headers={"Authorization": f"Bearer {token}"},
+        )  # fmt: skip
+        assert response.status_code == 400 and "Content-Length" in response.json()["error"]
+        assert not InboxRecord.objects.exists()
+
     def test_an_inbox_job_is_scheduled_every_minute_by_default(self, sandbox):
         job, _ = inbox_job(sandbox)
         schedule = Schedule.objects.get(name=f"mpfeed-job-{job.pk}")
