@@ -29,7 +29,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from feeds.mapping import compile_mapping  # noqa: E402  (no Django needed)
-from feeds.mparticle.batch import deterministic_id, group_by_user, join, pack  # noqa: E402
+from feeds.mparticle.batch import Grouper, batch_ids, join, pack, serialize_batches  # noqa: E402
 
 MAPPING = {
     "record_key": "id",
@@ -124,13 +124,18 @@ def literal(records: list[dict]) -> int:
 
 
 def mpfeed(records: list[dict], chunk: int = 2000) -> int:
+    """As the sync engine does it (feeds/sync.py, persist_chunk): each record converted and handed to the
+    per-user grouper, then each chunk's batches serialized with their ids and packed into requests."""
     converter = compile_mapping(MAPPING, id_salt="bench")
     convert = converter.convert
     out = 0
     for c, start in enumerate(range(0, len(records), chunk)):
-        users = [convert(r, f"f.csv:{start + i + 2}") for i, r in enumerate(records[start : start + chunk])]
-        batches, refused = group_by_user(users)
-        bodies = [b.serialize("production", deterministic_id("w", "run", c, i)) for i, b in enumerate(batches)]
+        grouper = Grouper()
+        add = grouper.add
+        for line, r in enumerate(records[start : start + chunk], start + 2):
+            add(convert(r, f"f.csv:{line}"))
+        batches = grouper.batches
+        bodies = serialize_batches(batches, "production", batch_ids(len(batches), "w", "run", c))
         for group in pack([len(b) for b in bodies]):
             out += len(join([bodies[i] for i in group]))
     return out

@@ -25,7 +25,7 @@ from feeds import alerts
 from feeds.mapping import Converter, MappingError, RecordError, compile_mapping
 from feeds.models import Delivery, InboxRecord, RejectedRecord, SyncJob, SyncRun, Workspace
 from feeds.mparticle import schema
-from feeds.mparticle.batch import UserRecord, deterministic_id, group_by_user, join, pack
+from feeds.mparticle.batch import Grouper, UserRecord, batch_ids, join, pack, serialize_batches
 from feeds.mparticle.client import Answer, EventsClient, Outcome
 from feeds.pacing import Pacing
 from feeds.sending import Sender, Settled, Wait
@@ -331,7 +331,8 @@ class _Engine:
         names_before, values_before = converter.stats.names_truncated, converter.stats.values_truncated
         run = self.run
         rejects: list[RejectedRecord] = []
-        by_path: dict[str, list[UserRecord]] = {}
+        # Records are grouped per user as they are converted, one grouper per endpoint.
+        by_path: dict[str, Grouper] = {}
         now_ms = int(time.time() * 1000)
         for item in chunk:
             if item.record is None:
@@ -348,7 +349,10 @@ class _Engine:
             try:
                 record = converter.convert(item.record, item.ref)
                 for path, part in route(record, run.endpoint_mode, now_ms):
-                    by_path.setdefault(path, []).append(part)
+                    grouper = by_path.get(path)
+                    if grouper is None:
+                        grouper = by_path[path] = Grouper()
+                    grouper.add(part)
             except RecordError as e:
                 rejects.append(
                     RejectedRecord(
@@ -364,14 +368,14 @@ class _Engine:
         sequence = (run.deliveries.aggregate(m=Max("sequence"))["m"] or 0) + 1
         deliveries: list[Delivery] = []
         batch_total = event_total = 0
-        for path, records in by_path.items():
-            batches, refused = group_by_user(records)
-            for record, reason in refused:
+        for path, grouper in by_path.items():
+            batches = grouper.batches
+            for record, reason in grouper.refused:
                 rejects.append(
                     RejectedRecord(run=run, stage=RejectedRecord.Stage.MAPPING, ref=record.ref[:300], reason=reason)
                 )
-            srids = [deterministic_id(self.workspace.pk, run.pk, chunk_no, path, i) for i in range(len(batches))]
-            bodies = [batch.serialize(run.environment, srid) for batch, srid in zip(batches, srids)]
+            srids = batch_ids(len(batches), self.workspace.pk, run.pk, chunk_no, path)
+            bodies = serialize_batches(batches, run.environment, srids)
             for group in pack([len(b) for b in bodies]):
                 parts = [bodies[i] for i in group]
                 body = join(parts)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -67,17 +68,20 @@ class ProcessGroup:
 
     def kill(self) -> None:
         """SIGKILL the whole group: no cleanup, like a machine losing power."""
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        if self.proc:
+            with contextlib.suppress(ProcessLookupError):  # the group is gone already
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
 
     def stop(self) -> None:
+        """Stop as Ctrl-C would; then SIGKILL whatever of the group is left (a worker that outlived its parent
+        must not go on using the test's database and ports)."""
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        self.kill()
 
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""

@@ -113,3 +113,25 @@ def test_deterministic_ids_are_uuid5():
 
     for parts in [("a",), (1, 2, "x"), ("ws", 7, 0, "/bulkevents", 99), ("é", "ü")] + [(i, "k") for i in range(200)]:
         assert deterministic_id(*parts) == str(uuid.uuid5(MPFEED_NAMESPACE, ":".join(map(str, parts))))
+
+
+def test_batch_ids_are_distinct_deterministic_uuids_led_by_the_uuid5_of_their_parts(monkeypatch):
+    import uuid
+
+    from feeds.mparticle import batch as batch_module
+    from feeds.mparticle.batch import batch_ids, deterministic_id
+
+    ids = batch_ids(1000, 3, 41, 7, "/bulkevents")
+    assert ids[0] == deterministic_id(3, 41, 7, "/bulkevents")
+    assert ids == batch_ids(1000, 3, 41, 7, "/bulkevents")  # the same on every retry of the chunk
+    assert len(set(ids)) == 1000
+    assert not set(ids) & set(batch_ids(1000, 3, 41, 8, "/bulkevents"))  # the next chunk's are others
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert str(parsed) == value and parsed.version == 5 and parsed.variant == uuid.RFC_4122
+    assert batch_ids(0, "x") == [] and batch_ids(1, "x") == [deterministic_id("x")]
+
+    # A node field near its end wraps around (modulo 2**48) and still gives distinct, well-formed ids.
+    monkeypatch.setattr(batch_module, "deterministic_id", lambda *parts: "0b7c0f2e-1d3a-5e4f-8a9b-fffffffffffe")
+    wrapped = batch_module.batch_ids(4, "x")
+    assert [w[24:] for w in wrapped] == ["fffffffffffe", "ffffffffffff", "000000000000", "000000000001"]

@@ -347,8 +347,9 @@ def assert_grouped_alike(records: list[UserRecord], limit: int = schema.MAX_BATC
         )
         assert batch.serialize("production", f"id-{i}") == reference_body(reference, "production", f"id-{i}")
         assert batch.to_dict("development", "x") == orjson.loads(reference_body(reference, "development", "x"))
-        assert batch.user_attributes == reference["attributes"]
-        assert batch.deleted_user_attributes == reference["deleted"]
+        if batch.whole is None:  # a batch kept whole holds its user data only as bytes (compared just above)
+            assert batch.user_attributes == reference["attributes"]
+            assert batch.deleted_user_attributes == reference["deleted"]
 
 
 def event(i: int, size: int = 0) -> dict:

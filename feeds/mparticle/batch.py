@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha1
+from typing import ClassVar
 
 import orjson
 
@@ -44,6 +45,26 @@ def deterministic_id(*parts: object) -> str:
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{VARIANT_DIGIT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
+_NODE_MASK = (1 << 48) - 1
+
+
+def batch_ids(count: int, *parts: object) -> list[str]:
+    """`count` distinct deterministic ids for the batches of one chunk, derived from one uuid5.
+
+    The first is `deterministic_id(*parts)`; the i-th adds i to its last 48 bits (the node field, modulo 2**48),
+    keeping the other 74 hash bits, the version and the variant. So ids within a chunk never collide, and two
+    chunks' ids collide only if their uuid5s agree on 74 bits (as unlikely as a sha1 collision matters here),
+    for one sha1 per chunk instead of one per batch."""
+    if count <= 0:
+        return []
+    first = deterministic_id(*parts)
+    node = int(first[24:], 16)
+    each = first[:24] + "%012x"
+    if node + count <= _NODE_MASK:
+        return [first] + [each % n for n in range(node + 1, node + count)]
+    return [first] + [each % ((node + i) & _NODE_MASK) for i in range(1, count)]
+
+
 @dataclass(slots=True)
 class UserRecord:
     """One source record converted to mParticle terms, before grouping.
@@ -68,10 +89,8 @@ class Batch:
     """One user's data as it will be sent; `refs` lists the source records it carries.
 
     Events are kept serialized (they are serialized once, to measure them, and spliced into the batch body):
-    each item of `event_json` holds the events of one record, comma-separated. A batch made of one record's data
-    (the common case) keeps all of it serialized instead, in `whole`: the batch's JSON after its opening brace,
-    less the head; its user data is then the record's own, not a copy, and `events` the record's events. When
-    another record joins, the batch is opened up (`_open`) into the general form."""
+    each item of `event_json` holds the events of one record, comma-separated. The batch of a single record (the
+    common case) is a `OneRecordBatch` instead, until another record of its user joins it."""
 
     identities: dict[str, str]
     mpid: int | None
@@ -81,8 +100,7 @@ class Batch:
     event_count: int = 0
     refs: list[str] = field(default_factory=list)
     size: int = 0  # estimated serialized bytes
-    whole: bytes | None = None
-    events: list[dict] | None = None
+    whole: ClassVar[None] = None  # see OneRecordBatch
 
     def _head(self, environment: str, source_request_id: str) -> dict:
         body: dict = {"source_request_id": source_request_id, "environment": environment}
@@ -96,41 +114,80 @@ class Batch:
             body["deleted_user_attributes"] = self.deleted_user_attributes
         return body
 
-    def _open(self) -> None:
-        """From one record's data serialized whole to the general form, before another record's data joins."""
-        self.event_json = [_events_json(self.events)] if self.events else []
-        self.identities = dict(self.identities)
-        self.user_attributes = dict(self.user_attributes)
-        self.deleted_user_attributes = list(self.deleted_user_attributes)
-        self.whole = self.events = None
-
     def serialize(self, environment: str, source_request_id: str) -> bytes:
         """The batch as JSON bytes: the head serialized, the already serialized events spliced in."""
-        dumps = orjson.dumps
-        if self.whole is not None:
-            return b"".join(
-                (
-                    b'{"source_request_id":',
-                    dumps(source_request_id),
-                    b',"environment":',
-                    dumps(environment),
-                    b",",
-                    self.whole,
-                )
-            )
-        head = dumps(self._head(environment, source_request_id))
+        head = orjson.dumps(self._head(environment, source_request_id))
         if not self.event_json:
             return head
         return head[:-1] + b',"events":[' + b",".join(self.event_json) + b"]}"
 
     def to_dict(self, environment: str, source_request_id: str) -> dict:
         body = self._head(environment, source_request_id)
-        if self.whole is not None:
-            if self.events:
-                body["events"] = orjson.loads(b"{" + self.whole)["events"]
-        elif self.event_json:
+        if self.event_json:
             body["events"] = orjson.loads(b"[" + b",".join(self.event_json) + b"]")
         return body
+
+
+class OneRecordBatch:
+    """The batch of a single record (the common case), kept only serialized: `whole` is the batch's JSON after
+    its opening brace, less the head (ids and environment). Its identities, attributes and events are not kept
+    as objects (a chunk held for grouping is then mostly bytes, which cost the garbage collector nothing); they
+    are read back from `whole` when asked for, or when another record joins (`opened`)."""
+
+    __slots__ = ("whole", "event_count", "refs", "size")
+    mpid = None
+    deleted_user_attributes: tuple = ()
+
+    def __init__(self, whole: bytes, event_count: int, refs: list[str], size: int):
+        self.whole = whole
+        self.event_count = event_count
+        self.refs = refs
+        self.size = size
+
+    def _data(self) -> dict:
+        return orjson.loads(b"{" + self.whole)
+
+    @property
+    def identities(self) -> dict[str, str]:
+        return self._data()["user_identities"]
+
+    @property
+    def user_attributes(self) -> dict[str, object]:
+        return self._data().get("user_attributes", {})
+
+    def opened(self) -> Batch:
+        """The same batch in the general form, for another record's data to join."""
+        data = self._data()
+        events = data.get("events")
+        return Batch(
+            identities=data["user_identities"],
+            mpid=None,
+            user_attributes=data.get("user_attributes", {}),
+            event_json=[_events_json(events)] if events else [],
+            event_count=self.event_count,
+            refs=list(self.refs),
+            size=self.size,
+        )
+
+    def serialize(self, environment: str, source_request_id: str) -> bytes:
+        return serialize_batches((self,), environment, (source_request_id,))[0]
+
+    def to_dict(self, environment: str, source_request_id: str) -> dict:
+        return {"source_request_id": source_request_id, "environment": environment, **self._data()}
+
+
+def serialize_batches(
+    batches: Sequence[Batch | OneRecordBatch], environment: str, source_request_ids: Sequence[str]
+) -> list[bytes]:
+    """`[b.serialize(environment, i) for b, i in zip(batches, source_request_ids)]`, with what is the same for
+    every batch serialized once. The ids are ours (`batch_ids`, `deterministic_id`): nothing in them to escape."""
+    middle = b'","environment":' + orjson.dumps(environment) + b","
+    return [
+        b'{"source_request_id":"' + srid.encode() + middle + batch.whole
+        if batch.whole is not None
+        else batch.serialize(environment, srid)
+        for batch, srid in zip(batches, source_request_ids, strict=True)
+    ]
 
 
 class BatchTooLarge(ValueError):
@@ -145,9 +202,6 @@ _BATCH_OVERHEAD = 160
 # the estimate (their lengths and a comma each); so its estimate is _BATCH_OVERHEAD + its length, less these.
 _WHOLE_ATTRIBUTES = 19
 _WHOLE_EVENTS = 11
-# The event_json of a batch whose events are in `whole`: empty and immutable, as nothing is added to it before
-# the batch is opened up.
-_NO_EVENTS: list[bytes] = ()  # type: ignore[assignment]
 
 # Note on memory: orjson writes into a buffer of at least 1 KB and shrinks it in place, so keeping thousands of
 # its results alive (as grouping does until the chunk is sent) grows the heap by a page every few records. What
@@ -166,26 +220,31 @@ def _size(value: object) -> int:
     return len(orjson.dumps(value))
 
 
-def group_by_user(
-    records: Iterable[UserRecord], max_batch_bytes: int = schema.MAX_BATCH_BYTES
-) -> tuple[list[Batch], list[tuple[UserRecord, str]]]:
-    """Group records per user, in first-seen order, splitting a user's data when a batch would pass
-    `max_batch_bytes`. Returns (batches, refused) where refused holds records too large on their own."""
-    open_batches: dict[object, Batch] = {}
-    batches: list[Batch] = []
-    refused: list[tuple[UserRecord, str]] = []
-    dumps = orjson.dumps
-    sort_keys = orjson.OPT_SORT_KEYS
-    for record in records:
+class Grouper:
+    """Groups records per user as they come, in first-seen order, splitting a user's data when a batch would
+    pass `max_batch_bytes`. Records are taken one at a time so that a caller need not hold a chunk's converted
+    records: what a batch keeps of them is bytes. `batches` and `refused` (records too large on their own, with
+    the reason) are the result."""
+
+    __slots__ = ("max_batch_bytes", "open_batches", "batches", "refused")
+
+    def __init__(self, max_batch_bytes: int = schema.MAX_BATCH_BYTES):
+        self.max_batch_bytes = max_batch_bytes
+        self.open_batches: dict[object, int] = {}  # user → index in batches of the user's open batch
+        self.batches: list[Batch | OneRecordBatch] = []
+        self.refused: list[tuple[UserRecord, str]] = []
+
+    def add(self, record: UserRecord, dumps=orjson.dumps, sort_keys=orjson.OPT_SORT_KEYS) -> None:
         identities = record.identities
         mpid = record.mpid
         # The user: identities in a canonical form, as bytes (which the garbage collector need not follow).
         ids_json = dumps(identities, option=sort_keys)[1:]
         key: object = ids_json if mpid is None else (mpid, ids_json)
-        batch = open_batches.get(key)
+        index = self.open_batches.get(key)
         attributes = record.user_attributes
         events = record.events
-        if batch is None and identities and mpid is None and not record.deleted_user_attributes:
+        max_batch_bytes = self.max_batch_bytes
+        if index is None and identities and mpid is None and not record.deleted_user_attributes:
             # The common case, a user's first record: serialized whole, once, it is measured and ready to send.
             if attributes and events:
                 data: dict = {"user_identities": identities, "user_attributes": attributes, "events": events}
@@ -203,24 +262,12 @@ def group_by_user(
                 own_size = _BATCH_OVERHEAD + 1 + len(whole)
                 own_size -= (_WHOLE_ATTRIBUTES if attributes else 0) + (_WHOLE_EVENTS if events else 0)
                 if own_size > max_batch_bytes:
-                    refused.append((record, _too_large(own_size, max_batch_bytes)))
-                    continue
-                deleted = record.deleted_user_attributes  # empty, and replaced before anything is added
-                batch = Batch(
-                    identities,
-                    None,
-                    attributes,
-                    deleted,
-                    _NO_EVENTS,
-                    len(events),
-                    [record.ref],
-                    own_size,
-                    whole,
-                    events,
-                )
-                open_batches[key] = batch
-                batches.append(batch)
-                continue
+                    self.refused.append((record, _too_large(own_size, max_batch_bytes)))
+                    return
+                batches = self.batches
+                self.open_batches[key] = len(batches)
+                batches.append(OneRecordBatch(whole, len(events), [record.ref], own_size))
+                return
         event_json = _events_json(events) if events else b""
         events_size = len(event_json) + 1 if events else 0
         attrs_size = _size(attributes) if attributes else 0
@@ -228,15 +275,16 @@ def group_by_user(
         ids_size = 1 + len(ids_json) + 20
         own_size = _BATCH_OVERHEAD + ids_size + events_size + attrs_size + deleted_size
         if own_size > max_batch_bytes:
-            refused.append((record, _too_large(own_size, max_batch_bytes)))
-            continue
+            self.refused.append((record, _too_large(own_size, max_batch_bytes)))
+            return
+        batch = None if index is None else self.batches[index]
         # Attributes merge (later values win), so adding them can only grow the batch by attrs_size.
         if batch is None or batch.size + events_size + attrs_size + deleted_size > max_batch_bytes:
             batch = Batch(identities=dict(identities), mpid=mpid, size=_BATCH_OVERHEAD + ids_size)
-            open_batches[key] = batch
-            batches.append(batch)
-        elif batch.whole is not None:
-            batch._open()
+            self.open_batches[key] = len(self.batches)
+            self.batches.append(batch)
+        elif type(batch) is OneRecordBatch:
+            batch = self.batches[index] = batch.opened()
         if attributes:
             batch.user_attributes.update(attributes)
             if batch.deleted_user_attributes:
@@ -250,7 +298,18 @@ def group_by_user(
             batch.event_count += len(events)
         batch.refs.append(record.ref)
         batch.size += events_size + attrs_size + deleted_size
-    return batches, refused
+
+
+def group_by_user(
+    records: Iterable[UserRecord], max_batch_bytes: int = schema.MAX_BATCH_BYTES
+) -> tuple[list[Batch | OneRecordBatch], list[tuple[UserRecord, str]]]:
+    """Group records per user (see `Grouper`). Returns (batches, refused) where refused holds records too large
+    on their own, with the reason."""
+    grouper = Grouper(max_batch_bytes)
+    add = grouper.add
+    for record in records:
+        add(record)
+    return grouper.batches, grouper.refused
 
 
 def _too_large(size: int, limit: int) -> str:
