@@ -4,7 +4,6 @@ from datetime import timedelta
 
 import orjson
 from django.contrib import admin, messages
-from django.contrib.auth import get_permission_codename
 from django.db.models import Count
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
@@ -15,90 +14,14 @@ from django.utils.text import Truncator
 from feeds import sync
 from feeds.forms import MappingAdminForm, SyncJobAdminForm, WorkspaceAdminForm
 from feeds.models import AlertEvent, Delivery, DeliveryAttempt, Mapping, RejectedRecord, SyncJob, SyncRun, Workspace
-from feeds.mparticle.client import Answer, Outcome
+from feeds.notices import replay_message, verify_credentials
+from feeds.views.access import can_replay
 
 # The request inspector shows at most this much of a pretty-printed body (bytes of UTF-8).
 INSPECTOR_LIMIT = 200_000
 # The attempts inline lists the newest attempts only: a delivery throttled for hours can have thousands.
 ATTEMPTS_SHOWN = 200
 REPLAY_WINDOW = timedelta(hours=24)
-
-
-# ---------------------------------------------------------------------------------------- message wording
-
-
-def replay_message(count: int, queued: list[int], *, nothing: str) -> tuple[int, str]:
-    """What a replay did, in words: how many deliveries, which runs were queued, or why nothing happened."""
-    if not count:
-        return messages.WARNING, f"Nothing to replay: {nothing}"
-    text = f"Replayed {count} delivery(ies); "
-    if queued:
-        return messages.SUCCESS, text + "queued run(s) " + ", ".join(f"#{pk}" for pk in queued) + "."
-    return messages.SUCCESS, text + (
-        "no run was queued: their run is still working and sends them, or it is queued by the sweeper once "
-        "its job's current run is over."
-    )
-
-
-def credentials_message(answer: Answer, resumed: int) -> tuple[int, str]:
-    """The connection test's answer for staff. Never includes the key or secret (they are not in the answer)."""
-    if answer.delivered:
-        return (
-            messages.SUCCESS,
-            f"Credentials verified: mParticle accepted the connection test; {resumed} blocked run(s) resumed.",
-        )
-    not_verified = "The credentials are kept but not verified; blocked runs stay blocked."
-    if answer.outcome is Outcome.FORBIDDEN:
-        return (
-            messages.ERROR,
-            "mParticle refused these credentials (HTTP 403). Check the Feed's API key and secret and enter them "
-            "again; runs stay blocked until new credentials pass.",
-        )
-    if answer.outcome is Outcome.UNAUTHORIZED:
-        return (
-            messages.ERROR,
-            "mParticle answered that no credentials reached it (HTTP 401). Enter the API key and secret again; "
-            "runs stay blocked until new credentials pass.",
-        )
-    if answer.outcome is Outcome.NETWORK_ERROR:
-        return (
-            messages.WARNING,
-            f"mParticle could not be reached for the connection test ({answer.error}). {not_verified}",
-        )
-    if answer.outcome is Outcome.THROTTLED:
-        return (
-            messages.WARNING,
-            f"mParticle is rate limiting this workspace (HTTP 429), so the connection test could not run. "
-            f"{not_verified} Try again in a minute.",
-        )
-    if answer.outcome is Outcome.SERVER_ERROR:
-        return (
-            messages.WARNING,
-            f"mParticle had a server error (HTTP {answer.status}) during the connection test. {not_verified} "
-            "Try again later.",
-        )
-    return (
-        messages.WARNING,
-        f"mParticle gave an unexpected answer to the connection test ({answer.describe()}). {not_verified}",
-    )
-
-
-def verify_credentials(workspace: Workspace) -> tuple[int, str]:
-    """Test the workspace's credentials with mParticle and resume its blocked runs when they pass."""
-    if not workspace.has_credentials:
-        return messages.WARNING, "There are no credentials to test yet."
-    try:
-        verification = sync.verify_and_resume(workspace)
-    except ValueError as e:
-        # The workspace cannot be sent to from this deployment (e.g. the sandbox pod where it is not allowed).
-        return messages.ERROR, f"The credentials could not be tested: {e}."
-    return credentials_message(verification.answer, len(verification.resumed))
-
-
-def can_replay(request) -> bool:
-    # Replays change deliveries and runs: the model permission, even where the admin pages are read-only.
-    opts = Delivery._meta
-    return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")
 
 
 # ----------------------------------------------------------------------------------------------- workspaces

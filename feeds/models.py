@@ -137,6 +137,15 @@ class Workspace(models.Model):
             self.status_message = ""
         self.save()
 
+    def mark_credentials_verified(self) -> None:
+        """The stored credentials just passed a connection test: verified now, and active again if they had been
+        rejected (a workspace staff paused meanwhile stays paused: the status changes only from "rejected")."""
+        Workspace.objects.filter(pk=self.pk).update(credentials_verified_at=timezone.now())
+        Workspace.objects.filter(pk=self.pk, status=self.Status.CREDENTIALS_REJECTED).update(
+            status=self.Status.ACTIVE, status_message=""
+        )
+        self.refresh_from_db(fields=["status", "status_message", "credentials_verified_at"])
+
     def mark_credentials_rejected(self, message: str) -> None:
         self.status = self.Status.CREDENTIALS_REJECTED
         self.status_message = message

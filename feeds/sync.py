@@ -225,19 +225,23 @@ def verify_and_resume(workspace: Workspace) -> Verification:
     answer = test_connection(workspace)
     resumed = []
     if answer.delivered:
-        Workspace.objects.filter(pk=workspace.pk).update(credentials_verified_at=timezone.now())
-        Workspace.objects.filter(pk=workspace.pk, status=Workspace.Status.CREDENTIALS_REJECTED).update(
-            status=Workspace.Status.ACTIVE, status_message=""
-        )
-        workspace.refresh_from_db(fields=["status", "status_message", "credentials_verified_at"])
-        if workspace.status == Workspace.Status.ACTIVE:
-            for run in workspace.runs.filter(status=SyncRun.Status.BLOCKED):
-                if reopen_run(run):
-                    enqueue_run(run)
-                    resumed.append(run.pk)
+        workspace.mark_credentials_verified()
+        resumed = resume_blocked_runs(workspace)
     elif answer.outcome in (Outcome.UNAUTHORIZED, Outcome.FORBIDDEN):
         workspace.mark_credentials_rejected(f"The connection test was refused ({answer.describe()}).")
     return Verification(answer, resumed)
+
+
+def resume_blocked_runs(workspace: Workspace) -> list[int]:
+    """After credentials passed a test: the runs blocked by refused credentials go on where they stopped (not
+    while staff keep the workspace paused). Returns the resumed runs' ids."""
+    resumed = []
+    if workspace.status == Workspace.Status.ACTIVE:
+        for run in workspace.runs.filter(status=SyncRun.Status.BLOCKED):
+            if reopen_run(run):
+                enqueue_run(run)
+                resumed.append(run.pk)
+    return resumed
 
 
 # ---------------------------------------------------------------------------------------------- processing

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from functools import wraps
 
+from django.contrib.auth import get_permission_codename
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404
 
-from feeds.models import Mapping, SyncJob, SyncRun, Workspace
+from feeds.models import Delivery, Mapping, SyncJob, SyncRun, Workspace
 
 
 def staff_required(view):
@@ -39,3 +40,10 @@ def get_mapping(workspace: Workspace, mapping_id: int) -> Mapping:
 
 def get_run(run_id: int) -> SyncRun:
     return get_object_or_404(SyncRun.objects.select_related("job", "workspace"), pk=run_id)
+
+
+def can_replay(request) -> bool:
+    """Whether this user may replay deliveries (from the admin or the run page)."""
+    # Replays change deliveries and runs: the model permission, even where the admin pages are read-only.
+    opts = Delivery._meta
+    return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")

@@ -25,7 +25,7 @@ from django.utils.cache import add_never_cache_headers
 from django.views.decorators.csrf import csrf_protect
 
 from feeds import sync
-from feeds.models import CredentialLink, SyncRun, Workspace
+from feeds.models import CredentialLink, Workspace
 from feeds.mparticle.client import CREDENTIALS, TRANSIENT, Answer, Outcome
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ def connect(request, token):
         # Revoked, or used by another request, while this one was testing.
         log.info("credential link %s (workspace %s): no longer usable after the test", link.pk, workspace.pk)
         return _gone(request, 410)
-    resumed = _resume_blocked_runs(workspace.pk)
+    resumed = sync.resume_blocked_runs(Workspace.objects.get(pk=workspace.pk))
     log.info(
         "credential link %s (workspace %s): credentials received and verified; runs resumed: %s",
         link.pk,
@@ -252,26 +252,8 @@ def _store(link: CredentialLink, probe: Workspace) -> bool:
         workspace.pod = probe.pod
         workspace.endpoint_url = probe.endpoint_url
         workspace.set_credentials(probe.api_key, probe.api_secret)
-        # As sync.verify_and_resume does after its own test: verified, and active again if they were rejected.
-        workspace.credentials_verified_at = timezone.now()
-        if workspace.status == Workspace.Status.CREDENTIALS_REJECTED:
-            workspace.status = Workspace.Status.ACTIVE
-            workspace.status_message = ""
-        workspace.save(update_fields=["credentials_verified_at", "status", "status_message", "updated_at"])
+        workspace.mark_credentials_verified()  # they passed the test just made
     return True
-
-
-def _resume_blocked_runs(workspace_id: int) -> list[int]:
-    """The runs blocked by refused credentials go on (not while staff keep the workspace paused); the same
-    steps as sync.verify_and_resume, without testing the credentials a second time."""
-    workspace = Workspace.objects.get(pk=workspace_id)
-    resumed = []
-    if workspace.status == Workspace.Status.ACTIVE:
-        for run in workspace.runs.filter(status=SyncRun.Status.BLOCKED):
-            if sync.reopen_run(run):
-                sync.enqueue_run(run)
-                resumed.append(run.pk)
-    return resumed
 
 
 urlpatterns = [path("connect/<str:token>/", connect, name="connect")]

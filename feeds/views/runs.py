@@ -19,9 +19,9 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from feeds import sync
-from feeds.admin import can_replay, replay_message
 from feeds.models import Delivery, DeliveryAttempt, RejectedRecord, SyncRun
-from feeds.views.access import get_run, staff_required
+from feeds.notices import replay_message
+from feeds.views.access import can_replay, get_run, staff_required
 
 PER_PAGE = 50
 # The chart keeps at most this many points: a long run's minutes are summed into wider buckets.
