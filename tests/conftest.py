@@ -28,3 +28,45 @@ def _fast_backoff(settings):
     settings.MPFEED_BACKOFF_BASE = 0.01
     settings.MPFEED_BACKOFF_CAP = 0.05
     settings.MPFEED_ALLOW_SANDBOX = True
+
+
+# ------------------------------------------------------------------------------------------------ the cast
+# Users log in with force_login: no password, so no slow password hashing.
+
+
+@pytest.fixture
+def alice(django_user_model):
+    """A superuser."""
+    return django_user_model.objects.create_superuser("alice", "alice@example.com", None)
+
+
+@pytest.fixture
+def bob(django_user_model):
+    """Logged in, not staff."""
+    return django_user_model.objects.create_user("bob", "bob@example.com", None)
+
+
+@pytest.fixture
+def charlie(django_user_model):
+    """Staff who may look at workspaces, runs and deliveries, but change nothing."""
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user("charlie", "charlie@example.com", None, is_staff=True)
+    codenames = ["view_workspace", "view_syncrun", "view_delivery", "view_deliveryattempt"]
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="feeds", codename__in=codenames))
+    return user
+
+
+@pytest.fixture
+def staff(client, alice):
+    """The test client, logged in as alice."""
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def sync_q(monkeypatch):
+    """django-q2 runs queued tasks at once, in this process."""
+    from django_q.conf import Conf
+
+    monkeypatch.setattr(Conf, "SYNC", True)

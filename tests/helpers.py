@@ -120,3 +120,8 @@ def workspace_form_data(workspace: Workspace, **changes) -> dict:
     }
     data.update(changes)
     return data
+
+
+def messages_of(response) -> list[str]:
+    """The Django messages a response's page shows."""
+    return [str(m) for m in response.context["messages"]]

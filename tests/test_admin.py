@@ -16,6 +16,7 @@ from tests.helpers import (
     make_job,
     make_mapping,
     make_workspace,
+    messages_of,
     purchase_rows,
     run_job,
     write_csv,
@@ -35,28 +36,7 @@ def rows(response) -> list:
     return list(response.context["cl"].result_list)
 
 
-def messages_of(response) -> list[str]:
-    return [str(m) for m in response.context["messages"]]
-
-
 # ------------------------------------------------------------------------------------------------ the cast
-
-
-# Users log in with force_login: no password, so no slow password hashing.
-@pytest.fixture
-def alice(django_user_model):
-    return django_user_model.objects.create_superuser("alice", "alice@example.com", None)
-
-
-@pytest.fixture
-def bob(django_user_model):
-    return django_user_model.objects.create_user("bob", "bob@example.com", None)
-
-
-@pytest.fixture
-def staff(client, alice):
-    client.force_login(alice)
-    return client
 
 
 @pytest.fixture

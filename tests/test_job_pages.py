@@ -20,23 +20,6 @@ HEADER = "Bearer partner-token-PLAINTEXT-do-not-leak-31c9"
 # ------------------------------------------------------------------------------------------------ the cast
 
 
-# Users log in with force_login: no password, so no slow password hashing.
-@pytest.fixture
-def alice(django_user_model):
-    return django_user_model.objects.create_superuser("alice", "alice@example.com", None)
-
-
-@pytest.fixture
-def bob(django_user_model):
-    return django_user_model.objects.create_user("bob", "bob@example.com", None)
-
-
-@pytest.fixture
-def staff(client, alice):
-    client.force_login(alice)
-    return client
-
-
 @pytest.fixture
 def workspace():
     return make_workspace()

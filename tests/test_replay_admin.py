@@ -11,7 +11,6 @@ import orjson
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import LogEntry
-from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
@@ -21,7 +20,16 @@ from feeds import sync, tasks
 from feeds.management.commands.replay import parse_since
 from feeds.models import Delivery, DeliveryAttempt, SyncRun, Workspace
 from feeds.mparticle.sandbox import FaultConfig
-from tests.helpers import SANDBOX_KEY, SANDBOX_SECRET, make_job, make_workspace, purchase_rows, run_job, write_csv
+from tests.helpers import (
+    SANDBOX_KEY,
+    SANDBOX_SECRET,
+    make_job,
+    make_workspace,
+    messages_of,
+    purchase_rows,
+    run_job,
+    write_csv,
+)
 from tests.helpers import workspace_form_data as form_data
 
 pytestmark = pytest.mark.django_db
@@ -31,10 +39,6 @@ ROWS = 5
 
 def url(model, view: str, *args) -> str:
     return reverse(f"admin:feeds_{model._meta.model_name}_{view}", args=args)
-
-
-def messages_of(response) -> list[str]:
-    return [str(m) for m in response.context["messages"]]
 
 
 def page(client, address: str) -> str:
@@ -73,39 +77,6 @@ def assert_delivered_once(run: SyncRun, sandbox, events: int = ROWS) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ the cast
-
-
-@pytest.fixture
-def alice(django_user_model):
-    return django_user_model.objects.create_superuser("alice", "alice@example.com", None)
-
-
-@pytest.fixture
-def bob(django_user_model):
-    return django_user_model.objects.create_user("bob", "bob@example.com", None)
-
-
-@pytest.fixture
-def charlie(django_user_model):
-    """Staff who may look at workspaces, runs and deliveries, but change nothing."""
-    user = django_user_model.objects.create_user("charlie", "charlie@example.com", None, is_staff=True)
-    codenames = ["view_workspace", "view_syncrun", "view_delivery", "view_deliveryattempt"]
-    user.user_permissions.set(Permission.objects.filter(content_type__app_label="feeds", codename__in=codenames))
-    return user
-
-
-@pytest.fixture
-def staff(client, alice):
-    client.force_login(alice)
-    return client
-
-
-@pytest.fixture
-def sync_q(monkeypatch):
-    """django-q2 runs queued tasks at once, in this process."""
-    from django_q.conf import Conf
-
-    monkeypatch.setattr(Conf, "SYNC", True)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ import io
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -25,6 +24,7 @@ from tests.helpers import (
     FakeClock,
     make_job,
     make_workspace,
+    messages_of,
     purchase_rows,
     run_job,
     write_csv,
@@ -57,45 +57,7 @@ def csv_rows(response) -> list[dict]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
-def messages_of(response) -> list[str]:
-    return [str(m) for m in response.context["messages"]]
-
-
-# ------------------------------------------------------------------------------------------------ the cast
-
-
-@pytest.fixture
-def alice(django_user_model):
-    return django_user_model.objects.create_superuser("alice", "alice@example.com", None)
-
-
-@pytest.fixture
-def bob(django_user_model):
-    """Logged in, not staff."""
-    return django_user_model.objects.create_user("bob", "bob@example.com", None)
-
-
-@pytest.fixture
-def charlie(django_user_model):
-    """Staff who may look at runs and deliveries, but change nothing."""
-    user = django_user_model.objects.create_user("charlie", "charlie@example.com", None, is_staff=True)
-    codenames = ["view_syncrun", "view_delivery", "view_deliveryattempt"]
-    user.user_permissions.set(Permission.objects.filter(content_type__app_label="feeds", codename__in=codenames))
-    return user
-
-
-@pytest.fixture
-def staff(client, alice):
-    client.force_login(alice)
-    return client
-
-
-@pytest.fixture
-def sync_q(monkeypatch):
-    """django-q2 runs queued tasks at once, in this process."""
-    from django_q.conf import Conf
-
-    monkeypatch.setattr(Conf, "SYNC", True)
+# ------------------------------------------------------------------------------------------------ fixtures
 
 
 def mixed_rows(good: int) -> list[dict]:

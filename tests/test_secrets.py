@@ -184,13 +184,6 @@ def log_text(records: list[logging.LogRecord]) -> str:
 
 
 @pytest.fixture
-def staff(client, django_user_model):
-    alice = django_user_model.objects.create_superuser("alice", "alice@example.com", None)
-    client.force_login(alice)
-    return client
-
-
-@pytest.fixture
 def scenario(caplog, sandbox, tmp_path, staff, monkeypatch) -> dict:
     """Everything that handles the secret, logged at DEBUG (SQL included): staff enter it in the admin, a run
     with rejected records, a run refused by mParticle, a run queued in django-q, a run through django-q."""
