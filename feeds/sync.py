@@ -381,7 +381,7 @@ class _Engine:
             srids = batch_ids(len(batches), self.workspace.pk, run.pk, chunk_no, path)
             bodies = serialize_batches(batches, run.environment, srids)
             for group in pack([len(b) for b in bodies]):
-                parts = [bodies[i] for i in group]
+                parts = bodies[group.start : group.stop]
                 body = join(parts)
                 deliveries.append(
                     Delivery(

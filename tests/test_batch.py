@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import re
+
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from feeds.mparticle import schema
 from feeds.mparticle.batch import BatchTooLarge, UserRecord, group_by_user, join, pack, serialize
@@ -135,3 +139,39 @@ def test_batch_ids_are_distinct_deterministic_uuids_led_by_the_uuid5_of_their_pa
     monkeypatch.setattr(batch_module, "deterministic_id", lambda *parts: "0b7c0f2e-1d3a-5e4f-8a9b-fffffffffffe")
     wrapped = batch_module.batch_ids(4, "x")
     assert [w[24:] for w in wrapped] == ["fffffffffffe", "ffffffffffff", "000000000000", "000000000001"]
+
+
+def reference_pack(sizes, max_batches, max_bytes):
+    """pack as a plain greedy loop over every batch: the reference its fast path must agree with."""
+    groups, start, body = [], 0, 2
+    for i, size in enumerate(sizes):
+        if 2 + size >= max_bytes:
+            raise BatchTooLarge(f"batch {i} is {size} bytes, too large for any request")
+        added = size + (1 if i > start else 0)
+        if i - start >= max_batches or body + added >= max_bytes:
+            groups.append(range(start, i))
+            start, body, added = i, 2, size
+        body += added
+    if start < len(sizes):
+        groups.append(range(start, len(sizes)))
+    return groups
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sizes=st.lists(st.integers(min_value=1, max_value=400), max_size=400),
+    max_batches=st.integers(min_value=1, max_value=120),
+    max_bytes=st.integers(min_value=50, max_value=5000),
+)
+def test_pack_is_the_greedy_packing(sizes, max_batches, max_bytes):
+    try:
+        expected = reference_pack(sizes, max_batches, max_bytes)
+    except BatchTooLarge as e:
+        with pytest.raises(BatchTooLarge, match=re.escape(str(e))):
+            pack(sizes, max_batches, max_bytes)
+        return
+    groups = pack(sizes, max_batches, max_bytes)
+    assert groups == expected
+    for group in groups:
+        assert 0 < len(group) <= max_batches
+        assert len(join([b"x" * sizes[i] for i in group])) < max_bytes
