@@ -445,10 +445,10 @@ def _custom_event(w: _Writer, index: int, rule: dict, limits: Limits, id_salt: s
         optional_time = isinstance(spec, dict) and spec.get("required", True) is False
     _event_id(w, depth, w.bind(id_start(f"{id_salt}:{index}"), "s"))
     has_attributes = bool(rule.get("attributes")) or "attributes_from" in rule
-    if has_attributes:
-        _event_attributes(w, depth, rule, f"{where}.attributes", limits)
-    without_time = f"data = {{{head}'source_message_id': mid}}"
-    with_time = f"data = {{{head}'timestamp_unixtime_ms': ts, 'source_message_id': mid}}"
+    always_attributes = has_attributes and _event_attributes(w, depth, rule, f"{where}.attributes", limits)
+    tail = ", 'custom_attributes': custom" if always_attributes else ""
+    without_time = f"data = {{{head}'source_message_id': mid{tail}}}"
+    with_time = f"data = {{{head}'timestamp_unixtime_ms': ts, 'source_message_id': mid{tail}}}"
     if "timestamp" not in rule:
         w(depth, without_time)
     elif optional_time:
@@ -458,7 +458,7 @@ def _custom_event(w: _Writer, index: int, rule: dict, limits: Limits, id_salt: s
         w(depth + 1, with_time)
     else:
         w(depth, with_time)
-    if has_attributes:
+    if has_attributes and not always_attributes:
         w(depth, "if custom:")
         w(depth + 1, "data['custom_attributes'] = custom")
     event = "{'event_type': 'custom_event', 'data': data}"
@@ -495,20 +495,25 @@ def _timestamp(w: _Writer, depth: int, spec: object, where: str) -> None:
 def _event_id(w: _Writer, depth: int, start: str) -> None:
     """`mid` = events.id_maker(prefix)(event_ref), written out."""
     w(depth, f"d = {start}.copy()")
-    w(depth, "d.update(event_ref.encode('utf-8', 'surrogatepass'))")
+    w(depth, "try:")
+    w(depth + 1, "d.update(event_ref.encode())")
+    w(depth, "except UnicodeEncodeError:  # a lone surrogate: hashed as the closures do")
+    w(depth + 1, "d.update(event_ref.encode('utf-8', 'surrogatepass'))")
     w(depth, "h = d.hexdigest()")
     # The uuid5's groups, sliced with prebuilt slice objects (U0…U4 in the namespace: no slice built per event).
     w(depth, "mid = f'{h[U0]}-{h[U1]}-5{h[U2]}-{VARIANT[h[16]]}{h[U3]}-{h[U4]}'")
 
 
-def _event_attributes(w: _Writer, depth: int, rule: dict, where: str, limits: Limits) -> None:
-    """`custom` = the event's custom attributes, as events._attributes builds them."""
+def _event_attributes(w: _Writer, depth: int, rule: dict, where: str, limits: Limits) -> bool:
+    """`custom` = the event's custom attributes, as events._attributes builds them. Returns whether `custom` is
+    never empty (a constant attribute is always stored)."""
     static = rule.get("attributes", {})
     if "attributes_from" in rule:
         build = _attributes(static, rule["attributes_from"], where, limits)
         w(depth, f"custom = {w.bind(build, 'a')}(record)")
-        return
+        return False
     w(depth, "custom = {}")
+    never_empty = False
     for name, spec in static.items():
         key = _literal(name[:MAX_NAME])
         cut = len(name) > MAX_NAME
@@ -523,6 +528,8 @@ def _event_attributes(w: _Writer, depth: int, rule: dict, where: str, limits: Li
 
         # A cut name is counted on every record, by the slow path: it has no written-out case.
         _value(w, depth, spec, at, MAX_VALUE, slow if cut else store, slow)
+        never_empty = never_empty or (not cut and _plain_text(_constant(spec, at), MAX_VALUE))
+    return never_empty
 
 
 # ------------------------------------------------------------------------------------------- slow paths
