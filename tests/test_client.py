@@ -6,6 +6,7 @@ import base64
 import socket
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -552,7 +553,16 @@ def test_it_reads_retry_after_as_seconds():
     assert classify(429, b"", {"Retry-After": "-5"}, 0.0).retry_after == 0.0
 
 
-@pytest.mark.parametrize("value", ["Wed, 21 Oct 2015 07:28:00 GMT", "soon", "nan", "inf", "-inf"])
+def test_it_reads_retry_after_as_an_http_date():
+    from email.utils import format_datetime
+
+    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 28 <= classify(429, b"", {"Retry-After": soon}, 0.0).retry_after <= 30
+    # A date already past: go on now.
+    assert classify(429, b"", {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, 0.0).retry_after == 0.0
+
+
+@pytest.mark.parametrize("value", ["Wed, 41 Oct 2015 07:28:00 GMT", "soon", "nan", "inf", "-inf", "Mon, 1 Jan"])
 def test_it_reads_an_unusable_retry_after_as_unknown(value):
     # An engine would sleep(inf) or crash on sleep(nan): unknown falls back to its own backoff.
     assert classify(429, b"", {"Retry-After": value}, 0.0).retry_after is None

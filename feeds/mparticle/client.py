@@ -12,6 +12,8 @@ import math
 import re
 import time
 from dataclasses import dataclass, field
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 
 import orjson
 import requests
@@ -111,8 +113,14 @@ def _retry_after(value: str | None) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
-        # An HTTP date is allowed by RFC 9110; mParticle sends seconds, so a date is read as "unknown".
-        return None
+        # RFC 9110 also allows an HTTP date ("Wed, 21 Oct 2015 07:28:00 GMT"): the seconds until then.
+        try:
+            when = parsedate_to_datetime(value.strip())
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:  # "-0000": a date in UTC
+            when = when.replace(tzinfo=UTC)
+        return max(when.timestamp() - time.time(), 0.0)
     if not math.isfinite(seconds):
         # "inf" or "nan" parse as floats but cannot be waited for.
         return None
