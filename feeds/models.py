@@ -585,6 +585,9 @@ class DeliveryAttempt(models.Model):
     rate_limit_used = models.PositiveSmallIntegerField(null=True, blank=True)
     rate_limit_scope = models.CharField(max_length=40, blank=True)
     waited = models.FloatField(default=0, help_text="Seconds waited after this attempt.")
+    events_accepted = models.PositiveIntegerField(
+        default=0, help_text="Events this answer accepted (all of them, or those of the batches a 202 did not name)."
+    )
     message = models.TextField(blank=True)
 
     class Meta:

@@ -92,7 +92,7 @@ class Sender:
                 failure_streak += 1
                 wait = self.pacing.backoff(failure_streak)
                 delivery.first_failure_at = delivery.first_failure_at or now
-            self._record_attempt(delivery, answer, wait)
+            attempt = self._record_attempt(delivery, answer, wait)
             self.pacer.observe(answer, wait)
 
             if outcome is Outcome.ACCEPTED:
@@ -101,7 +101,7 @@ class Sender:
                     self.run.add(events_accepted=delivery.event_count)
                 return Settled.DONE
             if outcome is Outcome.PARTIAL:
-                self._partial(delivery, answer)
+                self._partial(delivery, answer, attempt)
                 return Settled.DONE
             if outcome in (Outcome.BAD_REQUEST, Outcome.TOO_LARGE):
                 self._split_or_reject(delivery, answer)
@@ -132,8 +132,8 @@ class Sender:
 
     # ------------------------------------------------------------------------------------------ records
 
-    def _record_attempt(self, delivery: Delivery, answer: Answer, wait: float) -> None:
-        DeliveryAttempt.objects.create(
+    def _record_attempt(self, delivery: Delivery, answer: Answer, wait: float) -> DeliveryAttempt:
+        return DeliveryAttempt.objects.create(
             delivery=delivery,
             at=delivery.sent_at,
             outcome=answer.outcome.value,
@@ -143,6 +143,7 @@ class Sender:
             rate_limit_used=answer.rate_limit_used,
             rate_limit_scope=(answer.rate_limit_scope or "")[:40],
             waited=wait,
+            events_accepted=delivery.event_count if answer.outcome is Outcome.ACCEPTED else 0,
             message="" if answer.outcome is Outcome.ACCEPTED else answer.describe()[:EXCERPT],
         )
 
@@ -178,7 +179,7 @@ class Sender:
         RejectedRecord.objects.bulk_create(rows)
         return len(rows)
 
-    def _partial(self, delivery: Delivery, answer: Answer) -> None:
+    def _partial(self, delivery: Delivery, answer: Answer, attempt: DeliveryAttempt) -> None:
         named = {
             e.index: e.message for e in answer.errors if e.index is not None and 0 <= e.index < delivery.batch_count
         }
@@ -194,6 +195,7 @@ class Sender:
             all_refused = len(named) == delivery.batch_count
             self._settle(delivery, Delivery.State.REJECTED if all_refused else Delivery.State.PARTIAL)
             accepted = sum(n for i, n in enumerate(delivery.batch_events) if i not in named)
+            DeliveryAttempt.objects.filter(pk=attempt.pk).update(events_accepted=accepted)
             self.run.add(events_accepted=accepted, batches_rejected=len(named), records_rejected=records)
 
     def _split_or_reject(self, delivery: Delivery, answer: Answer) -> None:

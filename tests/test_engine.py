@@ -155,6 +155,11 @@ def test_a_batch_refused_inside_a_202_is_rejected_and_the_rest_accepted(sandbox,
     assert "Path '[1]'" in reject.reason and reject.source_request_id == "b1"
     assert [k.source_request_id for k in sandbox.kept()] == ["g1"]
     assert run.status == SyncRun.Status.SUCCEEDED_WITH_REJECTS
+    # The answer's accepted share is on its attempt, so the run page's chart counts it.
+    from feeds.views.runs import chart_series
+
+    assert delivery.attempt_log.get().events_accepted == 1 == run.events_accepted
+    assert sum(point["accepted"] for point in chart_series(run)[0]) == 1
 
 
 def test_only_one_unfinished_run_per_job(sandbox, tmp_path):

@@ -75,7 +75,7 @@ def chart_series(run: SyncRun) -> tuple[list[dict], int]:
         .annotate(minute=TruncMinute("at"))
         .values("minute")
         .annotate(
-            accepted=Sum("delivery__event_count", filter=Q(outcome="accepted")),
+            accepted=Sum("events_accepted"),
             throttled=Count("id", filter=Q(status=429)),
         )
         .order_by("minute")
