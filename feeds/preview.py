@@ -32,14 +32,18 @@ class Preview:
         }
 
 
-def preview_items(rules: dict, items: Iterable[Item], *, environment: str = "development") -> Preview:
+def preview_items(
+    rules: dict, items: Iterable[Item], *, environment: str = "development", id_salt: str = "preview"
+) -> Preview:
+    """What `rules` make of `items`. With the workspace's id as `id_salt`, events get the `source_message_id`s a
+    sync of the same records sends (batch ids are placeholders: a run's depend on the run and chunk)."""
     result = Preview(errors=mapping_rules.validate(rules))
     warnings = getattr(mapping_rules, "warnings", None)
     if result.errors:
         return result
     if warnings is not None:
         result.warnings = warnings(rules)
-    converter = mapping_rules.compile_mapping(rules, id_salt="preview")
+    converter = mapping_rules.compile_mapping(rules, id_salt=id_salt)
     converted = []
     for item in items:
         result.records += 1
@@ -74,4 +78,7 @@ def preview_job(job, rules: dict | None = None, limit: int = DEFAULT_LIMIT) -> P
         items = list(islice(source.read(None), limit))
     except SourceError as e:
         return Preview(errors=[f"the source cannot be read: {e}"])
-    return preview_items(rules or job.mapping.rules, items, environment=job.workspace.environment)
+    workspace = job.workspace
+    return preview_items(
+        rules or job.mapping.rules, items, environment=workspace.environment, id_salt=str(workspace.pk)
+    )

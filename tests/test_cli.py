@@ -124,6 +124,60 @@ class TestInProcess:
             command("run_sync", "--workspace", "Acme", "--file", str(path), "--inline")
         assert exit_info.value.code == 1
 
+    def test_a_latin1_pipe_file_is_read_with_delimiter_and_encoding_options(self, sandbox, mapping_file, tmp_path):
+        self.add(sandbox)
+        command("load_mapping", "--workspace", "Acme", str(mapping_file))
+        rows = purchase_rows(4)
+        rows[0]["first_name"] = "Zoë"
+        rows[2]["amount"] = "dix"
+        text = "|".join(rows[0]) + "\n" + "".join("|".join(r.values()) + "\n" for r in rows)
+        path = tmp_path / "orders.csv"
+        path.write_bytes(text.encode("latin-1"))
+        args = ["--workspace", "Acme", "--file", str(path)]
+
+        # The preview uses the same options, and shows the ids a sync sends.
+        out = command("preview", *args, "--delimiter", "|", "--encoding", "latin-1")
+        preview = json.loads(out)
+        assert preview["batches"][0]["user_attributes"]["$firstname"] == "Zoë"
+        assert [r["ref"] for r in preview["rejected"]] == ["orders.csv:4"]
+        previewed_ids = {e["data"]["source_message_id"] for b in preview["batches"] for e in b["events"]}
+
+        # Without the encoding, the accented line is refused for what it is.
+        with pytest.raises(SystemExit) as exit_info:
+            command("run_sync", *args, "--delimiter", "|", "--inline", "--fail-on-rejects")
+        assert exit_info.value.code == 1
+        first = SyncRun.objects.latest("pk")
+        assert "not valid utf-8" in first.rejects.get(ref="orders.csv:2").reason
+
+        summary = json.loads(command("run_sync", *args, "--delimiter", "|", "--encoding", "latin-1", "--inline"))
+        assert (summary["status"], summary["records_rejected"], summary["events_accepted"]) == (
+            "succeeded_with_rejects", 1, 3,
+        )  # fmt: skip
+        sent = [e for e in sandbox.events() if e["data"]["source_message_id"] in previewed_ids]
+        assert len(sent) == 3 + 2  # the first run sent the two lines it could read, the second all three
+        lines = [json.loads(line) for line in command("rejects", "--run", str(summary["run"])).splitlines()]
+        assert lines == [
+            {
+                "ref": "orders.csv:4",
+                "stage": "mapping",
+                "reason": "events[0].attributes.amount: 'dix' is not a number",
+                "excerpt": lines[0]["excerpt"],
+            }
+        ]
+        assert "dix" in lines[0]["excerpt"]
+
+    def test_bad_file_options_are_refused_before_a_run_starts(self, sandbox, mapping_file, tmp_path):
+        self.add(sandbox)
+        command("load_mapping", "--workspace", "Acme", str(mapping_file))
+        path = write_csv(tmp_path / "orders.csv", purchase_rows(2))
+        with pytest.raises(CommandError, match="unknown encoding|not a known"):
+            command("run_sync", "--workspace", "Acme", "--file", str(path), "--encoding", "klingon", "--inline")
+        with pytest.raises(CommandError, match="one character"):
+            command("run_sync", "--workspace", "Acme", "--file", str(path), "--delimiter", ";;", "--inline")
+        assert not SyncRun.objects.exists()
+        with pytest.raises(CommandError, match="No run #99"):
+            command("rejects", "--run", "99")
+
     def test_run_sync_explains_a_missing_mapping(self, sandbox, tmp_path):
         self.add(sandbox)
         path = write_csv(tmp_path / "orders.csv", purchase_rows(3))
@@ -257,3 +311,10 @@ def test_load_mapping_shows_changed_sample_outputs_and_loads_them_only_when_acce
     command("load_mapping", "--workspace", "Acme", "--accept-changes", str(path))
     stored = Mapping.objects.get()
     assert stored.version == 2 and stored.rules["samples"][0]["expect"]["user_attributes"] == {"plan": "PRO"}
+    # What was accepted can be exported, and the export loads back as it is (no change, no refusal).
+    exported = command("export_mapping", "--workspace", "Acme")
+    assert json.loads(exported) == stored.rules
+    path.write_text(exported)
+    assert "unchanged" in command("load_mapping", "--workspace", "Acme", str(path)).lower()
+    with pytest.raises(CommandError, match="no mapping named 'other'"):
+        command("export_mapping", "--workspace", "Acme", "--name", "other")

@@ -59,12 +59,12 @@ def chunk(request, monkeypatch):
 @pytest.mark.parametrize(
     "name, expected",
     [
-        ("orders.csv", ("csv", ",")),
-        ("orders.CSV.gz", ("csv", ",")),
+        ("orders.csv", ("csv", "auto")),
+        ("orders.CSV.gz", ("csv", "auto")),
         ("orders.tsv", ("csv", "\t")),
         ("events.ndjson", ("ndjson", ",")),
         ("events.jsonl.gz", ("ndjson", ",")),
-        ("exports/*.csv.gz", ("csv", ",")),
+        ("exports/*.csv.gz", ("csv", "auto")),
     ],
 )
 def test_the_format_comes_from_the_extension_also_under_gz(name, expected):
@@ -106,12 +106,21 @@ def test_bad_settings_are_refused_with_a_readable_message(config, message):
 
 
 def test_describe_says_what_it_reads():
-    assert source("/data/orders.csv").describe() == "CSV file /data/orders.csv (comma delimiter, utf-8, gzip or plain)"
+    assert (
+        source("/data/orders.csv").describe() == "CSV file /data/orders.csv (sniffed delimiter, utf-8, gzip or plain)"
+    )
+    assert "comma delimiter" in source("/d/a.csv", delimiter=",").describe()
     assert (
         source("/data/x/*.ndjson.gz", compression="gzip", encoding="utf-16").describe()
         == "NDJSON files matching /data/x/*.ndjson.gz (utf-16, gzip)"
     )
     assert "sniffed delimiter" in source("/d/a.csv", delimiter="auto").describe()
+
+
+def test_a_semicolon_file_is_read_without_being_told(tmp_path):
+    path = tmp_path / "orders.csv"
+    path.write_text("id;user;amount\n1;ann;12.50\n")
+    assert [i.record for i in read(source(str(path)))] == [{"id": "1", "user": "ann", "amount": "12.50"}]
 
 
 # -------------------------------------------------------------------------------------------- csv

@@ -107,7 +107,7 @@ def _check_value_spec(spec: object, where: str, errors: list[str], *, user: bool
     if isinstance(transforms, str):
         transforms = [transforms]
     if not isinstance(transforms, list) or any(t not in TRANSFORMS for t in transforms):
-        errors.append(f"{where}.transform: must be a list of {', '.join(TRANSFORMS)}")
+        errors.append(f"{where}.transform: must be one of {', '.join(TRANSFORMS)}, or a list of them")
     if "required" in spec and not isinstance(spec["required"], bool):
         errors.append(f"{where}.required: must be true or false")
     if ("format" in spec or "timezone" in spec) and kind != "timestamp":

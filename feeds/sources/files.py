@@ -5,8 +5,9 @@ Settings (a job's source config, checked by `FileSource.from_config`)::
     {"path": "/data/exports/*.csv.gz",  # one file, or a glob when it has * ? or [ ("**" descends folders)
      "format": "csv",                   # "csv" | "ndjson"; default from the extension, also under .gz:
                                         #   .csv .tsv → csv, .ndjson .jsonl → ndjson
-     "delimiter": ",",                  # csv only: one character, "tab", or "auto" (sniffed from the header
-                                        #   line among , ; TAB |); default "," (TAB for .tsv)
+     "delimiter": "auto",               # csv only: one character, "tab", or "auto" (sniffed from the header
+                                        #   line among , ; TAB |, "," when none is there); default "auto"
+                                        #   (TAB for .tsv)
      "encoding": "utf-8",               # any Python text codec; a byte-order mark at the start is dropped
      "compression": "auto",             # "auto" (gzip when the file starts like gzip) | "gzip" | "none"
      "incremental": false}              # for the engine (feeds.sources.build): runs go on from the last cursor
@@ -378,7 +379,7 @@ class FileSource:
         if not isinstance(fmt, str) or fmt.lower() not in FORMATS:
             raise SourceError(f"unknown file format {fmt!r}: use csv or ndjson")
         fmt = fmt.lower()
-        default = "\t" if extension == ".tsv" else ","
+        default = "\t" if extension == ".tsv" else "auto"
         delimiter = config.get("delimiter") or default
         if delimiter in ("tab", "\\t"):
             delimiter = "\t"

@@ -545,7 +545,7 @@ def mapping_preview(request, slug):
         if not isinstance(text, str):
             text = json.dumps(text)
         records, input_problems = parse_records(text)
-        preview = preview_records(doc, records, environment=workspace.environment)
+        preview = preview_records(doc, records, environment=workspace.environment, id_salt=str(workspace.pk))
 
     state = editor_state(doc)
     place_messages(state, preview_messages(preview))

@@ -1,11 +1,11 @@
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import orjson
 from django.core.management.base import BaseCommand, CommandError
 
+from feeds.management.commands._files import add_file_options, file_config
 from feeds.models import Mapping, SyncJob, Workspace
 from feeds.preview import DEFAULT_LIMIT, preview_job
 
@@ -24,6 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--mapping", default="default", help="The workspace's mapping to use.")
         parser.add_argument("--rules", help="A mapping document (.json) to try instead of a stored mapping.")
         parser.add_argument("--limit", type=int, default=DEFAULT_LIMIT)
+        add_file_options(parser)
 
     def handle(self, *args, **options):
         workspace = Workspace.objects.filter(name=options["workspace"]).first()
@@ -47,7 +48,7 @@ class Command(BaseCommand):
             job = SyncJob(
                 workspace=workspace,
                 source_kind=SyncJob.SourceKind.FILE,
-                source_config={"path": os.path.abspath(options["file"])},
+                source_config=file_config(options["file"], options),
             )
         result = preview_job(job, rules, limit=options["limit"])
         self.stdout.write(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode())

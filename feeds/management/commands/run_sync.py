@@ -7,25 +7,31 @@ import orjson
 from django.core.management.base import BaseCommand, CommandError
 
 from feeds import sync, tasks
+from feeds.management.commands._files import add_file_options, file_config
 from feeds.models import Mapping, SyncJob, SyncRun, Workspace
+from feeds.sources import SourceError
+from feeds.sources.build import build_source
 
 
 class Command(BaseCommand):
     help = (
         "Sync a CSV or NDJSON file into a workspace. Prints one JSON line with the run's id, status and "
-        "counters; exits 1 when the run failed or is blocked."
+        "counters; exits 1 when the run failed or is blocked (or, with --fail-on-rejects, rejected records)."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--workspace", required=True, help="Workspace name.")
-        parser.add_argument("--file", required=True, help="The data file (.csv or .ndjson).")
-        parser.add_argument(
-            "--format", choices=["csv", "ndjson"], help="Default: from the file name (.csv, .ndjson, .jsonl, also .gz)."
-        )
+        parser.add_argument("--file", required=True, help="The data file (.csv or .ndjson, also .gz).")
+        add_file_options(parser)
         parser.add_argument("--mapping", default="default", help="Mapping name (default: default).")
         parser.add_argument("--mode", choices=SyncJob.EndpointMode.values, help="Endpoint mode for this file's job.")
         parser.add_argument("--wait", action="store_true", help="Block until the run ends (needs a qcluster).")
         parser.add_argument("--inline", action="store_true", help="Run the task in this process (no cluster needed).")
+        parser.add_argument(
+            "--fail-on-rejects",
+            action="store_true",
+            help="Exit 1 also when records were rejected (list them with `manage.py rejects --run ID`).",
+        )
 
     def handle(self, *args, **options):
         workspace = Workspace.objects.filter(name=options["workspace"]).first()
@@ -37,9 +43,11 @@ class Command(BaseCommand):
         path = os.path.abspath(options["file"])
         if not os.path.isfile(path):
             raise CommandError(f"{options['file']} is not a file.")
-        config = {"path": path}
-        if options["format"]:
-            config["format"] = options["format"]
+        config = file_config(path, options)
+        try:
+            build_source(SyncJob.SourceKind.FILE, config)  # bad settings are said here, not by a failed run
+        except SourceError as e:
+            raise CommandError(str(e)) from None
 
         job, _ = SyncJob.objects.get_or_create(
             workspace=workspace,
@@ -68,4 +76,6 @@ class Command(BaseCommand):
         run.refresh_from_db()
         self.stdout.write(orjson.dumps(run.summary()).decode())
         if run.status in (SyncRun.Status.FAILED, SyncRun.Status.BLOCKED):
+            raise SystemExit(1)
+        if options["fail_on_rejects"] and run.records_rejected:
             raise SystemExit(1)
