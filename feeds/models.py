@@ -7,11 +7,11 @@ import hmac
 import secrets
 import uuid
 import zlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
 from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
@@ -137,14 +137,24 @@ class Workspace(models.Model):
             self.status_message = ""
         self.save()
 
-    def mark_credentials_verified(self) -> None:
+    def mark_credentials_verified(self, tested: datetime | None = None) -> bool:
         """The stored credentials just passed a connection test: verified now, and active again if they had been
-        rejected (a workspace staff paused meanwhile stays paused: the status changes only from "rejected")."""
-        Workspace.objects.filter(pk=self.pk).update(credentials_verified_at=timezone.now())
-        Workspace.objects.filter(pk=self.pk, status=self.Status.CREDENTIALS_REJECTED).update(
-            status=self.Status.ACTIVE, status_message=""
-        )
-        self.refresh_from_db(fields=["status", "status_message", "credentials_verified_at"])
+        rejected (a workspace staff paused meanwhile stays paused: the status changes only from "rejected").
+
+        `tested` is the `credentials_updated_at` of the credentials that were tested: when they have been
+        replaced since (during the test), nothing is marked and False is returned."""
+        now = timezone.now()
+        mine = Workspace.objects.filter(pk=self.pk)
+        if tested is not None:
+            mine = mine.filter(credentials_updated_at=tested)
+        with transaction.atomic():
+            marked = mine.update(credentials_verified_at=now, updated_at=now)
+            if marked:
+                mine.filter(status=self.Status.CREDENTIALS_REJECTED).update(
+                    status=self.Status.ACTIVE, status_message=""
+                )
+        self.refresh_from_db(fields=["status", "status_message", "credentials_verified_at", "updated_at"])
+        return bool(marked)
 
     def mark_credentials_rejected(self, message: str) -> None:
         self.status = self.Status.CREDENTIALS_REJECTED

@@ -222,11 +222,13 @@ class Verification:
 def verify_and_resume(workspace: Workspace) -> Verification:
     """Test the workspace's credentials; when they pass, the workspace is active again and its blocked
     runs resume where they stopped (unless staff paused the workspace)."""
+    tested = workspace.credentials_updated_at
     answer = test_connection(workspace)
     resumed = []
     if answer.delivered:
-        workspace.mark_credentials_verified()
-        resumed = resume_blocked_runs(workspace)
+        # Only the credentials that were tested: ones stored meanwhile wait for their own test.
+        if workspace.mark_credentials_verified(tested):
+            resumed = resume_blocked_runs(workspace)
     elif answer.outcome in (Outcome.UNAUTHORIZED, Outcome.FORBIDDEN):
         workspace.mark_credentials_rejected(f"The connection test was refused ({answer.describe()}).")
     return Verification(answer, resumed)

@@ -48,11 +48,11 @@ def bob(django_user_model):
 
 @pytest.fixture
 def charlie(django_user_model):
-    """Staff who may look at workspaces, runs and deliveries, but change nothing."""
+    """Staff who may look at runs and deliveries, but change nothing (not even see workspaces in the admin)."""
     from django.contrib.auth.models import Permission
 
     user = django_user_model.objects.create_user("charlie", "charlie@example.com", None, is_staff=True)
-    codenames = ["view_workspace", "view_syncrun", "view_delivery", "view_deliveryattempt"]
+    codenames = ["view_syncrun", "view_delivery", "view_deliveryattempt"]
     user.user_permissions.set(Permission.objects.filter(content_type__app_label="feeds", codename__in=codenames))
     return user
 

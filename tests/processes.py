@@ -60,11 +60,11 @@ class ProcessGroup:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> None:
-        log = open(self.log_path, "a")  # noqa: SIM115 - the child keeps it open
-        self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", *self.command], cwd=ROOT, env=self.env, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+        with open(self.log_path, "a") as log:  # the child has its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "manage.py", *self.command], cwd=ROOT, env=self.env, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
 
     def kill(self) -> None:
         """SIGKILL the whole group: no cleanup, like a machine losing power."""

@@ -175,3 +175,12 @@ def test_pack_is_the_greedy_packing(sizes, max_batches, max_bytes):
     for group in groups:
         assert 0 < len(group) <= max_batches
         assert len(join([b"x" * sizes[i] for i in group])) < max_bytes
+
+
+def test_a_one_record_batch_serialized_alone_escapes_any_id():
+    [batch], _ = group_by_user([UserRecord(ref="1", identities={"customer_id": "v"}, events=[event("e")])])
+    body = orjson.loads(batch.serialize("production", 'odd "id" \\ here'))
+    assert body["source_request_id"] == 'odd "id" \\ here' and body["user_identities"] == {"customer_id": "v"}
+    assert batch.deleted_user_attributes == [] and batch.mpid is None
+    with pytest.raises(ValueError, match="at least 1"):
+        pack([10, 20], max_batches=0)

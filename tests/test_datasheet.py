@@ -133,7 +133,9 @@ def test_examples_can_come_from_given_records_and_types_from_what_they_produce()
     assert line(sheet.identities, "customer_id").example == '"1"'  # identities are sent as text
     assert line(sheet.user_attributes, "score").type == "integer or number"
     assert line(sheet.user_attributes, "ok").type == "boolean" and line(sheet.user_attributes, "ok").example == "true"
-    assert sheet.refused_samples == ["record 3: no identity: every mapped identity field is missing or empty"]
+    assert sheet.refused_samples == [
+        "record 3: no identity: every mapped identity field is missing or empty (id); the record's fields are id"
+    ]
 
 
 def test_deletions_mpid_commerce_events_products_and_conditions():

@@ -29,7 +29,7 @@ def test_the_example_mapping_is_valid():
         ),
         (
             {"identities": {"email": {"field": "e", "transform": ["shout"]}}},
-            "identities.email.transform: must be a list",
+            "identities.email.transform: must be one of",
         ),
         (
             {"identities": {"email": "e"}, "user_attributes": {"$favourite": "x"}},

@@ -313,7 +313,7 @@ def test_the_preview_keys_validation_errors_and_warnings_by_rule_path(staff, wor
     doc["events"][0]["attributes"]["amount"]["type"] = "decimal"
     result = preview(staff, workspace, doc, records="[]").json()
     assert result["batches"] == [] and result["records"] == 0
-    assert result["by_path"]["identities.email"][0]["text"].startswith("identities.email.transform: must be a list")
+    assert result["by_path"]["identities.email"][0]["text"].startswith("identities.email.transform: must be one of")
     assert result["by_path"]["events[0].attributes.amount"][0]["level"] == "error"
     assert len(result["errors"]) == 2
 

@@ -59,6 +59,11 @@ DOC = {
     ],
 }
 
+FULL_NO_IDENTITY = (
+    "no identity: every mapped identity field is missing or empty (customer_id, email); "
+    "the record's fields are order_id, customer_id, email, ordered_at"
+)
+
 
 def edited(**changes) -> dict:
     doc = copy.deepcopy(DOC)
@@ -115,16 +120,14 @@ def test_refusals_are_expected_by_part_of_their_reason():
     assert check_samples(doc)[1].ok
     doc = edited(samples__1__expect={"rejected": "bad date"})
     assert check_samples(doc)[1].differences == [
-        "refused for another reason: expected 'bad date', got 'no identity: every mapped identity field is missing or empty'"
+        f"refused for another reason: expected 'bad date', got {FULL_NO_IDENTITY!r}"
     ]
     doc = edited(samples__0__expect={"rejected": "something"})
     assert check_samples(doc)[0].differences == [
         "expected the record to be refused ('something'), but it was converted"
     ]
     doc = edited(samples__1__expect={"identities": {"customer_id": ""}})
-    assert check_samples(doc)[1].differences == [
-        "refused: no identity: every mapped identity field is missing or empty"
-    ]
+    assert check_samples(doc)[1].differences == [f"refused: {FULL_NO_IDENTITY}"]
 
 
 def test_a_sample_mismatch_is_not_a_validation_error_but_a_malformed_sample_is():
@@ -193,10 +196,7 @@ def test_an_edit_that_refuses_or_accepts_a_record_says_so():
     changes = compare_outputs(DOC, new)
     assert [c.index for c in changes] == [0, 1]
     assert changes[0].differences == ['identities.email: "a@b.com" → absent', 'identities.other: absent → "partner"']
-    assert (
-        changes[1].differences[0]
-        == "no longer refused (was: no identity: every mapped identity field is missing or empty)"
-    )
+    assert changes[1].differences[0] == f"no longer refused (was: {FULL_NO_IDENTITY})"
 
 
 def test_the_demo_mapping_is_valid_and_its_samples_pass():

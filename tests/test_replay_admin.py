@@ -11,6 +11,7 @@ import orjson
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.contrib.admin.models import LogEntry
+from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 from django.utils import timezone
@@ -77,6 +78,13 @@ def assert_delivered_once(run: SyncRun, sandbox, events: int = ROWS) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ the cast
+
+
+@pytest.fixture
+def charlie(charlie):
+    """Here charlie may also look at workspaces (still changing nothing)."""
+    charlie.user_permissions.add(Permission.objects.get(content_type__app_label="feeds", codename="view_workspace"))
+    return charlie
 
 
 @pytest.fixture
@@ -552,3 +560,22 @@ def test_no_page_shows_the_credentials(staff, failed_run):
         url(Delivery, "change", delivery.pk),
     ]:
         page(staff, address)
+
+
+def test_credentials_replaced_during_their_test_are_not_marked_verified(blocked_run, sandbox, monkeypatch):
+    workspace = Workspace.objects.get(pk=blocked_run.workspace_id)
+    workspace.set_credentials(SANDBOX_KEY, SANDBOX_SECRET)
+    real_test = sync.test_connection
+
+    def test_while_staff_replace_them(tested):
+        answer = real_test(tested)  # these pass…
+        Workspace.objects.get(pk=tested.pk).set_credentials("k-new", "untested")  # …but are replaced meanwhile
+        return answer
+
+    monkeypatch.setattr(sync, "test_connection", test_while_staff_replace_them)
+    verification = sync.verify_and_resume(workspace)
+    assert verification.answer.delivered and verification.resumed == []
+    workspace.refresh_from_db()
+    assert workspace.credentials_verified_at is None and workspace.api_secret == "untested"
+    blocked_run.refresh_from_db()
+    assert blocked_run.status == SyncRun.Status.BLOCKED

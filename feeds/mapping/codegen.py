@@ -28,7 +28,17 @@ from feeds.mparticle.batch import VARIANT_DIGIT, UserRecord
 
 from .conditions import compile_condition
 from .events import _attributes, _choice, _name, event_rule, id_start
-from .limits import INT64_MAX, INT64_MIN, MAX_NAME, MAX_VALUE, Limits, identity_text, mpid_value, no_identity_message
+from .limits import (
+    INT64_MAX,
+    INT64_MIN,
+    MAX_NAME,
+    MAX_VALUE,
+    Limits,
+    identity_text,
+    mpid_value,
+    no_identity_error,
+    no_identity_message,
+)
 from .specs import value_reader
 from .timestamps import EPOCH, MAX_TIME_TEXT, ONE_MS, timestamp_reader
 from .users import attribute_rules, attributes_from
@@ -110,6 +120,7 @@ def generate_converter(
         new_object=object.__new__,
         kind=kind,
         mpid_value=mpid_value,
+        no_identity_error=no_identity_error,
         scalar_text=scalar_text,
         fromisoformat=datetime.fromisoformat,
         UTC=UTC,
@@ -332,7 +343,7 @@ def _identities(w: _Writer, doc: dict) -> None:
     else:
         w(2, "mpid = None")
         w(2, "if not identities:")
-    w(3, f"raise RecordError({_literal(no_identity_message(doc))})")
+    w(3, f"raise no_identity_error({_literal(no_identity_message(doc))}, record)")
 
 
 # ------------------------------------------------------------------------------------- user attributes

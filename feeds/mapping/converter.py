@@ -19,7 +19,7 @@ from feeds.mparticle.batch import UserRecord
 
 from .codegen import generate_converter
 from .events import event_rule
-from .limits import Limits, Stats, identity_text, mpid_value, no_identity_message
+from .limits import Limits, Stats, identity_text, mpid_value, no_identity_error, no_identity_message
 from .specs import value_reader
 from .users import user_attributes_reader
 from .validation import MappingError, validate
@@ -88,7 +88,7 @@ def _closure_converter(doc: dict, limits: Limits, id_salt: str) -> Callable[[dic
                         identities[key] = text
             mpid = mpid_value(read_mpid(record)) if read_mpid is not None else None
             if not identities and mpid is None:
-                raise RecordError(no_identity)
+                raise no_identity_error(no_identity, record)
             attributes: dict[str, object] = {}
             deleted: list[str] = []
             if user_attributes is not None:

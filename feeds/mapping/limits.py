@@ -110,8 +110,31 @@ class Limits:
 
 
 def no_identity_message(doc: dict) -> str:
+    """The start of the reason a record without any identity is refused: which fields were looked at."""
+    fields = [_field_of(spec) for spec in doc.get("identities", {}).values()]
+    if "mpid" in doc:
+        fields.append(_field_of(doc["mpid"]))
+    named = ", ".join(f for f in fields if f)
     also = "and mpid " if "mpid" in doc else ""
-    return f"no identity: every mapped identity field {also}is missing or empty"
+    return f"no identity: every mapped identity field {also}is missing or empty" + (f" ({named})" if named else "")
+
+
+def _field_of(spec: object) -> str | None:
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, dict) and isinstance(spec.get("field"), str):
+        return spec["field"]
+    return None
+
+
+def no_identity_error(message: str, record: dict) -> RecordError:
+    """The refusal of a record without any identity, naming the fields the record has (a field name that does
+    not match the file's header, or a CSV read with the wrong delimiter, shows at once)."""
+    names = [str(name) for name in list(record)[:9]]
+    if not names:
+        return RecordError(f"{message}; the record has no fields")
+    shown = ", ".join(n if len(n) <= 60 else n[:57] + "..." for n in names[:8])
+    return RecordError(f"{message}; the record's fields are {shown}{', …' if len(names) > 8 else ''}")
 
 
 def identity_text(value: object, where: str) -> str:

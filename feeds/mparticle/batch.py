@@ -136,7 +136,6 @@ class OneRecordBatch:
 
     __slots__ = ("whole", "event_count", "refs", "size")
     mpid = None
-    deleted_user_attributes: tuple = ()
 
     def __init__(self, whole: bytes, event_count: int, refs: list[str], size: int):
         self.whole = whole
@@ -147,9 +146,14 @@ class OneRecordBatch:
     def _data(self) -> dict:
         return orjson.loads(b"{" + self.whole)
 
+    # What a Batch has as fields, read back from `whole`: copies (changing them changes nothing).
     @property
     def identities(self) -> dict[str, str]:
         return self._data()["user_identities"]
+
+    @property
+    def deleted_user_attributes(self) -> list[str]:
+        return []
 
     @property
     def user_attributes(self) -> dict[str, object]:
@@ -170,7 +174,8 @@ class OneRecordBatch:
         )
 
     def serialize(self, environment: str, source_request_id: str) -> bytes:
-        return serialize_batches((self,), environment, (source_request_id,))[0]
+        head = b'{"source_request_id":' + orjson.dumps(source_request_id) + b',"environment":'
+        return head + orjson.dumps(environment) + b"," + self.whole
 
     def to_dict(self, environment: str, source_request_id: str) -> dict:
         return {"source_request_id": source_request_id, "environment": environment, **self._data()}
@@ -180,7 +185,8 @@ def serialize_batches(
     batches: Sequence[Batch | OneRecordBatch], environment: str, source_request_ids: Sequence[str]
 ) -> list[bytes]:
     """`[b.serialize(environment, i) for b, i in zip(batches, source_request_ids)]`, with what is the same for
-    every batch serialized once. The ids are ours (`batch_ids`, `deterministic_id`): nothing in them to escape."""
+    every batch serialized once. The ids must need no JSON escaping (as `batch_ids` and `deterministic_id`
+    make them: hex digits and dashes); they are spliced in as they are."""
     start = b'{"source_request_id":"'
     middle = b'","environment":' + orjson.dumps(environment) + b","
     concat = b"".join
@@ -344,6 +350,8 @@ def pack(
 ) -> list[range]:
     """Split serialized batches (given by their sizes, in order) into consecutive groups that each make a
     bulk body of at most `max_batches` batches and strictly under `max_bytes` bytes."""
+    if max_batches < 1:
+        raise ValueError(f"max_batches must be at least 1, not {max_batches}")
     groups: list[range] = []
     count = len(sizes)
     start = 0

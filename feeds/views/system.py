@@ -35,10 +35,10 @@ def inbox(request, inbox_id):
         return _push_error(403, "the inbox token is not valid for this URL")
     if not job.enabled:
         return _push_error(409, "this job is disabled; nothing was stored")
-    try:
-        length = int(request.headers.get("Content-Length") or 0)
-    except ValueError:
-        return _push_error(400, "the Content-Length header is not a number")
+    declared = (request.headers.get("Content-Length") or "0").strip()
+    if not (declared.isascii() and declared.isdigit()):
+        return _push_error(400, "the Content-Length header is not a number of bytes")
+    length = int(declared)
     if length > settings.MPFEED_INBOX_MAX_BYTES:
         return _push_error(413, f"the body is over {settings.MPFEED_INBOX_MAX_BYTES} bytes; send smaller pushes")
     try:
