@@ -297,3 +297,23 @@ def test_mpid_alone_identifies_the_user():
         "mpid.type: an mpid is a 64-bit integer; use auto, int or string"
     ]
     assert convert({"mpid": {"value": "-42"}}, {}).mpid == -42
+
+
+@pytest.mark.parametrize("codegen", [True, False])
+def test_numbers_with_a_decimal_comma(codegen):
+    doc = {
+        "identities": {"customer_id": "id"},
+        "user_attributes": {
+            "ltv": {"field": "ltv", "type": "float", "transform": ["trim", "decimal_comma"]},
+            "orders": {"field": "orders", "type": "int", "transform": "decimal_comma"},
+        },
+    }
+    convert_one = compile_mapping(doc, codegen=codegen).convert
+    for ltv, orders, expected in [
+        ("12,50", "3", {"ltv": 12.5, "orders": 3}),
+        (" 1.234,56 ", "1.000", {"ltv": 1234.56, "orders": 1000}),  # dots group thousands
+        ("1\u202f234,5", "2,0", {"ltv": 1234.5, "orders": 2}),  # so do (thin) spaces
+    ]:
+        assert convert_one({"id": "u", "ltv": ltv, "orders": orders}, "x").user_attributes == expected
+    with pytest.raises(RecordError, match=r"user_attributes.ltv: '12,5,0' is not a number"):
+        convert_one({"id": "u", "ltv": "12,5,0", "orders": "1"}, "x")

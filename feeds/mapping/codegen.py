@@ -47,7 +47,13 @@ from .values import MISSING, RecordError, getter, kind, scalar_text
 # Types whose common case is written out: text as read, or a number read from text.
 _TEXT_TYPES = ("auto", "string")
 _NUMBER_TYPES = ("int", "float", "number")
-_TRANSFORMS = {"trim": ".strip()", "lower": ".lower()", "upper": ".upper()"}
+_TRANSFORMS = {
+    "trim": ".strip()",
+    "lower": ".lower()",
+    "upper": ".upper()",
+    # As specs._decimal_comma does it.
+    "decimal_comma": r""".replace(".", "").replace(" ", "").replace("\xa0", "").replace("\u202f", "").replace(",", ".")""",
+}
 
 
 class _Slow:

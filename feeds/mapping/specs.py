@@ -10,8 +10,16 @@ from .timestamps import parse_zone, timestamp_parser
 from .values import COERCERS, MISSING, RecordError, getter, scalar_text, show
 
 VALUE_TYPES = ("auto", "string", "int", "float", "number", "bool", "timestamp")
-TRANSFORMS = ("trim", "lower", "upper")
-_TRANSFORM_FUNCS = {"trim": str.strip, "lower": str.lower, "upper": str.upper}
+TRANSFORMS = ("trim", "lower", "upper", "decimal_comma")
+
+
+def _decimal_comma(text: str) -> str:
+    """A number written with a decimal comma ("1.234,56", "12,5", "1 234,56") as Python reads numbers: the
+    dots and spaces that group thousands go, the comma becomes the decimal point."""
+    return text.replace(".", "").replace(" ", "").replace("\xa0", "").replace("\u202f", "").replace(",", ".")
+
+
+_TRANSFORM_FUNCS = {"trim": str.strip, "lower": str.lower, "upper": str.upper, "decimal_comma": _decimal_comma}
 
 
 def value_reader(spec: object, where: str, default_type: str = "auto") -> Callable[[dict], object]:
@@ -98,6 +106,7 @@ def finisher(spec: dict, where: str, default_type: str = "auto") -> Callable[[ob
         return _as_is
 
     def finish(value: object) -> object:
+        original = value
         if transform is not None and isinstance(value, str):
             value = transform(value)
         if value is MISSING or value is None or value == "":
@@ -109,7 +118,14 @@ def finisher(spec: dict, where: str, default_type: str = "auto") -> Callable[[ob
             return MISSING if value is not None else None
         if separator is not None and isinstance(value, str):
             return [part for part in (p.strip() for p in value.split(separator)) if part]
-        return coerce(value, where) if coerce is not None else value
+        if coerce is None:
+            return value
+        try:
+            return coerce(value, where)
+        except RecordError as e:
+            if original != value:  # say what the record holds, not what the transforms made of it
+                raise RecordError(str(e).replace(show(value), show(original), 1)) from None
+            raise
 
     default: object = MISSING
     if "default" in spec and spec["default"] is not None:

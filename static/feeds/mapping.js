@@ -7,7 +7,7 @@
 "use strict";
 
 (() => {
-  const TRANSFORMS = ["trim", "lower", "upper"];
+  const TRANSFORMS = ["trim", "lower", "upper", "decimal_comma"];
   const EVENT_TYPES = ["custom_event", "screen_view", "commerce_event"];
   const BLOCK_KEYS = ["event_type", "name", "screen_name", "custom_event_type", "timestamp", "when", "attributes"];
   const ROW_DOC_KEYS = ["record_key", "identities", "mpid", "user_attributes", "events"];
