@@ -97,7 +97,7 @@ def test_bad_records_are_rejected_with_reasons_and_the_rest_arrive(sandbox, tmp_
     assert run.records_read == 11 and run.records_rejected == 4
     reasons = dict(RejectedRecord.objects.filter(run=run).values_list("ref", "reason"))
     assert reasons == {
-        "orders.csv:4": "no identity: every mapped identity field is missing or empty (user_id, email); the record's fields are id, user_id, email, plan, first_name, ts, sku, "
+        "orders.csv:4": "no identity: every mapped identity field is missing or empty (email, user_id); the record's fields are id, user_id, email, plan, first_name, ts, sku, "
         "amount",
         "orders.csv:7": "events[0].attributes.amount: 'ten' is not a number",
         "orders.csv:9": reasons["orders.csv:9"],

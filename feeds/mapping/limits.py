@@ -114,7 +114,7 @@ def no_identity_message(doc: dict) -> str:
     fields = [_field_of(spec) for spec in doc.get("identities", {}).values()]
     if "mpid" in doc:
         fields.append(_field_of(doc["mpid"]))
-    named = ", ".join(f for f in fields if f)
+    named = ", ".join(sorted({f for f in fields if f}))  # sorted: a document stored as jsonb loses its key order
     also = "and mpid " if "mpid" in doc else ""
     return f"no identity: every mapped identity field {also}is missing or empty" + (f" ({named})" if named else "")
 
