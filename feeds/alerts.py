@@ -28,7 +28,7 @@ import requests
 from django.conf import settings
 from django.core.mail import get_connection, send_mail
 from django.db import transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import F, OuterRef, Q, Subquery
 from django.urls import reverse
 from django.utils import timezone
 
@@ -65,19 +65,23 @@ def current_state(workspace: Workspace, now: datetime | None = None) -> State:
             workspace.status_message or "mParticle refused the workspace's credentials.",
             blocked.pk if blocked else None,
         )
-    newest_finished = SyncRun.objects.filter(job=OuterRef("pk"), status__in=SyncRun.FINISHED_STATUSES).order_by(
-        "-finished_at", "-pk"
-    )
+    # A failed run put back to work (a replay) still counts as failed until it finishes again, and as the newest.
+    newest_finished = SyncRun.objects.filter(
+        Q(status__in=SyncRun.FINISHED_STATUSES) | Q(reopened_from=SyncRun.Status.FAILED), job=OuterRef("pk")
+    ).order_by(F("finished_at").desc(nulls_first=True), "-pk")
     last_runs = SyncJob.objects.filter(workspace=workspace).values(last=Subquery(newest_finished.values("pk")[:1]))
     failed = (
-        SyncRun.objects.filter(pk__in=last_runs, status=SyncRun.Status.FAILED)
+        SyncRun.objects.filter(pk__in=last_runs)
+        .filter(Q(status=SyncRun.Status.FAILED) | Q(reopened_from=SyncRun.Status.FAILED))
         .select_related("job")
         .order_by("-finished_at", "-pk")
         .first()
     )
     if failed is not None:
         return State(
-            AlertEvent.Kind.RUN_FAILED, f"Run #{failed.pk} of job {failed.job.name} failed: {failed.error}", failed.pk
+            AlertEvent.Kind.RUN_FAILED,
+            f"Run #{failed.pk} of job {failed.job.name} failed: {failed.error or 'its failed requests are being replayed'}",
+            failed.pk,
         )
     failing = Delivery.objects.filter(
         workspace=workspace, state=Delivery.State.PENDING, first_failure_at__lt=now - FAILING_FOR

@@ -390,6 +390,12 @@ class SyncRun(models.Model):
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    reopened_from = models.CharField(
+        max_length=30,
+        blank=True,
+        help_text="The status a finished or blocked run had when it was put back to work (a replay, new "
+        "credentials), until it finishes again.",
+    )
 
     objects = SyncRunQuerySet.as_manager()
 
@@ -467,9 +473,11 @@ class SyncRun(models.Model):
         self.status = status
         self.error = error
         self.finished_at = timezone.now() if status in self.FINISHED_STATUSES else None
+        if status in self.FINISHED_STATUSES:
+            self.reopened_from = ""
         self.lease_until = None
         self.resume_at = None
-        self.save(update_fields=["status", "error", "finished_at", "lease_until", "resume_at"])
+        self.save(update_fields=["status", "error", "finished_at", "reopened_from", "lease_until", "resume_at"])
 
     def wait_until(self, when, reason: str) -> None:
         """Give the worker back; a continuation picks the run up at `when`."""

@@ -18,7 +18,7 @@ from itertools import islice
 import orjson
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Q
+from django.db.models import F, Max, Q
 from django.utils import timezone
 
 from feeds import alerts
@@ -162,7 +162,14 @@ def reopen_run(run: SyncRun) -> bool:
             changed = (
                 SyncRun.objects.filter(pk=run.pk)
                 .exclude(status__in=[SyncRun.Status.QUEUED, SyncRun.Status.RUNNING, SyncRun.Status.WAITING])
-                .update(status=SyncRun.Status.QUEUED, finished_at=None, error="", lease_until=None, resume_at=None)
+                .update(
+                    status=SyncRun.Status.QUEUED,
+                    reopened_from=F("status"),  # a failed run stays one for the alerts until it finishes again
+                    finished_at=None,
+                    error="",
+                    lease_until=None,
+                    resume_at=None,
+                )
             )
     except IntegrityError:
         return False

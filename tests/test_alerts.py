@@ -144,6 +144,34 @@ def test_a_successful_run_after_a_failure_sends_one_recovery(sandbox, tmp_path, 
     assert workspace.health == "ok"
 
 
+def test_a_replay_recovers_the_workspace_only_once_the_replayed_run_succeeds(sandbox, tmp_path, settings):
+    from feeds.mparticle.sandbox import FaultConfig
+
+    workspace = make_workspace(sandbox)
+    job = make_job(workspace, write_csv(tmp_path / "orders.csv", purchase_rows(4)), name="orders")
+    assert run_job(job).status == SyncRun.Status.SUCCEEDED  # an older run that went well
+    settings.MPFEED_RETRY_HORIZON = 0
+    sandbox.configure(faults=FaultConfig(error_rate=1.0))
+    failed = run_job(job)
+    assert failed.status == SyncRun.Status.FAILED
+    assert kinds(workspace) == [AlertEvent.Kind.RUN_FAILED]
+    # Staff replay it: while it is being worked on again, the workspace is not "recovered" (the older run that
+    # went well is not what counts), whatever the sweeper evaluates meanwhile.
+    sandbox.configure(faults=FaultConfig())
+    count, queued = sync.replay_run(failed)
+    assert count >= 1
+    alerts.evaluate(workspace)
+    sync.resume_stalled()
+    assert kinds(workspace) == [AlertEvent.Kind.RUN_FAILED]
+    assert alerts.current_state(workspace).health == AlertEvent.Kind.RUN_FAILED
+    # Once the replayed run has delivered everything, it is.
+    sync.process_run(failed.pk)
+    failed.refresh_from_db()
+    assert failed.status == SyncRun.Status.SUCCEEDED and failed.reopened_from == ""
+    alerts.evaluate(workspace)
+    assert kinds(workspace) == [AlertEvent.Kind.RUN_FAILED, AlertEvent.Kind.RECOVERED]
+
+
 def test_one_job_succeeding_does_not_hide_another_jobs_failure(sandbox, tmp_path):
     workspace = make_workspace(sandbox)
     mapping = make_mapping(workspace)
