@@ -22,9 +22,8 @@ from feeds.mparticle.sandbox import (
     LoggedRequest,
     Reject,
     Sandbox,
-    build_arg_parser,
-    sandbox_from_args,
 )
+from feeds.mparticle.sandbox_cli import build_arg_parser, sandbox_from_args
 from feeds.mparticle.schema import HISTORICAL_MIN_AGE_MS, MAX_REQUEST_BYTES, MAX_USER_ATTRIBUTE_LIST_ENTRIES
 
 KEY, SECRET = "key-1", "secret-1"

@@ -13,20 +13,18 @@ Run it standalone with ``python -m feeds.mparticle.sandbox --credential KEY:SECR
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import contextlib
 import hmac
 import logging
 import math
-import os
 import random
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -34,20 +32,15 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from feeds.mparticle.sandbox_checks import _bulk_message, _kind, _message, validate_batch
 from feeds.mparticle.schema import (
     BULK_PATH,
-    CUSTOM_EVENT_TYPES,
     DEFAULT_BATCHES_PER_SECOND,
-    ENVIRONMENTS,
-    EVENT_TYPES,
     EVENTS_PATH,
     HISTORICAL_MIN_AGE_MS,
     HISTORICAL_PATH,
-    IDENTITY_KEYS,
     MAX_BATCHES_PER_REQUEST,
     MAX_REQUEST_BYTES,
-    MAX_USER_ATTRIBUTE_LIST_ENTRIES,
-    PRODUCT_ACTIONS,
 )
 
 logger = logging.getLogger(__name__)
@@ -73,7 +66,6 @@ MAX_DRAIN_BYTES = 16 * 1024 * 1024
 # How many request log entries GET /_sandbox/state returns.
 STATE_LOG_ENTRIES = 200
 # How many problems of one batch are spelled out in its error message.
-MAX_PROBLEMS_PER_MESSAGE = 10
 # An idle keep-alive connection is closed after this, so handler threads never pile up forever.
 CONNECTION_TIMEOUT_SECONDS = 60.0
 
@@ -506,219 +498,6 @@ class Sandbox:
         return None
 
 
-# -- per-batch validation ------------------------------------------------------------------------------------
-# Our own checker, written from the contract, so that the client's batch builder is checked against an
-# independent reading of the rules. A problem is (location inside the batch, what is wrong).
-
-Problem = tuple[str, str]
-
-
-def validate_batch(batch: Any) -> list[Problem]:
-    if not isinstance(batch, dict):
-        return [("", f"batch must be an object, got {_kind(batch)}")]
-    problems: list[Problem] = []
-
-    if "environment" not in batch:
-        problems.append(("environment", "is required (production or development)"))
-    elif batch["environment"] not in ENVIRONMENTS:
-        problems.append(("environment", f"value must be production or development, got {_show(batch['environment'])}"))
-
-    request_id = batch.get("source_request_id")
-    if request_id is not None and not isinstance(request_id, str):
-        problems.append(("source_request_id", f"value must be a string, got {_kind(request_id)}"))
-
-    identities = batch.get("user_identities")
-    if identities is not None:
-        if not isinstance(identities, dict):
-            problems.append(("user_identities", f"value must be an object, got {_kind(identities)}"))
-        else:
-            for key, value in identities.items():
-                if key not in IDENTITY_KEYS:
-                    problems.append((f"user_identities.{key}", "is not a known identity type"))
-                elif value is not None and not isinstance(value, str):
-                    problems.append((f"user_identities.{key}", f"value must be a string, got {_kind(value)}"))
-
-    attributes = batch.get("user_attributes")
-    if attributes is not None:
-        if not isinstance(attributes, dict):
-            problems.append(("user_attributes", f"value must be an object, got {_kind(attributes)}"))
-        else:
-            for key, value in attributes.items():
-                _check_user_attribute(f"user_attributes.{key}", value, problems)
-
-    deleted = batch.get("deleted_user_attributes")
-    if deleted is not None and (not isinstance(deleted, list) or not all(isinstance(n, str) for n in deleted)):
-        problems.append(("deleted_user_attributes", "value must be a list of strings"))
-
-    mpid = batch.get("mpid")
-    if mpid is not None and (not isinstance(mpid, int) or isinstance(mpid, bool)):
-        problems.append(("mpid", f"value must be an integer, got {_kind(mpid)}"))
-
-    events = batch.get("events")
-    if events is not None:
-        if not isinstance(events, list):
-            problems.append(("events", f"value must be an array, got {_kind(events)}"))
-        else:
-            for i, event in enumerate(events):
-                _check_event(f"events[{i}]", event, problems)
-    return problems
-
-
-def _check_user_attribute(where: str, value: Any, problems: list[Problem]) -> None:
-    if _is_scalar(value):
-        return
-    if isinstance(value, list):
-        if not all(isinstance(entry, str) for entry in value):
-            problems.append((where, "value must be a scalar or a list of strings; the list holds non-strings"))
-        elif len(value) > MAX_USER_ATTRIBUTE_LIST_ENTRIES:
-            problems.append((where, f"list has {len(value)} entries, at most {MAX_USER_ATTRIBUTE_LIST_ENTRIES}"))
-        return
-    problems.append((where, f"value must be a scalar or a list of strings, got {_kind(value)}"))
-
-
-def _check_event(where: str, event: Any, problems: list[Problem]) -> None:
-    if not isinstance(event, dict):
-        problems.append((where, f"value must be an object, got {_kind(event)}"))
-        return
-    event_type = event.get("event_type")
-    known_type = isinstance(event_type, str) and event_type in EVENT_TYPES
-    if event_type is None:
-        problems.append((f"{where}.event_type", "is required"))
-    elif not known_type:
-        problems.append((f"{where}.event_type", f"value is not a known event type: {_show(event_type)}"))
-
-    data = event.get("data")
-    if data is None:
-        problems.append((f"{where}.data", "is required"))
-        return
-    if not isinstance(data, dict):
-        problems.append((f"{where}.data", f"value must be an object, got {_kind(data)}"))
-        return
-    where = f"{where}.data"
-
-    stamp = data.get("timestamp_unixtime_ms")
-    if stamp is not None and (not isinstance(stamp, int) or isinstance(stamp, bool)):
-        problems.append((f"{where}.timestamp_unixtime_ms", f"value must be an integer, got {_kind(stamp)}"))
-    message_id = data.get("source_message_id")
-    if message_id is not None and not isinstance(message_id, str):
-        problems.append((f"{where}.source_message_id", f"value must be a string, got {_kind(message_id)}"))
-    _check_custom_attributes(f"{where}.custom_attributes", data.get("custom_attributes"), problems)
-
-    if event_type == "custom_event":
-        _check_name(f"{where}.event_name", data.get("event_name"), problems)
-        custom_type = data.get("custom_event_type")
-        if custom_type is None:
-            problems.append((f"{where}.custom_event_type", "is required"))
-        elif custom_type not in CUSTOM_EVENT_TYPES:
-            problems.append((f"{where}.custom_event_type", f"value is not a custom event type: {_show(custom_type)}"))
-    elif event_type == "screen_view":
-        _check_name(f"{where}.screen_name", data.get("screen_name"), problems)
-    elif event_type == "commerce_event":
-        _check_commerce(where, data, problems)
-
-
-def _check_commerce(where: str, data: dict[str, Any], problems: list[Problem]) -> None:
-    present = [k for k in ("product_action", "promotion_action", "product_impressions") if data.get(k) is not None]
-    if len(present) != 1:
-        found = ", ".join(present) or "none"
-        problems.append(
-            (where, f"needs exactly one of product_action, promotion_action, product_impressions (found {found})")
-        )
-    action = data.get("product_action")
-    if action is not None:
-        if not isinstance(action, dict):
-            problems.append((f"{where}.product_action", f"value must be an object, got {_kind(action)}"))
-        else:
-            if action.get("action") is None:
-                problems.append((f"{where}.product_action.action", "is required"))
-            elif action["action"] not in PRODUCT_ACTIONS:
-                problems.append(
-                    (f"{where}.product_action.action", f"value is not a product action: {_show(action['action'])}")
-                )
-            products = action.get("products")
-            if products is not None:
-                if not isinstance(products, list):
-                    problems.append(
-                        (f"{where}.product_action.products", f"value must be an array, got {_kind(products)}")
-                    )
-                else:
-                    for i, product in enumerate(products):
-                        at = f"{where}.product_action.products[{i}]"
-                        if not isinstance(product, dict):
-                            problems.append((at, f"value must be an object, got {_kind(product)}"))
-                        else:
-                            _check_custom_attributes(
-                                f"{at}.custom_attributes", product.get("custom_attributes"), problems
-                            )
-    promotion = data.get("promotion_action")
-    if promotion is not None and not isinstance(promotion, dict):
-        problems.append((f"{where}.promotion_action", f"value must be an object, got {_kind(promotion)}"))
-    impressions = data.get("product_impressions")
-    if impressions is not None and not isinstance(impressions, list):
-        problems.append((f"{where}.product_impressions", f"value must be an array, got {_kind(impressions)}"))
-
-
-def _check_custom_attributes(where: str, attributes: Any, problems: list[Problem]) -> None:
-    if attributes is None:
-        return
-    if not isinstance(attributes, dict):
-        problems.append((where, f"value must be an object, got {_kind(attributes)}"))
-        return
-    for key, value in attributes.items():
-        if not _is_scalar(value):
-            problems.append(
-                (f"{where}.{key}", f"value must be a scalar (string, number, boolean or null), got {_kind(value)}")
-            )
-
-
-def _check_name(where: str, value: Any, problems: list[Problem]) -> None:
-    if value is None:
-        problems.append((where, "is required"))
-    elif not isinstance(value, str) or not value.strip():
-        problems.append((where, "value must be a non-empty string"))
-
-
-def _is_scalar(value: Any) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool))
-
-
-def _kind(value: Any) -> str:
-    """The JSON name of a value's type, for messages written for people."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-def _show(value: Any) -> str:
-    try:
-        text = orjson.dumps(value).decode()
-    except TypeError:
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _message(where: str, problem: str) -> str:
-    """An /events message: Path '<location in the batch>': problem."""
-    return f"Path '{where}': {problem}" if where else problem
-
-
-def _bulk_message(index: int, problems: list[Problem]) -> str:
-    """One message per bad batch of a bulk request. It starts with Path '[n]' because clients match on that."""
-    parts = [f"at '{where}': {problem}" if where else problem for where, problem in problems[:MAX_PROBLEMS_PER_MESSAGE]]
-    more = len(problems) - MAX_PROBLEMS_PER_MESSAGE
-    if more > 0:
-        parts.append(f"and {more} more")
-    return f"Path '[{index}]': " + "; ".join(parts)
-
-
 def _parse_fault(fault: str | int) -> tuple[str, int]:
     text = str(fault).strip().lower()
     if text in ("drop", "slow", "error"):
@@ -1056,115 +835,7 @@ def _throttle_headers(retry_after: int | None) -> dict[str, str]:
     return headers
 
 
-# -- command line ------------------------------------------------------------------------------------------------
-
-
-def parse_credential(text: str) -> tuple[str, str]:
-    key, colon, secret = text.strip().partition(":")
-    if not colon or not key or not secret:
-        raise ValueError(f"credential must look like KEY:SECRET, got {text!r}")
-    return key, secret
-
-
-def _credential_arg(text: str) -> tuple[str, str]:
-    try:
-        return parse_credential(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {text}")
-    return value
-
-
-def build_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
-    """The sandbox options; pass a parser (e.g. a management command's) to add them to it."""
-    parser = parser or argparse.ArgumentParser(
-        prog="python -m feeds.mparticle.sandbox", description="Run a fake mParticle Events API."
-    )
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8765, help="port to bind (default 8765; 0 = any free port)")
-    parser.add_argument(
-        "--rate-limit",
-        type=_non_negative,
-        default=float(DEFAULT_BATCHES_PER_SECOND),
-        help=f"batches per second per API key (default {DEFAULT_BATCHES_PER_SECOND}; 0 = unlimited)",
-    )
-    parser.add_argument("--burst", type=_non_negative, default=None, help="bucket size in batches (default: rate)")
-    parser.add_argument("--no-retry-after", action="store_true", help="leave Retry-After out of every 429")
-    parser.add_argument(
-        "--credential",
-        action="append",
-        type=_credential_arg,
-        default=[],
-        metavar="KEY:SECRET",
-        help=f"accepted API key and secret (repeatable; also read from ${CREDENTIALS_ENV}, comma-separated)",
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed of the fault injection (default 0)")
-    parser.add_argument("--throttle-rate", type=_fraction, default=0.0, help="fraction answered 429 at random")
-    parser.add_argument("--error-rate", type=_fraction, default=0.0, help="fraction answered 500/502/503")
-    parser.add_argument("--drop-rate", type=_fraction, default=0.0, help="fraction dropped without an answer")
-    parser.add_argument("--slow-rate", type=_fraction, default=0.0, help="fraction answered after --slow-seconds")
-    parser.add_argument("--slow-seconds", type=_non_negative, default=2.0, help="delay of slow answers (default 2)")
-    parser.add_argument("--retry-after", type=int, default=1, help="Retry-After of random 429s (default 1)")
-    return parser
-
-
-def sandbox_from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None) -> Sandbox:
-    """Build (not start) a Sandbox from parsed options. Raises ValueError for bad credentials or fault rates."""
-    environ = os.environ if environ is None else environ
-    credentials: dict[str, str] = {}
-    for pair in environ.get(CREDENTIALS_ENV, "").split(","):
-        if pair.strip():
-            key, secret = parse_credential(pair)
-            credentials[key] = secret
-    # Command-line credentials win over the environment for the same key.
-    credentials.update(dict(args.credential or []))
-    faults = FaultConfig(
-        seed=args.seed,
-        throttle_rate=args.throttle_rate,
-        error_rate=args.error_rate,
-        drop_rate=args.drop_rate,
-        slow_rate=args.slow_rate,
-        slow_seconds=args.slow_seconds,
-        retry_after=None if args.no_retry_after else args.retry_after,
-    )
-    return Sandbox(
-        credentials,
-        rate_limit=args.rate_limit or None,
-        burst=args.burst or None,
-        faults=faults,
-        send_retry_after=not args.no_retry_after,
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = build_arg_parser()
-    args = parser.parse_args(argv)
-    try:
-        sandbox = sandbox_from_args(args)
-    except ValueError as exc:
-        parser.error(str(exc))
-    if not sandbox.api_keys:
-        print(f"warning: no credentials (use --credential or ${CREDENTIALS_ENV}); every request will get 403")
-
-    def ready(url: str) -> None:
-        keys = ", ".join(sandbox.api_keys) or "none"
-        print(f"mParticle sandbox on {url}/v2 and {url}/s2s/v2 (keys: {keys}); state at {url}{STATE_PATH}", flush=True)
-
-    with contextlib.suppress(KeyboardInterrupt):
-        sandbox.serve_forever(args.host, args.port, ready=ready)
-
-
 if __name__ == "__main__":
+    from feeds.mparticle.sandbox_cli import main
+
     main()
