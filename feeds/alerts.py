@@ -66,13 +66,13 @@ def current_state(workspace: Workspace, now: datetime | None = None) -> State:
             blocked.pk if blocked else None,
         )
     # A failed run put back to work (a replay) still counts as failed until it finishes again, and as the newest.
+    replayed = Q(reopened_from=SyncRun.Status.FAILED)
     newest_finished = SyncRun.objects.filter(
-        Q(status__in=SyncRun.FINISHED_STATUSES) | Q(reopened_from=SyncRun.Status.FAILED), job=OuterRef("pk")
+        Q(status__in=SyncRun.FINISHED_STATUSES) | replayed, job=OuterRef("pk")
     ).order_by(F("finished_at").desc(nulls_first=True), "-pk")
     last_runs = SyncJob.objects.filter(workspace=workspace).values(last=Subquery(newest_finished.values("pk")[:1]))
     failed = (
-        SyncRun.objects.filter(pk__in=last_runs)
-        .filter(Q(status=SyncRun.Status.FAILED) | Q(reopened_from=SyncRun.Status.FAILED))
+        SyncRun.objects.filter(Q(status=SyncRun.Status.FAILED) | replayed, pk__in=last_runs)
         .select_related("job")
         .order_by("-finished_at", "-pk")
         .first()

@@ -115,6 +115,18 @@ class Site(ProcessGroup):
         wait_for(up, timeout, what=f"the site at {self.url}")
 
 
+def add_workspace(env, name: str, endpoint_url: str, mapping_path: Path) -> None:
+    """`add_workspace` (the sandbox's key and secret given as the environment, as the README says) and
+    `load_mapping`, as a partner's engineer sets a workspace up headlessly."""
+    from tests.helpers import SANDBOX_KEY, SANDBOX_SECRET
+
+    manage(
+        env, "add_workspace", "--name", name, "--pod", "sandbox", "--endpoint-url", endpoint_url,
+        input_env={"MPFEED_API_KEY": SANDBOX_KEY, "MPFEED_API_SECRET": SANDBOX_SECRET},
+    )  # fmt: skip
+    manage(env, "load_mapping", "--workspace", name, str(mapping_path))
+
+
 def query(db_path: Path, sql: str, *params) -> list[tuple]:
     """Read the site's database from the test process (read-only, alongside the cluster)."""
     with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=30) as conn:

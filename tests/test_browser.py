@@ -39,9 +39,10 @@ def site(tmp_path):
         site.stop()
 
 
-def shell(site, code: str) -> str:
-    """Run Python in the site's Django (its database), for what a browser cannot see; returns what it printed."""
-    return processes.manage(site.env, "shell", "-v", "0", "-c", code).stdout.strip()
+def shell(site, code: str, **env: str) -> str:
+    """Run Python in the site's Django (its database), for what a browser cannot see; returns what it printed.
+    Values go in through `env` (never on a command line, where `ps` shows them)."""
+    return processes.manage(site.env, "shell", "-v", "0", "-c", code, input_env=env).stdout.strip()
 
 
 def login(page, url):
@@ -112,8 +113,9 @@ def onboard(page, cpage, site, sandbox, shots):
     assert (
         shell(
             site,
-            "from feeds.models import Workspace; w = Workspace.objects.get(name='Acme Shoes'); "
-            f"print(w.api_secret == {SANDBOX_SECRET!r}, w.credentials_verified_at is not None)",
+            "import os; from feeds.models import Workspace; w = Workspace.objects.get(name='Acme Shoes'); "
+            "print(w.api_secret == os.environ['EXPECTED_SECRET'], w.credentials_verified_at is not None)",
+            EXPECTED_SECRET=SANDBOX_SECRET,
         )
         == "True True"
     )

@@ -11,7 +11,7 @@ import pytest
 
 from feeds.mparticle.sandbox import FaultConfig, Sandbox
 from tests.helpers import MAPPING, SANDBOX_KEY, SANDBOX_SECRET, purchase_rows, write_csv
-from tests.processes import Cluster, manage, query, site_env, wait_for
+from tests.processes import Cluster, add_workspace, manage, query, site_env, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -50,12 +50,8 @@ def test_nothing_is_lost_or_duplicated_when_the_cluster_is_killed(tmp_path):
     cluster = Cluster(env, tmp_path / "cluster.log")
     try:
         manage(env, "migrate", "--noinput", "-v", "0")
-        manage(
-            env, "add_workspace", "--name", "Chaos", "--pod", "sandbox", "--endpoint-url", f"{sandbox.url}/v2",
-            input_env={"MPFEED_API_KEY": SANDBOX_KEY, "MPFEED_API_SECRET": SANDBOX_SECRET},
-        )  # fmt: skip
         (tmp_path / "mapping.json").write_bytes(orjson.dumps(MAPPING))
-        manage(env, "load_mapping", "--workspace", "Chaos", str(tmp_path / "mapping.json"))
+        add_workspace(env, "Chaos", f"{sandbox.url}/v2", tmp_path / "mapping.json")
         rows = purchase_rows(RECORDS, users=1000)
         rand = random.Random(5)
         invalid = set(rand.sample(range(RECORDS), 200))

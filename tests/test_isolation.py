@@ -10,7 +10,7 @@ import pytest
 
 from feeds.mparticle.sandbox import Sandbox
 from tests.helpers import MAPPING, SANDBOX_KEY, SANDBOX_SECRET, purchase_rows, write_csv
-from tests.processes import Cluster, manage, query, site_env, wait_for
+from tests.processes import Cluster, add_workspace, manage, query, site_env, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -37,11 +37,7 @@ def test_a_throttled_workspace_does_not_slow_another(tmp_path):
         manage(env, "migrate", "--noinput", "-v", "0")
         runs = {}
         for name, box, users in (("Throttled", throttled, 1500), ("Healthy", healthy, 1500)):
-            manage(
-                env, "add_workspace", "--name", name, "--pod", "sandbox", "--endpoint-url", f"{box.url}/v2",
-                input_env={"MPFEED_API_KEY": SANDBOX_KEY, "MPFEED_API_SECRET": SANDBOX_SECRET},
-            )  # fmt: skip
-            manage(env, "load_mapping", "--workspace", name, str(tmp_path / "mapping.json"))
+            add_workspace(env, name, f"{box.url}/v2", tmp_path / "mapping.json")
             data = write_csv(tmp_path / f"{name}.csv", purchase_rows(3000, users=users))
             runs[name] = data
         cluster.start()

@@ -12,8 +12,8 @@ import orjson
 import pytest
 import redis
 
-from tests.helpers import MAPPING, SANDBOX_KEY, SANDBOX_SECRET, purchase_rows, write_csv
-from tests.processes import ROOT, Cluster, manage, query, site_env
+from tests.helpers import MAPPING, SANDBOX_SECRET, purchase_rows, write_csv
+from tests.processes import ROOT, Cluster, add_workspace, manage, query, site_env
 
 pytestmark = pytest.mark.slow
 
@@ -45,11 +45,7 @@ def test_a_sync_runs_through_a_redis_broker(redis_url, sandbox, tmp_path):
     data = write_csv(tmp_path / "orders.csv", rows)
     try:
         manage(env, "migrate", "--noinput", "-v", "0")
-        manage(
-            env, "add_workspace", "--name", "Acme", "--pod", "sandbox", "--endpoint-url", f"{sandbox.url}/v2",
-            input_env={"MPFEED_API_KEY": SANDBOX_KEY, "MPFEED_API_SECRET": SANDBOX_SECRET},
-        )  # fmt: skip
-        manage(env, "load_mapping", "--workspace", "Acme", str(mapping))
+        add_workspace(env, "Acme", f"{sandbox.url}/v2", mapping)
         cluster.start()
         result = manage(env, "run_sync", "--workspace", "Acme", "--file", str(data), "--wait", check=False, timeout=180)
         assert result.returncode == 0, result.stdout + result.stderr + cluster.log()

@@ -217,11 +217,12 @@ def connect(request, token):
         _fresh_inputs(form)
         return _form_page(request, workspace, form, explanation=explanation)
 
-    if not _store(link, probe):
+    stored = _store(link, probe)
+    if stored is None:
         # Revoked, or used by another request, while this one was testing.
         log.info("credential link %s (workspace %s): no longer usable after the test", link.pk, workspace.pk)
         return _gone(request, 410)
-    resumed = sync.resume_blocked_runs(Workspace.objects.get(pk=workspace.pk))
+    resumed = sync.resume_blocked_runs(stored)
     log.info(
         "credential link %s (workspace %s): credentials received and verified; runs resumed: %s",
         link.pk,
@@ -238,22 +239,23 @@ def _form_page(request, workspace: Workspace, form: ConnectForm, explanation: st
     return response
 
 
-def _store(link: CredentialLink, probe: Workspace) -> bool:
+def _store(link: CredentialLink, probe: Workspace) -> Workspace | None:
     """Use the link up and store the credentials that just passed, as one transaction: of two concurrent
-    POSTs only one can use the link. An expiry during the test does not count (the attempt began in time)."""
+    POSTs only one can use the link. An expiry during the test does not count (the attempt began in time).
+    Returns the workspace as stored, or None when the link could not be used."""
     now = timezone.now()
     with transaction.atomic():
         claimed = CredentialLink.objects.filter(pk=link.pk, used_at__isnull=True, revoked_at__isnull=True).update(
             used_at=now
         )
         if not claimed:
-            return False
+            return None
         workspace = Workspace.objects.select_for_update().get(pk=link.workspace_id)
         workspace.pod = probe.pod
         workspace.endpoint_url = probe.endpoint_url
         workspace.set_credentials(probe.api_key, probe.api_secret)
         workspace.mark_credentials_verified()  # they passed the test just made
-    return True
+    return workspace
 
 
 urlpatterns = [path("connect/<str:token>/", connect, name="connect")]

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
-from feeds.models import Mapping, Workspace
+from feeds.management.commands._common import mapping_named, workspace_named
 
 
 class Command(BaseCommand):
@@ -18,10 +18,5 @@ class Command(BaseCommand):
         parser.add_argument("--name", default="default", help="Mapping name (default: default).")
 
     def handle(self, *args, **options):
-        workspace = Workspace.objects.filter(name=options["workspace"]).first()
-        if workspace is None:
-            raise CommandError(f"No workspace named {options['workspace']!r}.")
-        mapping = Mapping.objects.filter(workspace=workspace, name=options["name"]).first()
-        if mapping is None:
-            raise CommandError(f"{workspace} has no mapping named {options['name']!r}.")
+        mapping = mapping_named(workspace_named(options["workspace"]), options["name"])
         self.stdout.write(json.dumps(mapping.rules, indent=2, ensure_ascii=False))

@@ -5,9 +5,10 @@ from pathlib import Path
 import orjson
 from django.core.management.base import BaseCommand, CommandError
 
+from feeds.management.commands._common import workspace_named
 from feeds.mapping import MappingError
 from feeds.mapping import warnings as mapping_warnings
-from feeds.models import Mapping, OutputChanged, Workspace
+from feeds.models import Mapping, OutputChanged
 
 
 class Command(BaseCommand):
@@ -24,9 +25,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        workspace = Workspace.objects.filter(name=options["workspace"]).first()
-        if workspace is None:
-            raise CommandError(f"No workspace named {options['workspace']!r}.")
+        workspace = workspace_named(options["workspace"])
         try:
             doc = orjson.loads(Path(options["file"]).read_bytes())
         except FileNotFoundError:

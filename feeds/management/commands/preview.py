@@ -5,8 +5,8 @@ from pathlib import Path
 import orjson
 from django.core.management.base import BaseCommand, CommandError
 
-from feeds.management.commands._files import add_file_options, file_config
-from feeds.models import Mapping, SyncJob, Workspace
+from feeds.management.commands._common import add_file_options, file_config, mapping_named, workspace_named
+from feeds.models import SyncJob
 from feeds.preview import DEFAULT_LIMIT, preview_job
 
 
@@ -27,19 +27,14 @@ class Command(BaseCommand):
         add_file_options(parser)
 
     def handle(self, *args, **options):
-        workspace = Workspace.objects.filter(name=options["workspace"]).first()
-        if workspace is None:
-            raise CommandError(f"No workspace named {options['workspace']!r}.")
+        workspace = workspace_named(options["workspace"])
         if options["rules"]:
             try:
                 rules = orjson.loads(Path(options["rules"]).read_bytes())
             except (OSError, orjson.JSONDecodeError) as e:
                 raise CommandError(f"{options['rules']}: {e}") from None
         else:
-            mapping = Mapping.objects.filter(workspace=workspace, name=options["mapping"]).first()
-            if mapping is None:
-                raise CommandError(f"{workspace} has no mapping named {options['mapping']!r}.")
-            rules = mapping.rules
+            rules = mapping_named(workspace, options["mapping"]).rules
         if options["job"]:
             job = SyncJob.objects.filter(workspace=workspace, name=options["job"]).first()
             if job is None:

@@ -7,8 +7,8 @@ import orjson
 from django.core.management.base import BaseCommand, CommandError
 
 from feeds import sync, tasks
-from feeds.management.commands._files import add_file_options, file_config
-from feeds.models import Mapping, SyncJob, SyncRun, Workspace
+from feeds.management.commands._common import add_file_options, file_config, mapping_named, workspace_named
+from feeds.models import SyncJob, SyncRun
 from feeds.sources import SourceError
 from feeds.sources.build import build_source
 
@@ -34,12 +34,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        workspace = Workspace.objects.filter(name=options["workspace"]).first()
-        if workspace is None:
-            raise CommandError(f"No workspace named {options['workspace']!r}.")
-        mapping = Mapping.objects.filter(workspace=workspace, name=options["mapping"]).first()
-        if mapping is None:
-            raise CommandError(f"{workspace} has no mapping named {options['mapping']!r}; load one with load_mapping.")
+        workspace = workspace_named(options["workspace"])
+        mapping = mapping_named(workspace, options["mapping"], "; load one with load_mapping")
         path = os.path.abspath(options["file"])
         if not os.path.isfile(path):
             raise CommandError(f"{options['file']} is not a file.")
