@@ -14,6 +14,6 @@ class FeedsConfig(AppConfig):
     verbose_name = "Feeds"
 
     def ready(self) -> None:
-        from feeds import checks, signals  # noqa: F401  (registers the system checks and signal handlers)
+        from feeds import checks, signals, tasks  # noqa: F401  (registers the system checks and signal handlers)
 
         post_migrate.connect(_ensure_schedules, sender=self)

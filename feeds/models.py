@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 import uuid
 import zlib
 from datetime import datetime, timedelta
@@ -12,7 +13,8 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
-from django.db.models import F, Q
+from django.db.models import Case, F, OuterRef, Q, Subquery, Value, When
+from django.db.models.functions import Coalesce, Greatest
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
@@ -346,6 +348,8 @@ class SyncRun(models.Model):
         SCHEDULE = "schedule", "Schedule"
 
     ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING, Status.WAITING, Status.BLOCKED)
+    # Being worked on: read, sent, or waiting to be sent again.
+    WORKING_STATUSES = (Status.QUEUED, Status.RUNNING, Status.WAITING)
     FINISHED_STATUSES = (Status.SUCCEEDED, Status.SUCCEEDED_WITH_REJECTS, Status.FAILED)
 
     job = models.ForeignKey(SyncJob, on_delete=models.CASCADE, related_name="runs")
@@ -366,9 +370,20 @@ class SyncRun(models.Model):
     cursor = models.JSONField(null=True, blank=True, help_text="Where this run resumes reading.")
     checkpoint = models.PositiveBigIntegerField(default=0)
     read_done = models.BooleanField(default=False)
+    # The highest delivery sequence number given out (the reader's chunks and the senders' splits both take
+    # numbers, so they are handed out by the database: see allocate_sequences).
+    sequences = models.PositiveIntegerField(default=0)
+    # Why reading stopped early (the source failed); the run ends failed with it once what was read is sent.
+    read_error = models.TextField(blank=True)
     chunks = models.PositiveIntegerField(default=0)
-    # A worker holds the run until lease_until; a crashed worker's run can be claimed again after it.
+    # Reading: a worker holds it until lease_until; a crashed worker's reading is claimed again after it.
     lease_until = models.DateTimeField(null=True, blank=True)
+    # Sending: a sender (feeds.dispatch) holds the run's deliveries until send_lease_until, renewing it as it
+    # goes; a crashed sender's run is taken over by another after it.
+    sender = models.ForeignKey("Sender", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    send_lease_until = models.DateTimeField(null=True, blank=True)
+    # When a sender last gave the run back (runs waiting for a sender are taken oldest first).
+    send_released_at = models.DateTimeField(null=True, blank=True)
     # A waiting run (throttled, or backing off after failures) may go on from this time.
     resume_at = models.DateTimeField(null=True, blank=True)
     # When the run was last handed to the task queue (the sweeper re-queues a task that got lost).
@@ -412,6 +427,8 @@ class SyncRun(models.Model):
         indexes = [
             # Staff history: a workspace's runs, newest first.
             models.Index(fields=["workspace", "-created_at"], name="syncrun_workspace_recent"),
+            # Senders looking for runs to send: the active ones by status.
+            models.Index(fields=["status", "send_lease_until"], name="syncrun_sendable"),
         ]
 
     def __str__(self) -> str:
@@ -441,22 +458,43 @@ class SyncRun(models.Model):
             "seconds_waited": round(self.seconds_waited, 3),
         }
 
-    def add(self, **counters: float) -> None:
-        """Add to counters in the database (F expressions) and refresh them here."""
-        SyncRun.objects.filter(pk=self.pk).update(**{k: F(k) + v for k, v in counters.items() if v})
-        self.refresh_from_db(fields=list(counters))
+    def add(self, *, refresh: bool = True, **counters: float) -> None:
+        """Add to counters in the database (F expressions), and refresh them here unless told not to."""
+        changes = {k: F(k) + v for k, v in counters.items() if v}
+        if changes:
+            SyncRun.objects.filter(pk=self.pk).update(**changes)
+        if refresh:
+            self.refresh_from_db(fields=list(counters))
+
+    def allocate_sequences(self, count: int) -> int:
+        """Reserve `count` delivery sequence numbers; returns the first. Call inside the transaction that writes
+        the deliveries (the row stays locked until it commits)."""
+        if count <= 0:
+            return 0
+        # Deliveries written by other means (older versions, tests) count too.
+        highest = Delivery.objects.filter(run=OuterRef("pk")).order_by("-sequence").values("sequence")[:1]
+        SyncRun.objects.filter(pk=self.pk).update(
+            sequences=Greatest(F("sequences"), Coalesce(Subquery(highest), Value(0))) + count
+        )
+        last = SyncRun.objects.filter(pk=self.pk).values_list("sequences", flat=True).get()
+        return last - count + 1
 
     def claim(self, lease: timedelta) -> bool:
-        """Take the run for this worker: queued, waiting, or running under an expired lease."""
+        """Take the whole run — reading and sending — for this process (feeds.sync.process_run): queued, waiting
+        and due, or running under leases that ran out."""
         now = timezone.now()
+        free = Q(send_lease_until__isnull=True) | Q(send_lease_until__lt=now)
         claimable = (
             Q(status=self.Status.QUEUED)
             | Q(status=self.Status.WAITING, resume_at__lte=now)
             | Q(status=self.Status.RUNNING, lease_until__lt=now)
+            | Q(status=self.Status.RUNNING, lease_until__isnull=True)
         )
-        changed = SyncRun.objects.filter(claimable, pk=self.pk).update(
+        changed = SyncRun.objects.filter(claimable, free, pk=self.pk).update(
             status=self.Status.RUNNING,
             lease_until=now + lease,
+            send_lease_until=now + lease,
+            sender=None,
             started_at=self.started_at or now,
             resume_at=None,
             error="",
@@ -465,33 +503,88 @@ class SyncRun(models.Model):
             self.refresh_from_db()
         return changed == 1
 
-    def extend_lease(self, lease: timedelta) -> None:
+    def claim_reading(self, lease: timedelta) -> bool:
+        """Take the run's reading for this worker, while senders send what is read (feeds.sync.read_run). A queued
+        run starts running; a running or waiting one keeps its status (senders own it)."""
+        now = timezone.now()
+        queued = Q(status=self.Status.QUEUED)
+        changed = (
+            SyncRun.objects.filter(
+                pk=self.pk, status__in=[self.Status.QUEUED, self.Status.RUNNING, self.Status.WAITING]
+            )
+            .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+            .update(
+                status=Case(
+                    When(queued, then=Value(self.Status.RUNNING)), default=F("status"), output_field=models.CharField()
+                ),
+                error=Case(When(queued, then=Value("")), default=F("error"), output_field=models.TextField()),
+                lease_until=now + lease,
+                started_at=Coalesce(F("started_at"), Value(now)),
+            )
+        )
+        if changed == 1:
+            self.refresh_from_db()
+        return changed == 1
+
+    def release_reading(self) -> None:
+        self.lease_until = None
+        SyncRun.objects.filter(pk=self.pk).update(lease_until=None)
+
+    def extend_lease(self, lease: timedelta, *, sending: bool = False) -> None:
         self.lease_until = timezone.now() + lease
-        SyncRun.objects.filter(pk=self.pk).update(lease_until=self.lease_until)
+        fields = {"lease_until": self.lease_until}
+        if sending:
+            fields["send_lease_until"] = self.send_lease_until = self.lease_until
+        SyncRun.objects.filter(pk=self.pk).update(**fields)
 
-    def finish(self, status: str, error: str = "") -> None:
-        self.status = status
-        self.error = error
-        self.finished_at = timezone.now() if status in self.FINISHED_STATUSES else None
-        if status in self.FINISHED_STATUSES:
-            self.reopened_from = ""
-        self.lease_until = None
-        self.resume_at = None
-        self.save(update_fields=["status", "error", "finished_at", "reopened_from", "lease_until", "resume_at"])
+    def finish(self, status: str, error: str = "") -> bool:
+        """End the run (finished, failed or blocked), unless it ended meanwhile: False then."""
+        finished = status in self.FINISHED_STATUSES
+        now = timezone.now()
+        fields = {
+            "status": status,
+            "error": error,
+            "finished_at": now if finished else None,
+            "lease_until": None,
+            "resume_at": None,
+            "send_lease_until": None,
+            "sender": None,
+        }
+        if finished:
+            fields["reopened_from"] = ""
+        changed = SyncRun.objects.filter(pk=self.pk, status__in=self.WORKING_STATUSES).update(**fields)
+        if changed:
+            for name, value in fields.items():
+                setattr(self, name, value)
+        else:
+            self.refresh_from_db()
+        return bool(changed)
 
-    def wait_until(self, when, reason: str) -> None:
-        """Give the worker back; a continuation picks the run up at `when`."""
-        self.status = self.Status.WAITING
-        self.resume_at = when
-        self.lease_until = None
-        self.error = f"{reason} until {timezone.localtime(when):%Y-%m-%d %H:%M:%S %Z}"
-        self.save(update_fields=["status", "resume_at", "lease_until", "error"])
+    def wait_until(self, when, reason: str, *, reading: bool = False) -> bool:
+        """Stop sending until `when` (a sender takes the run again then); `reading`: the reading stops too."""
+        fields = {
+            "status": self.Status.WAITING,
+            "resume_at": when,
+            "error": f"{reason} until {timezone.localtime(when):%Y-%m-%d %H:%M:%S %Z}",
+            "send_lease_until": None,
+            "sender": None,
+            "send_released_at": timezone.now(),
+        }
+        if reading:
+            fields["lease_until"] = None
+        changed = SyncRun.objects.filter(pk=self.pk, status__in=self.WORKING_STATUSES).update(**fields)
+        if changed:
+            for name, value in fields.items():
+                setattr(self, name, value)
+        return bool(changed)
 
     def requeue(self) -> None:
-        """Give the worker back with work left (end of a time slice)."""
+        """Give the worker back with work left (the end of a time slice of process_run)."""
         self.status = self.Status.QUEUED
-        self.lease_until = None
-        self.save(update_fields=["status", "lease_until"])
+        self.lease_until = self.send_lease_until = None
+        SyncRun.objects.filter(pk=self.pk, status=self.Status.RUNNING).update(
+            status=self.Status.QUEUED, lease_until=None, send_lease_until=None, sender=None
+        )
 
 
 class DeliveryQuerySet(models.QuerySet):
@@ -616,20 +709,87 @@ class DeliveryAttempt(models.Model):
 
 
 class WorkspacePace(models.Model):
-    """The pace at which a workspace is sent to, shared by every worker process (see feeds.pacing)."""
+    """The pace at which a workspace is sent to, shared by every sending process, and the limit learned from
+    mParticle's answers (feeds.mparticle.pace holds the rules; feeds.pacing keeps them in this row)."""
 
     workspace = models.OneToOneField(Workspace, on_delete=models.CASCADE, related_name="pace")
-    rate = models.FloatField(
-        help_text="Batches per second now (adapts between a floor and the workspace's rate limit)."
+    rate = models.FloatField(help_text="Batches per second sent at now.")
+    limit = models.FloatField(
+        default=0, help_text="The limit learned from mParticle's answers (batches per second); never above the budget."
     )
-    # Virtual time (epoch seconds) at which everything reserved so far has been paid for.
+    # The rest is the pace's working state (epoch seconds where it is a time): see feeds.mparticle.pace.PaceState.
     next_at = models.FloatField(default=0)
-    # After X-mp-rate-limit-exceeded: acceleration, climb back more slowly until this time.
+    last_send_at = models.FloatField(default=0)
+    read_at = models.FloatField(default=0)
+    reading = models.FloatField(default=0, help_text="The limit as last read from a quiet request (0: none).")
+    read_share = models.FloatField(default=0.99)
+    observed_at = models.FloatField(default=0)
+    hold_until = models.FloatField(default=0)
+    hold = models.FloatField(default=10)
+    probe_step = models.FloatField(default=0)
     gentle_until = models.FloatField(default=0)
+    throttled_at = models.FloatField(default=0)
+    learned = models.FloatField(default=0)
+    accepted = models.FloatField(default=0)
+    ceiling = models.FloatField(default=0)
+    used = models.FloatField(default=-1)
+    used_at = models.FloatField(default=0)
+    # For the metrics: every answer, and the 429s among them, since the row was created.
+    requests_total = models.PositiveBigIntegerField(default=0)
+    throttled_total = models.PositiveBigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        verbose_name = "workspace pace"
+
     def __str__(self) -> str:
-        return f"{self.workspace}: {self.rate:.0f} batches/s"
+        return f"{self.workspace}: {self.rate:.0f} batches/s (limit {self.limit:.0f})"
+
+    @property
+    def learned_from(self) -> str:
+        """Where the limit comes from, for people."""
+        if self.reading:
+            return "read from mParticle's answers"
+        if self.learned:
+            return "learned from 429 answers"
+        return "the configured budget"
+
+    @property
+    def throttled_recently(self) -> bool:
+        return bool(self.throttled_at) and time.time() - self.throttled_at < 300
+
+
+class SenderQuerySet(models.QuerySet):
+    def alive(self, now=None):
+        now = now or timezone.now()
+        return self.filter(stopped_at__isnull=True, heartbeat_at__gte=now - timedelta(seconds=Sender.STALE_SECONDS))
+
+
+class Sender(models.Model):
+    """A process that sends deliveries of many runs at once (feeds.dispatch), as long as it beats."""
+
+    STALE_SECONDS = 30
+
+    host = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField(default=timezone.now)
+    heartbeat_at = models.DateTimeField(default=timezone.now)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    lanes = models.PositiveIntegerField(default=0, help_text="Runs it is sending for now.")
+    in_flight = models.PositiveIntegerField(default=0, help_text="Requests waiting for an answer now.")
+    requests = models.PositiveBigIntegerField(default=0, help_text="Requests sent since it started.")
+
+    objects = SenderQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-heartbeat_at"]
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.pid}"
+
+    @property
+    def is_alive(self) -> bool:
+        return self.stopped_at is None and self.heartbeat_at >= timezone.now() - timedelta(seconds=self.STALE_SECONDS)
 
 
 class CredentialLinkQuerySet(models.QuerySet):

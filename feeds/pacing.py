@@ -1,15 +1,15 @@
-"""How fast and how long to wait: backoff with jitter, and a per-workspace pace shared by every worker.
+"""How fast and how long to wait: backoff with jitter, and a per-workspace pace shared by every sender.
 
-The pace is a token bucket kept in the database as a virtual schedule (GCRA): each request reserves
-`batches / rate` seconds of the workspace's budget in one short transaction, and waits until its slot. Every
-worker process sending to the workspace reserves from the same row, so together they stay under the budget;
-other workspaces have rows of their own and are never slowed. The rate adapts (AIMD): halved on a 429, cut a
-little when mParticle reports the budget nearly used, climbed back step by step on clean answers — more slowly
-after `X-mp-rate-limit-exceeded: acceleration`.
+The pace itself — a virtual schedule (GCRA) and a limit learned from the answers — is plain arithmetic in
+feeds.mparticle.pace. Here it is kept in one database row per workspace (WorkspacePace): each request reserves
+its slot in one short transaction on that row and each answer updates it in the transaction that records the
+answer, so every process sending to the workspace paces itself by the same schedule and learns from every
+answer, and what was learned is kept across runs. Workspaces have rows of their own and never slow each other.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections.abc import Callable
@@ -17,18 +17,14 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 
 from feeds.models import Workspace, WorkspacePace
+from feeds.mparticle import pace
 from feeds.mparticle.client import Answer, Outcome
+from feeds.mparticle.pace import BURST_SECONDS, HIGH_USE_PERCENT, PaceState, Reservation  # noqa: F401 (re-exported)
 
-# The burst the pace allows, in seconds of budget. mParticle's bucket (and the sandbox's) holds one second.
-BURST_SECONDS = 0.9
-MIN_RATE = 1.0
-# The pace never falls below this share of the budget: a burst of 429s that were not caused by our pace
-# (another feed sharing the organisation's limit, a server hiccup) must not collapse delivery.
-FLOOR_SHARE = 0.5
-# Reported use above which the pace slows before being throttled.
-HIGH_USE_PERCENT = 95
+STATE_FIELDS = tuple(f.name for f in dataclasses.fields(PaceState))
 
 
 @dataclass
@@ -46,81 +42,114 @@ class Pacing:
 
     def after_throttle(self, answer: Answer, streak: int) -> float:
         if answer.retry_after is not None and answer.retry_after > 0:
-            # At least what the server asked, plus a little so that workers do not all come back at once.
+            # At least what the server asked, plus a little so that senders do not all come back at once.
             return answer.retry_after + self.rand.uniform(0, min(1.0, answer.retry_after * 0.1))
         return max(self.backoff(streak), 0.05)
 
 
 def target_rate(workspace: Workspace) -> float:
-    """The pace aimed for: a little under the budget, so that clock drift does not cost 429s."""
-    return max(MIN_RATE, workspace.rate_limit * settings.MPFEED_PACE_TARGET)
+    """The most the pace ever aims for: a little under the configured budget, so that clock drift costs no 429s."""
+    return max(pace.MIN_RATE, workspace.rate_limit * settings.MPFEED_PACE_TARGET)
+
+
+def state_of(row: WorkspacePace) -> PaceState:
+    return PaceState(**{name: getattr(row, name) for name in STATE_FIELDS})
+
+
+def _store(row: WorkspacePace, state: PaceState) -> None:
+    for name in STATE_FIELDS:
+        setattr(row, name, getattr(state, name))
 
 
 class Pacer:
-    """A workspace's shared pace. `reserve()` before each request, `observe()` after each answer."""
+    """A workspace's shared pace. `reserve()` before each request, `observe()` after each answer (inside the
+    transaction that records it)."""
 
     def __init__(self, workspace: Workspace, pacing: Pacing):
         self.workspace = workspace
         self.pacing = pacing
         self.enabled = settings.MPFEED_PACING
+        self.limit = target_rate(workspace)  # the learned limit, as of the last reserve or observe
 
     def _row(self) -> WorkspacePace:
-        pace = WorkspacePace.objects.select_for_update().filter(workspace=self.workspace).first()
-        if pace is None:
-            pace, _ = WorkspacePace.objects.get_or_create(
-                workspace=self.workspace, defaults={"rate": target_rate(self.workspace)}
+        row = WorkspacePace.objects.select_for_update().filter(workspace_id=self.workspace.pk).first()
+        if row is None:
+            state = pace.initial(target_rate(self.workspace))
+            row, _ = WorkspacePace.objects.get_or_create(
+                workspace_id=self.workspace.pk, defaults={name: getattr(state, name) for name in STATE_FIELDS}
             )
-            pace = WorkspacePace.objects.select_for_update().get(pk=pace.pk)
-        return pace
+            row = WorkspacePace.objects.select_for_update().get(pk=row.pk)
+        return row
 
-    def reserve(self, batches: int) -> float:
-        """Reserve the budget for a request of `batches`; returns the seconds to wait before sending it."""
+    def _ceiling(self) -> float:
+        # Read fresh: staff may change the budget while a run sends.
+        rate_limit = Workspace.objects.filter(pk=self.workspace.pk).values_list("rate_limit", flat=True).first()
+        return max(pace.MIN_RATE, (rate_limit or self.workspace.rate_limit) * settings.MPFEED_PACE_TARGET)
+
+    def reserve(self, batches: int) -> Reservation:
+        """Reserve the budget for a request of `batches`: how long to wait before sending it."""
+        now = self.pacing.clock()
         if not self.enabled:
-            return 0.0
+            return Reservation(now, self.limit, 0.0, False)
         with transaction.atomic():
-            pace = self._row()
-            now = self.pacing.clock()
-            cost = batches / pace.rate
-            start = max(pace.next_at, now)
-            pace.next_at = start + cost
-            pace.save(update_fields=["next_at", "updated_at"])
-        # The request may go once what it reserved fits into the burst allowance; one larger than the whole
-        # allowance goes once everything before it is paid for (as a full bucket lets it through into debt),
-        # else it would wait for its own cost and, past MPFEED_MAX_INLINE_WAIT, never be sent.
-        return max(0.0, min(pace.next_at - BURST_SECONDS, start) - now)
+            row = self._row()
+            state = state_of(row)
+            pace.clamp(state, self._ceiling())
+            reservation = pace.reserve(state, batches, now)
+            _store(row, state)
+            row.save()
+        self.limit = state.limit
+        return reservation
 
     def release(self, batches: int) -> None:
-        """Give back a reservation whose request is not sent now (its run waits for a continuation and
-        reserves again then); left in place, it would stand in the way of that very request."""
+        """Give back a reservation whose request is not sent now (its run waits and reserves again then); left
+        in place, it would stand in the way of that very request."""
         if not self.enabled:
             return
         with transaction.atomic():
-            pace = self._row()
-            pace.next_at = max(self.pacing.clock(), pace.next_at - batches / pace.rate)
-            pace.save(update_fields=["next_at", "updated_at"])
+            row = self._row()
+            state = state_of(row)
+            pace.release(state, batches, self.pacing.clock())
+            _store(row, state)
+            row.save()
 
-    def observe(self, answer: Answer, wait: float = 0.0) -> None:
-        """Adapt the pace to an answer; after a 429, nobody sends to this workspace before `wait` is over."""
-        if not self.enabled or answer.outcome not in (Outcome.ACCEPTED, Outcome.PARTIAL, Outcome.THROTTLED):
+    def observe(
+        self, answer: Answer, *, batches: int, wait: float = 0.0, reservation: Reservation | None = None
+    ) -> None:
+        """Learn from an answer; after a 429, nobody sends to this workspace before `wait` is over. Counts every
+        answer (and the 429s) for the metrics."""
+        if not self.enabled:
             return
-        ceiling = target_rate(self.workspace)
+        throttled = answer.outcome is Outcome.THROTTLED
+        delivered = answer.outcome in (Outcome.ACCEPTED, Outcome.PARTIAL)
+        if not (throttled or delivered):
+            with transaction.atomic():
+                self._row()  # exists from here on
+                WorkspacePace.objects.filter(workspace_id=self.workspace.pk).update(
+                    requests_total=F("requests_total") + 1
+                )
+            return
         with transaction.atomic():
-            pace = self._row()
+            row = self._row()
+            state = state_of(row)
             now = self.pacing.clock()
-            rate = min(pace.rate, ceiling)
-            if answer.outcome is Outcome.THROTTLED:
-                if answer.rate_limit_scope == "acceleration":
-                    # Ramping too fast, not over the budget: ease off and climb back slowly.
-                    rate *= 0.8
-                    pace.gentle_until = now + 60
-                else:
-                    rate *= 0.5
-                # The next request may go only once the wait is over (reserve() allows BURST_SECONDS early).
-                pace.next_at = max(pace.next_at, now + wait + BURST_SECONDS)
-            elif answer.rate_limit_used is not None and answer.rate_limit_used >= HIGH_USE_PERCENT:
-                rate *= 0.95
+            ceiling = self._ceiling()
+            pace.clamp(state, ceiling)
+            if throttled:
+                pace.throttled(
+                    state,
+                    answer.rate_limit_scope,
+                    wait,
+                    now,
+                    ceiling,
+                    batches=batches,
+                    reservation=reservation,
+                )
             else:
-                step = 0.02 if now < pace.gentle_until else 0.1
-                rate += ceiling * step
-            pace.rate = min(ceiling, max(MIN_RATE, ceiling * FLOOR_SHARE, rate))
-            pace.save(update_fields=["rate", "next_at", "gentle_until", "updated_at"])
+                quiet = reservation is not None and reservation.quiet
+                pace.accepted(state, batches, answer.rate_limit_used, now, ceiling, quiet=quiet)
+            _store(row, state)
+            row.requests_total += 1
+            row.throttled_total += 1 if throttled else 0
+            row.save()
+        self.limit = state.limit

@@ -1,4 +1,4 @@
-"""Sending one delivery until it is settled, and what each answer does (the table in docs/design.md).
+"""Sending one run's deliveries, one request at a time and in order, and what each answer does.
 
 | answer           | action                                                                        |
 |------------------|-------------------------------------------------------------------------------|
@@ -9,126 +9,207 @@
 | 429              | wait ≥ Retry-After (else backoff with full jitter); no attempt limit          |
 | 5xx, network     | capped backoff with jitter; after MPFEED_RETRY_HORIZON kept as failed          |
 
-Every attempt is recorded. Waits longer than MPFEED_MAX_INLINE_WAIT give the worker back (`Wait`).
+A `Lane` is one run's sending state: its next delivery, that delivery's retry streaks and its reservation of
+the workspace's pace. `Lane.step()` does one thing — reserve, or send one attempt and record its answer — and
+says when to step again, so one thread can drive a lane inline (feeds.sync.process_run, sleeping the waits)
+or a dispatcher can drive many lanes at once, none holding a thread while it waits (feeds.dispatch). Every
+attempt is recorded. A wait longer than MPFEED_MAX_INLINE_WAIT parks the lane: the run waits, and a sender
+takes it up again when the wait is over.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import orjson
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Max
 from django.utils import timezone
 
-from feeds.models import Delivery, DeliveryAttempt, RejectedRecord, SyncRun
+from feeds.models import Delivery, DeliveryAttempt, RejectedRecord, SyncRun, Workspace
 from feeds.mparticle.batch import join, serialize
 from feeds.mparticle.client import Answer, EventsClient, Outcome
+from feeds.mparticle.pace import Reservation
 from feeds.pacing import Pacer, Pacing
 
 log = logging.getLogger(__name__)
 EXCERPT = 500
-
-
-class Settled(enum.Enum):
-    DONE = "done"  # accepted, rejected, split or parked as failed: go on with the next delivery
-    BLOCKED = "blocked"  # credentials refused: the run stops
+# Pending deliveries looked up at once (their ids; each body is loaded when it is sent).
+LOOKAHEAD = 20
+# A delivery throttled this many times in a row, holding more batches than the learned limit allows in a
+# second, is split in halves (same batches, same ids): a server whose bucket is smaller than the request
+# would refuse it forever.
+SPLIT_AFTER_THROTTLES = 3
 
 
 @dataclass(frozen=True)
-class Wait:
-    """The delivery must wait longer than a worker should hold on: resume the run at `until`."""
+class Again:
+    """Step again at `at` (the pacing clock's seconds): now for the next delivery, later after a short wait."""
+
+    at: float
+
+
+@dataclass(frozen=True)
+class Park:
+    """The next attempt must wait longer than a sender holds on: the run waits until `until`."""
 
     until: datetime
     reason: str
 
 
-class Sender:
-    def __init__(self, run: SyncRun, client: EventsClient, pacing: Pacing, lease: timedelta):
+class Stop(enum.Enum):
+    IDLE = "idle"  # no pending delivery (the run may be done, or still reading)
+    BLOCKED = "blocked"  # credentials refused: the run is blocked
+
+
+Step = Again | Park | Stop
+
+
+class Lane:
+    """One run's deliveries, sent in order. Not thread-safe: one step at a time."""
+
+    def __init__(self, run: SyncRun, pacing: Pacing, lease: timedelta):
         self.run = run
-        self.workspace = run.workspace
-        self.client = client
+        self.workspace: Workspace = run.workspace
         self.pacing = pacing
         self.pacer = Pacer(self.workspace, pacing)
         self.lease = lease
         self.max_inline_wait = settings.MPFEED_MAX_INLINE_WAIT
+        self.client: EventsClient | None = None
+        self.queue: deque[int] = deque()
+        self.drained = False  # the last look-up found fewer than LOOKAHEAD pending deliveries
+        self.delivery: Delivery | None = None
+        self.body = b""
+        self.reservation: Reservation | None = None
+        self.throttle_streak = self.failure_streak = 0
+        self.requests = 0
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
 
     def _later(self, seconds: float) -> datetime:
         return timezone.now() + timedelta(seconds=seconds)
 
-    def deliver(self, delivery: Delivery) -> Settled | Wait:
-        """Send one delivery until it is settled, or until it has to wait longer than a worker holds on."""
-        body = delivery.body()
-        throttle_streak = failure_streak = 0
+    def _next(self) -> Delivery | None:
         while True:
-            pause = self.pacer.reserve(delivery.batch_count)
-            if pause > self.max_inline_wait:
+            if not self.queue:
+                ids = list(self.run.deliveries.pending().order_by("sequence").values_list("pk", flat=True)[:LOOKAHEAD])
+                self.drained = len(ids) < LOOKAHEAD
+                if not ids:
+                    return None
+                self.queue.extend(ids)
+            delivery = Delivery.objects.filter(pk=self.queue.popleft(), state=Delivery.State.PENDING).first()
+            if delivery is not None:
+                return delivery
+
+    def step(self) -> Step:
+        """Reserve the next delivery's place in the workspace's pace, or send it once and act on the answer."""
+        if self.delivery is None:
+            self.delivery = self._next()
+            if self.delivery is None:
+                return Stop.IDLE
+            self.body = self.delivery.body()
+            self.throttle_streak = self.failure_streak = 0
+        delivery = self.delivery
+        if self.reservation is None:
+            reservation = self.pacer.reserve(delivery.batch_count)
+            if reservation.wait > self.max_inline_wait:
                 self.pacer.release(delivery.batch_count)
-                return Wait(self._later(pause), "Pacing: waiting for this workspace's rate budget")
-            if pause:
-                self.pacing.sleep(pause)
+                return Park(self._later(reservation.wait), "Pacing: waiting for this workspace's rate budget")
+            self.reservation = reservation
+            if reservation.wait > 0:
+                return Again(self.pacing.clock() + reservation.wait)
+        if self.client is None:
+            self.client = self.workspace.client()
+        answer = self.client.post(delivery.path, self.body)
+        self.requests += 1
+        reservation, self.reservation = self.reservation, None
+        return self._answered(delivery, answer, reservation)
 
-            answer = self.client.post(delivery.path, body)
-            now = timezone.now()
-            if delivery.attempts:
-                self.run.add(retries=1)
-            delivery.attempts += 1
-            delivery.sent_at = now
-            delivery.last_status = answer.status
-            delivery.last_error = "" if answer.delivered else answer.describe()
-            delivery.response_excerpt = answer.excerpt[:EXCERPT]
-            outcome = answer.outcome
+    # ---------------------------------------------------------------------------------------- answers
 
-            wait = 0.0
-            if outcome is Outcome.THROTTLED:
-                throttle_streak += 1
-                wait = self.pacing.after_throttle(answer, throttle_streak)
-                delivery.throttled_count += 1
-            elif outcome in (Outcome.SERVER_ERROR, Outcome.NETWORK_ERROR):
-                failure_streak += 1
-                wait = self.pacing.backoff(failure_streak)
-                delivery.first_failure_at = delivery.first_failure_at or now
+    def _answered(self, delivery: Delivery, answer: Answer, reservation: Reservation | None) -> Step:
+        now = timezone.now()
+        retry = delivery.attempts > 0
+        delivery.attempts += 1
+        delivery.sent_at = now
+        delivery.last_status = answer.status
+        delivery.last_error = "" if answer.delivered else answer.describe()
+        delivery.response_excerpt = answer.excerpt[:EXCERPT]
+        outcome = answer.outcome
+
+        wait = 0.0
+        if outcome is Outcome.THROTTLED:
+            self.throttle_streak += 1
+            wait = self.pacing.after_throttle(answer, self.throttle_streak)
+            delivery.throttled_count += 1
+        elif outcome in (Outcome.SERVER_ERROR, Outcome.NETWORK_ERROR):
+            self.failure_streak += 1
+            wait = self.pacing.backoff(self.failure_streak)
+            delivery.first_failure_at = delivery.first_failure_at or now
+
+        with transaction.atomic():
             attempt = self._record_attempt(delivery, answer, wait)
-            self.pacer.observe(answer, wait)
+            self.pacer.observe(answer, batches=delivery.batch_count, wait=wait, reservation=reservation)
+            if retry:
+                self.run.add(retries=1, refresh=False)
+            step = self._act(delivery, answer, attempt, wait, now)
+        return step
 
-            if outcome is Outcome.ACCEPTED:
-                with transaction.atomic():
-                    self._settle(delivery, Delivery.State.ACCEPTED)
-                    self.run.add(events_accepted=delivery.event_count)
-                return Settled.DONE
-            if outcome is Outcome.PARTIAL:
-                self._partial(delivery, answer, attempt)
-                return Settled.DONE
-            if outcome in (Outcome.BAD_REQUEST, Outcome.TOO_LARGE):
-                self._split_or_reject(delivery, answer)
-                return Settled.DONE
-            if outcome in (Outcome.UNAUTHORIZED, Outcome.FORBIDDEN):
-                self._blocked(delivery, answer)
-                return Settled.BLOCKED
-            if outcome is Outcome.THROTTLED:
-                self._note_wait(delivery, wait, throttled=True)
-                if wait > self.max_inline_wait:
-                    return Wait(self._later(wait), "Waiting for rate limit")
-                self.pacing.sleep(wait)
-                continue
-            if outcome in (Outcome.SERVER_ERROR, Outcome.NETWORK_ERROR):
-                failing_for = (now - delivery.first_failure_at).total_seconds()
-                if failing_for > settings.MPFEED_RETRY_HORIZON:
-                    self._settle(delivery, Delivery.State.FAILED, keep_payload=True)
-                    log.warning("delivery %s parked as failed after %.0f s of failures", delivery.pk, failing_for)
-                    return Settled.DONE
-                self._note_wait(delivery, wait, throttled=False)
-                if wait > self.max_inline_wait:
-                    return Wait(self._later(wait), f"Retrying after {answer.describe()}")
-                self.pacing.sleep(wait)
-                continue
-            # Any other answer is not something retrying fixes: keep it for a person, replayable.
-            self._settle(delivery, Delivery.State.FAILED, keep_payload=True)
-            return Settled.DONE
+    def _act(self, delivery: Delivery, answer: Answer, attempt: DeliveryAttempt, wait: float, now) -> Step:
+        outcome = answer.outcome
+        if outcome is Outcome.ACCEPTED:
+            self._settle(delivery, Delivery.State.ACCEPTED)
+            self.run.add(events_accepted=delivery.event_count, refresh=False)
+            return self._done()
+        if outcome is Outcome.PARTIAL:
+            self._partial(delivery, answer, attempt)
+            return self._done()
+        if outcome in (Outcome.BAD_REQUEST, Outcome.TOO_LARGE):
+            self._split_or_reject(delivery, answer)
+            return self._done()
+        if outcome in (Outcome.UNAUTHORIZED, Outcome.FORBIDDEN):
+            self._blocked(delivery, answer)
+            self.delivery = None
+            return Stop.BLOCKED
+        if outcome is Outcome.THROTTLED:
+            self._note_wait(delivery, wait, throttled=True)
+            if (
+                self.throttle_streak >= SPLIT_AFTER_THROTTLES
+                and delivery.batch_count > 1
+                and delivery.batch_count > self.pacer.limit
+            ):
+                log.info("delivery %s split: %s batches are more than the learned limit allows", delivery.pk,
+                         delivery.batch_count)  # fmt: skip
+                self._split(delivery)
+                self.delivery = None
+            return self._wait(wait, "Waiting for rate limit")
+        if outcome in (Outcome.SERVER_ERROR, Outcome.NETWORK_ERROR):
+            failing_for = (now - delivery.first_failure_at).total_seconds()
+            if failing_for > settings.MPFEED_RETRY_HORIZON:
+                self._settle(delivery, Delivery.State.FAILED, keep_payload=True)
+                log.warning("delivery %s parked as failed after %.0f s of failures", delivery.pk, failing_for)
+                return self._done()
+            self._note_wait(delivery, wait, throttled=False)
+            return self._wait(wait, f"Retrying after {answer.describe()}")
+        # Any other answer is not something retrying fixes: keep it for a person, replayable.
+        self._settle(delivery, Delivery.State.FAILED, keep_payload=True)
+        return self._done()
+
+    def _done(self) -> Step:
+        self.delivery = None
+        return Again(self.pacing.clock())
+
+    def _wait(self, seconds: float, reason: str) -> Step:
+        if seconds > self.max_inline_wait:
+            return Park(self._later(seconds), reason)
+        return Again(self.pacing.clock() + seconds)
 
     # ------------------------------------------------------------------------------------------ records
 
@@ -155,8 +236,7 @@ class Sender:
                 "seconds_waited", "first_failure_at",
             ]
         )  # fmt: skip
-        self.run.add(throttled=1 if throttled else 0, seconds_waited=seconds)
-        self.run.extend_lease(self.lease + timedelta(seconds=min(seconds, self.max_inline_wait)))
+        self.run.add(throttled=1 if throttled else 0, seconds_waited=seconds, refresh=False)
 
     def _settle(self, delivery: Delivery, state: str, *, keep_payload: bool = False) -> None:
         delivery.state = state
@@ -164,7 +244,6 @@ class Sender:
         if not keep_payload:
             delivery.payload = None
         delivery.save()
-        self.run.extend_lease(self.lease)
 
     def _reject_batches(self, delivery: Delivery, refused: dict[int, str]) -> int:
         """Write RejectedRecords for the refused batches; returns how many source records they carried."""
@@ -190,13 +269,12 @@ class Sender:
                 self._split(delivery)
                 return
             named = {0: "; ".join(e.message for e in answer.errors) or "refused without a reason"}
-        with transaction.atomic():
-            records = self._reject_batches(delivery, named)
-            all_refused = len(named) == delivery.batch_count
-            self._settle(delivery, Delivery.State.REJECTED if all_refused else Delivery.State.PARTIAL)
-            accepted = sum(n for i, n in enumerate(delivery.batch_events) if i not in named)
-            DeliveryAttempt.objects.filter(pk=attempt.pk).update(events_accepted=accepted)
-            self.run.add(events_accepted=accepted, batches_rejected=len(named), records_rejected=records)
+        records = self._reject_batches(delivery, named)
+        all_refused = len(named) == delivery.batch_count
+        self._settle(delivery, Delivery.State.REJECTED if all_refused else Delivery.State.PARTIAL)
+        accepted = sum(n for i, n in enumerate(delivery.batch_events) if i not in named)
+        DeliveryAttempt.objects.filter(pk=attempt.pk).update(events_accepted=accepted)
+        self.run.add(events_accepted=accepted, batches_rejected=len(named), records_rejected=records, refresh=False)
 
     def _split_or_reject(self, delivery: Delivery, answer: Answer) -> None:
         if delivery.batch_count > 1:
@@ -206,16 +284,16 @@ class Sender:
             message = f"the batch is too large for mParticle ({delivery.payload_bytes} bytes)"
         else:
             message = "; ".join(e.message for e in answer.errors) or answer.describe()
-        with transaction.atomic():
-            records = self._reject_batches(delivery, {0: message})
-            self._settle(delivery, Delivery.State.REJECTED)
-            self.run.add(batches_rejected=1, records_rejected=records)
+        records = self._reject_batches(delivery, {0: message})
+        self._settle(delivery, Delivery.State.REJECTED)
+        self.run.add(batches_rejected=1, records_rejected=records, refresh=False)
 
     def _split(self, delivery: Delivery) -> None:
-        """Replace a delivery by two holding its halves: the same batches, byte for byte, with the same ids."""
-        batches = orjson.loads(delivery.body())
+        """Replace a delivery by two holding its halves: the same batches, byte for byte, with the same ids. They
+        go next (their sequence numbers come after the run's last, and this lane looks them up first)."""
+        batches = orjson.loads(self.body)
         half = len(batches) // 2
-        sequence = (self.run.deliveries.aggregate(m=Max("sequence"))["m"] or 0) + 1
+        sequence = self.run.allocate_sequences(2)
         parts = []
         for offset, (start, stop) in enumerate(((0, half), (half, len(batches)))):
             body = join([serialize(b) for b in batches[start:stop]])
@@ -235,10 +313,14 @@ class Sender:
                     batch_events=delivery.batch_events[start:stop],
                 )
             )
-        with transaction.atomic():
-            Delivery.objects.bulk_create(parts)
-            self._settle(delivery, Delivery.State.SPLIT)
-            self.run.add(requests=len(parts))
+        parts = Delivery.objects.bulk_create(parts)
+        self._settle(delivery, Delivery.State.SPLIT)
+        self.run.add(requests=len(parts), refresh=False)
+        ids = [p.pk for p in parts if p.pk is not None]
+        if len(ids) == len(parts):
+            self.queue.extendleft(reversed(ids))
+        else:  # a database that does not return ids from bulk inserts: look them up again
+            self.queue.clear()
 
     def _blocked(self, delivery: Delivery, answer: Answer) -> None:
         if answer.outcome is Outcome.FORBIDDEN:

@@ -1,42 +1,42 @@
-"""The sync engine: read → map → group per user → pack → persist → deliver → checkpoint.
+"""The sync engine: start a run, read it into deliveries, send them, end it — and replays and credentials.
 
-Deliveries (the exact request bodies, with deterministic batch and event ids) are written together with the
-chunk's checkpoint in one transaction before the first send, so a crash at any point resumes from the
-checkpoint and resends stored bodies byte for byte: nothing is lost and nothing is sent under a new id.
+A run is read (feeds.reading: read → map → group per user → pack → persist, chunk by chunk, each chunk's
+deliveries and checkpoint in one transaction before anything of it is sent) and sent (feeds.sending: one
+request at a time, in order, every answer acted upon). In a cluster, reading is a django-q2 task (`read_run`)
+and sending is done by senders in every worker process, each sending for many runs at once (feeds.dispatch);
+`process_run` does both in the calling thread (the command line's --inline, django-q2's sync mode, tests).
+Whoever sees a run fully read and fully sent ends it (`conclude_if_done`), once.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import time
 import uuid
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from itertools import islice
 
-import orjson
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Max, Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from feeds import alerts
-from feeds.mapping import Converter, MappingError, RecordError, compile_mapping
-from feeds.models import Delivery, InboxRecord, RejectedRecord, SyncJob, SyncRun, Workspace
+from feeds.mapping import MappingError, compile_mapping
+from feeds.models import Delivery, InboxRecord, Sender, SyncJob, SyncRun, Workspace
 from feeds.mparticle import schema
-from feeds.mparticle.batch import Grouper, UserRecord, batch_ids, join, pack, serialize_batches
-from feeds.mparticle.client import Answer, EventsClient, Outcome
-from feeds.pacing import Pacing
-from feeds.sending import Sender, Settled, Wait
-from feeds.sources import Item, SourceError
+from feeds.mparticle.client import Answer, Outcome
+from feeds.pacing import Pacing, target_rate
+from feeds.reading import Reader
+from feeds.sending import Again, Lane, Park, Stop
+from feeds.sources import SourceError
 from feeds.sources.build import build_source, is_incremental
 
 log = logging.getLogger(__name__)
 
-EXCERPT = 500
-CONTINUATION = "mpfeed-resume-run-{}"
 SWEEPER = "mpfeed: resume stalled runs"
+PAUSED = "The workspace was paused; the run resumes when it is resumed."
 
 
 def lease() -> timedelta:
@@ -103,22 +103,6 @@ def enqueue_run(run: SyncRun) -> str:
     return async_task("feeds.tasks.process_run", run.pk, task_name=f"sync-run-{run.pk}", group="sync")
 
 
-def schedule_continuation(run: SyncRun) -> None:
-    """A django-q2 schedule that resumes a waiting run when its wait is over (idempotent per run)."""
-    from django_q.models import Schedule
-
-    Schedule.objects.update_or_create(
-        name=CONTINUATION.format(run.pk),
-        defaults={
-            "func": "feeds.tasks.process_run",
-            "args": f"({run.pk},)",
-            "schedule_type": Schedule.ONCE,
-            "repeats": -1,
-            "next_run": run.resume_at,
-        },
-    )
-
-
 def ensure_schedules() -> None:
     """The periodic sweeper that resumes stalled runs; created idempotently after every migrate."""
     from django_q.models import Schedule
@@ -130,16 +114,23 @@ def ensure_schedules() -> None:
 
 
 def resume_stalled(now: datetime | None = None) -> list[int]:
-    """Queue runs a worker should pick up: waits that are over, runs whose worker died (lease expired),
-    queued runs whose task was lost, and finished runs that were given deliveries to replay."""
+    """Queue the reading of runs that a worker should pick up: queued runs whose task was lost, runs whose reader
+    died (its lease ran out) or whose reading was never queued again, and finished runs that were given deliveries
+    to replay. (Sending needs no queueing: senders take up every run with deliveries to send, waits included.)"""
     now = now or timezone.now()
     stale_queue = now - timedelta(seconds=settings.MPFEED_REQUEUE_AFTER)
+    not_queued = Q(queued_at__isnull=True) | Q(queued_at__lt=stale_queue)
     runs = list(
         SyncRun.objects.filter(
-            Q(status=SyncRun.Status.WAITING, resume_at__lte=now)
-            | Q(status=SyncRun.Status.RUNNING, lease_until__lt=now)
-            | Q(status=SyncRun.Status.QUEUED, queued_at__lt=stale_queue)
+            Q(status=SyncRun.Status.QUEUED, queued_at__lt=stale_queue)
             | Q(status=SyncRun.Status.QUEUED, queued_at__isnull=True, created_at__lt=stale_queue)
+            | Q(status__in=[SyncRun.Status.RUNNING, SyncRun.Status.WAITING], read_done=False, lease_until__lt=now)
+            | Q(
+                not_queued,
+                status__in=[SyncRun.Status.RUNNING, SyncRun.Status.WAITING],
+                read_done=False,
+                lease_until__isnull=True,
+            )
         ).only("pk")
     )
     reopened = SyncRun.objects.filter(
@@ -150,6 +141,7 @@ def resume_stalled(now: datetime | None = None) -> list[int]:
             runs.append(run)
     for run in runs:
         enqueue_run(run)
+    Sender.objects.filter(heartbeat_at__lt=now - timedelta(days=1)).delete()
     alerts.evaluate_all(now)  # deliveries failing for over an hour, recoveries between runs (never raises)
     return [run.pk for run in runs]
 
@@ -169,6 +161,8 @@ def reopen_run(run: SyncRun) -> bool:
                     error="",
                     lease_until=None,
                     resume_at=None,
+                    send_lease_until=None,
+                    sender=None,
                 )
             )
     except IntegrityError:
@@ -256,9 +250,133 @@ def resume_blocked_runs(workspace: Workspace) -> list[int]:
 # ---------------------------------------------------------------------------------------------- processing
 
 
-def process_run(run_id: int, *, pacing: Pacing | None = None, time_slice: float | None = None) -> SyncRun:
-    """Work on a run for up to `time_slice` seconds. Returns the run: QUEUED means "call again", WAITING
-    means "call again at run.resume_at" (a continuation is scheduled)."""
+class Reading(enum.Enum):
+    DONE = "read"  # everything is read (or reading failed, and the run ends failed once the rest is sent)
+    MORE = "more"  # the time slice ended: queue the reading again
+    AHEAD = "ahead"  # far enough ahead of the senders: reading goes on when they ask for more
+    STOPPED = "stopped"  # not this worker's (another reads it), or the run stopped (blocked, ended)
+
+
+def max_batches_for(workspace: Workspace) -> int:
+    """Batches per request: up to 100, but no more than the workspace's learned limit takes in about a second
+    (a limiter whose bucket is smaller than a request would refuse it)."""
+    limit = target_rate(workspace)
+    pace = getattr(workspace, "pace", None) if workspace.pk else None
+    if pace is not None and settings.MPFEED_PACING:
+        limit = min(limit, pace.limit)
+    return max(1, min(schema.MAX_BATCHES_PER_REQUEST, int(limit * 0.9)))
+
+
+def _reader(run: SyncRun) -> Reader | None:
+    """The run's reader, or None when its mapping cannot be compiled (the run then ends failed)."""
+    try:
+        converter = compile_mapping(run.mapping_rules, id_salt=str(run.workspace.pk))
+    except MappingError as e:
+        _reading_failed(run, f"The mapping is not valid: {e}")
+        return None
+    return Reader(run, converter, max_batches=max_batches_for(run.workspace))
+
+
+def _reading_failed(run: SyncRun, message: str) -> None:
+    """Reading cannot go on: what was read is still sent, then the run ends failed with `message`."""
+    SyncRun.objects.filter(pk=run.pk).update(read_done=True, read_error=message)
+    run.read_done, run.read_error = True, message
+
+
+def read_run(run_id: int, *, time_slice: float | None = None) -> Reading:
+    """Read a run into deliveries for up to a time slice, while senders send them (a django-q2 task)."""
+    run = SyncRun.objects.select_related("workspace", "job").filter(pk=run_id).first()
+    if run is None:
+        log.info("run %s no longer exists", run_id)
+        return Reading.STOPPED
+    if not run.claim_reading(lease()):
+        log.info("run %s: reading not claimable (status %s)", run.pk, run.status)
+        return Reading.STOPPED
+    SyncRun.objects.filter(pk=run.pk).update(queued_at=None)
+    deadline = time.monotonic() + (time_slice or settings.MPFEED_TASK_SLICE)
+    outcome = Reading.DONE
+    try:
+        if not run.workspace.can_send:
+            run.finish(SyncRun.Status.BLOCKED, f"The workspace is {run.workspace.get_status_display().lower()}.")
+            return Reading.STOPPED
+        if not run.read_done:
+            reader = _reader(run)
+            if reader is not None:
+                outcome = _read(run, reader, deadline)
+    except Exception:
+        log.exception("run %s: reading failed unexpectedly", run.pk)
+        _reading_failed(run, "Internal error while reading; see the worker log. Deliveries are kept.")
+        raise
+    finally:
+        run.release_reading()
+        if outcome is Reading.DONE:
+            conclude_if_done(run)
+    return outcome
+
+
+def _read(run: SyncRun, reader: Reader, deadline: float) -> Reading:
+    lease_seconds = settings.MPFEED_LEASE_SECONDS
+    try:
+        for chunk in reader.chunks():
+            reader.persist(chunk, lease_seconds)
+            if run.read_done:
+                return Reading.DONE
+            status = SyncRun.objects.filter(pk=run.pk).values_list("status", flat=True).first()
+            if status not in SyncRun.WORKING_STATUSES:
+                return Reading.STOPPED  # blocked or ended meanwhile: reading stops at the checkpoint
+            if run.deliveries.pending().count() >= settings.MPFEED_OUTBOX_AHEAD:
+                SyncRun.objects.filter(pk=run.pk).update(queued_at=timezone.now())
+                return Reading.AHEAD
+            if time.monotonic() >= deadline:
+                return Reading.MORE
+    except SourceError as e:
+        _reading_failed(run, str(e))
+    return Reading.DONE
+
+
+def request_reading(run_id: int) -> bool:
+    """A sender ran out of deliveries of a run that is not fully read: True when a reading should be queued (no
+    one reads it, and no reading was asked for in the last half minute)."""
+    now = timezone.now()
+    return bool(
+        SyncRun.objects.filter(pk=run_id, read_done=False, status__in=[SyncRun.Status.RUNNING, SyncRun.Status.WAITING])
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .filter(Q(queued_at__isnull=True) | Q(queued_at__lt=now - timedelta(seconds=30)))
+        .update(queued_at=now)
+    )
+
+
+def conclude_if_done(run: SyncRun) -> bool:
+    """End a run that is fully read and has nothing left to send (called by whoever may have done the last of
+    it: the reader, a sender). Only one caller ends it; True for that one."""
+    run.refresh_from_db()
+    if run.status not in (SyncRun.Status.RUNNING, SyncRun.Status.WAITING) or not run.read_done:
+        return False
+    if run.deliveries.pending().exists():
+        return False
+    failed = run.deliveries.failed().count()
+    if run.read_error:
+        status, error = SyncRun.Status.FAILED, run.read_error
+        if failed:
+            error += f" {failed} request(s) could not be delivered and are kept as failed."
+    elif failed:
+        status = SyncRun.Status.FAILED
+        error = (
+            f"{failed} request(s) could not be delivered and are kept as failed; replay them once the cause is fixed."
+        )
+    else:
+        advance_job_cursor(run)
+        status = SyncRun.Status.SUCCEEDED_WITH_REJECTS if run.records_rejected else SyncRun.Status.SUCCEEDED
+        error = ""
+    if not run.finish(status, error):
+        return False
+    log.info("run %s finished: %s", run.pk, run.status)
+    return True
+
+
+def process_run(run_id: int, *, pacing: Pacing | None = None, time_slice: float | None = None) -> SyncRun | None:
+    """Read and send a run in this thread for up to `time_slice` seconds, sleeping its waits. Returns the run:
+    QUEUED means "call again", WAITING "call again at run.resume_at"."""
     run = SyncRun.objects.select_related("workspace", "job").filter(pk=run_id).first()
     if run is None:
         log.info("run %s no longer exists", run_id)
@@ -266,70 +384,55 @@ def process_run(run_id: int, *, pacing: Pacing | None = None, time_slice: float 
     if not run.claim(lease()):
         log.info("run %s not claimable (status %s)", run.pk, run.status)
         return run
-    engine = _Engine(run, pacing or Pacing(), time_slice or settings.MPFEED_TASK_SLICE)
+    inline = _Inline(run, pacing or Pacing(), time_slice or settings.MPFEED_TASK_SLICE)
     try:
-        engine.work()
+        inline.work()
     except Exception:
         log.exception("run %s failed unexpectedly", run.pk)
         run.refresh_from_db()
         run.finish(SyncRun.Status.FAILED, "Internal error while syncing; see the worker log. Deliveries are kept.")
         raise
     finally:
+        inline.lane.close()
+        run.refresh_from_db()
         # Finished, failed, blocked or waiting: alert on a change of the workspace's health (never raises).
         alerts.evaluate_safely(run.workspace)
     return run
 
 
-class _Engine:
+class _Inline:
+    """One run, read and sent in turn by one thread: each chunk's deliveries are sent before the next is read."""
+
     def __init__(self, run: SyncRun, pacing: Pacing, time_slice: float):
         self.run = run
-        self.workspace = run.workspace
         self.pacing = pacing
         self.deadline = time.monotonic() + time_slice
-        self.client: EventsClient | None = None
-        self.sender: Sender | None = None
+        self.lane = Lane(run, pacing, lease())
 
     def work(self) -> None:
         run = self.run
-        if not self.workspace.can_send:
-            run.finish(SyncRun.Status.BLOCKED, f"The workspace is {self.workspace.get_status_display().lower()}.")
+        if not run.workspace.can_send:
+            run.finish(SyncRun.Status.BLOCKED, f"The workspace is {run.workspace.get_status_display().lower()}.")
             return
-        try:
-            converter = compile_mapping(run.mapping_rules, id_salt=str(self.workspace.pk))
-        except MappingError as e:
-            run.finish(SyncRun.Status.FAILED, f"The mapping is not valid: {e}")
+        if not self.send():
             return
-        self.client = self.workspace.client()
-        self.sender = Sender(run, self.client, self.pacing, lease())
-        try:
-            if not self.send_pending():
+        if not run.read_done:
+            reader = _reader(run)
+            if reader is None:
+                conclude_if_done(run)
                 return
-            if not run.read_done:
-                try:
-                    source = build_source(
-                        run.source_kind, run.source_config, secret=run.job.source_secret, job_id=run.job_id
-                    )
-                    items = source.read(run.cursor)
-                except SourceError as e:
-                    run.finish(SyncRun.Status.FAILED, str(e))
-                    return
-                while True:
-                    try:
-                        # Sources read lazily: connection and paging failures surface while iterating.
-                        chunk = list(islice(items, settings.MPFEED_CHUNK_SIZE))
-                        self.persist_chunk(chunk, converter)
-                    except SourceError as e:
-                        run.finish(SyncRun.Status.FAILED, str(e))
-                        return
-                    if not self.send_pending():
+            try:
+                for chunk in reader.chunks():
+                    reader.persist(chunk, settings.MPFEED_LEASE_SECONDS)
+                    if not self.send():
                         return
                     if run.read_done:
                         break
                     if self.out_of_time():
                         return
-            self.conclude()
-        finally:
-            self.client.close()
+            except SourceError as e:
+                _reading_failed(run, str(e))
+        conclude_if_done(run)
 
     def out_of_time(self) -> bool:
         """At the end of a time slice, give the worker back and queue the run again."""
@@ -338,160 +441,31 @@ class _Engine:
         self.run.requeue()
         return True
 
-    # -------------------------------------------------------------------------------- chunk → deliveries
-
-    def persist_chunk(self, chunk: list[Item], converter: Converter) -> None:
-        names_before, values_before = converter.stats.names_truncated, converter.stats.values_truncated
-        run = self.run
-        rejects: list[RejectedRecord] = []
-        # Records are grouped per user as they are converted, one grouper per endpoint.
-        by_path: dict[str, Grouper] = {}
-        now_ms = int(time.time() * 1000)
-        for item in chunk:
-            if item.record is None:
-                rejects.append(
-                    RejectedRecord(
-                        run=run,
-                        stage=RejectedRecord.Stage.SOURCE,
-                        ref=item.ref[:300],
-                        reason=item.error,
-                        excerpt=item.excerpt,
-                    )
-                )
-                continue
-            try:
-                record = converter.convert(item.record, item.ref)
-                for path, part in route(record, run.endpoint_mode, now_ms):
-                    grouper = by_path.get(path)
-                    if grouper is None:
-                        grouper = by_path[path] = Grouper()
-                    grouper.add(part)
-            except RecordError as e:
-                rejects.append(
-                    RejectedRecord(
-                        run=run,
-                        stage=RejectedRecord.Stage.MAPPING,
-                        ref=item.ref[:300],
-                        reason=str(e),
-                        excerpt=_excerpt(item.record),
-                    )
-                )
-
-        chunk_no = run.chunks
-        sequence = (run.deliveries.aggregate(m=Max("sequence"))["m"] or 0) + 1
-        deliveries: list[Delivery] = []
-        batch_total = event_total = 0
-        for path, grouper in by_path.items():
-            batches = grouper.batches
-            for record, reason in grouper.refused:
-                rejects.append(
-                    RejectedRecord(run=run, stage=RejectedRecord.Stage.MAPPING, ref=record.ref[:300], reason=reason)
-                )
-            srids = batch_ids(len(batches), self.workspace.pk, run.pk, chunk_no, path)
-            bodies = serialize_batches(batches, run.environment, srids)
-            for group in pack([len(b) for b in bodies]):
-                parts = bodies[group.start : group.stop]
-                body = join(parts)
-                deliveries.append(
-                    Delivery(
-                        run=run,
-                        workspace=self.workspace,
-                        sequence=sequence,
-                        path=path,
-                        payload=Delivery.compress(body),
-                        payload_bytes=len(body),
-                        batch_count=len(parts),
-                        event_count=sum(batches[i].event_count for i in group),
-                        source_request_ids=[srids[i] for i in group],
-                        record_refs=[batches[i].refs for i in group],
-                        batch_events=[batches[i].event_count for i in group],
-                    )
-                )
-                sequence += 1
-                batch_total += len(parts)
-                event_total += deliveries[-1].event_count
-
-        rejected_records = len(rejects)
-        with transaction.atomic():
-            RejectedRecord.objects.bulk_create(rejects)
-            Delivery.objects.bulk_create(deliveries)
-            run.checkpoint += len(chunk)
-            run.chunks += 1
-            run.read_done = not chunk or len(chunk) < settings.MPFEED_CHUNK_SIZE
-            if chunk:
-                run.cursor = chunk[-1].position
-                # A position of None marks the last item of a complete, non-incremental read.
-                if run.cursor is None:
-                    run.read_done = True
-            run.records_read += len(chunk)
-            run.records_rejected += rejected_records
-            run.batches += batch_total
-            run.requests += len(deliveries)
-            run.events += event_total
-            run.names_truncated += converter.stats.names_truncated - names_before
-            run.values_truncated += converter.stats.values_truncated - values_before
-            run.lease_until = timezone.now() + lease()
-            run.save(
-                update_fields=[
-                    "checkpoint",
-                    "cursor",
-                    "chunks",
-                    "read_done",
-                    "records_read",
-                    "records_rejected",
-                    "batches",
-                    "requests",
-                    "events",
-                    "names_truncated",
-                    "values_truncated",
-                    "lease_until",
-                ]
-            )
-
-    # ------------------------------------------------------------------------------------------- sending
-
-    def send_pending(self) -> bool:
+    def send(self) -> bool:
         """Send the run's pending deliveries in order. False when the run must stop (blocked, waiting, time)."""
         while True:
-            delivery = self.run.deliveries.pending().order_by("sequence").first()
-            if delivery is None:
+            step = self.lane.step()
+            if step is Stop.IDLE:
                 return True
-            result = self.sender.deliver(delivery)
-            if result is Settled.BLOCKED:
+            if step is Stop.BLOCKED:
                 return False
-            if isinstance(result, Wait):
-                self.run.wait_until(result.until, result.reason)
-                schedule_continuation(self.run)
+            if isinstance(step, Park):
+                self.run.wait_until(step.until, step.reason, reading=True)
                 return False
-            if self.paused():
-                return False
-            if self.out_of_time():
+            assert isinstance(step, Again)
+            pause = step.at - self.pacing.clock()
+            if pause > 0:
+                self.pacing.sleep(pause)
+            self.run.extend_lease(lease(), sending=True)
+            if self.lane.delivery is None and (self.paused() or self.out_of_time()):
                 return False
 
     def paused(self) -> bool:
         """Staff paused the workspace while the run was sending: stop after the current request."""
-        if not Workspace.objects.filter(pk=self.workspace.pk, status=Workspace.Status.PAUSED).exists():
+        if not Workspace.objects.filter(pk=self.run.workspace_id, status=Workspace.Status.PAUSED).exists():
             return False
-        self.run.finish(SyncRun.Status.BLOCKED, "The workspace was paused; the run resumes when it is resumed.")
+        self.run.finish(SyncRun.Status.BLOCKED, PAUSED)
         return True
-
-    # ------------------------------------------------------------------------------------------ the end
-
-    def conclude(self) -> None:
-        run = self.run
-        run.refresh_from_db()
-        advance_job_cursor(run)
-        failed = run.deliveries.failed().count()
-        if failed:
-            run.finish(
-                SyncRun.Status.FAILED,
-                f"{failed} request(s) could not be delivered and are kept as failed; replay them once the cause is fixed.",
-            )
-        elif run.records_rejected:
-            run.finish(SyncRun.Status.SUCCEEDED_WITH_REJECTS)
-        else:
-            run.finish(SyncRun.Status.SUCCEEDED)
-        log.info("run %s finished: %s", run.pk, run.status)
 
 
 def advance_job_cursor(run: SyncRun) -> None:
@@ -510,48 +484,3 @@ def advance_job_cursor(run: SyncRun) -> None:
         job.save(update_fields=["cursor"])
         if job.source_kind == SyncJob.SourceKind.INBOX:
             InboxRecord.objects.filter(job=job, pk__lte=run.cursor["id"]).delete()
-
-
-def route(record: UserRecord, mode: str, now_ms: int) -> Iterable[tuple[str, UserRecord]]:
-    """Which endpoint a converted record goes to. Historical data must have events, all timestamped and at
-    least 72 hours old; mParticle silently drops anything else, so it is refused here with the reason."""
-    if mode == SyncJob.EndpointMode.REALTIME:
-        return [(schema.BULK_PATH, record)]
-    if mode == SyncJob.EndpointMode.HISTORICAL:
-        _check_historical(record.events, now_ms)
-        return [(schema.HISTORICAL_PATH, record)]
-    # Auto: events older than 30 days go to the historical endpoint, the rest (and the profile) in real time.
-    old = [
-        e
-        for e in record.events
-        if (ts := e["data"].get("timestamp_unixtime_ms")) is not None and now_ms - ts > schema.REALTIME_MAX_AGE_MS
-    ]
-    if not old:
-        return [(schema.BULK_PATH, record)]
-    recent = [e for e in record.events if e not in old]
-    out = [
-        (schema.HISTORICAL_PATH, UserRecord(ref=record.ref, identities=record.identities, mpid=record.mpid, events=old))
-    ]
-    if recent or record.user_attributes or record.deleted_user_attributes:
-        record.events = recent
-        out.append((schema.BULK_PATH, record))
-    return out
-
-
-def _check_historical(events: list[dict], now_ms: int) -> None:
-    if not events:
-        raise RecordError("historical data needs at least one event; mParticle drops batches without events")
-    for event in events:
-        ts = event["data"].get("timestamp_unixtime_ms")
-        if ts is None:
-            raise RecordError("historical data needs a timestamp on every event (timestamp_unixtime_ms)")
-        if now_ms - ts < schema.HISTORICAL_MIN_AGE_MS:
-            raise RecordError("historical data must be at least 72 hours old; this event is newer")
-
-
-def _excerpt(record: dict) -> str:
-    try:
-        text = orjson.dumps(record, default=str).decode()
-    except TypeError:
-        text = repr(record)
-    return text if len(text) <= EXCERPT else text[:EXCERPT] + "…"

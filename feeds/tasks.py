@@ -1,21 +1,42 @@
-"""django-q2 entry points: thin, primary keys only, safe to run twice."""
+"""django-q2 entry points: thin, primary keys only, safe to run twice — and the sender of every worker process.
+
+In a cluster, a run's task reads it into deliveries (`process_run` → `sync.read_run`); the sending is done by a
+sender in every worker process (feeds.dispatch), started when django-q2 spawns the process, each sending for many
+runs at once. Under django-q2's sync mode (tasks run in the caller, there is no cluster and so no sender) a run's
+task reads and sends it itself.
+"""
 
 from __future__ import annotations
 
 import time
 
+from django.dispatch import receiver
 from django.utils import timezone
+from django_q.conf import Conf
+from django_q.signals import post_spawn
 
-from feeds import sync
+from feeds import dispatch, sync
 from feeds.models import SyncRun
 
 
 def process_run(run_id: int) -> str:
-    run = sync.process_run(run_id)
-    if run is not None and run.status == SyncRun.Status.QUEUED:
-        # The time slice ended with work left: continue in a fresh task.
+    if Conf.SYNC:
+        run = sync.process_run(run_id)
+        if run is not None and run.status == SyncRun.Status.QUEUED:
+            # The time slice ended with work left: continue in a fresh task.
+            sync.enqueue_run(run)
+        return run.status if run is not None else "missing"
+    reading = sync.read_run(run_id)
+    if reading is sync.Reading.MORE:
+        queue_reading(run_id)
+    return reading.value
+
+
+def queue_reading(run_id: int) -> None:
+    """Queue the reading of a run (a sender ran out of its deliveries, or a time slice ended)."""
+    run = SyncRun.objects.filter(pk=run_id).first()
+    if run is not None:
         sync.enqueue_run(run)
-    return run.status if run is not None else "missing"
 
 
 def run_scheduled_job(job_id: int) -> str:
@@ -25,14 +46,23 @@ def run_scheduled_job(job_id: int) -> str:
 
 
 def resume_stalled() -> str:
-    """Every minute: resume waits that are over and runs whose worker died."""
+    """Every minute: queue again the reading that a dead worker or a lost task left behind, and replays."""
     resumed = sync.resume_stalled()
     return f"resumed {len(resumed)} run(s)"
 
 
+@receiver(post_spawn, dispatch_uid="mpfeed-sender")
+def start_sender(sender, proc_name: str, **kwargs) -> None:
+    """Each django-q2 worker process sends, in the background, for as many runs as it can (MPFEED_SEND_THREADS
+    requests in flight at most; 0 turns sending off in this cluster). Not in sync mode: django-q2 then runs its
+    worker function in the caller for each task, and the task sends itself."""
+    if not Conf.SYNC:
+        dispatch.start_background(queue_reading)
+
+
 def run_inline(run_id: int, pacing: sync.Pacing | None = None) -> SyncRun:
     """The same task code in this process, slice after slice and wait after wait, until the run stops
-    (CLI --inline, tests). Waits are slept here instead of by a scheduled continuation."""
+    (CLI --inline, tests). Waits are slept here instead of by a sender taking the run up again."""
     pacing = pacing or sync.Pacing()
     while True:
         run = sync.process_run(run_id, pacing=pacing)

@@ -204,8 +204,17 @@ LOGGING = {
 }
 
 EMAIL_BACKEND = os.getenv("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
-# A worker works on one run for at most this many seconds, then queues the rest (stays under Q_TIMEOUT).
-MPFEED_TASK_SLICE = envfloat("MPFEED_TASK_SLICE", "600")
+# A worker reads one run for at most this many seconds, then queues the rest (turns for every run; under Q_TIMEOUT).
+MPFEED_TASK_SLICE = envfloat("MPFEED_TASK_SLICE", "120")
+# Senders (feeds.dispatch), one in every django-q2 worker process: requests in flight at most (0: this cluster
+# does not send), runs held at most, how often it looks for runs to send, and how long it holds a run while
+# others wait for a sender.
+MPFEED_SEND_THREADS = envint("MPFEED_SEND_THREADS", "16")
+MPFEED_SEND_LANES = envint("MPFEED_SEND_LANES", "500")
+MPFEED_SEND_POLL = envfloat("MPFEED_SEND_POLL", "0.5")
+MPFEED_SEND_TURN = envfloat("MPFEED_SEND_TURN", "30")
+# Reading stops this many deliveries ahead of the senders, and goes on when they have sent most of them.
+MPFEED_OUTBOX_AHEAD = envint("MPFEED_OUTBOX_AHEAD", "1000")
 # The port `manage.py serve` runs the built-in sandbox Events API on (the demo workspace points at it).
 MPFEED_DEMO_SANDBOX_PORT = envint("MPFEED_DEMO_SANDBOX_PORT", "8765")
 # Pacing: each workspace is sent to at MPFEED_PACE_TARGET × its rate limit, shared by all workers.

@@ -125,3 +125,26 @@ def workspace_form_data(workspace: Workspace, **changes) -> dict:
 def messages_of(response) -> list[str]:
     """The Django messages a response's page shows."""
     return [str(m) for m in response.context["messages"]]
+
+
+def dispatch(*runs, clock: FakeClock | None = None, **options):
+    """Send these runs' deliveries with a sender stepping them in this thread (no pool: the test's database
+    transaction is the sender's), until none is left to send. Waits cost nothing on `clock`. Returns the
+    dispatcher, for what it counted."""
+    import random
+
+    from feeds import sync
+    from feeds.dispatch import Dispatcher
+
+    clock = clock or FakeClock()
+    dispatcher = Dispatcher(
+        threads=0,
+        poll=options.pop("poll", 0.01),
+        pacing=sync.Pacing(sleep=clock.sleep, clock=clock.time, rand=random.Random(1)),
+        only={run.pk for run in runs} if runs else None,
+        **options,
+    )
+    dispatcher.run(until=lambda: dispatcher.polls > 0 and not dispatcher.slots and not dispatcher.sendable().exists())
+    for run in runs:
+        run.refresh_from_db()
+    return dispatcher

@@ -12,7 +12,7 @@ import pytest
 import requests
 from django.utils import timezone
 from django_q.conf import Conf
-from django_q.models import OrmQ, Schedule, Task
+from django_q.models import OrmQ, Task
 
 from feeds import sync
 from feeds.models import Delivery, DeliveryAttempt, RejectedRecord, SyncRun, Workspace
@@ -20,12 +20,13 @@ from feeds.mparticle import schema
 from feeds.mparticle.client import Answer, EventsClient, Outcome
 from feeds.mparticle.sandbox import FaultConfig
 from feeds.pacing import Pacing
-from feeds.sending import Sender
+from feeds.sending import Lane
 from tests.helpers import (
     MAPPING,
     SANDBOX_KEY,
     SANDBOX_SECRET,
     FakeClock,
+    dispatch,
     make_job,
     make_mapping,
     make_workspace,
@@ -104,7 +105,9 @@ class WorkerDied(BaseException):
 
 
 def expire_lease(run: SyncRun) -> None:
-    SyncRun.objects.filter(pk=run.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    """The worker that held the run is gone: its leases, reading and sending, run out."""
+    past = timezone.now() - timedelta(seconds=1)
+    SyncRun.objects.filter(pk=run.pk).update(lease_until=past, send_lease_until=past)
 
 
 # --------------------------------------------------------------------------------------------- 400 and 413
@@ -242,7 +245,7 @@ def test_a_401_blocks_the_run_and_keeps_the_deliveries(sandbox, tmp_path, monkey
 # ---------------------------------------------------------------------------------------------- long waits
 
 
-def test_a_long_retry_after_gives_the_worker_back_until_a_continuation(sandbox, tmp_path):
+def test_a_long_retry_after_gives_the_run_back_until_a_sender_takes_it_up_again(sandbox, tmp_path):
     sandbox.configure(faults=FaultConfig(retry_after=30))
     sandbox.queue_faults(["429"])
     clock = FakeClock()
@@ -259,32 +262,29 @@ def test_a_long_retry_after_gives_the_worker_back_until_a_continuation(sandbox, 
     assert run.status == SyncRun.Status.WAITING
     assert before + timedelta(seconds=30) <= run.resume_at <= timezone.now() + timedelta(seconds=31)
     assert run.error.startswith("Waiting for rate limit until ")
-    assert run.lease_until is None and run.throttled == 1
-    schedule = Schedule.objects.get(name=f"mpfeed-resume-run-{run.pk}")
-    assert schedule.func == "feeds.tasks.process_run" and schedule.args == f"({run.pk},)"
-    assert schedule.next_run == run.resume_at and schedule.schedule_type == Schedule.ONCE
+    assert run.lease_until is None and run.send_lease_until is None and run.throttled == 1
     [delivery] = run.deliveries.all()
     assert delivery.state == Delivery.State.PENDING and delivery.throttled_count == 1
     assert delivery.seconds_waited >= 30
 
-    # Too early: neither a worker nor the sweeper touches it.
+    # Too early: neither a worker, nor a sender, nor the sweeper touches it.
     assert sync.process_run(run.pk, pacing=pacing).status == SyncRun.Status.WAITING
     assert sync.resume_stalled() == [] and not OrmQ.objects.exists()
+    assert dispatch(run, clock=clock).requests == 0
     assert len(sandbox.requests_log()) == 1
 
     SyncRun.objects.filter(pk=run.pk).update(resume_at=timezone.now() - timedelta(seconds=1))
     clock.sleep(31)  # the workspace's pace held everyone for the same wait
-    assert sync.resume_stalled() == [run.pk]
-    [queued] = OrmQ.objects.all()
-    assert queued.func() == "feeds.tasks.process_run" and queued.args() == (run.pk,)
-    run = sync.process_run(run.pk, pacing=pacing)
+    # Nothing to queue: a sender takes the run up by itself once the wait is over.
+    assert sync.resume_stalled() == [] and not OrmQ.objects.exists()
+    assert dispatch(run, clock=clock).requests == 1
     assert run.status == SyncRun.Status.SUCCEEDED, run.error
     assert [r.status for r in sandbox.requests_log()] == [429, 202]
     ids = message_ids(sandbox)
     assert len(ids) == len(set(ids)) == 5 and sandbox.duplicates() == []
 
 
-def test_a_5xx_backoff_longer_than_the_inline_wait_gives_the_worker_back(sandbox, tmp_path, settings):
+def test_a_5xx_backoff_longer_than_the_inline_wait_gives_the_run_back(sandbox, tmp_path, settings):
     settings.MPFEED_BACKOFF_BASE = settings.MPFEED_BACKOFF_CAP = 600
     sandbox.queue_faults(["503"])
     clock = FakeClock()
@@ -304,11 +304,9 @@ def test_a_5xx_backoff_longer_than_the_inline_wait_gives_the_worker_back(sandbox
         delivery.sent_at + timedelta(seconds=attempt.waited), abs=timedelta(seconds=1)
     )
     assert delivery.first_failure_at is not None and delivery.state == Delivery.State.PENDING
-    assert Schedule.objects.get(name=f"mpfeed-resume-run-{run.pk}").next_run == run.resume_at
 
     SyncRun.objects.filter(pk=run.pk).update(resume_at=timezone.now())
-    assert sync.resume_stalled() == [run.pk]
-    run = sync.process_run(run.pk, pacing=pacing)
+    dispatch(run, clock=clock)
     assert run.status == SyncRun.Status.SUCCEEDED, run.error
     assert [r.status for r in sandbox.requests_log()] == [503, 202]
     assert len(set(message_ids(sandbox))) == 5
@@ -405,16 +403,17 @@ def test_a_crash_between_persist_and_send_resumes_without_loss_or_duplicates(
     sandbox, tmp_path, settings, monkeypatch, crash
 ):
     settings.MPFEED_CHUNK_SIZE = 10
-    real_deliver = Sender.deliver
+    real_step = Lane.step
     calls = []
 
-    def deliver(self, delivery):
-        calls.append(delivery.pk)
-        if len(calls) == 1:
-            raise crash("the worker went away after the first chunk was persisted")
-        return real_deliver(self, delivery)
+    def step(self):
+        if self.run.deliveries.pending().exists():  # about to send a persisted delivery
+            calls.append(self.run.pk)
+            if len(calls) == 1:
+                raise crash("the worker went away after the first chunk was persisted")
+        return real_step(self)
 
-    monkeypatch.setattr(Sender, "deliver", deliver)
+    monkeypatch.setattr(Lane, "step", step)
     clock = FakeClock()
     run = sync.start_run(make_job(make_workspace(sandbox), write_csv(tmp_path / "orders.csv", purchase_rows(30))))
     with pytest.raises(crash):
@@ -460,9 +459,12 @@ def test_a_crash_between_send_and_record_resends_the_same_bytes(sandbox, tmp_pat
     assert delivery.state == Delivery.State.PENDING and delivery.attempts == 0
     assert len(sandbox.kept()) == 10  # mParticle has it, we do not know
 
+    # Everything was read: no reading to queue again. A sender takes the run up once its leases ran out.
+    assert sync.resume_stalled() == []
+    assert not dispatch(run, clock=clock).requests
     expire_lease(run)
-    assert sync.resume_stalled() == [run.pk]
-    run = sync.process_run(run.pk, pacing=fake_pacing(clock))
+    assert sync.resume_stalled() == []
+    assert dispatch(run, clock=clock).requests == 1
 
     assert run.status == SyncRun.Status.SUCCEEDED, run.error
     assert [body for _, body in sent] == [delivery.body()] * 2

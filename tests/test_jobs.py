@@ -14,7 +14,17 @@ from django_q.models import Schedule
 from feeds import scheduling, sync
 from feeds.models import InboxRecord, SyncJob, SyncRun
 from feeds.preview import preview_job, preview_records
-from tests.helpers import MAPPING, FakeClock, make_job, make_mapping, make_workspace, purchase_rows, run_job, write_csv
+from tests.helpers import (
+    MAPPING,
+    FakeClock,
+    dispatch,
+    make_job,
+    make_mapping,
+    make_workspace,
+    purchase_rows,
+    run_job,
+    write_csv,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -44,7 +54,10 @@ class TestInbox:
         assert response.status_code == 202
         assert response.json()["received"] == 5
         assert InboxRecord.objects.filter(job=job).count() == 5
-        assert scheduling.run_scheduled_job(job.pk) == SyncRun.Status.SUCCEEDED
+        # The schedule's task reads the inbox into deliveries; a sender sends them.
+        assert scheduling.run_scheduled_job(job.pk) == "read"
+        [run] = dispatch().runs_seen
+        assert SyncRun.objects.get(pk=run).status == SyncRun.Status.SUCCEEDED
         assert len(sandbox.events()) == 5
         # Forwarded records leave the inbox (they are in the outbox); the job remembers where it is.
         assert not InboxRecord.objects.filter(job=job).exists()
@@ -55,6 +68,7 @@ class TestInbox:
         response = push(client, job, token, orjson.dumps(purchase_rows(3, start=5)), "application/json")
         assert response.status_code == 202
         scheduling.run_scheduled_job(job.pk)
+        dispatch()
         assert len({e["data"]["source_message_id"] for e in sandbox.events()}) == 8
 
     def test_pushes_without_the_right_token_are_refused(self, client, sandbox):

@@ -8,8 +8,8 @@ import random
 import pytest
 from django.utils import timezone
 
-from feeds import pacing, sync
-from feeds.models import SyncRun, WorkspacePace
+from feeds import sync
+from feeds.models import SyncRun, Workspace, WorkspacePace
 from feeds.mparticle.client import Answer, Outcome
 from feeds.pacing import BURST_SECONDS, HIGH_USE_PERCENT, Pacer, Pacing, target_rate
 from tests.helpers import FakeClock, make_job, make_workspace, purchase_rows, run_job, write_csv
@@ -29,8 +29,12 @@ def throttled(retry_after: float = 1.0, scope: str = "workspace") -> Answer:
     return Answer(outcome=Outcome.THROTTLED, status=429, latency=0.001, retry_after=retry_after, rate_limit_scope=scope)
 
 
+def pace_of(workspace) -> WorkspacePace:
+    return WorkspacePace.objects.get(workspace=workspace)
+
+
 def rate_of(workspace) -> float:
-    return WorkspacePace.objects.get(workspace=workspace).rate
+    return pace_of(workspace).rate
 
 
 def send_for(pacer: Pacer, clock: FakeClock, seconds: float, batches: int) -> list[tuple[float, int]]:
@@ -38,7 +42,7 @@ def send_for(pacer: Pacer, clock: FakeClock, seconds: float, batches: int) -> li
     sent = []
     end = clock.now + seconds
     while clock.now < end:
-        clock.sleep(pacer.reserve(batches))
+        clock.sleep(pacer.reserve(batches).wait)
         sent.append((clock.now, batches))
     return sent
 
@@ -74,59 +78,88 @@ def test_reserve_allows_a_burst_then_spaces_requests():
     clock = FakeClock()
     pacer = pacer_for(workspace, clock)
     # 8 requests of 10 batches fit into 0.9 s of budget at 98 batches/s; the 9th has to wait for its slot.
-    assert [pacer.reserve(10) for _ in range(8)] == [0.0] * 8
-    assert pacer.reserve(10) == pytest.approx(90 / target - BURST_SECONDS)
-    # An idle second refills the allowance.
+    assert [pacer.reserve(10).wait for _ in range(8)] == [0.0] * 8
+    assert pacer.reserve(10).wait == pytest.approx(90 / target - BURST_SECONDS)
+    # An idle second refills the allowance, and the first request after it is quiet: its answer reads the limit.
     clock.sleep(5)
-    assert pacer.reserve(10) == 0.0
+    reservation = pacer.reserve(10)
+    assert reservation.wait == 0.0 and reservation.quiet
 
 
-def test_a_429_halves_the_pace_and_holds_every_worker_until_the_wait_is_over():
+def test_a_429_cuts_the_pace_and_holds_every_sender_until_the_wait_is_over():
     workspace = make_workspace(rate_limit=100)
     target = target_rate(workspace)
     clock = FakeClock()
     first, second = pacer_for(workspace, clock), pacer_for(workspace, clock)
-    first.reserve(10)
-    first.observe(throttled(retry_after=3), wait=3.2)
-    assert rate_of(workspace) == pytest.approx(target / 2)
-    # Another worker sending to the same workspace waits out the 429 too.
-    assert second.reserve(10) >= 3.2
-    # A second 429 halves again, down to the pace's floor at most.
-    first.observe(throttled(), wait=1)
-    assert rate_of(workspace) == pytest.approx(max(target / 4, target * getattr(pacing, "FLOOR_SHARE", 0)))
+    reservation = first.reserve(10)
+    first.observe(throttled(retry_after=3), batches=10, wait=3.2, reservation=reservation)
+    cut = rate_of(workspace)
+    assert target * 0.6 < cut < target * 0.9
+    assert pace_of(workspace).limit < target and pace_of(workspace).throttled_total == 1
+    # Another sender to the same workspace waits out the 429 too.
+    assert second.reserve(10).wait >= 3.2
+    # A 429 of a request reserved before the first one was answered teaches nothing new: no second cut.
+    first.observe(throttled(), batches=10, wait=1, reservation=reservation)
+    assert rate_of(workspace) == pytest.approx(cut)
+    # One reserved since, within seconds: still over the limit, a harder cut.
+    clock.sleep(4)
+    later = second.reserve(10)
+    second.observe(throttled(), batches=10, wait=1, reservation=later)
+    assert rate_of(workspace) < cut * 0.8
 
 
 def test_a_high_reported_use_slows_the_pace_before_a_429():
     workspace = make_workspace(rate_limit=100)
     target = target_rate(workspace)
-    pacer = pacer_for(workspace, FakeClock())
-    pacer.observe(accepted(used=HIGH_USE_PERCENT + 2))
+    clock = FakeClock()
+    pacer = pacer_for(workspace, clock)
+    pacer.observe(accepted(used=50), batches=10)
+    clock.sleep(0.5)
+    pacer.observe(accepted(used=HIGH_USE_PERCENT + 2), batches=10)
     once = rate_of(workspace)
     assert target / 2 < once < target  # a gentle cut, much less than a 429's
-    pacer.observe(accepted(used=HIGH_USE_PERCENT))
+    clock.sleep(0.5)
+    pacer.observe(accepted(used=HIGH_USE_PERCENT), batches=10)
     assert rate_of(workspace) < once
-    pacer.observe(accepted(used=HIGH_USE_PERCENT - 1))
+    clock.sleep(0.5)
+    pacer.observe(accepted(used=HIGH_USE_PERCENT - 10), batches=10)
     assert rate_of(workspace) > once * 0.99
 
 
-def climb(pacer: Pacer, workspace, answers: int) -> list[float]:
+def climb(pacer: Pacer, workspace, clock: FakeClock, answers: int, every: float = 0.25) -> list[float]:
     rates = []
     for _ in range(answers):
-        pacer.observe(accepted(used=50))
+        clock.sleep(every)
+        pacer.observe(accepted(used=50), batches=10)
         rates.append(rate_of(workspace))
     return rates
 
 
-def test_clean_answers_climb_back_to_the_target_and_no_further():
+def test_clean_answers_climb_back_to_the_learned_limit_and_no_further():
     workspace = make_workspace(rate_limit=100)
     target = target_rate(workspace)
-    pacer = pacer_for(workspace, FakeClock())
-    pacer.observe(throttled(), wait=1)
-    rates = climb(pacer, workspace, 40)
-    assert target / 2 < rates[0] < target
-    # Step by step (additive increase), up to the target and never above it.
+    clock = FakeClock()
+    pacer = pacer_for(workspace, clock)
+    pacer.observe(throttled(), batches=10, wait=1)
+    limit = pace_of(workspace).limit
+    assert limit < target
+    rates = climb(pacer, workspace, clock, 40, every=0.05)
+    assert target / 2 < rates[0] < limit
+    # Step by step, up to the learned limit; no probing above it during the hold that follows a 429.
     assert all(a <= b for a, b in zip(rates, rates[1:]))
-    assert rates[-1] == pytest.approx(target) and max(rates) <= target
+    assert rates[-1] == pytest.approx(limit) and max(rates) <= limit
+
+
+def test_without_readings_the_pace_probes_above_the_learned_limit_after_a_hold():
+    workspace = make_workspace(rate_limit=100)
+    clock = FakeClock()
+    pacer = pacer_for(workspace, clock)
+    pacer.observe(throttled(), batches=10, wait=1)
+    limit = pace_of(workspace).limit
+    # After the hold the limit follows a probe that meets no 429, up to the configured budget.
+    rates = climb(pacer, workspace, clock, 400)
+    assert max(rates) > limit * 1.1
+    assert rates[-1] == pytest.approx(target_rate(workspace))
 
 
 def test_an_acceleration_429_eases_off_and_climbs_back_slowly_for_a_minute():
@@ -134,22 +167,48 @@ def test_an_acceleration_429_eases_off_and_climbs_back_slowly_for_a_minute():
     target = target_rate(workspace)
     clock = FakeClock()
     pacer = pacer_for(workspace, clock)
-    pacer.observe(throttled(scope="acceleration"), wait=1)
+    pacer.observe(throttled(scope="acceleration"), batches=10, wait=1)
     eased = rate_of(workspace)
     assert target / 2 < eased < target  # eased off, not halved
-    [gentle] = climb(pacer, workspace, 1)
+    assert pace_of(workspace).limit == pytest.approx(target)  # the limit itself is not in doubt
+    [gentle] = climb(pacer, workspace, clock, 1)
     gentle_step = gentle - eased
     # An ordinary 429 is followed by the ordinary, faster climb.
     other = make_workspace(name="Other", rate_limit=100)
     other_pacer = pacer_for(other, clock)
-    other_pacer.observe(throttled(), wait=1)
-    halved = rate_of(other)
-    [after] = climb(other_pacer, other, 1)
-    assert 0 < gentle_step < after - halved
+    other_pacer.observe(throttled(), batches=10, wait=1)
+    cut = rate_of(other)
+    clock.sleep(0.25)
+    other_pacer.observe(accepted(used=50), batches=10)
+    assert 0 < gentle_step < rate_of(other) - cut
     # A minute later the accelerated workspace climbs at the ordinary speed again.
     clock.sleep(61)
-    [normal] = climb(pacer, workspace, 1)
-    assert normal - gentle > gentle_step
+    WorkspacePace.objects.filter(workspace=workspace).update(rate=eased, observed_at=clock.now)
+    [normal] = climb(pacer, workspace, clock, 1)
+    assert normal - eased > gentle_step * 2
+
+
+def test_a_quiet_request_reads_the_limit_from_the_reported_use():
+    # 100 batches sent into a quiet second used 74 % of it: the limit is about 135, though the budget says 270.
+    workspace = make_workspace(rate_limit=270)
+    clock = FakeClock()
+    pacer = pacer_for(workspace, clock)
+    reservation = pacer.reserve(100)
+    assert reservation.quiet
+    pacer.observe(accepted(used=74), batches=100, reservation=reservation)
+    pace = pace_of(workspace)
+    assert 130 <= pace.limit <= 135 and pace.rate <= pace.limit
+    assert pace.learned_from == "read from mParticle's answers"
+    # A request that is not quiet does not read it.
+    busy = pacer.reserve(100)
+    assert not busy.quiet
+    pacer.observe(accepted(used=20), batches=100, reservation=busy)
+    assert pace_of(workspace).limit == pytest.approx(pace.limit)
+    # A 100 % use says only that the request used it all: nothing is read from it.
+    clock.sleep(5)
+    quiet = pacer.reserve(100)
+    pacer.observe(accepted(used=100), batches=100, reservation=quiet)
+    assert pace_of(workspace).limit == pytest.approx(pace.limit)
 
 
 def test_workspaces_have_independent_paces():
@@ -157,22 +216,39 @@ def test_workspaces_have_independent_paces():
     other = make_workspace(name="Other", rate_limit=50)
     clock = FakeClock()
     pacer_for(throttled_one, clock).reserve(10)
-    pacer_for(throttled_one, clock).observe(throttled(retry_after=30), wait=30)
+    pacer_for(throttled_one, clock).observe(throttled(retry_after=30), batches=10, wait=30)
     other_pacer = pacer_for(other, clock)
-    assert other_pacer.reserve(10) == 0.0
-    other_pacer.observe(accepted())
+    assert other_pacer.reserve(10).wait == 0.0
+    other_pacer.observe(accepted(), batches=10)
     assert rate_of(other) == pytest.approx(target_rate(other))
-    assert rate_of(throttled_one) == pytest.approx(target_rate(throttled_one) / 2)
-    assert pacer_for(throttled_one, clock).reserve(10) >= 30
+    assert rate_of(throttled_one) < target_rate(throttled_one)
+    assert pacer_for(throttled_one, clock).reserve(10).wait >= 30
+
+
+def test_what_was_learned_is_kept_for_the_next_run_and_follows_a_new_budget():
+    workspace = make_workspace(rate_limit=270)
+    clock = FakeClock()
+    reservation = pacer_for(workspace, clock).reserve(100)
+    pacer_for(workspace, clock).observe(accepted(used=74), batches=100, reservation=reservation)
+    learned = pace_of(workspace).limit
+    # A new pacer (a new run, another process) starts from the learned limit, not from the budget.
+    clock.sleep(3600)
+    fresh = pacer_for(workspace, clock)
+    fresh.reserve(10)
+    assert fresh.limit == pytest.approx(learned) and rate_of(workspace) <= learned
+    # Staff lower the budget below it: the pace follows at once.
+    Workspace.objects.filter(pk=workspace.pk).update(rate_limit=50)
+    fresh.reserve(10)
+    assert rate_of(workspace) <= 50 and pace_of(workspace).limit <= 50
 
 
 def test_pacing_can_be_switched_off(settings):
     settings.MPFEED_PACING = False
     workspace = make_workspace(rate_limit=1)
     pacer = pacer_for(workspace, FakeClock())
-    assert [pacer.reserve(100) for _ in range(5)] == [0.0] * 5
-    pacer.observe(throttled(retry_after=60), wait=60)
-    assert pacer.reserve(100) == 0.0
+    assert [pacer.reserve(100).wait for _ in range(5)] == [0.0] * 5
+    pacer.observe(throttled(retry_after=60), batches=100, wait=60)
+    assert pacer.reserve(100).wait == 0.0
     assert not WorkspacePace.objects.exists()
 
 
@@ -184,24 +260,25 @@ def test_a_request_larger_than_the_burst_goes_once_the_pace_is_idle():
     cost = 100 / target_rate(workspace)
     clock = FakeClock()
     pacer = pacer_for(workspace, clock)
-    assert pacer.reserve(100) == 0.0
-    assert pacer.reserve(100) == pytest.approx(cost)
+    assert pacer.reserve(100).wait == 0.0
+    assert pacer.reserve(100).wait == pytest.approx(cost)
     clock.sleep(cost)
     # A small request after them goes as soon as it fits into the burst allowance again.
-    assert pacer.reserve(1) == pytest.approx(cost + 1 / target_rate(workspace) - BURST_SECONDS)
+    assert pacer.reserve(1).wait == pytest.approx(cost + 1 / target_rate(workspace) - BURST_SECONDS)
 
 
 def test_a_slow_workspace_is_not_starved_by_its_own_reservations(sandbox, tmp_path, settings):
     # A request that has to wait longer than a worker holds on gives the worker back; its reservation must
     # not stay behind, or the resumed run finds its own reservation in the way and waits again, forever.
     settings.MPFEED_CHUNK_SIZE = 100
+    settings.MPFEED_MAX_INLINE_WAIT = 0.5  # shorter than a request's share of the budget (8 batches: 0.8 s)
     clock = FakeClock()
     workspace = make_workspace(sandbox, rate_limit=10)
     job = make_job(workspace, write_csv(tmp_path / "orders.csv", purchase_rows(300)))
     run = sync.start_run(job)
     fake = Pacing(sleep=clock.sleep, clock=clock.time, rand=random.Random(1))
     waits = 0
-    for _ in range(20):
+    for _ in range(100):
         run = sync.process_run(run.pk, pacing=fake)
         if run.status != SyncRun.Status.WAITING:
             break

@@ -125,7 +125,8 @@ def test_the_page_shows_the_run_its_counters_and_tables(staff, finished_run):
 
 def test_a_waiting_run_shows_until_when_and_polls(staff, finished_run):
     run = finished_run
-    run.wait_until(timezone.now() + timedelta(minutes=5), "Waiting for rate limit")
+    SyncRun.objects.filter(pk=run.pk).update(status=SyncRun.Status.RUNNING)  # sending, when a 429 came
+    assert run.wait_until(timezone.now() + timedelta(minutes=5), "Waiting for rate limit")
     text = page(staff, url("run", run))
     assert "Waiting for rate limit until " in text and 'data-live="1"' in text
     assert 'class="badge waiting"' in text
