@@ -22,6 +22,7 @@ import math
 import os
 import queue
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ from feeds.sending import Again, Lane, Park, Step, Stop
 
 log = logging.getLogger(__name__)
 
+# The interpreter's switch interval in a process that sends (Python's default is 5 ms).
+SWITCH_INTERVAL = 0.0005
 # A run whose step raised is not taken up again by this sender for this long; after this many in a row it fails.
 COOLDOWN_SECONDS = 5.0
 MAX_ERRORS = 5
@@ -71,7 +74,7 @@ class Dispatcher:
     threads: int = field(default_factory=lambda: settings.MPFEED_SEND_THREADS)
     max_lanes: int = field(default_factory=lambda: settings.MPFEED_SEND_LANES)
     poll: float = field(default_factory=lambda: settings.MPFEED_SEND_POLL)
-    lease_seconds: float = field(default_factory=lambda: settings.MPFEED_LEASE_SECONDS)
+    lease_seconds: float = field(default_factory=lambda: settings.MPFEED_SEND_LEASE)
     # Give back runs held this long when others wait for a sender.
     turn_seconds: float = field(default_factory=lambda: settings.MPFEED_SEND_TURN)
     pacing: Pacing = field(default_factory=Pacing)
@@ -397,6 +400,9 @@ def start_background(request_reading) -> Dispatcher | None:
     global _background
     if _background is not None or settings.MPFEED_SEND_THREADS <= 0:
         return _background
+    # A thread holding the write lock (feeds.db) gives the interpreter up at every query; with the default 5 ms
+    # switch interval it may wait that long to get it back, each time, while the others wait for the lock.
+    sys.setswitchinterval(SWITCH_INTERVAL)
     _background = Dispatcher(request_reading=request_reading)
     _background.start()
     from multiprocessing import util

@@ -16,15 +16,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import transaction
-from django.db.models import F
 
+from feeds import db
 from feeds.models import Workspace, WorkspacePace
 from feeds.mparticle import pace
 from feeds.mparticle.client import Answer, Outcome
 from feeds.mparticle.pace import BURST_SECONDS, HIGH_USE_PERCENT, PaceState, Reservation  # noqa: F401 (re-exported)
 
 STATE_FIELDS = tuple(f.name for f in dataclasses.fields(PaceState))
+# The workspace's configured budget is read again at most this often.
+BUDGET_FRESH_SECONDS = 5.0
 
 
 @dataclass
@@ -56,9 +57,12 @@ def state_of(row: WorkspacePace) -> PaceState:
     return PaceState(**{name: getattr(row, name) for name in STATE_FIELDS})
 
 
-def _store(row: WorkspacePace, state: PaceState) -> None:
-    for name in STATE_FIELDS:
+def _store(row: WorkspacePace, state: PaceState, *counters: str) -> None:
+    """Save what changed of the state (and the named counters) into its row."""
+    changed = [name for name in STATE_FIELDS if getattr(row, name) != getattr(state, name)]
+    for name in changed:
         setattr(row, name, getattr(state, name))
+    row.save(update_fields=[*changed, *counters, "updated_at"])
 
 
 class Pacer:
@@ -70,9 +74,14 @@ class Pacer:
         self.pacing = pacing
         self.enabled = settings.MPFEED_PACING
         self.limit = target_rate(workspace)  # the learned limit, as of the last reserve or observe
+        self._budget = workspace.rate_limit
+        self._budget_read = -BUDGET_FRESH_SECONDS
 
     def _row(self) -> WorkspacePace:
-        row = WorkspacePace.objects.select_for_update().filter(workspace_id=self.workspace.pk).first()
+        try:
+            return WorkspacePace.objects.select_for_update().get(workspace_id=self.workspace.pk)
+        except WorkspacePace.DoesNotExist:
+            row = None
         if row is None:
             state = pace.initial(target_rate(self.workspace))
             row, _ = WorkspacePace.objects.get_or_create(
@@ -82,22 +91,27 @@ class Pacer:
         return row
 
     def _ceiling(self) -> float:
-        # Read fresh: staff may change the budget while a run sends.
-        rate_limit = Workspace.objects.filter(pk=self.workspace.pk).values_list("rate_limit", flat=True).first()
-        return max(pace.MIN_RATE, (rate_limit or self.workspace.rate_limit) * settings.MPFEED_PACE_TARGET)
+        # Read again every few seconds: staff may change the budget while a run sends.
+        now = time.monotonic()
+        if now - self._budget_read >= BUDGET_FRESH_SECONDS:
+            rate_limit = Workspace.objects.filter(pk=self.workspace.pk).values_list("rate_limit", flat=True).first()
+            self._budget = rate_limit or self.workspace.rate_limit
+            self._budget_read = now
+        return max(pace.MIN_RATE, self._budget * settings.MPFEED_PACE_TARGET)
 
     def reserve(self, batches: int) -> Reservation:
         """Reserve the budget for a request of `batches`: how long to wait before sending it."""
-        now = self.pacing.clock()
         if not self.enabled:
-            return Reservation(now, self.limit, 0.0, False)
-        with transaction.atomic():
+            return Reservation(self.pacing.clock(), self.limit, 0.0, False)
+        with db.atomic():
             row = self._row()
+            # The time once the row is ours (another process may have held it): a reservation made for an
+            # earlier moment would let this request go out right behind the last one.
+            now = self.pacing.clock()
             state = state_of(row)
             pace.clamp(state, self._ceiling())
             reservation = pace.reserve(state, batches, now)
             _store(row, state)
-            row.save()
         self.limit = state.limit
         return reservation
 
@@ -106,50 +120,49 @@ class Pacer:
         in place, it would stand in the way of that very request."""
         if not self.enabled:
             return
-        with transaction.atomic():
+        with db.atomic():
             row = self._row()
             state = state_of(row)
             pace.release(state, batches, self.pacing.clock())
             _store(row, state)
-            row.save()
 
     def observe(
-        self, answer: Answer, *, batches: int, wait: float = 0.0, reservation: Reservation | None = None
-    ) -> None:
-        """Learn from an answer; after a 429, nobody sends to this workspace before `wait` is over. Counts every
-        answer (and the 429s) for the metrics."""
+        self,
+        answer: Answer,
+        *,
+        batches: int,
+        wait: float = 0.0,
+        reservation: Reservation | None = None,
+        reserve: int | None = None,
+        late: float = 0.0,
+    ) -> Reservation | None:
+        """Learn from an answer; after a 429, nobody sends to this workspace before `wait` is over. With `reserve`,
+        also reserve the next request's place (of that many batches) in the same transaction, and return it.
+        `late`: the request went out that much after its slot (the schedule slips as much). Counts every answer
+        (and the 429s) for the metrics."""
         if not self.enabled:
-            return
+            return Reservation(self.pacing.clock(), self.limit, 0.0, False) if reserve else None
         throttled = answer.outcome is Outcome.THROTTLED
         delivered = answer.outcome in (Outcome.ACCEPTED, Outcome.PARTIAL)
-        if not (throttled or delivered):
-            with transaction.atomic():
-                self._row()  # exists from here on
-                WorkspacePace.objects.filter(workspace_id=self.workspace.pk).update(
-                    requests_total=F("requests_total") + 1
-                )
-            return
-        with transaction.atomic():
+        with db.atomic():
             row = self._row()
             state = state_of(row)
             now = self.pacing.clock()
             ceiling = self._ceiling()
             pace.clamp(state, ceiling)
+            if late > 0:
+                pace.slipped(state, late, batches, now)
             if throttled:
                 pace.throttled(
-                    state,
-                    answer.rate_limit_scope,
-                    wait,
-                    now,
-                    ceiling,
-                    batches=batches,
-                    reservation=reservation,
+                    state, answer.rate_limit_scope, wait, now, ceiling, batches=batches, reservation=reservation
                 )
-            else:
+            elif delivered:
                 quiet = reservation is not None and reservation.quiet
                 pace.accepted(state, batches, answer.rate_limit_used, now, ceiling, quiet=quiet)
-            _store(row, state)
+            following = pace.reserve(state, reserve, now) if reserve else None
             row.requests_total += 1
-            row.throttled_total += 1 if throttled else 0
-            row.save()
+            if throttled:
+                row.throttled_total += 1
+            _store(row, state, "requests_total", "throttled_total")
         self.limit = state.limit
+        return following

@@ -16,10 +16,10 @@ from itertools import islice
 
 import orjson
 from django.conf import settings
-from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from feeds import db
 from feeds.mapping import Converter, RecordError
 from feeds.models import Delivery, RejectedRecord, SyncJob, SyncRun
 from feeds.mparticle import schema
@@ -131,7 +131,7 @@ class Reader:
             # A position of None marks the last item of a complete, non-incremental read.
             if cursor is None:
                 read_done = True
-        with transaction.atomic():
+        with db.atomic():
             first = run.allocate_sequences(len(deliveries))
             for offset, delivery in enumerate(deliveries):
                 delivery.sequence = first + offset

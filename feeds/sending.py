@@ -27,9 +27,9 @@ from datetime import datetime, timedelta
 
 import orjson
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
+from feeds import db
 from feeds.models import Delivery, DeliveryAttempt, RejectedRecord, SyncRun, Workspace
 from feeds.mparticle.batch import join, serialize
 from feeds.mparticle.client import Answer, EventsClient, Outcome
@@ -38,8 +38,12 @@ from feeds.pacing import Pacer, Pacing
 
 log = logging.getLogger(__name__)
 EXCERPT = 500
-# Pending deliveries looked up at once (their ids; each body is loaded when it is sent).
+# Pending deliveries looked up at once.
 LOOKAHEAD = 20
+SETTLED_FIELDS = [
+    "state", "finished_at", "payload", "attempts", "sent_at", "last_status", "last_error", "response_excerpt",
+    "throttled_count", "seconds_waited", "first_failure_at",
+]  # fmt: skip
 # A delivery throttled this many times in a row, holding more batches than the learned limit allows in a
 # second, is split in halves (same batches, same ids): a server whose bucket is smaller than the request
 # would refuse it forever.
@@ -80,10 +84,11 @@ class Lane:
         self.lease = lease
         self.max_inline_wait = settings.MPFEED_MAX_INLINE_WAIT
         self.client: EventsClient | None = None
-        self.queue: deque[int] = deque()
+        self.queue: deque[Delivery] = deque()
         self.drained = False  # the last look-up found fewer than LOOKAHEAD pending deliveries
         self.delivery: Delivery | None = None
-        self.body = b""
+        self.body: bytes | None = None
+        self.counts: dict[str, float] = {}
         self.reservation: Reservation | None = None
         self.throttle_streak = self.failure_streak = 0
         self.requests = 0
@@ -96,45 +101,64 @@ class Lane:
     def _later(self, seconds: float) -> datetime:
         return timezone.now() + timedelta(seconds=seconds)
 
-    def _next(self) -> Delivery | None:
+    def _next(self, after: Delivery | None = None) -> Delivery | None:
+        """The run's next pending delivery, in order; `after`: the one being settled (still pending, not next).
+        Deliveries are looked up LOOKAHEAD at a time (their stored bodies are small: compressed)."""
+        skip = after.pk if after is not None else None
         while True:
             if not self.queue:
-                ids = list(self.run.deliveries.pending().order_by("sequence").values_list("pk", flat=True)[:LOOKAHEAD])
-                self.drained = len(ids) < LOOKAHEAD
-                if not ids:
+                pending = self.run.deliveries.pending().exclude(pk=skip).order_by("sequence")
+                found = list(pending[:LOOKAHEAD])
+                self.drained = len(found) < LOOKAHEAD
+                if not found:
                     return None
-                self.queue.extend(ids)
-            delivery = Delivery.objects.filter(pk=self.queue.popleft(), state=Delivery.State.PENDING).first()
-            if delivery is not None:
+                self.queue.extend(found)
+            delivery = self.queue.popleft()
+            if delivery.pk != skip:
                 return delivery
 
     def step(self) -> Step:
         """Reserve the next delivery's place in the workspace's pace, or send it once and act on the answer."""
         if self.delivery is None:
-            self.delivery = self._next()
+            self._take_next()
             if self.delivery is None:
                 return Stop.IDLE
-            self.body = self.delivery.body()
-            self.throttle_streak = self.failure_streak = 0
         delivery = self.delivery
         if self.reservation is None:
             reservation = self.pacer.reserve(delivery.batch_count)
-            if reservation.wait > self.max_inline_wait:
-                self.pacer.release(delivery.batch_count)
-                return Park(self._later(reservation.wait), "Pacing: waiting for this workspace's rate budget")
-            self.reservation = reservation
-            if reservation.wait > 0:
-                return Again(self.pacing.clock() + reservation.wait)
+            step = self._reserved(reservation)
+            if step is not None:
+                return step
+        if self.body is None:
+            self.body = delivery.body()
         if self.client is None:
             self.client = self.workspace.client()
+        late = self.pacing.clock() - (self.reservation.at + self.reservation.wait)
         answer = self.client.post(delivery.path, self.body)
         self.requests += 1
         reservation, self.reservation = self.reservation, None
-        return self._answered(delivery, answer, reservation)
+        return self._answered(delivery, answer, reservation, max(0.0, late))
+
+    def _take_next(self) -> None:
+        self.delivery = self._next()
+        self.body = None
+        self.throttle_streak = self.failure_streak = 0
+
+    def _reserved(self, reservation: Reservation) -> Step | None:
+        """Hold a reservation for the current delivery: None to send now, else when to step again."""
+        if reservation.wait > self.max_inline_wait:
+            self.pacer.release(self.delivery.batch_count)
+            return Park(self._later(reservation.wait), "Pacing: waiting for this workspace's rate budget")
+        self.reservation = reservation
+        if reservation.wait > 0:
+            return Again(reservation.at + reservation.wait)
+        return None
 
     # ---------------------------------------------------------------------------------------- answers
 
-    def _answered(self, delivery: Delivery, answer: Answer, reservation: Reservation | None) -> Step:
+    def _answered(self, delivery: Delivery, answer: Answer, reservation: Reservation | None, late: float) -> Step:
+        """Record the answer and act on it, and reserve the next attempt's place in the pace — one transaction.
+        `late`: how much later than its slot the request went out (the pace's schedule slips as much)."""
         now = timezone.now()
         retry = delivery.attempts > 0
         delivery.attempts += 1
@@ -154,19 +178,38 @@ class Lane:
             wait = self.pacing.backoff(self.failure_streak)
             delivery.first_failure_at = delivery.first_failure_at or now
 
-        with transaction.atomic():
+        self.counts = {"retries": 1} if retry else {}
+        # The usual case, an accepted request, is followed by the next delivery: looked up before the transaction
+        # (a read), so that the transaction is no longer than it must be.
+        upcoming = self._next(after=delivery) if outcome is Outcome.ACCEPTED else None
+        with db.atomic():
             attempt = self._record_attempt(delivery, answer, wait)
-            self.pacer.observe(answer, batches=delivery.batch_count, wait=wait, reservation=reservation)
-            if retry:
-                self.run.add(retries=1, refresh=False)
             step = self._act(delivery, answer, attempt, wait, now)
+            # The next attempt's place in the pace, reserved in the same transaction: the next delivery's, or this
+            # one's again after a 429 (whose wait the pace holds). After a server failure the backoff comes first.
+            following = None
+            if isinstance(step, Again) and outcome not in (Outcome.SERVER_ERROR, Outcome.NETWORK_ERROR):
+                if self.delivery is None and outcome is Outcome.ACCEPTED:
+                    self.delivery, self.body, self.throttle_streak, self.failure_streak = upcoming, None, 0, 0
+                elif self.delivery is None:  # settled (or split: its halves are next)
+                    self._take_next()
+                following = self.delivery.batch_count if self.delivery is not None else None
+            ahead = self.pacer.observe(
+                answer, batches=delivery.batch_count, wait=wait, reservation=reservation, reserve=following, late=late
+            )
+            self.run.add(**self.counts, refresh=False)
+        if ahead is not None:
+            held = self._reserved(ahead)
+            if held is None or isinstance(held, Again):
+                return Again(max(step.at, held.at if held else ahead.at))
+            return held
         return step
 
     def _act(self, delivery: Delivery, answer: Answer, attempt: DeliveryAttempt, wait: float, now) -> Step:
         outcome = answer.outcome
         if outcome is Outcome.ACCEPTED:
             self._settle(delivery, Delivery.State.ACCEPTED)
-            self.run.add(events_accepted=delivery.event_count, refresh=False)
+            self._count(events_accepted=delivery.event_count)
             return self._done()
         if outcome is Outcome.PARTIAL:
             self._partial(delivery, answer, attempt)
@@ -202,6 +245,11 @@ class Lane:
         self._settle(delivery, Delivery.State.FAILED, keep_payload=True)
         return self._done()
 
+    def _count(self, **counters: float) -> None:
+        """Add to the run's counters, written once at the end of the answer's transaction."""
+        for name, value in counters.items():
+            self.counts[name] = self.counts.get(name, 0) + value
+
     def _done(self) -> Step:
         self.delivery = None
         return Again(self.pacing.clock())
@@ -236,14 +284,14 @@ class Lane:
                 "seconds_waited", "first_failure_at",
             ]
         )  # fmt: skip
-        self.run.add(throttled=1 if throttled else 0, seconds_waited=seconds, refresh=False)
+        self._count(throttled=1 if throttled else 0, seconds_waited=seconds)
 
     def _settle(self, delivery: Delivery, state: str, *, keep_payload: bool = False) -> None:
         delivery.state = state
         delivery.finished_at = timezone.now()
         if not keep_payload:
             delivery.payload = None
-        delivery.save()
+        delivery.save(update_fields=SETTLED_FIELDS)
 
     def _reject_batches(self, delivery: Delivery, refused: dict[int, str]) -> int:
         """Write RejectedRecords for the refused batches; returns how many source records they carried."""
@@ -274,7 +322,7 @@ class Lane:
         self._settle(delivery, Delivery.State.REJECTED if all_refused else Delivery.State.PARTIAL)
         accepted = sum(n for i, n in enumerate(delivery.batch_events) if i not in named)
         DeliveryAttempt.objects.filter(pk=attempt.pk).update(events_accepted=accepted)
-        self.run.add(events_accepted=accepted, batches_rejected=len(named), records_rejected=records, refresh=False)
+        self._count(events_accepted=accepted, batches_rejected=len(named), records_rejected=records)
 
     def _split_or_reject(self, delivery: Delivery, answer: Answer) -> None:
         if delivery.batch_count > 1:
@@ -286,7 +334,7 @@ class Lane:
             message = "; ".join(e.message for e in answer.errors) or answer.describe()
         records = self._reject_batches(delivery, {0: message})
         self._settle(delivery, Delivery.State.REJECTED)
-        self.run.add(batches_rejected=1, records_rejected=records, refresh=False)
+        self._count(batches_rejected=1, records_rejected=records)
 
     def _split(self, delivery: Delivery) -> None:
         """Replace a delivery by two holding its halves: the same batches, byte for byte, with the same ids. They
@@ -315,10 +363,9 @@ class Lane:
             )
         parts = Delivery.objects.bulk_create(parts)
         self._settle(delivery, Delivery.State.SPLIT)
-        self.run.add(requests=len(parts), refresh=False)
-        ids = [p.pk for p in parts if p.pk is not None]
-        if len(ids) == len(parts):
-            self.queue.extendleft(reversed(ids))
+        self._count(requests=len(parts))
+        if all(p.pk is not None for p in parts):
+            self.queue.extendleft(reversed(parts))
         else:  # a database that does not return ids from bulk inserts: look them up again
             self.queue.clear()
 

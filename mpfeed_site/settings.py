@@ -222,10 +222,12 @@ MPFEED_PACING = envbool("MPFEED_PACING", "True")
 MPFEED_PACE_TARGET = envfloat("MPFEED_PACE_TARGET", "0.98")
 # Waits longer than this (429 Retry-After, backoff) give the worker back; a scheduled continuation resumes.
 MPFEED_MAX_INLINE_WAIT = envfloat("MPFEED_MAX_INLINE_WAIT", "5")
-# A run's lease: a worker that dies is replaced after this many seconds.
+# A run's reading lease: a worker that dies while reading is replaced after this many seconds.
 MPFEED_LEASE_SECONDS = envfloat("MPFEED_LEASE_SECONDS", "60")
+# A sender renews its runs' leases twice a second; one that dies has its runs taken over after this many seconds.
+MPFEED_SEND_LEASE = envfloat("MPFEED_SEND_LEASE", "10")
 # A queued run whose task has not started after this many seconds is queued again (a lost task).
-MPFEED_REQUEUE_AFTER = envfloat("MPFEED_REQUEUE_AFTER", "600")
+MPFEED_REQUEUE_AFTER = envfloat("MPFEED_REQUEUE_AFTER", "120")
 # The largest push a job's inbox accepts in one request.
 MPFEED_INBOX_MAX_BYTES = envint("MPFEED_INBOX_MAX_BYTES", str(10 * 1024 * 1024))
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(2621440, MPFEED_INBOX_MAX_BYTES)

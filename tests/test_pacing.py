@@ -8,7 +8,7 @@ import random
 import pytest
 from django.utils import timezone
 
-from feeds import sync
+from feeds import pacing, sync
 from feeds.models import SyncRun, Workspace, WorkspacePace
 from feeds.mparticle.client import Answer, Outcome
 from feeds.pacing import BURST_SECONDS, HIGH_USE_PERCENT, Pacer, Pacing, target_rate
@@ -204,11 +204,11 @@ def test_a_quiet_request_reads_the_limit_from_the_reported_use():
     assert not busy.quiet
     pacer.observe(accepted(used=20), batches=100, reservation=busy)
     assert pace_of(workspace).limit == pytest.approx(pace.limit)
-    # A 100 % use says only that the request used it all: nothing is read from it.
+    # A 100 % use says only that the request used it all: the limit is at most the request's size.
     clock.sleep(5)
     quiet = pacer.reserve(100)
     pacer.observe(accepted(used=100), batches=100, reservation=quiet)
-    assert pace_of(workspace).limit == pytest.approx(pace.limit)
+    assert pace_of(workspace).limit == pytest.approx(99) and pace_of(workspace).reading == pytest.approx(pace.reading)
 
 
 def test_workspaces_have_independent_paces():
@@ -236,8 +236,9 @@ def test_what_was_learned_is_kept_for_the_next_run_and_follows_a_new_budget():
     fresh = pacer_for(workspace, clock)
     fresh.reserve(10)
     assert fresh.limit == pytest.approx(learned) and rate_of(workspace) <= learned
-    # Staff lower the budget below it: the pace follows at once.
+    # Staff lower the budget below it: the pace follows (senders read the budget again every few seconds).
     Workspace.objects.filter(pk=workspace.pk).update(rate_limit=50)
+    fresh._budget_read -= pacing.BUDGET_FRESH_SECONDS
     fresh.reserve(10)
     assert rate_of(workspace) <= 50 and pace_of(workspace).limit <= 50
 

@@ -500,6 +500,72 @@ def test_configure_changes_the_limit_at_runtime(http, make_sandbox):
     assert post(http, sandbox, "/v2/bulkevents", [make_batch() for _ in range(100)]).status_code == 202
 
 
+def test_each_key_can_have_a_limit_of_its_own_changed_while_it_runs(http, make_sandbox):
+    clock = FakeClock()
+    sandbox = make_sandbox(rate_limit=None, key_limits={KEY: 5}, clock=clock)
+    sandbox.add_credentials("key-2", "secret-2")
+    # key-1 has a bucket of 5 batches a second; key-2 the (unlimited) default.
+    assert post(http, sandbox, "/v2/bulkevents", [make_batch() for _ in range(5)]).status_code == 202
+    throttled = post(http, sandbox, "/v2/events", make_batch())
+    assert throttled.status_code == 429 and throttled.headers["Retry-After"] == "1"
+    assert post(http, sandbox, "/v2/bulkevents", [make_batch() for _ in range(100)], auth=("key-2", "secret-2")).ok
+    assert sandbox.limit_for(KEY) == 5 and sandbox.limit_for("key-2") is None
+    # Raised over HTTP, from another process: the bucket keeps its tokens and refills at the new rate.
+    answer = http.post(f"{sandbox.url}/_sandbox/config", json={"key_limits": {KEY: 50}}, timeout=TIMEOUT)
+    assert answer.status_code == 200 and answer.json()["key_limits"] == {KEY: 50.0}
+    clock.now += 0.5
+    assert post(http, sandbox, "/v2/bulkevents", [make_batch() for _ in range(20)]).status_code == 202
+    # Removed: the default applies again.
+    http.post(f"{sandbox.url}/_sandbox/config", json={"key_limits": {KEY: None}}, timeout=TIMEOUT)
+    assert sandbox.limit_for(KEY) is None
+    keys = sandbox.snapshot()["keys"]
+    assert keys[KEY]["batches"] == 25 and keys[KEY]["throttled"] == 1 and keys[KEY]["requests"] == 3
+    assert keys["key-2"]["batches"] == 100 and keys["key-2"]["events"] == 100
+
+
+def test_the_config_endpoint_refuses_what_it_does_not_know(http, sandbox):
+    for body in ([1], {"rate": 5}, {"key_limits": [1]}, {"latency": -1}, {"key_limits": {KEY: "fast"}}):
+        answer = http.post(f"{sandbox.url}/_sandbox/config", json=body, timeout=TIMEOUT)
+        assert answer.status_code == 400, body
+        assert error_messages(answer)[0].startswith("Invalid sandbox configuration")
+    assert http.get(f"{sandbox.url}/_sandbox/config", timeout=TIMEOUT).status_code == 405
+
+
+def test_latency_is_added_to_every_answer_and_requests_overlap(http, make_sandbox):
+    sandbox = make_sandbox(rate_limit=None, latency=0.2)
+    started = time.monotonic()
+    assert post(http, sandbox, "/v2/events", make_batch()).status_code == 202
+    assert time.monotonic() - started >= 0.2
+    # Answers are waited for in parallel: four at once take about one latency, not four.
+    import concurrent.futures
+
+    def one(_):
+        with requests.Session() as session:
+            return post(session, sandbox, "/v2/events", make_batch()).status_code
+
+    started = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(one, range(4))) == [202] * 4
+    assert time.monotonic() - started < 0.6
+    sandbox.configure(latency=0)
+    started = time.monotonic()
+    post(http, sandbox, "/v2/events", make_batch())
+    assert time.monotonic() - started < 0.15
+
+
+def test_a_lean_sandbox_keeps_ids_and_counts_only(http, make_sandbox):
+    sandbox = make_sandbox(rate_limit=None, keep_batches=False)
+    batches = [make_batch(f"r{i}") for i in range(3)]
+    for i, batch in enumerate(batches):
+        batch["events"][0]["data"]["source_message_id"] = f"m{i}"
+    assert post(http, sandbox, "/v2/bulkevents", batches).status_code == 202
+    assert post(http, sandbox, "/v2/bulkevents", batches[:1]).status_code == 202  # a duplicate
+    state = sandbox.snapshot()
+    assert sandbox.kept() == [] and state["kept_batches"] == 3 and state["duplicates"] == 1
+    assert len(state["source_message_ids"]) == state["kept_events"] == 3
+    assert state["keys"][KEY]["duplicates"] == 1 and state["config"]["keep_batches"] is False
+
+
 def test_json_and_shape_are_checked_before_the_rate_limit(http, make_sandbox):
     sandbox = make_sandbox(rate_limit=1, clock=FakeClock())
     assert post(http, sandbox, "/v2/events", make_batch()).status_code == 202
@@ -713,7 +779,10 @@ def test_state_endpoint_serves_the_snapshot_without_auth(http, sandbox):
     response = http.get(sandbox.url + "/_sandbox/state", timeout=TIMEOUT)
     assert response.status_code == 200
     state = response.json()
-    assert state == orjson.loads(orjson.dumps(sandbox.snapshot()))
+    assert 0 < state.pop("clock") <= sandbox.snapshot()["clock"]
+    assert state == {k: v for k, v in orjson.loads(orjson.dumps(sandbox.snapshot())).items() if k != "clock"}
+    lean = http.get(sandbox.url + "/_sandbox/state?ids=0", timeout=TIMEOUT).json()
+    assert "source_message_ids" not in lean and "request_log" not in lean and lean["kept_events"] == 2
     assert state["kept_batches"] == 1
     assert state["kept_events"] == 2
     assert state["duplicates"] == 1

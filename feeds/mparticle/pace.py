@@ -108,7 +108,7 @@ class PaceState:
 class Reservation:
     at: float  # when it was reserved
     rate: float  # the pace it was reserved at
-    wait: float  # seconds to wait before sending
+    wait: float  # seconds to wait before sending (it is due at `at + wait`)
     quiet: bool  # nothing else goes to the workspace in the second before it: its answer reads the limit
 
 
@@ -151,6 +151,15 @@ def reserve(state: PaceState, batches: int, now: float) -> Reservation:
     return Reservation(now, state.rate, wait, quiet)
 
 
+def slipped(state: PaceState, seconds: float, batches: int, now: float) -> None:
+    """A reserved request of `batches` went out `seconds` after its slot (its sender was busy): what follows moves
+    back by as much as a second's bucket would not absorb (the bucket holds a second; the request used part)."""
+    slack = max(0.0, QUIET_SECONDS - batches / state.rate)
+    if seconds > slack:
+        state.next_at += seconds - slack
+        state.last_send_at = max(state.last_send_at, now - (seconds - slack))
+
+
 def release(state: PaceState, batches: int, now: float) -> None:
     """Give back a reservation whose request is not sent now (it reserves again when it is)."""
     state.next_at = max(now, state.next_at - batches / state.rate)
@@ -164,7 +173,11 @@ def accepted(
     state.accepted += batches
     if used_percent is not None:
         state.used, state.used_at = float(used_percent), now
-    if quiet and used_percent is not None and MIN_READABLE_USE <= used_percent < 100:
+    if quiet and used_percent is not None and used_percent >= 100:
+        # The request alone used all of the limit: it is at most the request's size (but no more is known).
+        state.limit = min(state.limit, max(MIN_RATE, batches * state.read_share))
+        state.rate = min(state.rate, state.limit)
+    elif quiet and used_percent is not None and MIN_READABLE_USE <= used_percent < 100:
         # The request's own batches used this share of the limit (+0.5: the percent is rounded).
         state.reading = batches * 100 / (used_percent + 0.5)
         state.read_at = now

@@ -18,7 +18,6 @@ import binascii
 import contextlib
 import hmac
 import logging
-import math
 import random
 import socket
 import threading
@@ -28,11 +27,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
 from feeds.mparticle.sandbox_checks import _bulk_message, _kind, _message, validate_batch
+from feeds.mparticle.sandbox_keys import _UNSET, KeyCounts, KeyLimits
 from feeds.mparticle.schema import (
     BULK_PATH,
     DEFAULT_BATCHES_PER_SECOND,
@@ -55,6 +55,7 @@ API_PATHS: frozenset[str] = frozenset(
 )
 STATE_PATH = "/_sandbox/state"
 RESET_PATH = "/_sandbox/reset"
+CONFIG_PATH = "/_sandbox/config"
 
 HISTORICAL_NO_EVENTS = "historical: no events"
 HISTORICAL_NO_TIMESTAMP = "historical: event without timestamp_unixtime_ms"
@@ -68,8 +69,6 @@ STATE_LOG_ENTRIES = 200
 # How many problems of one batch are spelled out in its error message.
 # An idle keep-alive connection is closed after this, so handler threads never pile up forever.
 CONNECTION_TIMEOUT_SECONDS = 60.0
-
-_UNSET: Any = object()
 
 
 @dataclass
@@ -140,21 +139,14 @@ class _Refusal(Exception):
         self.headers = headers or {}
 
 
-class _Bucket:
-    """Token bucket of batches; starts full."""
-
-    __slots__ = ("tokens", "updated")
-
-    def __init__(self, tokens: float, updated: float) -> None:
-        self.tokens = tokens
-        self.updated = updated
-
-
 class Sandbox:
     """The fake API and everything it kept. start() for tests, serve_forever() for the command line.
 
     rate_limit is batches per second per API key (None or 0: unlimited); burst is the bucket size (default one
-    second's worth). clock and now_ms are injectable so token refills and the 72-hour rule are deterministic.
+    second's worth); key_limits gives keys a limit of their own (a bucket of one second of it). latency is added
+    to every answer of the API paths (half before the request is handled, half after), as a real service's round
+    trip. keep_batches=False keeps only ids and counts (for benchmarks of millions of batches). clock and now_ms
+    are injectable so token refills and the 72-hour rule are deterministic.
     """
 
     def __init__(
@@ -165,14 +157,21 @@ class Sandbox:
         burst: float | None = None,
         faults: FaultConfig | None = None,
         send_retry_after: bool = True,
+        key_limits: dict[str, float] | None = None,
+        latency: float = 0.0,
+        keep_batches: bool = True,
         clock: Callable[[], float] = time.monotonic,
         now_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         # One lock guards everything below: handler threads, the test thread and configure() all touch it.
         self._lock = threading.RLock()
         self._credentials: dict[str, str] = dict(credentials or {})
-        self._rate_limit = rate_limit
-        self._burst = burst
+        self._limits = KeyLimits(rate_limit, burst, key_limits, lambda: self._clock())
+        self._counts = KeyCounts()
+        if latency < 0:
+            raise ValueError("latency must not be negative")
+        self._latency = latency
+        self._keep_batches = keep_batches
         # A copy, so that changing the caller's object later cannot bypass configure() and the reseeding.
         self._faults = replace(faults) if faults else FaultConfig()
         self._send_retry_after = send_retry_after
@@ -180,8 +179,10 @@ class Sandbox:
         self._now_ms = now_ms
         self._rng = random.Random(self._faults.seed)
         self._queued_faults: deque[tuple[str, int]] = deque()
-        self._buckets: dict[str, _Bucket] = {}
         self._kept: list[KeptBatch] = []
+        self._kept_count = 0
+        self._kept_events = 0
+        self._message_ids: list[str] = []
         self._kept_ids: set[tuple[str, str]] = set()
         self._rejects: list[Reject] = []
         self._duplicates: list[tuple[str, str]] = []
@@ -202,15 +203,17 @@ class Sandbox:
         burst: float | None = _UNSET,
         faults: FaultConfig | None = _UNSET,
         send_retry_after: bool = _UNSET,
+        key_limits: dict[str, float | None] = _UNSET,
+        latency: float = _UNSET,
     ) -> None:
-        """Change behaviour while running. A new rate refills every bucket; new faults reseed the random draws."""
+        """Change behaviour while running. A new default rate refills every bucket; a key's own new limit keeps its
+        tokens (None removes it); new faults reseed the random draws."""
         with self._lock:
-            if rate_limit is not _UNSET or burst is not _UNSET:
-                if rate_limit is not _UNSET:
-                    self._rate_limit = rate_limit
-                if burst is not _UNSET:
-                    self._burst = burst
-                self._buckets.clear()
+            self._limits.configure(rate_limit=rate_limit, burst=burst, key_limits=key_limits)
+            if latency is not _UNSET:
+                if latency is None or latency < 0:
+                    raise ValueError("latency must not be negative")
+                self._latency = float(latency)
             if faults is not _UNSET:
                 self._faults = replace(faults) if faults else FaultConfig()
                 self._rng = random.Random(self._faults.seed)
@@ -231,8 +234,11 @@ class Sandbox:
         """Forget what was kept, rejected and logged; refill buckets and reseed faults. Keep credentials/config."""
         with self._lock:
             self._queued_faults.clear()
-            self._buckets.clear()
+            self._limits.reset()
+            self._counts.reset()
             self._kept.clear()
+            self._kept_count = self._kept_events = 0
+            self._message_ids.clear()
             self._kept_ids.clear()
             self._rejects.clear()
             self._duplicates.clear()
@@ -241,11 +247,19 @@ class Sandbox:
 
     @property
     def rate_limit(self) -> float | None:
-        return self._rate_limit
+        return self._limits.rate_limit
 
     @property
     def burst(self) -> float | None:
-        return self._burst
+        return self._limits.burst
+
+    @property
+    def latency(self) -> float:
+        return self._latency
+
+    def limit_for(self, api_key: str) -> float | None:
+        """The batches per second `api_key` may send (its own limit, or the default)."""
+        return self._limits.limit_for(api_key)
 
     @property
     def faults(self) -> FaultConfig:
@@ -344,15 +358,16 @@ class Sandbox:
                 counts[entry.status] = counts.get(entry.status, 0) + 1
         return counts
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, *, ids: bool = True) -> dict[str, Any]:
+        """Everything kept and counted; without the long lists (ids, rejects, log) when `ids` is false."""
         with self._lock:
-            events = self.events()
             reasons: dict[str, int] = {}
             for reject in self._rejects:
                 reasons[reject.reason] = reasons.get(reject.reason, 0) + 1
-            return {
-                "kept_batches": len(self._kept),
-                "kept_events": len(events),
+            state = {
+                "clock": self._clock(),
+                "kept_batches": self._kept_count,
+                "kept_events": self._kept_events,
                 "rejects": [asdict(reject) for reject in self._rejects],
                 "rejects_by_reason": reasons,
                 "duplicates": len(self._duplicates),
@@ -361,22 +376,26 @@ class Sandbox:
                 "requests_by_status": {str(status): n for status, n in sorted(self.count_by_status().items())},
                 "request_log": [asdict(entry) for entry in self._log[-STATE_LOG_ENTRIES:]],
                 "source_request_ids": [k.source_request_id for k in self._kept if k.source_request_id is not None],
-                "source_message_ids": [
-                    event["data"]["source_message_id"]
-                    for event in events
-                    if isinstance(event.get("data"), dict) and event["data"].get("source_message_id") is not None
-                ],
+                "source_message_ids": list(self._message_ids),
+                "keys": self._counts.snapshot(),
                 "config": {
                     "queued_faults": [
                         f"{fault}:{status}" if status else fault for fault, status in self._queued_faults
                     ],
-                    "rate_limit": self._rate_limit,
-                    "burst": self._burst,
+                    "rate_limit": self._limits.rate_limit,
+                    "burst": self._limits.burst,
+                    "key_limits": self._limits.key_limits,
+                    "latency": self._latency,
+                    "keep_batches": self._keep_batches,
                     "send_retry_after": self._send_retry_after,
                     "faults": asdict(self._faults),
                     "api_keys": sorted(self._credentials),
                 },
             }
+            if not ids:
+                for name in ("rejects", "request_log", "source_request_ids", "source_message_ids"):
+                    del state[name]
+            return state
 
     # -- decisions taken by the handler, each under the lock --------------------------------------------------
 
@@ -431,29 +450,8 @@ class Sandbox:
             return self._faults
 
     def _take_tokens(self, api_key: str, cost: int) -> tuple[int | None, int]:
-        """Spend `cost` tokens. Return (None, percent used) when allowed, else (seconds to wait, 0).
-
-        A request costing more than the whole bucket is let through when the bucket is full and leaves it in
-        debt; otherwise it could never pass and a client would retry it forever (the real API documents no
-        such case). A throttled request spends nothing.
-        """
-        with self._lock:
-            rate = self._rate_limit
-            if not rate:
-                return None, 0
-            capacity = float(self._burst or rate)
-            now = self._clock()
-            bucket = self._buckets.get(api_key)
-            if bucket is None:
-                bucket = self._buckets[api_key] = _Bucket(capacity, now)
-            bucket.tokens = min(capacity, bucket.tokens + max(0.0, now - bucket.updated) * rate)
-            bucket.updated = now
-            needed = min(float(cost), capacity)
-            if bucket.tokens + 1e-9 < needed:
-                return max(1, math.ceil((needed - bucket.tokens) / rate - 1e-9)), 0
-            bucket.tokens -= cost
-            used = round(100 * (capacity - bucket.tokens) / capacity)
-            return None, min(100, max(0, used))
+        """Spend `cost` tokens of the key's bucket: (None, percent used) when allowed, else (seconds to wait, 0)."""
+        return self._limits.take(api_key, cost)
 
     def _accept(self, api_key: str, path: str, items: Sequence[Any], bulk: bool) -> list[str]:
         """Validate, apply the historical rules, de-duplicate and keep. Return the error messages to answer."""
@@ -480,9 +478,20 @@ class Sandbox:
                 if request_id is not None:
                     if (api_key, request_id) in self._kept_ids:
                         self._duplicates.append((api_key, request_id))
+                        self._counts.duplicate(api_key)
                         continue
                     self._kept_ids.add((api_key, request_id))
-                self._kept.append(KeptBatch(api_key, path, request_id, batch))
+                events = batch.get("events") or ()
+                self._kept_count += 1
+                self._kept_events += len(events)
+                self._message_ids.extend(
+                    event["data"]["source_message_id"]
+                    for event in events
+                    if isinstance(event.get("data"), dict) and event["data"].get("source_message_id") is not None
+                )
+                self._counts.kept(api_key, len(events), self._clock())
+                if self._keep_batches:
+                    self._kept.append(KeptBatch(api_key, path, request_id, batch))
         return errors
 
     def _historical_reason(self, batch: dict[str, Any]) -> str | None:
@@ -605,6 +614,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _guarded(self, handler: Callable[[], None]) -> None:
         """Run a handler so that no malformed request can kill the thread or leave the client hanging."""
         self._answered = False
+        self._delay = 0.0
         self._api_key: str | None = None
         self._batches = 0
         self._fault: str | None = None
@@ -634,8 +644,10 @@ class _Handler(BaseHTTPRequestHandler):
         # The inspection routes need no auth: this is a test fake bound to loopback, holding fake data.
         if route == STATE_PATH and self.command == "GET":
             self._drain()
-            self._answer(200, orjson.dumps(self._sandbox.snapshot()), log=False)
-        elif route in API_PATHS or route in (STATE_PATH, RESET_PATH):
+            # ?ids=0 leaves out the lists of ids, rejects and requests (a benchmark polls millions of batches).
+            ids = parse_qs(urlsplit(self.path).query).get("ids", ["1"])[-1] not in ("0", "false", "no")
+            self._answer(200, orjson.dumps(self._sandbox.snapshot(ids=ids)), log=False)
+        elif route in API_PATHS or route in (STATE_PATH, RESET_PATH, CONFIG_PATH):
             self._drain()
             allow = "GET" if route == STATE_PATH else "POST"
             self._refuse(405, "METHOD_NOT_ALLOWED", f"{self.command} is not allowed here", {"Allow": allow})
@@ -650,6 +662,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._sandbox.reset()
             self._answer(200, orjson.dumps({"reset": True}), log=False)
             return
+        if route == CONFIG_PATH:
+            try:
+                self._configure()
+            except _Refusal as refusal:
+                self._answer(refusal.status, _errors_body(refusal.code, *refusal.messages), refusal.headers)
+            return
         if route == STATE_PATH:
             self._drain()
             self._refuse(405, "METHOD_NOT_ALLOWED", "POST is not allowed here", {"Allow": "GET"})
@@ -663,6 +681,28 @@ class _Handler(BaseHTTPRequestHandler):
         except _Refusal as refusal:
             self._answer(refusal.status, _errors_body(refusal.code, *refusal.messages), refusal.headers)
 
+    def _configure(self) -> None:
+        """POST /_sandbox/config {"rate_limit", "burst", "latency", "key_limits": {key: rate or null},
+        "send_retry_after"}: change what is given, while running; answers the config."""
+        body = self._read_body()
+        if body is None:
+            return
+        try:
+            changes = orjson.loads(body or b"{}")
+            if not isinstance(changes, dict):
+                raise ValueError("the body must be a JSON object")
+            allowed = {"rate_limit", "burst", "latency", "key_limits", "send_retry_after"}
+            unknown = sorted(set(changes) - allowed)
+            if unknown:
+                raise ValueError(f"unknown settings: {', '.join(unknown)}")
+            if "key_limits" in changes and not isinstance(changes["key_limits"], dict):
+                raise ValueError("key_limits must map API keys to batches per second (or null)")
+            self._sandbox.configure(**changes)
+        except (orjson.JSONDecodeError, ValueError, TypeError) as exc:
+            self._refuse(400, "BAD_REQUEST", f"Invalid sandbox configuration: {exc}")
+            return
+        self._answer(200, orjson.dumps(self._sandbox.snapshot()["config"]), log=False)
+
     def _serve_events(self, route: str) -> None:
         sandbox = self._sandbox
         # Auth before anything else, as mParticle does (docs: "What the sandbox must do", point 2).
@@ -675,6 +715,11 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._read_body()
         if body is None:
             return  # the client went away mid-body; nobody to answer
+        latency = sandbox.latency
+        if latency:
+            # Half the round trip before the request is handled, half before the answer goes out (_answer).
+            time.sleep(latency / 2)
+            self._delay = latency / 2
 
         fault, error_status = sandbox._draw_fault()
         self._fault = fault
@@ -797,6 +842,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, status: int, body: bytes, headers: dict[str, str] | None = None, *, log: bool = True) -> None:
         headers = headers or {}
+        if self._delay:
+            time.sleep(self._delay)
+            self._delay = 0.0
         if log:
             retry_after = headers.get("Retry-After")
             self._log(status, int(retry_after) if retry_after is not None else None)
@@ -814,6 +862,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _log(self, status: int, retry_after: int | None) -> None:
+        self._sandbox._counts.answered(self._api_key, status)
         self._sandbox._log_request(
             LoggedRequest(
                 at=self._sandbox._clock(),

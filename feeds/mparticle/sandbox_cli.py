@@ -8,7 +8,7 @@ import contextlib
 import os
 from collections.abc import Mapping, Sequence
 
-from feeds.mparticle.sandbox import CREDENTIALS_ENV, STATE_PATH, FaultConfig, Sandbox
+from feeds.mparticle.sandbox import CONFIG_PATH, CREDENTIALS_ENV, STATE_PATH, FaultConfig, Sandbox
 from feeds.mparticle.schema import DEFAULT_BATCHES_PER_SECOND
 
 # -- command line ------------------------------------------------------------------------------------------------
@@ -26,6 +26,17 @@ def _credential_arg(text: str) -> tuple[str, str]:
         return parse_credential(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _key_limit_arg(text: str) -> tuple[str, float]:
+    key, equals, rate = text.strip().rpartition("=")
+    try:
+        value = float(rate)
+    except ValueError:
+        value = -1.0
+    if not equals or not key or value <= 0:
+        raise argparse.ArgumentTypeError(f"a key limit must look like KEY=RATE with RATE > 0, got {text!r}")
+    return key, value
 
 
 def _fraction(text: str) -> float:
@@ -56,6 +67,21 @@ def build_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.
         help=f"batches per second per API key (default {DEFAULT_BATCHES_PER_SECOND}; 0 = unlimited)",
     )
     parser.add_argument("--burst", type=_non_negative, default=None, help="bucket size in batches (default: rate)")
+    parser.add_argument(
+        "--key-limit",
+        action="append",
+        type=_key_limit_arg,
+        default=[],
+        metavar="KEY=RATE",
+        help="a limit of its own for one API key, in batches per second (repeatable; change it while running with "
+        f"POST {CONFIG_PATH})",
+    )
+    parser.add_argument(
+        "--latency", type=_non_negative, default=0.0, help="seconds added to every API answer (default 0)"
+    )
+    parser.add_argument(
+        "--lean", action="store_true", help="keep only ids and counts of what is received, not the batches"
+    )
     parser.add_argument("--no-retry-after", action="store_true", help="leave Retry-After out of every 429")
     parser.add_argument(
         "--credential",
@@ -100,6 +126,9 @@ def sandbox_from_args(args: argparse.Namespace, environ: Mapping[str, str] | Non
         burst=args.burst or None,
         faults=faults,
         send_retry_after=not args.no_retry_after,
+        key_limits=dict(args.key_limit or []),
+        latency=args.latency,
+        keep_batches=not args.lean,
     )
 
 

@@ -1,0 +1,258 @@
+"""Fleet benchmark: many client workspaces syncing at once, each at its own mParticle limit.
+
+A partner with WORKSPACES clients: each workspace has its own key, limited at the sandbox to LIMIT batches per
+second (its budget in mpfeed says the same), answers come after LATENCY seconds like a real service's, and each
+syncs RECORDS records of distinct users (one batch each). All runs are started at once on the default set-up —
+one `manage.py qcluster` with its default workers, SQLite, the ORM broker — or, with --postgres-redis, on
+PostgreSQL and a Redis broker with --clusters clusters (think machines), one of them killed with SIGKILL
+halfway with --kill. The sandbox runs in its own process and keeps ids and counts only.
+
+It prints the batches per second delivered while every workspace was busy (the goal: at least 90 % of
+WORKSPACES × LIMIT), the slowest workspace's finish against the median's (goal: at most 1.3×), the peak resident
+memory of all the cluster processes together (goal: at most 1 GB), and whether every event arrived exactly once.
+
+    .venv/bin/python bench/fleet.py [--workspaces 100] [--limit 50] [--records 5000] [--latency 0.08]
+    .venv/bin/python bench/fleet.py --postgres-redis --clusters 2 --kill
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+MAPPING = {
+    "record_key": "id",
+    "identities": {"customer_id": "user"},
+    "events": [{"name": "Ping", "attributes": {"n": "n"}}],
+}
+
+
+def key(i: int) -> tuple[str, str]:
+    return f"fleet-key-{i}", f"fleet-secret-{i}-not-real"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_sandbox(args, workdir: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    command = [sys.executable, "-m", "feeds.mparticle.sandbox", "--port", str(port), "--rate-limit", "0",
+               "--latency", str(args.latency), "--lean"]  # fmt: skip
+    for i in range(args.workspaces):
+        command += ["--key-limit", f"{key(i)[0]}={args.limit}"]
+    env = {**os.environ, "MPFEED_SANDBOX_CREDENTIALS": ",".join(":".join(key(i)) for i in range(args.workspaces))}
+    log = open(workdir / "sandbox.log", "w")  # noqa: SIM115 (the child keeps it)
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        with contextlib.suppress(requests.ConnectionError):
+            requests.get(f"{url}/_sandbox/state?ids=0", timeout=1)
+            return proc, url
+        time.sleep(0.1)
+    raise SystemExit("the sandbox did not start")
+
+
+def service_urls(workdir: Path) -> tuple[str, str]:
+    """A fresh PostgreSQL database and Redis, as scripts/postgres.sh and scripts/redis.sh set them up."""
+    base = subprocess.run(["bash", "scripts/postgres.sh"], cwd=ROOT, capture_output=True, text=True, check=True)
+    url = base.stdout.strip().splitlines()[-1]
+    name = f"mpfeed_fleet_{os.getpid()}"
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    redis_url = subprocess.run(["bash", "scripts/redis.sh"], cwd=ROOT, capture_output=True, text=True, check=True)
+    redis_url = redis_url.stdout.strip().splitlines()[-1]
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    return url.rsplit("/", 1)[0] + f"/{name}", redis_url
+
+
+def tree_rss(pid: int) -> int:
+    """Resident bytes of a process and all its descendants (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        ppid = int(fields.get("PPid", "0").strip())
+        children.setdefault(ppid, []).append(int(entry.name))
+        rss[int(entry.name)] = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        total += rss.get(current, 0)
+        todo.extend(children.get(current, []))
+    return total
+
+
+def at(samples: list[tuple[float, int]], when: float) -> float:
+    """The kept batches at `when`, interpolated between samples."""
+    for (t0, n0), (t1, n1) in zip(samples, samples[1:]):
+        if t0 <= when <= t1:
+            return n0 + (n1 - n0) * ((when - t0) / (t1 - t0) if t1 > t0 else 1)
+    return samples[-1][1] if when >= samples[-1][0] else samples[0][1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workspaces", type=int, default=100)
+    parser.add_argument("--limit", type=float, default=50)
+    parser.add_argument("--records", type=int, default=5000)
+    parser.add_argument("--latency", type=float, default=0.08)
+    parser.add_argument("--postgres-redis", action="store_true", help="PostgreSQL and a Redis broker")
+    parser.add_argument("--clusters", type=int, default=1)
+    parser.add_argument("--kill", action="store_true", help="SIGKILL the first cluster halfway")
+    parser.add_argument("--timeout", type=float, default=900)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="mpfeed-fleet-"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MPFEED_", "Q_"))}
+    env.update(DJANGO_SETTINGS_MODULE="mpfeed_site.settings", LOG_LEVEL="WARNING", MPFEED_ALLOW_SANDBOX="true")
+    if args.postgres_redis:
+        env["DATABASE_URL"], env["REDIS_URL"] = service_urls(workdir)
+    else:
+        env["DATABASE_URL"] = f"sqlite:///{workdir / 'fleet.sqlite3'}"
+    os.environ.update(env)
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from feeds import sync
+    from feeds.models import Mapping, SyncJob, SyncRun, Workspace
+
+    sandbox, url = start_sandbox(args, workdir)
+    jobs = []
+    for i in range(args.workspaces):
+        data = workdir / f"client-{i}.csv"
+        with open(data, "w") as f:
+            f.write("id,user,n\n")
+            for r in range(args.records):
+                f.write(f"c{i}-{r},user-{r},{r}\n")
+        workspace = Workspace.objects.create(
+            name=f"Client {i:03d}", pod="sandbox", endpoint_url=f"{url}/v2", rate_limit=args.limit
+        )
+        workspace.set_credentials(*key(i))
+        mapping = Mapping.objects.create(workspace=workspace, rules=MAPPING)
+        jobs.append(
+            SyncJob.objects.create(
+                workspace=workspace, name="export", mapping=mapping, source_config={"path": str(data)}
+            )
+        )
+
+    clusters = []
+    for n in range(args.clusters):
+        log = open(workdir / f"cluster-{n}.log", "w")  # noqa: SIM115
+        clusters.append(
+            subprocess.Popen(
+                [sys.executable, "manage.py", "qcluster"],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        )
+    time.sleep(3)  # the clusters' workers and senders start
+    state = requests.get(f"{url}/_sandbox/state?ids=0", timeout=10).json()
+    started = state["clock"]
+    for job in jobs:  # as staff pressing "Run sync now" on every job
+        sync.enqueue_run(sync.start_run(job))
+
+    total = args.workspaces * args.records
+    samples: list[tuple[float, int]] = []
+    peak_rss = 0
+    killed_at = None
+    deadline = time.monotonic() + args.timeout
+    try:
+        while time.monotonic() < deadline:
+            state = requests.get(f"{url}/_sandbox/state?ids=0", timeout=30).json()
+            kept = sum(k["batches"] for k in state["keys"].values())
+            samples.append((state["clock"], kept))
+            peak_rss = max(peak_rss, sum(tree_rss(c.pid) for c in clusters if c.poll() is None))
+            if args.kill and killed_at is None and kept >= total / 2:
+                os.killpg(clusters[0].pid, signal.SIGKILL)
+                clusters[0].wait()
+                killed_at = state["clock"] - started
+                print(f"killed cluster 0 at {killed_at:.1f} s with {kept} of {total} batches kept", flush=True)
+            if kept >= total:
+                break
+            time.sleep(0.5)
+        final = requests.get(f"{url}/_sandbox/state", timeout=120).json()
+        runs = list(SyncRun.objects.values_list("status", flat=True))
+    finally:
+        for proc in clusters:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGINT)
+        for proc in clusters:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        sandbox.terminate()
+        sandbox.wait()
+
+    keys = final["keys"]
+    finishes = [keys[key(i)[0]]["last_kept"] - started for i in range(args.workspaces) if key(i)[0] in keys]
+    busy_from = max(keys[k]["first_kept"] for k in keys)
+    busy_to = min(keys[k]["last_kept"] for k in keys)
+    busy_rate = (at(samples, busy_to) - at(samples, busy_from)) / (busy_to - busy_from) if busy_to > busy_from else 0
+    ids = final["source_message_ids"]
+    capacity = args.workspaces * args.limit
+    requests_total = sum(k["requests"] for k in keys.values())
+    throttled = sum(k["throttled"] for k in keys.values())
+    result = {
+        "workdir": str(workdir),
+        "set_up": "PostgreSQL + Redis" if args.postgres_redis else "default (SQLite, ORM broker)",
+        "clusters": args.clusters,
+        "killed_at_s": killed_at,
+        "workspaces": args.workspaces,
+        "kept_batches": final["kept_batches"],
+        "busy_batches_per_s": round(busy_rate, 1),
+        "busy_share_of_limits": round(busy_rate / capacity, 3),
+        "busy_window_s": round(busy_to - busy_from, 1),
+        "median_finish_s": round(statistics.median(finishes), 1),
+        "slowest_finish_s": round(max(finishes), 1),
+        "slowest_over_median": round(max(finishes) / statistics.median(finishes), 2),
+        "peak_rss_mb": round(peak_rss / 2**20),
+        "requests": requests_total,
+        "throttled": throttled,
+        "duplicates_answered": final["duplicates"],
+        "every_event_once": len(ids) == len(set(ids)) == total
+        and all(keys[key(i)[0]]["events"] == args.records for i in range(args.workspaces)),
+        "runs": {status: runs.count(status) for status in set(runs)},
+    }
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
