@@ -9,7 +9,8 @@ halfway with --kill. The sandbox runs in its own process and keeps ids and count
 
 It prints the batches per second delivered while every workspace was busy (the goal: at least 90 % of
 WORKSPACES × LIMIT), the slowest workspace's finish against the median's (goal: at most 1.3×), the peak resident
-memory of all the cluster processes together (goal: at most 1 GB), and whether every event arrived exactly once.
+memory of all the cluster processes together (goal: at most 1 GB; as the sum of their RSS, which counts the memory
+forked processes share once for each, and of their PSS, which shares it out), and whether every event arrived exactly once.
 
     .venv/bin/python bench/fleet.py [--workspaces 100] [--limit 50] [--records 5000] [--latency 0.08]
     .venv/bin/python bench/fleet.py --postgres-redis --clusters 2 --kill
@@ -90,27 +91,34 @@ def service_urls(workdir: Path) -> tuple[str, str]:
     return url.rsplit("/", 1)[0] + f"/{name}", redis_url
 
 
-def tree_rss(pid: int) -> int:
-    """Resident bytes of a process and all its descendants (Linux /proc)."""
+def tree_memory(pid: int) -> tuple[int, int]:
+    """Resident bytes of a process and all its descendants (Linux /proc): the sum of their RSS, which counts the
+    pages forked processes share once per process, and of their PSS, which counts a shared page in equal parts."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        ppid = int(fields.get("PPid", "0").strip())
-        children.setdefault(ppid, []).append(int(entry.name))
-        rss[int(entry.name)] = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
-    total, todo = 0, [pid]
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    rss = pss = 0
+    todo = [pid]
     while todo:
         current = todo.pop()
-        total += rss.get(current, 0)
         todo.extend(children.get(current, []))
-    return total
+        try:
+            rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in rollup.splitlines():
+            name, _, value = line.partition(":")
+            if name == "Rss":
+                rss += int(value.split()[0]) * 1024
+            elif name == "Pss":
+                pss += int(value.split()[0]) * 1024
+    return rss, pss
 
 
 def at(samples: list[tuple[float, int]], when: float) -> float:
@@ -190,7 +198,7 @@ def main() -> None:
 
     total = args.workspaces * args.records
     samples: list[tuple[float, int]] = []
-    peak_rss = 0
+    peak_rss = peak_pss = 0
     killed_at = None
     deadline = time.monotonic() + args.timeout
     try:
@@ -198,7 +206,9 @@ def main() -> None:
             state = requests.get(f"{url}/_sandbox/state?ids=0", timeout=30).json()
             kept = sum(k["batches"] for k in state["keys"].values())
             samples.append((state["clock"], kept))
-            peak_rss = max(peak_rss, sum(tree_rss(c.pid) for c in clusters if c.poll() is None))
+            memory = [tree_memory(c.pid) for c in clusters if c.poll() is None]
+            peak_rss = max(peak_rss, sum(m[0] for m in memory))
+            peak_pss = max(peak_pss, sum(m[1] for m in memory))
             if args.kill and killed_at is None and kept >= total / 2:
                 os.killpg(clusters[0].pid, signal.SIGKILL)
                 clusters[0].wait()
@@ -244,6 +254,7 @@ def main() -> None:
         "slowest_finish_s": round(max(finishes), 1),
         "slowest_over_median": round(max(finishes) / statistics.median(finishes), 2),
         "peak_rss_mb": round(peak_rss / 2**20),
+        "peak_pss_mb": round(peak_pss / 2**20),
         "requests": requests_total,
         "throttled": throttled,
         "duplicates_answered": final["duplicates"],

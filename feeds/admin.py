@@ -30,11 +30,12 @@ REPLAY_WINDOW = timedelta(hours=24)
 @admin.register(Workspace)
 class WorkspaceAdmin(admin.ModelAdmin):
     form = WorkspaceAdminForm
-    list_display = ["name", "pod", "environment", "status", "credentials", "rate_limit", "updated_at"]
+    list_display = ["name", "pod", "environment", "status", "credentials", "rate_limit", "learned_pace", "updated_at"]
     list_filter = ["status", "pod", "environment"]
+    list_select_related = ["pace"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
-    readonly_fields = ["credentials", "status_message", "credentials_updated_at", "created_at"]
+    readonly_fields = ["credentials", "status_message", "credentials_updated_at", "created_at", "learned_pace"]
     actions = ["replay_last_day", "test_credentials", "pause", "resume"]
     fieldsets = [
         (
@@ -49,11 +50,17 @@ class WorkspaceAdmin(admin.ModelAdmin):
                     "status",
                     "status_message",
                     "rate_limit",
+                    "learned_pace",
                 ]
             },
         ),
         ("Credentials", {"fields": ["credentials", "new_api_key", "new_api_secret", "credentials_updated_at"]}),
     ]
+
+    @admin.display(description="Learned pace")
+    def learned_pace(self, obj: Workspace) -> str:
+        pace = getattr(obj, "pace", None)
+        return pace.summary if pace is not None else "nothing sent yet"
 
     @admin.display(description="Credentials")
     def credentials(self, obj: Workspace) -> str:

@@ -359,7 +359,9 @@ class Dispatcher:
         if not waiting:
             return
         # This sender's share of the runs being sent or waiting for a sender, among the live senders.
-        senders = max(1, Sender.objects.alive(now).count())
+        # Live: beat within half a lease (they beat every poll). A dead sender's runs become free only once its
+        # leases ran out, and by then it no longer counts: the living share its runs.
+        senders = max(1, Sender.objects.alive(now, within=self.lease_seconds / 2).count())
         sending = SyncRun.objects.filter(send_lease_until__gte=now, sender__isnull=False).count()
         share = math.ceil((sending + len(waiting)) / senders)
         room = min(self.max_lanes, max(share, 1)) - len(self.slots)

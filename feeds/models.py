@@ -758,11 +758,18 @@ class WorkspacePace(models.Model):
     def throttled_recently(self) -> bool:
         return bool(self.throttled_at) and time.time() - self.throttled_at < 300
 
+    @property
+    def summary(self) -> str:
+        """The learned pace, for people: "sent at 131 batches/s; limit 133 batches/s, read from mParticle's answers"."""
+        return f"sent at {self.rate:.0f} batches/s; limit {self.limit:.0f} batches/s, {self.learned_from}"
+
 
 class SenderQuerySet(models.QuerySet):
-    def alive(self, now=None):
+    def alive(self, now=None, within: float | None = None):
+        """Senders that beat in the last `within` seconds (default STALE_SECONDS) and did not stop."""
         now = now or timezone.now()
-        return self.filter(stopped_at__isnull=True, heartbeat_at__gte=now - timedelta(seconds=Sender.STALE_SECONDS))
+        since = now - timedelta(seconds=Sender.STALE_SECONDS if within is None else within)
+        return self.filter(stopped_at__isnull=True, heartbeat_at__gte=since)
 
 
 class Sender(models.Model):

@@ -109,7 +109,7 @@ class Pacer:
             # earlier moment would let this request go out right behind the last one.
             now = self.pacing.clock()
             state = state_of(row)
-            pace.clamp(state, self._ceiling())
+            pace.clamp(state, self._ceiling(), now)
             reservation = pace.reserve(state, batches, now)
             _store(row, state)
         self.limit = state.limit
@@ -149,7 +149,7 @@ class Pacer:
             state = state_of(row)
             now = self.pacing.clock()
             ceiling = self._ceiling()
-            pace.clamp(state, ceiling)
+            pace.clamp(state, ceiling, now)
             if late > 0:
                 pace.slipped(state, late, batches, now)
             if throttled:

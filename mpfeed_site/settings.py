@@ -225,7 +225,7 @@ MPFEED_MAX_INLINE_WAIT = envfloat("MPFEED_MAX_INLINE_WAIT", "5")
 # A run's reading lease: a worker that dies while reading is replaced after this many seconds.
 MPFEED_LEASE_SECONDS = envfloat("MPFEED_LEASE_SECONDS", "60")
 # A sender renews its runs' leases twice a second; one that dies has its runs taken over after this many seconds.
-MPFEED_SEND_LEASE = envfloat("MPFEED_SEND_LEASE", "10")
+MPFEED_SEND_LEASE = envfloat("MPFEED_SEND_LEASE", "3")
 # A queued run whose task has not started after this many seconds is queued again (a lost task).
 MPFEED_REQUEUE_AFTER = envfloat("MPFEED_REQUEUE_AFTER", "120")
 # The largest push a job's inbox accepts in one request.
@@ -274,5 +274,7 @@ EMAIL_HOST_USER = os.getenv("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = os.getenv("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "False")
 EMAIL_TIMEOUT = envfloat("EMAIL_TIMEOUT", "10")
+# /metrics (Prometheus text format) answers staff, and scrapers sending this token as "Authorization: Bearer".
+MPFEED_METRICS_TOKEN = os.getenv("MPFEED_METRICS_TOKEN", "")
 # The site's public address, for links in alert e-mails (e.g. https://feeds.partner.example).
 MPFEED_SITE_URL = os.getenv("MPFEED_SITE_URL", "http://127.0.0.1:8000").rstrip("/")

@@ -257,9 +257,10 @@ def test_the_chart_counts_accepted_events_and_429s_per_minute(staff, sandbox, tm
     clock = FakeClock()
     sandbox.configure(rate_limit=150)
     sandbox._clock = clock.monotonic  # the bucket refills with the fake clock
+    sandbox.queue_faults(["429", "429"])  # the pace learns the 150 without a 429; these come anyway
     path = write_csv(tmp_path / "orders.csv", purchase_rows(300, users=300))
     run = run_job(make_job(make_workspace(sandbox), path), clock)
-    assert run.status == SyncRun.Status.SUCCEEDED and run.throttled >= 1
+    assert run.status == SyncRun.Status.SUCCEEDED and run.throttled >= 2
     chart = staff.get(url("run_status", run)).json()["chart"]
     assert sum(p["accepted"] for p in chart) == run.events_accepted == 300
     assert sum(p["throttled"] for p in chart) == run.throttled

@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from feeds.models import CredentialLink, Delivery, SyncRun, Workspace
-from tests.helpers import SANDBOX_SECRET, make_job, make_workspace, purchase_rows, run_job, write_csv
+from tests.helpers import SANDBOX_SECRET, FakeClock, make_job, make_workspace, purchase_rows, run_job, write_csv
 
 pytestmark = pytest.mark.django_db
 
@@ -130,3 +130,25 @@ def test_promotion_to_production_waits_for_a_successful_run(staff, workspace, tm
     staff.post(url)
     workspace.refresh_from_db()
     assert workspace.environment == "production"
+
+
+def test_the_workspace_page_and_the_admin_show_the_learned_pace(staff, sandbox, tmp_path, django_user_model):
+    workspace = make_workspace(sandbox, name="Paced", rate_limit=270)
+    page = staff.get(reverse("feeds:workspace", args=[workspace.slug])).content.decode()
+    assert "Nothing sent yet: the pace starts at the budget (270 batches/s)" in page
+    # The sandbox enforces 135 batches/s, though the budget says 270: the first request reads it.
+    clock = FakeClock()
+    sandbox.configure(rate_limit=135)
+    sandbox._clock = clock.monotonic  # the sandbox's bucket refills on the engine's (fake) clock
+    run = run_job(make_job(workspace, write_csv(tmp_path / "orders.csv", purchase_rows(200))), clock)
+    assert run.status == SyncRun.Status.SUCCEEDED
+    page = staff.get(reverse("feeds:workspace", args=[workspace.slug])).content.decode()
+    pace = workspace.pace
+    assert 120 <= pace.limit <= 135
+    assert f'{pace.limit:.0f} batches/s <span class="small muted">(read from mParticle&#x27;s answers)</span>' in page
+    assert "Budget</dt><dd>270 batches/s" in page
+    staff.force_login(django_user_model.objects.create_superuser("root", "root@example.com", None))
+    admin = staff.get(reverse("admin:feeds_workspace_changelist")).content.decode()
+    assert f"limit {pace.limit:.0f} batches/s, read from mParticle&#x27;s answers" in admin
+    change = staff.get(reverse("admin:feeds_workspace_change", args=[workspace.pk])).content.decode()
+    assert "Learned pace" in change and f"sent at {pace.rate:.0f} batches/s" in change

@@ -117,12 +117,15 @@ def initial(ceiling: float) -> PaceState:
     return PaceState(rate=ceiling, limit=ceiling, ceiling=ceiling)
 
 
-def clamp(state: PaceState, ceiling: float) -> None:
+def clamp(state: PaceState, ceiling: float, now: float | None = None) -> None:
     """Keep the state under a (possibly changed) ceiling: staff lowered or raised the configured budget."""
+    before = state.rate
     ceiling = max(MIN_RATE, ceiling)
     state.ceiling = ceiling
     state.limit = min(max(state.limit, MIN_RATE), ceiling)
     state.rate = min(max(state.rate, MIN_RATE), ceiling)
+    if now is not None:
+        _rescale(state, before, now)
 
 
 def reserve(state: PaceState, batches: int, now: float) -> Reservation:
@@ -169,6 +172,7 @@ def accepted(
     state: PaceState, batches: int, used_percent: int | None, now: float, ceiling: float, *, quiet: bool = False
 ) -> None:
     """A 202 for a request of `batches`: read the limit when the request was quiet, then climb or ease off."""
+    before = state.rate
     dt = _elapsed(state, now)
     state.accepted += batches
     if used_percent is not None:
@@ -202,6 +206,7 @@ def accepted(
         # Readings have held for a while: use a little more of them again.
         state.read_share = min(READ_SHARE, state.read_share + 0.002 * dt)
     clamp(state, ceiling)
+    _rescale(state, before, now)
 
 
 def throttled(
@@ -262,6 +267,14 @@ def throttled(
     state.throttled_at = now
     state.accepted = 0.0
     clamp(state, ceiling)
+
+
+def _rescale(state: PaceState, before: float, now: float) -> None:
+    """The rate changed from `before`: what is reserved and not yet paid for is paid at the new rate. (A reading
+    that halves the rate must also double the debt of the requests reserved at the old one, or the next request
+    would follow them as closely as the old rate allowed. After a 429 the server's wait sets the schedule.)"""
+    if state.rate != before and state.next_at > now:
+        state.next_at = now + (state.next_at - now) * before / state.rate
 
 
 def _elapsed(state: PaceState, now: float) -> float:

@@ -10,7 +10,7 @@ from django.views.decorators.http import require_POST
 
 from feeds import sync
 from feeds.health import workspace_health
-from feeds.models import CredentialLink, SyncRun, Workspace
+from feeds.models import CredentialLink, SyncRun, Workspace, WorkspacePace
 from feeds.views.access import get_job, get_workspace, staff_required
 
 
@@ -49,6 +49,7 @@ def workspace(request, slug):
         "jobs": workspace.jobs.select_related("mapping"),
         "runs": workspace.runs.select_related("job")[:15],
         "alerts": workspace.alerts.all()[:5],
+        "pace": WorkspacePace.objects.filter(workspace=workspace).first(),
         "new_link": request.session.pop(f"new-link-{workspace.pk}", None),
     }
     return render(request, "feeds/workspace.html", context)

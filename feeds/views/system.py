@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hmac
+
 from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse, JsonResponse
@@ -7,14 +9,44 @@ from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from feeds import operations
 from feeds.models import SyncJob
 from feeds.sources.inbox import PushError, parse_push, store_push
 
 
 def healthz(request):
+    """The site answers and its database too (a load balancer's probe)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"}) if request.GET.get("format") == "json" else HttpResponse("OK")
+
+
+def health(request):
+    """Whether the database, the task broker and at least one cluster are alive: 200 when all are, else 503."""
+    checks = operations.system_health()
+    ok = all(check.ok for check in checks.values()) and len(checks) == 3
+    body = {
+        "status": "ok" if ok else "failing",
+        **{name: {"ok": c.ok, "detail": c.detail} for name, c in checks.items()},
+    }
+    return JsonResponse(body, status=200 if ok else 503)
+
+
+def metrics(request):
+    """Prometheus text format, for staff or for a scraper holding MPFEED_METRICS_TOKEN (Authorization: Bearer)."""
+    token = settings.MPFEED_METRICS_TOKEN
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    by_token = bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
+    by_staff = request.user.is_authenticated and request.user.is_active and request.user.is_staff
+    if not (by_token or by_staff):
+        response = HttpResponse(
+            "Staff only, or send the metrics token as 'Authorization: Bearer <token>'.\n",
+            status=401 if not request.user.is_authenticated else 403,
+            content_type="text/plain",
+        )
+        response["WWW-Authenticate"] = 'Bearer realm="mpfeed metrics"'
+        return response
+    return HttpResponse(operations.render(operations.metrics()), content_type=operations.CONTENT_TYPE)
 
 
 def _push_error(status: int, message: str) -> JsonResponse:
@@ -51,5 +83,7 @@ def inbox(request, inbox_id):
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("health", health, name="health"),
+    path("metrics", metrics, name="metrics"),
     path("inbox/<uuid:inbox_id>/", inbox, name="inbox"),
 ]
