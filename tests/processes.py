@@ -115,16 +115,26 @@ class Site(ProcessGroup):
         wait_for(up, timeout, what=f"the site at {self.url}")
 
 
-def add_workspace(env, name: str, endpoint_url: str, mapping_path: Path) -> None:
-    """`add_workspace` (the sandbox's key and secret given as the environment, as the README says) and
-    `load_mapping`, as a partner's engineer sets a workspace up headlessly."""
+def add_workspace(
+    env, name: str, endpoint_url: str, mapping_path: Path, key: str | None = None, secret: str | None = None, *extra
+) -> None:
+    """`add_workspace` (the key and secret given as the environment, as the README says; the sandbox's test
+    credentials unless told) and `load_mapping`, as a partner's engineer sets a workspace up headlessly."""
     from tests.helpers import SANDBOX_KEY, SANDBOX_SECRET
 
     manage(
-        env, "add_workspace", "--name", name, "--pod", "sandbox", "--endpoint-url", endpoint_url,
-        input_env={"MPFEED_API_KEY": SANDBOX_KEY, "MPFEED_API_SECRET": SANDBOX_SECRET},
+        env, "add_workspace", "--name", name, "--pod", "sandbox", "--endpoint-url", endpoint_url, *extra,
+        input_env={"MPFEED_API_KEY": key or SANDBOX_KEY, "MPFEED_API_SECRET": secret or SANDBOX_SECRET},
     )  # fmt: skip
     manage(env, "load_mapping", "--workspace", name, str(mapping_path))
+
+
+def queue_run(env, workspace: str, data: Path) -> int:
+    """`run_sync --file` without waiting: the run is queued for the cluster; returns its id."""
+    import json
+
+    out = manage(env, "run_sync", "--workspace", workspace, "--file", str(data))
+    return json.loads(out.stdout.strip().splitlines()[-1])["run"]
 
 
 def query(db_path: Path, sql: str, *params) -> list[tuple]:

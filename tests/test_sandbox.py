@@ -547,6 +547,7 @@ def test_latency_is_added_to_every_answer_and_requests_overlap(http, make_sandbo
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         assert list(pool.map(one, range(4))) == [202] * 4
     assert time.monotonic() - started < 0.6
+    assert sandbox.max_in_flight == 4 and sandbox.snapshot()["max_in_flight"] == 4
     sandbox.configure(latency=0)
     started = time.monotonic()
     post(http, sandbox, "/v2/events", make_batch())

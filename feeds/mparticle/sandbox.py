@@ -182,6 +182,7 @@ class Sandbox:
         self._kept: list[KeptBatch] = []
         self._kept_count = 0
         self._kept_events = 0
+        self._in_flight = self._max_in_flight = 0  # API requests being answered now, and the most at once
         self._message_ids: list[str] = []
         self._kept_ids: set[tuple[str, str]] = set()
         self._rejects: list[Reject] = []
@@ -238,6 +239,7 @@ class Sandbox:
             self._counts.reset()
             self._kept.clear()
             self._kept_count = self._kept_events = 0
+            self._max_in_flight = self._in_flight
             self._message_ids.clear()
             self._kept_ids.clear()
             self._rejects.clear()
@@ -346,6 +348,12 @@ class Sandbox:
         with self._lock:
             return list(self._duplicates)
 
+    @property
+    def max_in_flight(self) -> int:
+        """The most API requests answered at once since the start (or the last reset)."""
+        with self._lock:
+            return self._max_in_flight
+
     def requests_log(self) -> list[LoggedRequest]:
         with self._lock:
             return list(self._log)
@@ -378,6 +386,7 @@ class Sandbox:
                 "source_request_ids": [k.source_request_id for k in self._kept if k.source_request_id is not None],
                 "source_message_ids": list(self._message_ids),
                 "keys": self._counts.snapshot(),
+                "max_in_flight": self._max_in_flight,
                 "config": {
                     "queued_faults": [
                         f"{fault}:{status}" if status else fault for fault, status in self._queued_faults
@@ -398,6 +407,15 @@ class Sandbox:
             return state
 
     # -- decisions taken by the handler, each under the lock --------------------------------------------------
+
+    def _arrived(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+            self._max_in_flight = max(self._max_in_flight, self._in_flight)
+
+    def _departed(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
 
     def _log_request(self, entry: LoggedRequest) -> None:
         with self._lock:
@@ -676,10 +694,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._drain()
             self._refuse(404, "NOT_FOUND", f"No such endpoint: {route}")
             return
+        self._sandbox._arrived()
         try:
             self._serve_events(route)
         except _Refusal as refusal:
             self._answer(refusal.status, _errors_body(refusal.code, *refusal.messages), refusal.headers)
+        finally:
+            self._sandbox._departed()
 
     def _configure(self) -> None:
         """POST /_sandbox/config {"rate_limit", "burst", "latency", "key_limits": {key: rate or null},
