@@ -19,12 +19,10 @@ forked processes share once for each, and of their PSS, which shares it out), an
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +34,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from common import postgres_and_redis, site_env, start_cluster, start_sandbox, stop, tree_memory  # noqa: E402
+
 MAPPING = {
     "record_key": "id",
     "identities": {"customer_id": "user"},
@@ -45,80 +45,6 @@ MAPPING = {
 
 def key(i: int) -> tuple[str, str]:
     return f"fleet-key-{i}", f"fleet-secret-{i}-not-real"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_sandbox(args, workdir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    command = [sys.executable, "-m", "feeds.mparticle.sandbox", "--port", str(port), "--rate-limit", "0",
-               "--latency", str(args.latency), "--lean"]  # fmt: skip
-    for i in range(args.workspaces):
-        command += ["--key-limit", f"{key(i)[0]}={args.limit}"]
-    env = {**os.environ, "MPFEED_SANDBOX_CREDENTIALS": ",".join(":".join(key(i)) for i in range(args.workspaces))}
-    log = open(workdir / "sandbox.log", "w")  # noqa: SIM115 (the child keeps it)
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        with contextlib.suppress(requests.ConnectionError):
-            requests.get(f"{url}/_sandbox/state?ids=0", timeout=1)
-            return proc, url
-        time.sleep(0.1)
-    raise SystemExit("the sandbox did not start")
-
-
-def service_urls(workdir: Path) -> tuple[str, str]:
-    """A fresh PostgreSQL database and Redis, as scripts/postgres.sh and scripts/redis.sh set them up."""
-    base = subprocess.run(["bash", "scripts/postgres.sh"], cwd=ROOT, capture_output=True, text=True, check=True)
-    url = base.stdout.strip().splitlines()[-1]
-    name = f"mpfeed_fleet_{os.getpid()}"
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-        conn.execute(f'CREATE DATABASE "{name}"')
-    redis_url = subprocess.run(["bash", "scripts/redis.sh"], cwd=ROOT, capture_output=True, text=True, check=True)
-    redis_url = redis_url.stdout.strip().splitlines()[-1]
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
-    return url.rsplit("/", 1)[0] + f"/{name}", redis_url
-
-
-def tree_memory(pid: int) -> tuple[int, int]:
-    """Resident bytes of a process and all its descendants (Linux /proc): the sum of their RSS, which counts the
-    pages forked processes share once per process, and of their PSS, which counts a shared page in equal parts."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    rss = pss = 0
-    todo = [pid]
-    while todo:
-        current = todo.pop()
-        todo.extend(children.get(current, []))
-        try:
-            rollup = Path(f"/proc/{current}/smaps_rollup").read_text()
-        except OSError:
-            continue
-        for line in rollup.splitlines():
-            name, _, value = line.partition(":")
-            if name == "Rss":
-                rss += int(value.split()[0]) * 1024
-            elif name == "Pss":
-                pss += int(value.split()[0]) * 1024
-    return rss, pss
 
 
 def at(samples: list[tuple[float, int]], when: float) -> float:
@@ -142,12 +68,11 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="mpfeed-fleet-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MPFEED_", "Q_"))}
-    env.update(DJANGO_SETTINGS_MODULE="mpfeed_site.settings", LOG_LEVEL="WARNING", MPFEED_ALLOW_SANDBOX="true")
     if args.postgres_redis:
-        env["DATABASE_URL"], env["REDIS_URL"] = service_urls(workdir)
+        database_url, redis_url = postgres_and_redis("fleet")
+        env = site_env(database_url, REDIS_URL=redis_url)
     else:
-        env["DATABASE_URL"] = f"sqlite:///{workdir / 'fleet.sqlite3'}"
+        env = site_env(f"sqlite:///{workdir / 'fleet.sqlite3'}")
     os.environ.update(env)
     import django
 
@@ -158,7 +83,14 @@ def main() -> None:
     from feeds import sync
     from feeds.models import Mapping, SyncJob, SyncRun, Workspace
 
-    sandbox, url = start_sandbox(args, workdir)
+    keys = dict(key(i) for i in range(args.workspaces))
+    sandbox, url = start_sandbox(
+        credentials=keys,
+        key_limits=dict.fromkeys(keys, args.limit),
+        latency=args.latency,
+        lean=True,
+        log=workdir / "sandbox.log",
+    )
     jobs = []
     for i in range(args.workspaces):
         data = workdir / f"client-{i}.csv"
@@ -177,19 +109,7 @@ def main() -> None:
             )
         )
 
-    clusters = []
-    for n in range(args.clusters):
-        log = open(workdir / f"cluster-{n}.log", "w")  # noqa: SIM115
-        clusters.append(
-            subprocess.Popen(
-                [sys.executable, "manage.py", "qcluster"],
-                cwd=ROOT,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        )
+    clusters = [start_cluster(env, workdir / f"cluster-{n}.log") for n in range(args.clusters)]
     time.sleep(3)  # the clusters' workers and senders start
     state = requests.get(f"{url}/_sandbox/state?ids=0", timeout=10).json()
     started = state["clock"]
@@ -221,25 +141,19 @@ def main() -> None:
         runs = list(SyncRun.objects.values_list("status", flat=True))
     finally:
         for proc in clusters:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGINT)
-        for proc in clusters:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-        sandbox.terminate()
-        sandbox.wait()
+            if proc.poll() is None:
+                stop(proc)
+        stop(sandbox, group=False)
 
-    keys = final["keys"]
-    finishes = [keys[key(i)[0]]["last_kept"] - started for i in range(args.workspaces) if key(i)[0] in keys]
-    busy_from = max(keys[k]["first_kept"] for k in keys)
-    busy_to = min(keys[k]["last_kept"] for k in keys)
+    per_key = final["keys"]
+    finishes = [per_key[key(i)[0]]["last_kept"] - started for i in range(args.workspaces) if key(i)[0] in per_key]
+    busy_from = max(per_key[k]["first_kept"] for k in per_key)
+    busy_to = min(per_key[k]["last_kept"] for k in per_key)
     busy_rate = (at(samples, busy_to) - at(samples, busy_from)) / (busy_to - busy_from) if busy_to > busy_from else 0
     ids = final["source_message_ids"]
     capacity = args.workspaces * args.limit
-    requests_total = sum(k["requests"] for k in keys.values())
-    throttled = sum(k["throttled"] for k in keys.values())
+    requests_total = sum(k["requests"] for k in per_key.values())
+    throttled = sum(k["throttled"] for k in per_key.values())
     result = {
         "workdir": str(workdir),
         "set_up": "PostgreSQL + Redis" if args.postgres_redis else "default (SQLite, ORM broker)",
@@ -259,7 +173,7 @@ def main() -> None:
         "throttled": throttled,
         "duplicates_answered": final["duplicates"],
         "every_event_once": len(ids) == len(set(ids)) == total
-        and all(keys[key(i)[0]]["events"] == args.records for i in range(args.workspaces)),
+        and all(per_key[key(i)[0]]["events"] == args.records for i in range(args.workspaces)),
         "runs": {status: runs.count(status) for status in set(runs)},
     }
     print(json.dumps(result, indent=2))

@@ -23,11 +23,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-KEY, SECRET = "bench-key", "bench-secret-not-real"
+KEY, SECRET = "bench-key", "bench-secret-not-real"  # the sandbox's credentials (bench/common.py)
 
 
 def child(records: int) -> None:
-    from pacing import start_sandbox  # bench/pacing.py
+    from common import start_sandbox  # bench/common.py
 
     workdir = Path(tempfile.mkdtemp(prefix="mpfeed-mem-"))
     os.environ.update(

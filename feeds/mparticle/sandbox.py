@@ -157,6 +157,7 @@ class Sandbox:
         burst: float | None = None,
         faults: FaultConfig | None = None,
         send_retry_after: bool = True,
+        report_use: bool = True,
         key_limits: dict[str, float] | None = None,
         latency: float = 0.0,
         keep_batches: bool = True,
@@ -175,6 +176,7 @@ class Sandbox:
         # A copy, so that changing the caller's object later cannot bypass configure() and the reseeding.
         self._faults = replace(faults) if faults else FaultConfig()
         self._send_retry_after = send_retry_after
+        self._report_use = report_use
         self._clock = clock
         self._now_ms = now_ms
         self._rng = random.Random(self._faults.seed)
@@ -204,6 +206,7 @@ class Sandbox:
         burst: float | None = _UNSET,
         faults: FaultConfig | None = _UNSET,
         send_retry_after: bool = _UNSET,
+        report_use: bool = _UNSET,
         key_limits: dict[str, float | None] = _UNSET,
         latency: float = _UNSET,
     ) -> None:
@@ -220,6 +223,8 @@ class Sandbox:
                 self._rng = random.Random(self._faults.seed)
             if send_retry_after is not _UNSET:
                 self._send_retry_after = send_retry_after
+            if report_use is not _UNSET:
+                self._report_use = report_use
 
     def queue_faults(self, faults: Iterable[str | int]) -> None:
         """Script the faults of the next requests, in order, ahead of the random ones.
@@ -270,6 +275,11 @@ class Sandbox:
     @property
     def send_retry_after(self) -> bool:
         return self._send_retry_after
+
+    @property
+    def report_use(self) -> bool:
+        """Whether successes carry X-mp-rate-limit-percentage-used (a server that leaves it out can be tried)."""
+        return self._report_use
 
     @property
     def api_keys(self) -> list[str]:
@@ -397,6 +407,7 @@ class Sandbox:
                     "latency": self._latency,
                     "keep_batches": self._keep_batches,
                     "send_retry_after": self._send_retry_after,
+                    "report_use": self._report_use,
                     "faults": asdict(self._faults),
                     "api_keys": sorted(self._credentials),
                 },
@@ -704,7 +715,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _configure(self) -> None:
         """POST /_sandbox/config {"rate_limit", "burst", "latency", "key_limits": {key: rate or null},
-        "send_retry_after"}: change what is given, while running; answers the config."""
+        "send_retry_after", "report_use"}: change what is given, while running; answers the config."""
         body = self._read_body()
         if body is None:
             return
@@ -712,7 +723,7 @@ class _Handler(BaseHTTPRequestHandler):
             changes = orjson.loads(body or b"{}")
             if not isinstance(changes, dict):
                 raise ValueError("the body must be a JSON object")
-            allowed = {"rate_limit", "burst", "latency", "key_limits", "send_retry_after"}
+            allowed = {"rate_limit", "burst", "latency", "key_limits", "send_retry_after", "report_use"}
             unknown = sorted(set(changes) - allowed)
             if unknown:
                 raise ValueError(f"unknown settings: {', '.join(unknown)}")
@@ -803,7 +814,7 @@ class _Handler(BaseHTTPRequestHandler):
         errors = sandbox._accept(self._api_key, route, items, bulk)
         if errors and not bulk:
             raise _Refusal(400, "BAD_REQUEST", *errors)
-        headers = {"X-mp-rate-limit-percentage-used": str(percent_used)}
+        headers = {"X-mp-rate-limit-percentage-used": str(percent_used)} if sandbox.report_use else {}
         self._answer(202, _errors_body("BAD_REQUEST", *errors) if errors else b"", headers)
 
     # -- body ------------------------------------------------------------------------------------------------

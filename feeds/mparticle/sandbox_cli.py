@@ -84,6 +84,9 @@ def build_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.
     )
     parser.add_argument("--no-retry-after", action="store_true", help="leave Retry-After out of every 429")
     parser.add_argument(
+        "--no-use-header", action="store_true", help="leave X-mp-rate-limit-percentage-used out of every success"
+    )
+    parser.add_argument(
         "--credential",
         action="append",
         type=_credential_arg,
@@ -126,6 +129,7 @@ def sandbox_from_args(args: argparse.Namespace, environ: Mapping[str, str] | Non
         burst=args.burst or None,
         faults=faults,
         send_retry_after=not args.no_retry_after,
+        report_use=not args.no_use_header,
         key_limits=dict(args.key_limit or []),
         latency=args.latency,
         keep_batches=not args.lean,
