@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connection
+from django.db import connection
 from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from feeds import alerts, sync
+from feeds import alerts, db, sync
 from feeds.models import Delivery, Sender, SyncRun, Workspace
 from feeds.pacing import Pacing
 from feeds.sending import Again, Lane, Park, Step, Stop
@@ -46,6 +46,8 @@ SWITCH_INTERVAL = 0.0005
 # A run whose step raised is not taken up again by this sender for this long; after this many in a row it fails.
 COOLDOWN_SECONDS = 5.0
 MAX_ERRORS = 5
+# A control cycle that raised (the database unreachable) is tried again after this long.
+CYCLE_RETRY_SECONDS = 2.0
 
 
 @dataclass
@@ -57,7 +59,6 @@ class _Slot:
     ready_at: float = 0.0
     busy: bool = False
     dropped: bool = False  # no longer ours: finish the step in flight, then forget it
-    errors: int = 0
 
 
 @dataclass
@@ -87,6 +88,7 @@ class Dispatcher:
         self.slots: dict[int, _Slot] = {}
         self.served: dict[int, float] = {}  # workspace id → when a request of it last started
         self.cooldown: dict[int, float] = {}
+        self.errors: dict[int, int] = {}  # run id → steps that raised in a row
         self.work: queue.Queue = queue.Queue()
         self.done: queue.Queue = queue.Queue()
         self.stopping = threading.Event()
@@ -105,9 +107,12 @@ class Dispatcher:
         self._control = threading.Thread(target=self.run, name="mpfeed-sender", daemon=True)
         self._control.start()
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop taking up runs, let the requests in flight finish (up to `timeout`), and give every run back."""
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop taking up runs, let the requests in flight finish (by default as long as their timeouts allow), and
+        give every run back."""
         self.stopping.set()
+        if timeout is None:
+            timeout = settings.MPFEED_READ_TIMEOUT + settings.MPFEED_CONNECT_TIMEOUT + 5
         if self._control is not None and self._control is not threading.current_thread():
             self._control.join(timeout)
 
@@ -123,7 +128,14 @@ class Dispatcher:
             while not self.stopping.is_set():
                 if until is not None and until():
                     break
-                self._cycle()
+                try:
+                    self._cycle()
+                except Exception:
+                    # The database went away or stayed locked: the runs' leases may lapse meanwhile (other senders
+                    # then take them over); this sender carries on once it can.
+                    log.exception("sender %s: cycle failed; trying again in %s s", self.sender, CYCLE_RETRY_SECONDS)
+                    self._close_own_connection()
+                    self.stopping.wait(CYCLE_RETRY_SECONDS)
         finally:
             self._drain()
             log.info("sender %s stopped", self.sender)
@@ -190,7 +202,13 @@ class Dispatcher:
             Sender.objects.filter(pk=self.sender.pk).update(
                 stopped_at=timezone.now(), lanes=0, in_flight=0, requests=self.requests
             )
-        close_old_connections()
+        self._close_own_connection()
+
+    def _close_own_connection(self) -> None:
+        """Close the control thread's database connection — its own thread's only: run() in a caller's thread
+        (tests) leaves the caller's connection alone."""
+        if self._control is threading.current_thread():
+            connection.close()
 
     # ------------------------------------------------------------------------------------------- workers
 
@@ -206,26 +224,33 @@ class Dispatcher:
                         self._ended(slot, step)
                     self.done.put(_Done(slot, step=step))
                 except BaseException as e:  # noqa: BLE001 (reported to the control loop, which decides)
+                    connection.close()  # a broken connection is opened afresh by the next step
                     self.done.put(_Done(slot, error=e))
         finally:
             connection.close()
+
+    def _read_more(self, run_id: int) -> None:
+        """A run's deliveries run low before it is fully read: queue its reading (once in a while)."""
+        if sync.request_reading(run_id) and callable(self.request_reading):
+            self.request_reading(run_id)
 
     def _ended(self, slot: _Slot, step: Step) -> None:
         """What a run's sending comes to when it stops here (in a worker thread: database and alerts)."""
         run = slot.lane.run
         slot.lane.close()
         if isinstance(step, Park):
-            run.wait_until(step.until, step.reason)
+            run.wait_until(step.until, step.reason, sender=self.sender)
         elif step is Stop.IDLE:
             run.refresh_from_db(fields=["read_done", "status"])
             if run.read_done:
                 sync.conclude_if_done(run)
-            elif sync.request_reading(run.pk) and callable(self.request_reading):
-                self.request_reading(run.pk)
+            else:
+                self._read_more(run.pk)
             # Not ended (more is being read, or a replay came in meanwhile): any sender takes it up again.
-            SyncRun.objects.filter(pk=run.pk, sender=self.sender).update(
-                sender=None, send_lease_until=None, send_released_at=timezone.now()
-            )
+            with db.atomic():
+                SyncRun.objects.filter(pk=run.pk, sender=self.sender).update(
+                    sender=None, send_lease_until=None, send_released_at=timezone.now()
+                )
         if step is not Stop.IDLE or run.status in SyncRun.FINISHED_STATUSES:
             alerts.evaluate_safely(slot.lane.workspace)
 
@@ -250,18 +275,25 @@ class Dispatcher:
         slot = done.slot
         slot.busy = False
         if done.error is not None:
-            slot.errors += 1
+            errors = self.errors[slot.run_id] = self.errors.get(slot.run_id, 0) + 1
             log.error("sender %s: run %s: %r", self.sender, slot.run_id, done.error, exc_info=done.error)
-            if slot.errors >= MAX_ERRORS:
-                slot.lane.run.finish(
-                    SyncRun.Status.FAILED, "Internal error while sending; see the worker log. Deliveries are kept."
+            if errors >= MAX_ERRORS:
+                # Not something waiting fixes: keep what is left as failed deliveries, for a person to replay.
+                self.errors.pop(slot.run_id, None)
+                run = slot.lane.run
+                run.deliveries.pending().update(state=Delivery.State.FAILED, first_failure_at=timezone.now())
+                run.finish(
+                    SyncRun.Status.FAILED,
+                    "Internal error while sending; see the worker log. The deliveries not sent are kept as failed: "
+                    "replay them once the cause is fixed.",
                 )
+                slot.lane.close()
                 self._forget(slot)
                 return
             self.cooldown[slot.run_id] = self.pacing.clock() + COOLDOWN_SECONDS
             self._give_back(slot)
             return
-        slot.errors = 0
+        self.errors.pop(slot.run_id, None)
         step = done.step
         if isinstance(step, Again):
             slot.ready_at = step.at
@@ -272,9 +304,11 @@ class Dispatcher:
 
     def _give_back(self, slot: _Slot) -> None:
         if not slot.dropped:
-            SyncRun.objects.filter(pk=slot.run_id, sender=self.sender).update(
-                sender=None, send_lease_until=None, send_released_at=timezone.now()
-            )
+            slot.lane.give_up_reservation()
+            with db.atomic():
+                SyncRun.objects.filter(pk=slot.run_id, sender=self.sender).update(
+                    sender=None, send_lease_until=None, send_released_at=timezone.now()
+                )
         slot.lane.close()
         self._forget(slot)
 
@@ -300,7 +334,8 @@ class Dispatcher:
         until = now + timedelta(seconds=self.lease_seconds)
         if held:
             # Renew the leases; a run whose lease was lost (this process stalled) is no longer ours.
-            SyncRun.objects.filter(pk__in=held, sender=self.sender).update(send_lease_until=until)
+            with db.atomic():
+                SyncRun.objects.filter(pk__in=held, sender=self.sender).update(send_lease_until=until)
             rows = {
                 r["pk"]: r
                 for r in SyncRun.objects.filter(pk__in=held).values("pk", "status", "sender_id", "workspace__status")
@@ -315,33 +350,39 @@ class Dispatcher:
                 if slot.dropped and not slot.busy:
                     slot.lane.close()
                     self._forget(slot)
-        Sender.objects.filter(pk=self.sender.pk).update(
-            heartbeat_at=now, lanes=len(self.slots), in_flight=self.in_flight, requests=self.requests
-        )
+        with db.atomic():
+            Sender.objects.filter(pk=self.sender.pk).update(
+                heartbeat_at=now, lanes=len(self.slots), in_flight=self.in_flight, requests=self.requests
+            )
         if not self.stopping.is_set():
             self._take_up(now, until)
 
     def _stop_for_workspace(self, slot: _Slot, status: str) -> None:
+        """Staff paused the workspace, or another run's answer rejected its credentials: this run is blocked too.
+        (Alerts about it come from the sweeper's next round, not from this thread, which must keep the leases.)"""
         run = slot.lane.run
+        slot.lane.give_up_reservation()
         if status == Workspace.Status.PAUSED:
             run.finish(SyncRun.Status.BLOCKED, sync.PAUSED)
         else:
             workspace = Workspace.objects.get(pk=slot.workspace_id)
             run.finish(SyncRun.Status.BLOCKED, workspace.status_message or f"The workspace is {status}.")
         slot.dropped = True
-        alerts.evaluate_safely(slot.lane.workspace)
 
     def sendable(self, now=None):
         """Runs with deliveries to send that no sender holds (of `only`, when given)."""
         return self._sendable(now or timezone.now())
 
     def _sendable(self, now):
+        # Conditions on the run's own row (leases, status) and EXISTS for the rest — no join: an UPDATE that waited
+        # for another sender's claim to commit checks them again on the row as that left it (PostgreSQL).
         pending = Delivery.objects.filter(run=OuterRef("pk"), state=Delivery.State.PENDING)
+        active = Workspace.objects.filter(pk=OuterRef("workspace_id"), status=Workspace.Status.ACTIVE)
         runs = SyncRun.objects.filter(
             Q(status=SyncRun.Status.RUNNING) | Q(status=SyncRun.Status.WAITING, resume_at__lte=now),
             Q(send_lease_until__isnull=True) | Q(send_lease_until__lt=now),
             Exists(pending),
-            workspace__status=Workspace.Status.ACTIVE,
+            Exists(active),
         )
         if self.only is not None:
             runs = runs.filter(pk__in=self.only)
@@ -352,7 +393,7 @@ class Dispatcher:
         self.cooldown = {k: v for k, v in self.cooldown.items() if v > clock}
         waiting = list(
             self._sendable(now)
-            .exclude(pk__in=list(self.cooldown))
+            .exclude(pk__in=[*self.cooldown, *self.slots])
             .order_by(Coalesce("send_released_at", "created_at"), "pk")
             .values_list("pk", flat=True)[: self.max_lanes + 1]
         )
@@ -370,11 +411,12 @@ class Dispatcher:
                 self._take_turns()
             return
         for run_id in waiting[:room]:
-            claimed = (
-                self._sendable(now)
-                .filter(pk=run_id)
-                .update(status=SyncRun.Status.RUNNING, resume_at=None, sender=self.sender, send_lease_until=until)
-            )
+            with db.atomic():
+                claimed = (
+                    self._sendable(now)
+                    .filter(pk=run_id)
+                    .update(status=SyncRun.Status.RUNNING, resume_at=None, sender=self.sender, send_lease_until=until)
+                )
             if not claimed:
                 continue  # another sender was quicker
             run = SyncRun.objects.select_related("workspace", "job").get(pk=run_id)
@@ -382,9 +424,8 @@ class Dispatcher:
             if run.error.startswith(("Waiting for", "Retrying after", "Pacing:")):
                 SyncRun.objects.filter(pk=run_id, sender=self.sender).update(error="")
                 run.error = ""
-            self.slots[run_id] = _Slot(
-                run_id, run.workspace_id, Lane(run, self.pacing, sync.lease()), held_since=self.pacing.clock()
-            )
+            lane = Lane(run, self.pacing, sync.lease(), wants_reading=self._read_more)
+            self.slots[run_id] = _Slot(run_id, run.workspace_id, lane, held_since=self.pacing.clock())
 
     def _take_turns(self) -> None:
         """Runs wait for a sender and this one is full: give back the run held longest, if past its turn."""

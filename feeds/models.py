@@ -158,10 +158,20 @@ class Workspace(models.Model):
         self.refresh_from_db(fields=["status", "status_message", "credentials_verified_at", "updated_at"])
         return bool(marked)
 
-    def mark_credentials_rejected(self, message: str) -> None:
-        self.status = self.Status.CREDENTIALS_REJECTED
-        self.status_message = message
-        self.save(update_fields=["status", "status_message", "updated_at"])
+    def mark_credentials_rejected(self, message: str, tested: datetime | None = None) -> bool:
+        """The credentials were refused. `tested`: the `credentials_updated_at` of those that were sent — when they
+        have been replaced since, nothing is marked and False is returned. A paused workspace stays paused."""
+        mine = Workspace.objects.filter(pk=self.pk)
+        if tested is not None:
+            mine = mine.filter(credentials_updated_at=tested)
+        now = timezone.now()
+        marked = mine.exclude(status=self.Status.PAUSED).update(
+            status=self.Status.CREDENTIALS_REJECTED, status_message=message, updated_at=now
+        )
+        if not marked and mine.exists():
+            return True  # paused: the run is blocked all the same, the workspace stays paused
+        self.refresh_from_db(fields=["status", "status_message", "updated_at"])
+        return bool(marked)
 
     @property
     def can_send(self) -> bool:
@@ -483,12 +493,13 @@ class SyncRun(models.Model):
         """Take the whole run — reading and sending — for this process (feeds.sync.process_run): queued, waiting
         and due, or running under leases that ran out."""
         now = timezone.now()
-        free = Q(send_lease_until__isnull=True) | Q(send_lease_until__lt=now)
+        free = (Q(send_lease_until__isnull=True) | Q(send_lease_until__lt=now)) & (
+            Q(lease_until__isnull=True) | Q(lease_until__lt=now)
+        )
         claimable = (
             Q(status=self.Status.QUEUED)
             | Q(status=self.Status.WAITING, resume_at__lte=now)
-            | Q(status=self.Status.RUNNING, lease_until__lt=now)
-            | Q(status=self.Status.RUNNING, lease_until__isnull=True)
+            | Q(status=self.Status.RUNNING)
         )
         changed = SyncRun.objects.filter(claimable, free, pk=self.pk).update(
             status=self.Status.RUNNING,
@@ -541,11 +552,12 @@ class SyncRun(models.Model):
         """End the run (finished, failed or blocked), unless it ended meanwhile: False then."""
         finished = status in self.FINISHED_STATUSES
         now = timezone.now()
+        # The reading lease stays: a reader in the middle of a chunk keeps it until it sees the run stopped (and
+        # releases it), so that no second reader starts beside it.
         fields = {
             "status": status,
             "error": error,
             "finished_at": now if finished else None,
-            "lease_until": None,
             "resume_at": None,
             "send_lease_until": None,
             "sender": None,
@@ -560,8 +572,9 @@ class SyncRun(models.Model):
             self.refresh_from_db()
         return bool(changed)
 
-    def wait_until(self, when, reason: str, *, reading: bool = False) -> bool:
-        """Stop sending until `when` (a sender takes the run again then); `reading`: the reading stops too."""
+    def wait_until(self, when, reason: str, *, reading: bool = False, sender: Sender | None = None) -> bool:
+        """Stop sending until `when` (a sender takes the run again then); `reading`: the reading stops too.
+        `sender`: only while that sender holds the run (one that lost it has nothing to say about it)."""
         fields = {
             "status": self.Status.WAITING,
             "resume_at": when,
@@ -572,7 +585,10 @@ class SyncRun(models.Model):
         }
         if reading:
             fields["lease_until"] = None
-        changed = SyncRun.objects.filter(pk=self.pk, status__in=self.WORKING_STATUSES).update(**fields)
+        mine = SyncRun.objects.filter(pk=self.pk, status__in=self.WORKING_STATUSES)
+        if sender is not None:
+            mine = mine.filter(sender=sender)
+        changed = mine.update(**fields)
         if changed:
             for name, value in fields.items():
                 setattr(self, name, value)

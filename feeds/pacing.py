@@ -43,8 +43,10 @@ class Pacing:
 
     def after_throttle(self, answer: Answer, streak: int) -> float:
         if answer.retry_after is not None and answer.retry_after > 0:
-            # At least what the server asked, plus a little so that senders do not all come back at once.
-            return answer.retry_after + self.rand.uniform(0, min(1.0, answer.retry_after * 0.1))
+            # At least what the server asked (within reason: a proxy's Retry-After of a day is not waited out in
+            # one go), plus a little so that senders do not all come back at once.
+            asked = min(answer.retry_after, settings.MPFEED_MAX_RETRY_AFTER)
+            return asked + self.rand.uniform(0, min(1.0, asked * 0.1))
         return max(self.backoff(streak), 0.05)
 
 

@@ -30,6 +30,10 @@ from feeds.sources.build import build_source
 EXCERPT = 500
 
 
+class ReadingLost(Exception):
+    """Another reader took the run over (this one stalled past its lease): this one stops, writing nothing."""
+
+
 class Reader:
     """Reads one run's source from its checkpoint and persists chunk after chunk (raises SourceError)."""
 
@@ -132,12 +136,16 @@ class Reader:
             if cursor is None:
                 read_done = True
         with db.atomic():
+            # Only while this reader still has the run where it left it: one that lost its lease (stalled past it)
+            # and was replaced must not write the same chunk again.
+            if not SyncRun.objects.filter(pk=run.pk, chunks=chunk_no).exists():
+                raise ReadingLost(f"run {run.pk}: another reader went on from chunk {chunk_no}")
             first = run.allocate_sequences(len(deliveries))
             for offset, delivery in enumerate(deliveries):
                 delivery.sequence = first + offset
             RejectedRecord.objects.bulk_create(rejects)
             Delivery.objects.bulk_create(deliveries)
-            SyncRun.objects.filter(pk=run.pk).update(
+            SyncRun.objects.filter(pk=run.pk, chunks=chunk_no).update(
                 cursor=cursor,
                 chunks=chunk_no + 1,
                 read_done=read_done,

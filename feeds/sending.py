@@ -76,7 +76,7 @@ Step = Again | Park | Stop
 class Lane:
     """One run's deliveries, sent in order. Not thread-safe: one step at a time."""
 
-    def __init__(self, run: SyncRun, pacing: Pacing, lease: timedelta):
+    def __init__(self, run: SyncRun, pacing: Pacing, lease: timedelta, *, wants_reading=None):
         self.run = run
         self.workspace: Workspace = run.workspace
         self.pacing = pacing
@@ -92,11 +92,20 @@ class Lane:
         self.reservation: Reservation | None = None
         self.throttle_streak = self.failure_streak = 0
         self.requests = 0
+        self.credentials_at = self.workspace.credentials_updated_at  # the credentials this lane's client sends
+        # Told the run's id when few of its deliveries are left to send while it is still being read.
+        self.wants_reading = wants_reading
 
     def close(self) -> None:
         if self.client is not None:
             self.client.close()
             self.client = None
+
+    def give_up_reservation(self) -> None:
+        """The lane stops before sending what it reserved: give the workspace's pace its slot back."""
+        if self.reservation is not None and self.delivery is not None:
+            self.pacer.release(self.delivery.batch_count)
+        self.reservation = None
 
     def _later(self, seconds: float) -> datetime:
         return timezone.now() + timedelta(seconds=seconds)
@@ -110,12 +119,20 @@ class Lane:
                 pending = self.run.deliveries.pending().exclude(pk=skip).order_by("sequence")
                 found = list(pending[:LOOKAHEAD])
                 self.drained = len(found) < LOOKAHEAD
+                if self.wants_reading is not None and self._running_low(pending, len(found)):
+                    self.wants_reading(self.run.pk)
                 if not found:
                     return None
                 self.queue.extend(found)
             delivery = self.queue.popleft()
             if delivery.pk != skip:
                 return delivery
+
+    def _running_low(self, pending, found: int) -> bool:
+        """Fewer than half the read-ahead left to send, and the run not fully read: time to read more."""
+        if SyncRun.objects.filter(pk=self.run.pk, read_done=True).exists():
+            return False
+        return found < LOOKAHEAD or pending.count() < settings.MPFEED_OUTBOX_AHEAD // 2
 
     def step(self) -> Step:
         """Reserve the next delivery's place in the workspace's pace, or send it once and act on the answer."""
@@ -183,6 +200,12 @@ class Lane:
         # (a read), so that the transaction is no longer than it must be.
         upcoming = self._next(after=delivery) if outcome is Outcome.ACCEPTED else None
         with db.atomic():
+            if not Delivery.objects.select_for_update().filter(pk=delivery.pk, state=Delivery.State.PENDING).exists():
+                # Settled meanwhile by another sender (this one lost its hold on the run while the request was out):
+                # the answer changes nothing, and nothing is counted twice.
+                log.info("delivery %s was settled meanwhile by another sender", delivery.pk)
+                self.delivery, self.body = upcoming, None
+                return Again(self.pacing.clock())
             attempt = self._record_attempt(delivery, answer, wait)
             step = self._act(delivery, answer, attempt, wait, now)
             # The next attempt's place in the pace, reserved in the same transaction: the next delivery's, or this
@@ -203,6 +226,8 @@ class Lane:
             if held is None or isinstance(held, Again):
                 return Again(max(step.at, held.at if held else ahead.at))
             return held
+        if isinstance(step, Again) and self.delivery is None and outcome is not Outcome.SERVER_ERROR:
+            return Stop.IDLE  # settled, and nothing pending after it: the run may be done (or still reading)
         return step
 
     def _act(self, delivery: Delivery, answer: Answer, attempt: DeliveryAttempt, wait: float, now) -> Step:
@@ -218,9 +243,14 @@ class Lane:
             self._split_or_reject(delivery, answer)
             return self._done()
         if outcome in (Outcome.UNAUTHORIZED, Outcome.FORBIDDEN):
-            self._blocked(delivery, answer)
-            self.delivery = None
-            return Stop.BLOCKED
+            if self._blocked(delivery, answer):
+                self.delivery = None
+                return Stop.BLOCKED
+            # New credentials were stored after this lane's (or staff paused the workspace): try with what is stored.
+            self.close()
+            self.workspace.refresh_from_db()
+            self.credentials_at = self.workspace.credentials_updated_at
+            return Again(self.pacing.clock())
         if outcome is Outcome.THROTTLED:
             self._note_wait(delivery, wait, throttled=True)
             if (
@@ -369,11 +399,16 @@ class Lane:
         else:  # a database that does not return ids from bulk inserts: look them up again
             self.queue.clear()
 
-    def _blocked(self, delivery: Delivery, answer: Answer) -> None:
+    def _blocked(self, delivery: Delivery, answer: Answer) -> bool:
+        """The credentials sent were refused: the workspace's are rejected and the run blocked — unless they are
+        not the stored ones any more (replaced meanwhile; False then)."""
         if answer.outcome is Outcome.FORBIDDEN:
             message = "mParticle refused the API key and secret (HTTP 403)."
         else:
             message = "mParticle answered that no credentials were sent (HTTP 401)."
         delivery.save(update_fields=["attempts", "sent_at", "last_status", "last_error", "response_excerpt"])
-        self.workspace.mark_credentials_rejected(message + " Enter new credentials to resume.")
+        if not self.workspace.mark_credentials_rejected(message + " Enter new credentials to resume.",
+                                                        tested=self.credentials_at):  # fmt: skip
+            return False
         self.run.finish(SyncRun.Status.BLOCKED, message + " Deliveries are kept and resume with new credentials.")
+        return True

@@ -28,7 +28,7 @@ from feeds.models import Delivery, InboxRecord, Sender, SyncJob, SyncRun, Worksp
 from feeds.mparticle import schema
 from feeds.mparticle.client import Answer, Outcome
 from feeds.pacing import Pacing, target_rate
-from feeds.reading import Reader
+from feeds.reading import Reader, ReadingLost
 from feeds.sending import Again, Lane, Park, Stop
 from feeds.sources import SourceError
 from feeds.sources.build import build_source, is_incremental
@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 
 SWEEPER = "mpfeed: resume stalled runs"
 PAUSED = "The workspace was paused; the run resumes when it is resumed."
+# However small a learned limit, requests hold at least this many batches (a limit read too low comes back up;
+# a request larger than a server's bucket is split after repeated 429s).
+MIN_BATCHES_PER_REQUEST = 10
 
 
 def lease() -> timedelta:
@@ -133,6 +136,15 @@ def resume_stalled(now: datetime | None = None) -> list[int]:
             )
         ).only("pk")
     )
+    # Fully read and sent, but not ended (its sender was stopped or died between the last answer and the end).
+    stranded = SyncRun.objects.filter(
+        Q(lease_until__isnull=True) | Q(lease_until__lt=now),
+        Q(send_lease_until__isnull=True) | Q(send_lease_until__lt=now),
+        status__in=[SyncRun.Status.RUNNING, SyncRun.Status.WAITING],
+        read_done=True,
+    ).exclude(deliveries__state=Delivery.State.PENDING)
+    for run in stranded.select_related("job", "workspace"):
+        conclude_if_done(run)
     reopened = SyncRun.objects.filter(
         status__in=SyncRun.FINISHED_STATUSES, deliveries__state=Delivery.State.PENDING
     ).distinct()
@@ -159,7 +171,6 @@ def reopen_run(run: SyncRun) -> bool:
                     reopened_from=F("status"),  # a failed run stays one for the alerts until it finishes again
                     finished_at=None,
                     error="",
-                    lease_until=None,
                     resume_at=None,
                     send_lease_until=None,
                     sender=None,
@@ -264,7 +275,7 @@ def max_batches_for(workspace: Workspace) -> int:
     pace = getattr(workspace, "pace", None) if workspace.pk else None
     if pace is not None and settings.MPFEED_PACING:
         limit = min(limit, pace.limit)
-    return max(1, min(schema.MAX_BATCHES_PER_REQUEST, int(limit * 0.9)))
+    return max(MIN_BATCHES_PER_REQUEST, min(schema.MAX_BATCHES_PER_REQUEST, int(limit * 0.9)))
 
 
 def _reader(run: SyncRun) -> Reader | None:
@@ -295,6 +306,7 @@ def read_run(run_id: int, *, time_slice: float | None = None) -> Reading:
     SyncRun.objects.filter(pk=run.pk).update(queued_at=None)
     deadline = time.monotonic() + (time_slice or settings.MPFEED_TASK_SLICE)
     outcome = Reading.DONE
+    lost = False
     try:
         if not run.workspace.can_send:
             run.finish(SyncRun.Status.BLOCKED, f"The workspace is {run.workspace.get_status_display().lower()}.")
@@ -303,12 +315,16 @@ def read_run(run_id: int, *, time_slice: float | None = None) -> Reading:
             reader = _reader(run)
             if reader is not None:
                 outcome = _read(run, reader, deadline)
+    except ReadingLost as e:
+        log.warning("%s; this reader stops", e)
+        lost, outcome = True, Reading.STOPPED
     except Exception:
         log.exception("run %s: reading failed unexpectedly", run.pk)
         _reading_failed(run, "Internal error while reading; see the worker log. Deliveries are kept.")
         raise
     finally:
-        run.release_reading()
+        if not lost:  # (the lease is the other reader's now)
+            run.release_reading()
         if outcome is Reading.DONE:
             conclude_if_done(run)
     return outcome
@@ -325,8 +341,7 @@ def _read(run: SyncRun, reader: Reader, deadline: float) -> Reading:
             if status not in SyncRun.WORKING_STATUSES:
                 return Reading.STOPPED  # blocked or ended meanwhile: reading stops at the checkpoint
             if run.deliveries.pending().count() >= settings.MPFEED_OUTBOX_AHEAD:
-                SyncRun.objects.filter(pk=run.pk).update(queued_at=timezone.now())
-                return Reading.AHEAD
+                return Reading.AHEAD  # the run's sender asks for more when it has sent half of them
             if time.monotonic() >= deadline:
                 return Reading.MORE
     except SourceError as e:
@@ -391,13 +406,22 @@ def process_run(run_id: int, *, pacing: Pacing | None = None, time_slice: float 
         log.exception("run %s failed unexpectedly", run.pk)
         run.refresh_from_db()
         run.finish(SyncRun.Status.FAILED, "Internal error while syncing; see the worker log. Deliveries are kept.")
+        _let_go(run)
         raise
     finally:
         inline.lane.close()
         run.refresh_from_db()
         # Finished, failed, blocked or waiting: alert on a change of the workspace's health (never raises).
         alerts.evaluate_safely(run.workspace)
+    _let_go(run)
     return run
+
+
+def _let_go(run: SyncRun) -> None:
+    """process_run is done with the run (its status says what comes next): its leases go. (Not when the process
+    dies — then they run out.)"""
+    SyncRun.objects.filter(pk=run.pk, sender__isnull=True).update(lease_until=None, send_lease_until=None)
+    run.lease_until = run.send_lease_until = None
 
 
 class _Inline:
@@ -432,6 +456,9 @@ class _Inline:
                         return
             except SourceError as e:
                 _reading_failed(run, str(e))
+            except ReadingLost as e:
+                log.warning("%s; this worker stops", e)
+                return
         conclude_if_done(run)
 
     def out_of_time(self) -> bool:

@@ -164,6 +164,9 @@ Q_CLUSTER = {
     "poll": envfloat("Q_POLL", "0.5"),
     # The scheduler runs every 30 guard cycles: 0.2 s makes continuations start within ~6 s of being due.
     "guard_cycle": envfloat("Q_GUARD_CYCLE", "0.2"),
+    # Whether this cluster runs the schedules (job schedules, the sweeper). Safe on several clusters at once
+    # (django-q2 locks each due schedule's row); turn it off where a separate scheduler cluster runs them.
+    "scheduler": envbool("Q_SCHEDULER", "True"),
     "label": "Task queue",
 }
 if os.getenv("REDIS_URL"):
@@ -181,6 +184,8 @@ MPFEED_CHUNK_SIZE = envint("MPFEED_CHUNK_SIZE", "2000")
 # Waits on 429 and 5xx: backoff base and cap (seconds).
 MPFEED_BACKOFF_BASE = envfloat("MPFEED_BACKOFF_BASE", "0.5")
 MPFEED_BACKOFF_CAP = envfloat("MPFEED_BACKOFF_CAP", "60")
+# A 429's Retry-After is waited at most this long before trying again (the answer decides again then).
+MPFEED_MAX_RETRY_AFTER = envfloat("MPFEED_MAX_RETRY_AFTER", "3600")
 # How long transient failures (5xx, network) are retried before the delivery is parked as failed-retryable.
 MPFEED_RETRY_HORIZON = envfloat("MPFEED_RETRY_HORIZON", str(24 * 3600))
 # Folder where `--file` and staff-given paths may be read from (empty = anywhere the process can read).

@@ -108,3 +108,22 @@ def test_429s_that_have_nothing_to_do_with_the_pace_do_not_collapse_it():
     result, state = simulate(budget=270, limit=constant(1e9), seconds=60, random_throttles=0.3)
     assert result.throttled_share >= 0.2
     assert state.limit >= 0.8 * 270 * 0.98 and state.rate >= 0.9 * 270 * 0.98
+
+
+def test_a_small_request_reading_the_use_of_others_does_not_collapse_the_limit():
+    # Another feed uses 40 % of the organisation's limit: a 2-batch request reports 41 %.
+    state = pace.initial(264.6)
+    assert pace.reserve(state, 2, now=1000.0).quiet
+    pace.accepted(state, 2, 41, now=1000.1, ceiling=264.6, quiet=True)
+    assert state.limit == pytest.approx(264.6) and state.reading == 0
+    # A sizeable one does read it, lowering the limit by half at most at a time.
+    pace.accepted(state, 100, 90, now=1010.0, ceiling=264.6, quiet=True)
+    assert state.limit == pytest.approx(264.6 / 2)
+
+
+def test_an_old_reading_lets_probing_go_on():
+    state = pace.initial(264.6)
+    pace.accepted(state, 100, 74, now=1000.0, ceiling=264.6, quiet=True)
+    assert state.reading > 0
+    pace.accepted(state, 100, None, now=1000.0 + pace.READING_EXPIRES + 1, ceiling=264.6)
+    assert state.reading == 0

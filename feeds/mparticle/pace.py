@@ -45,6 +45,10 @@ BELOW_CEILING = 0.97
 # Readings are used only from this reported use up (below, the percent is too coarse), and below 100 (at 100
 # the request alone used it all: the limit is at most the request's size, no more is known).
 MIN_READABLE_USE = 10
+# A request must hold at least this share of the learned limit for its reported use to be read.
+READ_MIN_SHARE = 0.25
+# A reading not renewed for this long is forgotten (probing above the limit may go on).
+READING_EXPIRES = 600.0
 # The share of a reading the pace uses (it adapts between READ_SHARE_MIN and this).
 READ_SHARE = 0.99
 READ_SHARE_MIN = 0.5
@@ -157,10 +161,13 @@ def reserve(state: PaceState, batches: int, now: float) -> Reservation:
 def slipped(state: PaceState, seconds: float, batches: int, now: float) -> None:
     """A reserved request of `batches` went out `seconds` after its slot (its sender was busy): what follows moves
     back by as much as a second's bucket would not absorb (the bucket holds a second; the request used part)."""
-    slack = max(0.0, QUIET_SECONDS - batches / state.rate)
+    cost = batches / state.rate
+    slack = max(0.0, QUIET_SECONDS - cost)
     if seconds > slack:
-        state.next_at += seconds - slack
-        state.last_send_at = max(state.last_send_at, now - (seconds - slack))
+        # At most its own cost: what follows needs room after it, not the whole time it was late.
+        shift = min(seconds - slack, cost)
+        state.next_at += shift
+        state.last_send_at = max(state.last_send_at, now - shift)
 
 
 def release(state: PaceState, batches: int, now: float) -> None:
@@ -181,13 +188,22 @@ def accepted(
         # The request alone used all of the limit: it is at most the request's size (but no more is known).
         state.limit = min(state.limit, max(MIN_RATE, batches * state.read_share))
         state.rate = min(state.rate, state.limit)
-    elif quiet and used_percent is not None and MIN_READABLE_USE <= used_percent < 100:
-        # The request's own batches used this share of the limit (+0.5: the percent is rounded).
+    elif (
+        quiet
+        and used_percent is not None
+        and MIN_READABLE_USE <= used_percent < 100
+        and batches >= READ_MIN_SHARE * state.limit
+    ):
+        # The request's own batches used this share of the limit (+0.5: the percent is rounded). A small request
+        # would mostly read the use of others sharing the limit (other feeds): only sizeable ones are read, and
+        # one reading lowers the limit by half at most.
         state.reading = batches * 100 / (used_percent + 0.5)
         state.read_at = now
-        state.limit = min(ceiling, max(MIN_RATE, state.reading * state.read_share))
+        state.limit = min(ceiling, max(MIN_RATE, state.reading * state.read_share, state.limit * 0.5))
         state.rate = min(state.rate, state.limit)
         state.probe_step = 0.0
+    if state.reading and now - state.read_at > READING_EXPIRES:
+        state.reading = 0.0  # an old reading no longer holds back probing
     readable = batches < USE_UNREADABLE_SHARE * state.limit
     if used_percent is not None and readable and used_percent >= HIGH_USE_PERCENT:
         # Close to the limit: stop climbing and ease off a little, before a 429 comes.
