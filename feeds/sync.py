@@ -432,6 +432,7 @@ class _Inline:
         self.pacing = pacing
         self.deadline = time.monotonic() + time_slice
         self.lane = Lane(run, pacing, lease())
+        self.renew_at = self.check_at = 0.0
 
     def work(self) -> None:
         run = self.run
@@ -483,8 +484,15 @@ class _Inline:
             pause = step.at - self.pacing.clock()
             if pause > 0:
                 self.pacing.sleep(pause)
-            self.run.extend_lease(lease(), sending=True)
-            if self.lane.delivery is None and (self.paused() or self.out_of_time()):
+            moment = time.monotonic()
+            if moment >= self.renew_at:  # the leases, a third of their length before they run out
+                self.run.extend_lease(lease(), sending=True)
+                self.renew_at = moment + lease().total_seconds() / 3
+            if moment >= self.check_at:  # staff may pause the workspace: looked at once a second
+                self.check_at = moment + 1.0
+                if self.paused():
+                    return False
+            if self.out_of_time():
                 return False
 
     def paused(self) -> bool:
