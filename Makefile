@@ -42,4 +42,4 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) var mpfeed.sqlite3 mpfeed.sqlite3-*
+	rm -rf $(VENV) var mpfeed.sqlite3 mpfeed.sqlite3-* mpfeed.sqlite3.writes.lock
