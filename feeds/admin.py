@@ -205,7 +205,7 @@ class SyncJobAdmin(admin.ModelAdmin):
         token = "token set" if obj.inbox_token_hash else "no token yet: use the action 'Generate a new inbox token'"
         return f"POST {path} with 'Authorization: Bearer <token>' ({token})"
 
-    @admin.action(description="Generate a new inbox token (shown once)")
+    @admin.action(description="Generate a new inbox token (shown once)", permissions=["change"])
     def new_inbox_token(self, request, queryset):
         for job in queryset.filter(source_kind=SyncJob.SourceKind.INBOX):
             token = job.new_inbox_token()
@@ -216,7 +216,7 @@ class SyncJobAdmin(admin.ModelAdmin):
                 messages.WARNING,
             )
 
-    @admin.action(description="Run sync now")
+    @admin.action(description="Run sync now", permissions=["change"])
     def run_now(self, request, queryset):
         for job in queryset.select_related("workspace", "mapping"):
             try:

@@ -148,3 +148,14 @@ def dispatch(*runs, clock: FakeClock | None = None, **options):
     for run in runs:
         run.refresh_from_db()
     return dispatcher
+
+
+def make_staff(username: str, *codenames: str):
+    """A staff member holding these feeds permissions (all of the app's when none are named): an operator."""
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Permission
+
+    user = get_user_model().objects.create_user(username, f"{username}@example.com", None, is_staff=True)
+    permissions = Permission.objects.filter(content_type__app_label="feeds")
+    user.user_permissions.set(permissions.filter(codename__in=codenames) if codenames else permissions)
+    return user

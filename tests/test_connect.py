@@ -17,7 +17,16 @@ from django_q.conf import Conf
 
 from feeds import sync
 from feeds.models import CredentialLink, SyncRun, Workspace
-from tests.helpers import SANDBOX_KEY, SANDBOX_SECRET, make_job, make_workspace, purchase_rows, run_job, write_csv
+from tests.helpers import (
+    SANDBOX_KEY,
+    SANDBOX_SECRET,
+    make_job,
+    make_staff,
+    make_workspace,
+    purchase_rows,
+    run_job,
+    write_csv,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -205,7 +214,7 @@ def test_staff_see_credentials_received_and_verified(client, awaiting, sandbox, 
     assert awaiting.status == Workspace.Status.ACTIVE and awaiting.credentials_verified_at is not None
 
     staff = Client()
-    staff.force_login(django_user_model.objects.create_user("stella", password="pw-long-enough-1", is_staff=True))
+    staff.force_login(make_staff("stella"))
     page = staff.get(reverse("feeds:workspace", args=[awaiting.slug]))
     assert "Credentials received and verified" in text(page)
     assert_nothing_secret(page)

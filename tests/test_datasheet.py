@@ -12,7 +12,7 @@ from django.test import Client
 from django.urls import reverse
 
 from feeds import datasheet
-from tests.helpers import make_mapping, make_workspace
+from tests.helpers import make_mapping, make_staff, make_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = json.loads((ROOT / "demo" / "mapping.json").read_text())
@@ -236,7 +236,7 @@ def test_markdown_cells_survive_pipes_and_backticks():
 
 @pytest.fixture
 def staff(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("sam", is_staff=True))
+    client.force_login(make_staff("sam"))
     return client
 
 
@@ -302,7 +302,7 @@ def test_the_data_sheet_fits_a_phone(chromium, live_server, django_user_model):
     workspace = make_workspace(name="Acme Shoes")
     mapping = make_mapping(workspace, copy.deepcopy(COMMERCE), name="orders", accept_changes=True)
     client = Client()
-    client.force_login(django_user_model.objects.create_user("bella", is_staff=True))
+    client.force_login(make_staff("bella"))
     context = chromium.new_context(viewport={"width": 390, "height": 844})
     context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
     page = context.new_page()

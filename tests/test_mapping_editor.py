@@ -15,7 +15,7 @@ from django.test import Client
 from django.urls import reverse
 
 from feeds.models import Mapping
-from tests.helpers import MAPPING, make_job, make_mapping, make_workspace, purchase_rows, write_csv
+from tests.helpers import MAPPING, make_job, make_mapping, make_staff, make_workspace, purchase_rows, write_csv
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +28,7 @@ DEMO = json.loads((ROOT / "demo" / "mapping.json").read_text())
 
 @pytest.fixture
 def staff(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("sam", is_staff=True))
+    client.force_login(make_staff("sam"))
     return client
 
 
@@ -363,7 +363,7 @@ def test_the_preview_refuses_what_is_not_json_and_needs_the_csrf_token(staff, wo
     assert staff.get(preview_url(workspace)).status_code == 405
 
     browser = Client(enforce_csrf_checks=True)
-    browser.force_login(django_user_model.objects.create_user("tess", is_staff=True))
+    browser.force_login(make_staff("tess"))
     body = json.dumps({"document": DEMO, "records": "[]"})
     assert browser.post(preview_url(workspace), body, content_type="application/json").status_code == 403
     page = browser.get(reverse("feeds:mapping_new", args=[workspace.slug]))
@@ -520,7 +520,7 @@ def test_mapping_js_turns_documents_into_rows_and_back():
 def browser_page(chromium, live_server, django_user_model):
     """A staff member's page in Debian's chromium, logged in through the session cookie."""
     client = Client()
-    client.force_login(django_user_model.objects.create_user("bella", is_staff=True))
+    client.force_login(make_staff("bella"))
     context = chromium.new_context(viewport={"width": 1280, "height": 900})
     context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
     page = context.new_page()

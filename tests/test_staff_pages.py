@@ -9,14 +9,23 @@ from django.urls import reverse
 from django.utils import timezone
 
 from feeds.models import CredentialLink, Delivery, SyncRun, Workspace
-from tests.helpers import SANDBOX_SECRET, FakeClock, make_job, make_workspace, purchase_rows, run_job, write_csv
+from tests.helpers import (
+    SANDBOX_SECRET,
+    FakeClock,
+    make_job,
+    make_staff,
+    make_workspace,
+    purchase_rows,
+    run_job,
+    write_csv,
+)
 
 pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
 def staff(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("sam", is_staff=True))
+    client.force_login(make_staff("sam"))
     return client
 
 

@@ -7,23 +7,35 @@ from functools import wraps
 from django.contrib.auth import get_permission_codename
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
+from django.http import HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404
 
 from feeds.models import Delivery, Mapping, SyncJob, SyncRun, Workspace
 
 
-def staff_required(view):
-    """Anonymous users go to the login page; logged-in users who are not staff get 403."""
+def staff_required(view=None, *, read: str | None = None, write: str | None = None):
+    """Staff only, holding the model permission the request needs — the rule the admin applies: `read` for GET
+    and HEAD (e.g. "view_workspace"), `write` for any other method (e.g. "change_workspace"); a method without one
+    is not allowed. Anonymous users go to the login page; the others get 403."""
 
-    @wraps(view)
-    def wrapper(request, *args, **kwargs):
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path())
-        if not (request.user.is_active and request.user.is_staff):
-            raise PermissionDenied("Staff only.")
-        return view(request, *args, **kwargs)
+    def decorate(view):
+        @wraps(view)
+        def wrapper(request, *args, **kwargs):
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            if not (request.user.is_active and request.user.is_staff):
+                raise PermissionDenied("Staff only.")
+            needed = read if request.method in ("GET", "HEAD") else write
+            if needed is None:
+                return HttpResponseNotAllowed([m for m, p in (("GET", read), ("POST", write)) if p])
+            if not request.user.has_perm(f"feeds.{needed}"):
+                raise PermissionDenied(f"You need the permission to {needed.replace('_', ' ', 1)}s.")
+            return view(request, *args, **kwargs)
 
-    return wrapper
+        wrapper.permissions = {"read": read, "write": write}
+        return wrapper
+
+    return decorate(view) if view is not None else decorate
 
 
 def get_workspace(slug: str) -> Workspace:

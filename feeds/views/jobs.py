@@ -11,7 +11,6 @@ from django.conf import settings
 from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
-from django.views.decorators.http import require_POST
 
 from feeds.models import SyncJob
 from feeds.preview import preview_job
@@ -224,7 +223,7 @@ def _context(request, workspace, form, job=None, new_token: str | None = None) -
     return context
 
 
-@staff_required
+@staff_required(read="add_syncjob", write="add_syncjob")
 def job_new(request, slug):
     workspace = get_workspace(slug)
     kind = request.GET.get("kind")
@@ -243,7 +242,7 @@ def job_new(request, slug):
     return render(request, "feeds/job_form.html", _context(request, workspace, form))
 
 
-@staff_required
+@staff_required(read="view_syncjob", write="change_syncjob")
 def job_edit(request, slug, job_id):
     workspace = get_workspace(slug)
     job = get_job(workspace, job_id)
@@ -257,8 +256,7 @@ def job_edit(request, slug, job_id):
     return render(request, "feeds/job_form.html", _context(request, workspace, form, job))
 
 
-@staff_required
-@require_POST
+@staff_required(write="change_syncjob")
 def job_inbox_token(request, slug, job_id):
     """A new push token, shown in this answer only: it is not stored anywhere (not even in the session),
     only its hash is kept on the job. The previous token stops working."""
@@ -274,7 +272,7 @@ def job_inbox_token(request, slug, job_id):
     return response
 
 
-@staff_required
+@staff_required(read="view_syncjob")
 def job_preview(request, slug, job_id):
     """The first records of the job's source through its mapping; nothing is sent."""
     job = get_job(get_workspace(slug), job_id)

@@ -22,7 +22,6 @@ from django.shortcuts import redirect, render
 from django.urls import path
 from django.utils import timezone
 from django.utils.text import slugify
-from django.views.decorators.http import require_GET, require_POST
 
 from feeds import datasheet as sheets
 from feeds import mapping as mapping_rules
@@ -467,12 +466,12 @@ def _save(workspace, mapping: Mapping | None, form: MappingForm) -> tuple[Mappin
     return target, changed or renamed
 
 
-@staff_required
+@staff_required(read="add_mapping", write="add_mapping")
 def mapping_new(request, slug):
     return _editor(request, get_workspace(slug), None)
 
 
-@staff_required
+@staff_required(read="view_mapping", write="change_mapping")
 def mapping_edit(request, slug, mapping_id):
     workspace = get_workspace(slug)
     return _editor(request, workspace, get_mapping(workspace, mapping_id))
@@ -517,8 +516,7 @@ def parse_records(text: str) -> tuple[list, list[str]]:
     return records, problems
 
 
-@staff_required
-@require_POST
+@staff_required(write="view_mapping")
 def mapping_preview(request, slug):
     """JSON in: {"document": {...}, "records": "<pasted text>"} or {"document": {...}, "job": id}.
     JSON out: the preview, and the messages keyed by the rule path of the row they belong to."""
@@ -575,8 +573,7 @@ def _filename(mapping: Mapping, what: str, ext: str) -> str:
     return f"{mapping.workspace.slug}-{slugify(mapping.name) or 'mapping'}-v{mapping.version}{what}.{ext}"
 
 
-@staff_required
-@require_GET
+@staff_required(read="view_mapping")
 def mapping_export(request, slug, mapping_id):
     mapping = get_mapping(get_workspace(slug), mapping_id)
     response = HttpResponse(pretty(mapping.rules) + "\n", content_type="application/json; charset=utf-8")
@@ -597,8 +594,7 @@ def _sheet_title(mapping: Mapping) -> str:
     return f"Feed data sheet: {mapping.workspace.name}"
 
 
-@staff_required
-@require_GET
+@staff_required(read="view_mapping")
 def datasheet(request, slug, mapping_id):
     mapping = get_mapping(get_workspace(slug), mapping_id)
     context = {
@@ -611,8 +607,7 @@ def datasheet(request, slug, mapping_id):
     return render(request, "feeds/datasheet.html", context)
 
 
-@staff_required
-@require_GET
+@staff_required(read="view_mapping")
 def datasheet_markdown(request, slug, mapping_id):
     mapping = get_mapping(get_workspace(slug), mapping_id)
     sheet = sheets.build(mapping.rules)

@@ -16,7 +16,6 @@ from django.http import JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
 from django.utils import timezone
-from django.views.decorators.http import require_POST
 
 from feeds import sync
 from feeds.models import Delivery, DeliveryAttempt, RejectedRecord, SyncRun
@@ -134,7 +133,7 @@ def live_status(run: SyncRun) -> dict:
 # -------------------------------------------------------------------------------------------------- pages
 
 
-@staff_required
+@staff_required(read="view_syncrun")
 def run(request, run_id):
     run = get_run(run_id)
     states = dict(Delivery.State.choices)
@@ -184,13 +183,12 @@ def _pager(request, page, param: str, anchor: str, label: str) -> dict:
     }
 
 
-@staff_required
+@staff_required(read="view_syncrun")
 def run_status(request, run_id):
     return JsonResponse(live_status(get_run(run_id)))
 
 
-@staff_required
-@require_POST
+@staff_required(write="change_delivery")
 def run_replay(request, run_id):
     """Send the run's failed deliveries again (or one of them), their stored bodies byte for byte."""
     run = get_run(run_id)
@@ -246,7 +244,7 @@ def _csv_value(value) -> object:
     return "" if value is None else value
 
 
-@staff_required
+@staff_required(read="view_delivery")
 def deliveries_csv(request, run_id):
     run = get_run(run_id)
     deliveries = run.deliveries.order_by("sequence")
@@ -266,7 +264,7 @@ def deliveries_csv(request, run_id):
     )
 
 
-@staff_required
+@staff_required(read="view_rejectedrecord")
 def rejects_csv(request, run_id):
     run = get_run(run_id)
     columns = [

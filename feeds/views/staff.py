@@ -6,7 +6,6 @@ from django import forms
 from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
-from django.views.decorators.http import require_POST
 
 from feeds import sync
 from feeds.health import workspace_health
@@ -24,12 +23,12 @@ class WorkspaceForm(forms.ModelForm):
         fields = ["name", "pod", "endpoint_url", "environment", "rate_limit"]
 
 
-@staff_required
+@staff_required(read="view_workspace")
 def home(request):
     return render(request, "feeds/home.html", {"healths": workspace_health()})
 
 
-@staff_required
+@staff_required(read="add_workspace", write="add_workspace")
 def workspace_new(request):
     form = WorkspaceForm(request.POST or None, initial={"environment": "development"})
     if request.method == "POST" and form.is_valid():
@@ -39,7 +38,7 @@ def workspace_new(request):
     return render(request, "feeds/workspace_new.html", {"form": form})
 
 
-@staff_required
+@staff_required(read="view_workspace")
 def workspace(request, slug):
     workspace = get_workspace(slug)
     context = {
@@ -55,8 +54,7 @@ def workspace(request, slug):
     return render(request, "feeds/workspace.html", context)
 
 
-@staff_required
-@require_POST
+@staff_required(write="add_credentiallink")
 def link_issue(request, slug):
     workspace = get_workspace(slug)
     link, token = CredentialLink.issue(workspace, request.user)
@@ -66,8 +64,7 @@ def link_issue(request, slug):
     return redirect("feeds:workspace", slug=workspace.slug)
 
 
-@staff_required
-@require_POST
+@staff_required(write="change_credentiallink")
 def link_revoke(request, slug, link_id):
     workspace = get_workspace(slug)
     link = workspace.credential_links.filter(pk=link_id).first()
@@ -77,8 +74,7 @@ def link_revoke(request, slug, link_id):
     return redirect("feeds:workspace", slug=workspace.slug)
 
 
-@staff_required
-@require_POST
+@staff_required(write="change_syncjob")
 def job_run(request, slug, job_id):
     job = get_job(get_workspace(slug), job_id)
     try:
@@ -91,8 +87,7 @@ def job_run(request, slug, job_id):
     return redirect("feeds:run", run_id=run.pk)
 
 
-@staff_required
-@require_POST
+@staff_required(write="change_workspace")
 def promote(request, slug):
     """Development → production, once staff have checked the first runs."""
     workspace = get_workspace(slug)

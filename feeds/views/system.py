@@ -4,7 +4,7 @@ import hmac
 
 from django.conf import settings
 from django.db import connection
-from django.http import HttpResponse, JsonResponse
+from django.http import HttpResponse, HttpResponseNotAllowed, JsonResponse
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -34,10 +34,13 @@ def health(request):
 
 def metrics(request):
     """Prometheus text format, for staff or for a scraper holding MPFEED_METRICS_TOKEN (Authorization: Bearer)."""
+    if request.method not in ("GET", "HEAD"):
+        return HttpResponseNotAllowed(["GET"])
     token = settings.MPFEED_METRICS_TOKEN
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     by_token = bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(given.strip(), token)
-    by_staff = request.user.is_authenticated and request.user.is_active and request.user.is_staff
+    # The counters name every workspace: staff who may see workspaces, as on the home page.
+    by_staff = request.user.is_active and request.user.is_staff and request.user.has_perm("feeds.view_workspace")
     if not (by_token or by_staff):
         response = HttpResponse(
             "Staff only, or send the metrics token as 'Authorization: Bearer <token>'.\n",
