@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -125,6 +126,7 @@ def postgres_and_redis(label: str) -> tuple[str, str]:
 def site_env(database_url: str, **extra: str) -> dict[str, str]:
     """The environment of a site on `database_url`, with settings of its own only (none leaked from ours)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MPFEED_", "Q_", "DATABASE_", "REDIS_"))}
+    # The benchmarks' files are in tempfile's folders: the source folder is there.
     env.update(DJANGO_SETTINGS_MODULE="mpfeed_site.settings", LOG_LEVEL="WARNING", MPFEED_ALLOW_SANDBOX="true",
-               DATABASE_URL=database_url, **extra)  # fmt: skip
+               MPFEED_ALLOW_PRIVATE_ENDPOINTS="true", MPFEED_SOURCE_ROOT=tempfile.gettempdir(), DATABASE_URL=database_url, **extra)  # fmt: skip
     return env

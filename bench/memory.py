@@ -31,9 +31,12 @@ def child(records: int) -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="mpfeed-mem-"))
     os.environ.update(
-        DATABASE_URL=f"sqlite:///{workdir / 'bench.sqlite3'}", DJANGO_SETTINGS_MODULE="mpfeed_site.settings"
+        DATABASE_URL=f"sqlite:///{workdir / 'bench.sqlite3'}",
+        DJANGO_SETTINGS_MODULE="mpfeed_site.settings",
+        MPFEED_SOURCE_ROOT=str(workdir),
     )
-    os.environ.update(LOG_LEVEL="WARNING", DEBUG="false", MPFEED_ALLOW_SANDBOX="true", ALLOWED_HOSTS="localhost")
+    os.environ.update(LOG_LEVEL="WARNING", DEBUG="false", MPFEED_ALLOW_SANDBOX="true", ALLOWED_HOSTS="localhost",
+                      MPFEED_ALLOW_PRIVATE_ENDPOINTS="true")  # fmt: skip
     data = workdir / "orders.csv"
     rand = random.Random(1)
     with open(data, "w") as f:

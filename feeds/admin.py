@@ -35,8 +35,10 @@ class WorkspaceAdmin(admin.ModelAdmin):
     list_select_related = ["pace"]
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
-    readonly_fields = ["credentials", "status_message", "credentials_updated_at", "created_at", "learned_pace"]
-    actions = ["replay_last_day", "test_credentials", "pause", "resume"]
+    readonly_fields = [
+        "credentials", "pending", "status_message", "credentials_updated_at", "created_at", "learned_pace"
+    ]  # fmt: skip
+    actions = ["replay_last_day", "test_credentials", "pause", "resume", "confirm_credentials"]
     fieldsets = [
         (
             None,
@@ -54,7 +56,19 @@ class WorkspaceAdmin(admin.ModelAdmin):
                 ]
             },
         ),
-        ("Credentials", {"fields": ["credentials", "new_api_key", "new_api_secret", "credentials_updated_at"]}),
+        (
+            "Credentials",
+            {
+                "fields": [
+                    "credentials",
+                    "new_api_key",
+                    "new_api_secret",
+                    "credentials_updated_at",
+                    "confirm_new_credentials",
+                    "pending",
+                ]
+            },
+        ),
     ]
 
     @admin.display(description="Learned pace")
@@ -64,8 +78,23 @@ class WorkspaceAdmin(admin.ModelAdmin):
 
     @admin.display(description="Credentials")
     def credentials(self, obj: Workspace) -> str:
-        # Only whether they are set: the stored values are never rendered.
-        return "set" if obj.has_credentials else "not set"
+        # The pod and the key's last characters: the secret is never rendered.
+        return f"{obj.get_pod_display()}, key {obj.api_key_hint}" if obj.has_credentials else "not set"
+
+    @admin.display(description="Received, waiting for confirmation")
+    def pending(self, obj: Workspace) -> str:
+        if not obj.has_pending_credentials:
+            return "none"
+        when = timezone.localtime(obj.pending_received_at).strftime("%Y-%m-%d %H:%M")
+        return f"{obj.get_pending_pod_display()}, key {obj.pending_key_hint}, tested {when}"
+
+    @admin.action(description="Use the credentials received (confirmation)", permissions=["change"])
+    def confirm_credentials(self, request, queryset):
+        for workspace in queryset:
+            if workspace.confirm_pending_credentials():
+                resumed = sync.resume_blocked_runs(workspace)
+                self.message_user(request, f"{workspace}: the new credentials are in use; runs resumed: "
+                                           f"{', '.join(map(str, resumed)) or 'none'}.")  # fmt: skip
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

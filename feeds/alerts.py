@@ -21,6 +21,7 @@ import hmac
 import json
 import logging
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -191,7 +192,8 @@ def _send_email(event: AlertEvent, workspace: Workspace, previous: str, run_id: 
     if not recipients:
         return "not configured (MPFEED_ALERT_EMAILS is empty)"
     site = getattr(settings, "SITE_NAME", "mpfeed")
-    subject = f"[{site}] {workspace.name}: {event.get_kind_display()}"
+    # One line whatever the name holds (a line break in a header is refused by the mail library, or worse).
+    subject = _one_line(f"[{site}] {workspace.name}: {event.get_kind_display()}")
     lines = [
         f"{workspace.name} changed state: {LABELS.get(previous, previous)} → {LABELS[workspace.health]}.",
         "",
@@ -217,6 +219,10 @@ def _send_email(event: AlertEvent, workspace: Workspace, previous: str, run_id: 
         log.warning("alert %s: e-mail failed: %s", event.pk, type(e).__name__)
         return _result(f"failed: {type(e).__name__}: {_redact(str(e), _mail_secrets())}")
     return f"sent to {len(recipients)} recipient(s)" if sent else "failed: the mail backend sent nothing"
+
+
+def _one_line(text: str) -> str:
+    return " ".join("".join(" " if unicodedata.category(c)[0] in "CZ" else c for c in text).split())
 
 
 def _mail_secrets() -> list[str]:

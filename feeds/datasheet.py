@@ -11,6 +11,7 @@ samples produce, else "as in the source".
 from __future__ import annotations
 
 import itertools
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -35,9 +36,21 @@ RULE_TYPES = {
 _OPERATORS = {"gt": ">", "gte": "≥", "lt": "<", "lte": "≤"}
 
 
+# Names from the mapping (fields, keys) are marked as code between these two private-use characters, never with
+# backticks: a name may hold backticks, and text from the mapping is escaped for Markdown apart from its code.
+CODE_OPEN, CODE_CLOSE = "\ue000", "\ue001"
+_CODE = re.compile(f"{CODE_OPEN}(.*?){CODE_CLOSE}", re.S)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def code(name: object) -> str:
+    """`name` marked as code (see CODE_OPEN)."""
+    return f"{CODE_OPEN}{str(name).replace(CODE_OPEN, '').replace(CODE_CLOSE, '')}{CODE_CLOSE}"
+
+
 def code_parts(text: str) -> list[tuple[str, bool]]:
-    """Markdown-ish text ("`email` (trim)") as (text, is_code) pieces, for the HTML page."""
-    return [(piece, i % 2 == 1) for i, piece in enumerate(text.split("`")) if piece]
+    """Text with names marked by code() as (text, is_code) pieces, for the HTML page."""
+    return [(piece, i % 2 == 1) for i, piece in enumerate(_CODE.split(text)) if piece]
 
 
 @dataclass
@@ -142,10 +155,10 @@ def show(value: object) -> str:
 def describe_source(spec: object) -> str:
     """Where a value comes from, in words: "`email` (trim, lower)", "constant "USD""."""
     if isinstance(spec, str):
-        return f"`{spec}`"
+        return code(spec)
     if not isinstance(spec, dict):
         return show(spec)
-    text = f"`{spec['field']}`" if "field" in spec else f"constant {show(spec.get('value'))}"
+    text = code(spec["field"]) if "field" in spec else f"constant {show(spec.get('value'))}"
     details = []
     transforms = spec.get("transform", [])
     details += [transforms] if isinstance(transforms, str) else list(transforms)
@@ -172,7 +185,7 @@ def describe_condition(cond: object) -> str:
         if name in cond and isinstance(cond[name], list):
             parts = [describe_condition(c) for c in cond[name]]
             return joiner.join(f"({p})" if " and " in p or " or " in p else p for p in parts)
-    subject = f"`{cond.get('field')}`"
+    subject = code(cond.get("field"))
     tests = []
     if "equals" in cond:
         tests.append(f"{subject} = {show(cond['equals'])}")
@@ -332,7 +345,7 @@ def build(doc: object, records: list[dict] | None = None) -> DataSheet:
     if "user_attributes_from" in doc:
         spec = doc["user_attributes_from"]
         source = spec if isinstance(spec, str) else spec["field"]
-        sheet.user_attributes_from = f"every key of the object in `{source}`"
+        sheet.user_attributes_from = f"every key of the object in {code(source)}"
         if isinstance(spec, dict) and spec.get("on_null") == "delete":
             sheet.user_attributes_from += " (keys with an empty or null value are deleted)"
     for i, rule in enumerate(doc.get("events", [])):
@@ -346,7 +359,7 @@ def _name_info(spec: object, when: object) -> tuple[str, str, list[str]]:
         if not is_template(spec):
             return spec, "constant", []
         fields = template_fields(spec)
-        listed = ", ".join(f"`{f}`" for f in fields)
+        listed = ", ".join(code(f) for f in fields)
         if not fields:  # only escaped braces
             return "".join(literal for literal, _ in parse_template(spec)), "constant", []
         return spec, f"template of field{'s' if len(fields) > 1 else ''} {listed}", _possible_names(spec, when)
@@ -411,7 +424,7 @@ def _event_sheet(index: int, rule: dict, made: list[dict]) -> EventSheet:
         sheet.attributes.append(Line(attr, describe_source(spec), value_type(spec, examples), _example(examples)))
     if "attributes_from" in rule:
         spec = rule["attributes_from"]
-        sheet.attributes_from = f"every key of the object in `{spec if isinstance(spec, str) else spec['field']}`"
+        sheet.attributes_from = f"every key of the object in {code(spec if isinstance(spec, str) else spec['field'])}"
     if event_type == "commerce_event":
         _commerce(sheet, rule["product_action"], made)
     return sheet
@@ -440,7 +453,7 @@ def _commerce(sheet: EventSheet, action: dict, made: list[dict]) -> None:
         return
     items = [item for listed in _values(made, "product_action", "products") for item in listed]
     if isinstance(products, dict):
-        sheet.products_source = f"one product per item of the list in `{products['from']}`"
+        sheet.products_source = f"one product per item of the list in {code(products['from'])}"
         specs = [products]
     else:
         sheet.products_source = f"up to {len(products)} product{'s' if len(products) > 1 else ''} from columns"
@@ -469,17 +482,39 @@ def _product_sources(specs: list[dict], key: str) -> str:
 # ----------------------------------------------------------------------------------------------- Markdown
 
 
+# Markdown's punctuation, escaped with a backslash wherever text from a mapping or a workspace is written:
+# no emphasis, link, image, HTML, heading, list, table cell or code span can come out of a name or a value.
+_MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]<>|~!&#])")
+# What starts a list, a rule or a setext heading when it opens a line ("#", ">" are escaped everywhere).
+_LINE_START = re.compile(r"^(\s*)(?:([-+=])|(\d+)([.)]))")
+
+
+def _md(text: object, *, table: bool = False) -> str:
+    """Plain text for Markdown: on one line, every Markdown character escaped; names marked by code() become code
+    spans. `table`: for a table cell (pipes in code spans escaped too, as GFM tables need)."""
+    out = []
+    for piece, is_code in code_parts(_CONTROL.sub(" ", str(text))):
+        out.append(_code(piece, table=table) if is_code else _MARKDOWN_PUNCTUATION.sub(r"\\\1", piece))
+    escaped = "".join(out)
+    return _LINE_START.sub(
+        lambda m: m.group(1) + (f"\\{m.group(2)}" if m.group(2) else f"{m.group(3)}\\{m.group(4)}"), escaped
+    )
+
+
 def _cell(text: object) -> str:
-    """Text for a Markdown table cell: pipes escaped, on one line."""
-    return str(text).replace("|", "\\|").replace("\r", " ").replace("\n", " ") or " "
+    return _md(text, table=True) or " "
 
 
-def _code(text: str) -> str:
-    """A code span that survives backticks in the text."""
+def _code(text: str, *, table: bool = False) -> str:
+    """A code span that survives backticks in the text: fenced by more backticks than the longest run inside."""
     if text == NONE:
         return text
-    fence = "``" if "`" in text else "`"
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    text = _CONTROL.sub(" ", str(text))
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
+    if table:  # a pipe splits a table cell even inside a code span unless escaped (GFM)
+        text = text.replace("|", "\\|")
     return f"{fence}{pad}{text}{pad}{fence}"
 
 
@@ -488,7 +523,7 @@ def _table(lines: list[Line], first: str = "Name", notes: bool = True) -> list[s
     head = [first, "Source field(s)", "Type", "Example value"] + (["Notes"] if show_notes else [])
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for line in lines:
-        cells = [_code(line.name), line.source, line.type, _code(line.example)] + ([line.note] if show_notes else [])
+        cells = [code(line.name), line.source, line.type, code(line.example)] + ([line.note] if show_notes else [])
         out.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     return out
 
@@ -496,22 +531,22 @@ def _table(lines: list[Line], first: str = "Name", notes: bool = True) -> list[s
 def to_markdown(sheet: DataSheet, *, title: str, details: list[str] = ()) -> str:
     """The data sheet as a Markdown document. `title` names the feed; `details` are lines under it
     (workspace, mapping and version, date)."""
-    out = [f"# {title}", ""]
-    out += [f"- {d}" for d in details]
+    out = [f"# {_md(title)}", ""]
+    out += [f"- {_md(d)}" for d in details]
     if details:
         out.append("")
     if sheet.errors:
-        out += ["## This mapping is not valid", ""] + [f"- {_cell(e)}" for e in sheet.errors] + [""]
+        out += ["## This mapping is not valid", ""] + [f"- {_md(e)}" for e in sheet.errors] + [""]
         return "\n".join(out)
     if sheet.description:
-        out += [sheet.description, ""]
+        out += [_md(line) for line in str(sheet.description).splitlines()] + [""]
     if sheet.samples:
         out.append(f"Example values come from {sheet.samples} sample record{'s' if sheet.samples > 1 else ''}.")
     else:
         out.append(f"The mapping keeps no sample records, so no example values ({NONE}).")
     out.append("")
     if sheet.warnings:
-        out += ["## Warnings", ""] + [f"- {_cell(w)}" for w in sheet.warnings] + [""]
+        out += ["## Warnings", ""] + [f"- {_md(w)}" for w in sheet.warnings] + [""]
 
     out += ["## Identities", ""]
     lines = sheet.identity_lines
@@ -523,7 +558,7 @@ def to_markdown(sheet: DataSheet, *, title: str, details: list[str] = ()) -> str
     if sheet.user_attributes:
         out += _table(sheet.user_attributes, "Attribute") + [""]
     if sheet.user_attributes_from:
-        out += [f"Also {sheet.user_attributes_from}: names and types vary by record.", ""]
+        out += [_md(f"Also {sheet.user_attributes_from}: names and types vary by record."), ""]
     if sheet.deleted_user_attributes:
         names = ", ".join(_code(n) for n in sheet.deleted_user_attributes)
         out += [f"Deletions: {names} may be sent in `deleted_user_attributes`.", ""]
@@ -534,27 +569,27 @@ def to_markdown(sheet: DataSheet, *, title: str, details: list[str] = ()) -> str
     if not sheet.events:
         out += ["No events.", ""]
     for event in sheet.events:
-        out += [f"### {_cell(event.title)}", ""]
-        facts = [f"Event type: `{event.event_type}`"]
+        out += [f"### {_md(event.title)}", ""]
+        facts = [f"Event type: {code(event.event_type)}"]
         if event.event_type != "commerce_event":
             label = "Screen name" if event.event_type == "screen_view" else "Event name"
-            named = f"{_code(event.name)} ({event.name_source})" if event.name else event.name_source
+            named = f"{code(event.name)} ({event.name_source})" if event.name else event.name_source
             facts.append(f"{label}: {named}")
             if event.possible_names:
-                facts.append("Possible names: " + ", ".join(_code(n) for n in event.possible_names))
-            facts.append(f"Example name: {_code(event.example_name)}")
+                facts.append("Possible names: " + ", ".join(code(n) for n in event.possible_names))
+            facts.append(f"Example name: {code(event.example_name)}")
         if event.custom_event_type:
-            facts.append(f"Custom event type: `{event.custom_event_type}`")
+            facts.append(f"Custom event type: {code(event.custom_event_type)}")
         facts.append(f"Sent when: {event.condition}" if event.condition else "Sent for every record")
-        out += [f"- {_cell(f)}" for f in facts] + [""]
+        out += [f"- {_md(f)}" for f in facts] + [""]
         if event.fields:
             out += _table(event.fields, "Field") + [""]
         if event.attributes:
             out += ["Event attributes (`custom_attributes`):", ""] + _table(event.attributes, "Attribute") + [""]
         if event.attributes_from:
-            out += [f"Also {event.attributes_from} as event attributes: names and types vary by record.", ""]
+            out += [_md(f"Also {event.attributes_from} as event attributes: names and types vary by record."), ""]
         if event.products:
-            out += [f"Products ({event.products_source}):", ""] + _table(event.products, "Product field") + [""]
+            out += [_md(f"Products ({event.products_source}):"), ""] + _table(event.products, "Product field") + [""]
     if sheet.refused_samples:
-        out += ["## Sample records the mapping refuses", ""] + [f"- {_cell(r)}" for r in sheet.refused_samples] + [""]
+        out += ["## Sample records the mapping refuses", ""] + [f"- {_md(r)}" for r in sheet.refused_samples] + [""]
     return "\n".join(out).rstrip() + "\n"

@@ -13,6 +13,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 
 from feeds.models import Mapping, SyncJob, Workspace
+from feeds.sources.build import source_root
 
 DEMO_USER = "demo"
 DEMO_WORKSPACE = "Demo Client"
@@ -115,7 +116,8 @@ def setup_demo(stdout=None) -> dict:
     mapping = Mapping.objects.filter(workspace=workspace, name="default").first() or Mapping(workspace=workspace)
     mapping.update_rules(orjson.loads((Path(settings.BASE_DIR) / "demo" / "mapping.json").read_bytes()))
 
-    data = var_dir() / "demo-data" / "orders.csv"
+    # In the source folder: file jobs read nothing outside it.
+    data = source_root() / "demo" / "orders.csv"
     if not data.exists():
         write_demo_file(data)
     SyncJob.objects.update_or_create(

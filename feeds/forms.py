@@ -32,7 +32,16 @@ class WorkspaceAdminForm(forms.ModelForm):
 
     class Meta:
         model = Workspace
-        fields = ["name", "slug", "pod", "endpoint_url", "environment", "status", "rate_limit"]
+        fields = [
+            "name",
+            "slug",
+            "pod",
+            "endpoint_url",
+            "environment",
+            "status",
+            "rate_limit",
+            "confirm_new_credentials",
+        ]
 
     def clean(self):
         data = super().clean()

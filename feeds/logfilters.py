@@ -1,4 +1,5 @@
-"""Keep credential-link tokens out of the logs: Django and the development server log request paths."""
+"""What the log handlers rewrite: credential-link tokens (Django and the servers log request paths) and control
+characters (a name or a record's text must not start a forged log line)."""
 
 from __future__ import annotations
 
@@ -17,4 +18,23 @@ class RedactLinkTokens(logging.Filter):
         message = record.getMessage()
         if "/connect/" in message:
             record.msg, record.args = redact(message), ()
+        return True
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029\u202a-\u202e\u2066-\u2069]|\n|\r")
+
+
+def escape_controls(text: str) -> str:
+    return _CONTROL.sub(lambda m: m.group(0).encode("unicode_escape").decode("ascii"), text)
+
+
+class EscapeControlCharacters(logging.Filter):
+    """Line breaks and other control characters in a message are written as escapes (\\n, \\x1b): one record,
+    one line. Tracebacks (logged as the record's exception, not its message) keep their lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        escaped = escape_controls(message)
+        if escaped != message:
+            record.msg, record.args = escaped, ()
         return True

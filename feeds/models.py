@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import secrets
 import time
+import unicodedata
 import uuid
 import zlib
 from datetime import datetime, timedelta
@@ -23,6 +24,17 @@ from fernet_fields import EncryptedTextField
 from feeds import mapping as mapping_rules
 from feeds.mparticle import schema
 from feeds.mparticle.client import EventsClient, base_url_for
+from feeds.mparticle.endpoints import non_public_reason
+
+
+def validate_one_line(value: str) -> None:
+    """Names go into e-mail subjects, Markdown headings, CSV files and log lines: one line of printable text."""
+    # Formatting characters include bidirectional overrides (text shown in another order than it is stored);
+    # the zero-width (non-)joiners some scripts and emoji need stay allowed.
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") and c not in "\u200c\u200d" for c in value):
+        raise ValidationError("A name cannot hold line breaks, tabs or other control or formatting characters.")
+    if value != value.strip():
+        raise ValidationError("A name cannot start or end with spaces.")
 
 
 class Workspace(models.Model):
@@ -46,7 +58,9 @@ class Workspace(models.Model):
         PAUSED = "paused", "Paused"
         CREDENTIALS_REJECTED = "credentials_rejected", "Credentials rejected"
 
-    name = models.CharField(max_length=200, unique=True, help_text="The client's name, as staff know it.")
+    name = models.CharField(
+        max_length=200, unique=True, validators=[validate_one_line], help_text="The client's name, as staff know it."
+    )
     slug = models.SlugField(max_length=200, unique=True)
     pod = models.CharField(
         max_length=20,
@@ -71,6 +85,16 @@ class Workspace(models.Model):
     credentials_verified_at = models.DateTimeField(
         null=True, blank=True, help_text="When the stored credentials last passed a connection test."
     )
+    confirm_new_credentials = models.BooleanField(
+        default=False,
+        help_text="Credentials a client hands over through a link wait for a staff member's confirmation before "
+        "they are used (the ones in use stay until then).",
+    )
+    # Received through a link, tested, waiting for staff (confirm_new_credentials). Write-only, encrypted.
+    pending_pod = models.CharField(max_length=20, choices=Pod.choices, blank=True, default="")
+    pending_api_key = EncryptedTextField(blank=True, default="")
+    pending_api_secret = EncryptedTextField(blank=True, default="")
+    pending_received_at = models.DateTimeField(null=True, blank=True)
     # What alerts last said about this workspace (feeds.alerts): one alert per change, never one per run.
     health = models.CharField(max_length=30, default="ok", editable=False)
     health_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -103,8 +127,31 @@ class Workspace(models.Model):
                 )
             if not self.endpoint_url:
                 raise ValidationError({"endpoint_url": "The sandbox pod needs an endpoint URL."})
+            reason = self.endpoint_refusal()
+            if reason:
+                raise ValidationError({"endpoint_url": reason})
         elif self.endpoint_url:
             raise ValidationError({"endpoint_url": "An endpoint URL is only used with the sandbox pod."})
+
+    def endpoint_refusal(self) -> str | None:
+        """Why this workspace's custom endpoint may not be sent to (None: it may, or it is an mParticle pod):
+        loopback, private and link-local hosts only where MPFEED_ALLOW_PRIVATE_ENDPOINTS allows them."""
+        if self.pod != self.Pod.SANDBOX or settings.MPFEED_ALLOW_PRIVATE_ENDPOINTS:
+            return None
+        reason = non_public_reason(self.endpoint_url)
+        return f"{reason[:1].upper()}{reason[1:]} (MPFEED_ALLOW_PRIVATE_ENDPOINTS is off)." if reason else None
+
+    @property
+    def api_key_hint(self) -> str:
+        return key_hint(self.api_key)
+
+    @property
+    def pending_key_hint(self) -> str:
+        return key_hint(self.pending_api_key)
+
+    @property
+    def has_pending_credentials(self) -> bool:
+        return self.pending_received_at is not None
 
     @property
     def has_credentials(self) -> bool:
@@ -119,6 +166,9 @@ class Workspace(models.Model):
             raise ValueError(f"workspace {self.name} has no credentials")
         if self.pod == self.Pod.SANDBOX and not settings.MPFEED_ALLOW_SANDBOX:
             raise ValueError("the sandbox pod is not allowed on this deployment (MPFEED_ALLOW_SANDBOX)")
+        reason = self.endpoint_refusal()  # resolved again: a name may point elsewhere since it was saved
+        if reason:
+            raise ValueError(reason)
         return EventsClient(
             self.base_url,
             self.api_key,
@@ -177,12 +227,53 @@ class Workspace(models.Model):
     def can_send(self) -> bool:
         return self.status == self.Status.ACTIVE and self.has_credentials
 
+    def hold_credentials(self, pod: str, api_key: str, api_secret: str, tested: datetime) -> None:
+        """Credentials that passed a connection test at `tested`, kept aside until staff confirm them
+        (confirm_new_credentials); the ones in use are untouched."""
+        self.pending_pod, self.pending_api_key, self.pending_api_secret = pod, api_key.strip(), api_secret.strip()
+        self.pending_received_at = tested
+        self.save(update_fields=["pending_pod", "pending_api_key", "pending_api_secret", "pending_received_at"])
+
+    def use_received_credentials(self, pod: str, api_key: str, api_secret: str, tested: datetime) -> None:
+        """Credentials that passed a connection test at `tested` replace the stored ones, verified then."""
+        self.pod = pod
+        if pod != self.Pod.SANDBOX:
+            self.endpoint_url = ""
+        self.set_credentials(api_key, api_secret)
+        updated = Workspace.objects.filter(pk=self.pk)
+        updated.update(credentials_verified_at=tested)
+        updated.filter(status=self.Status.CREDENTIALS_REJECTED).update(status=self.Status.ACTIVE, status_message="")
+        self.refresh_from_db(fields=["status", "status_message", "credentials_verified_at"])
+
+    def confirm_pending_credentials(self) -> bool:
+        """Staff confirm the credentials held aside: they are used from now on. False when there were none."""
+        with transaction.atomic():
+            mine = Workspace.objects.select_for_update().get(pk=self.pk)
+            if not mine.has_pending_credentials:
+                return False
+            pod, key, secret, tested = (
+                mine.pending_pod, mine.pending_api_key, mine.pending_api_secret, mine.pending_received_at
+            )  # fmt: skip
+            mine.discard_pending_credentials()
+            mine.use_received_credentials(pod, key, secret, tested)
+        self.refresh_from_db()
+        return True
+
+    def discard_pending_credentials(self) -> None:
+        self.pending_pod, self.pending_api_key, self.pending_api_secret, self.pending_received_at = "", "", "", None
+        self.save(update_fields=["pending_pod", "pending_api_key", "pending_api_secret", "pending_received_at"])
+
+
+def key_hint(api_key: str) -> str:
+    """What staff see of a key: its last four characters (never the secret), to compare with the client's."""
+    return f"…{api_key[-4:]}" if len(api_key) >= 12 else ("…" if api_key else "")
+
 
 class Mapping(models.Model):
     """Versioned rules from a partner record to identities, user attributes and events (see the README)."""
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="mappings")
-    name = models.CharField(max_length=200, default="default")
+    name = models.CharField(max_length=200, default="default", validators=[validate_one_line])
     version = models.PositiveIntegerField(default=1, help_text="Goes up by one with every change of the rules.")
     rules = models.JSONField(help_text="The mapping document (JSON).")
     created_at = models.DateTimeField(default=timezone.now)
@@ -257,7 +348,7 @@ class SyncJob(models.Model):
         HISTORICAL = "historical", "Historical (/bulkevents/historical)"
 
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="jobs")
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=200, validators=[validate_one_line])
     mapping = models.ForeignKey(Mapping, on_delete=models.PROTECT, related_name="jobs")
     source_kind = models.CharField(max_length=20, choices=SourceKind.choices, default=SourceKind.FILE)
     source_config = models.JSONField(
@@ -834,6 +925,9 @@ class CredentialLink(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0, help_text="Connection tests tried through this link.")
     last_attempt_at = models.DateTimeField(null=True, blank=True)
+    # What the client handed over (never the secret): the pod and the key's last characters.
+    received_pod = models.CharField(max_length=20, blank=True, default="")
+    received_key_hint = models.CharField(max_length=8, blank=True, default="")
 
     objects = CredentialLinkQuerySet.as_manager()
 
@@ -882,6 +976,29 @@ class CredentialLink(models.Model):
 
     def revoke(self) -> None:
         CredentialLink.objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+    def redeem(self, pod: str, api_key: str, api_secret: str, tested: datetime) -> Workspace | None:
+        """Use the link up with credentials that passed a connection test at `tested`, in one transaction (of
+        two concurrent redemptions one wins). They are used at once, or held for staff when the workspace asks
+        for confirmation. An expiry during the test does not count (the attempt began in time). Returns the
+        workspace as stored, or None when the link was used or revoked meanwhile."""
+        with transaction.atomic():
+            claimed = CredentialLink.objects.filter(pk=self.pk, used_at__isnull=True, revoked_at__isnull=True).update(
+                used_at=timezone.now(), received_pod=pod, received_key_hint=key_hint(api_key.strip())
+            )
+            if not claimed:
+                return None
+            workspace = Workspace.objects.select_for_update().get(pk=self.workspace_id)
+            if workspace.confirm_new_credentials:
+                workspace.hold_credentials(pod, api_key, api_secret, tested)
+            else:
+                workspace.use_received_credentials(pod, api_key, api_secret, tested)
+        self.refresh_from_db()
+        return workspace
+
+    @property
+    def received_pod_label(self) -> str:
+        return Workspace.Pod(self.received_pod).label if self.received_pod in Workspace.Pod.values else ""
         self.refresh_from_db(fields=["revoked_at"])
 
 

@@ -70,6 +70,9 @@ def start_run(
         raise SyncError(f"{workspace} is paused.")
     if workspace.status == Workspace.Status.CREDENTIALS_REJECTED:
         raise SyncError(f"{workspace}'s credentials were rejected: {workspace.status_message}")
+    refusal = workspace.endpoint_refusal()
+    if refusal:
+        raise SyncError(f"{workspace}'s endpoint may not be sent to: {refusal}")
     config = job.source_config if source_config is None else source_config
     try:
         build_source(job.source_kind, config, secret=job.source_secret, job_id=job.pk)
@@ -218,7 +221,10 @@ def replay_workspace(workspace: Workspace, since: datetime) -> tuple[int, list[i
 def test_connection(workspace: Workspace) -> Answer:
     """Send one batch without events in the development environment: mParticle checks the credentials
     without recording any data."""
-    client = workspace.client()
+    try:
+        client = workspace.client()
+    except ValueError as e:  # e.g. an endpoint this deployment may not send to: nothing was sent
+        return Answer(Outcome.NETWORK_ERROR, None, 0.0, error=str(e))
     try:
         return client.upload({"environment": "development", "source_request_id": str(uuid.uuid4())})
     finally:

@@ -177,6 +177,9 @@ else:
 # mpfeed itself.
 # The sandbox pod (any endpoint URL, e.g. the built-in fake Events API) is for local use and tests.
 MPFEED_ALLOW_SANDBOX = envbool("MPFEED_ALLOW_SANDBOX", str(DEBUG))
+# A sandbox endpoint on a loopback, private or link-local address (the built-in sandbox on 127.0.0.1): off unless
+# set; `manage.py serve` (make run) turns it on for the site and workers it starts.
+MPFEED_ALLOW_PRIVATE_ENDPOINTS = envbool("MPFEED_ALLOW_PRIVATE_ENDPOINTS", "False")
 MPFEED_CONNECT_TIMEOUT = envfloat("MPFEED_CONNECT_TIMEOUT", "5")
 MPFEED_READ_TIMEOUT = envfloat("MPFEED_READ_TIMEOUT", "30")
 # Records read, mapped and written as deliveries in one transaction.
@@ -188,17 +191,26 @@ MPFEED_BACKOFF_CAP = envfloat("MPFEED_BACKOFF_CAP", "60")
 MPFEED_MAX_RETRY_AFTER = envfloat("MPFEED_MAX_RETRY_AFTER", "3600")
 # How long transient failures (5xx, network) are retried before the delivery is parked as failed-retryable.
 MPFEED_RETRY_HORIZON = envfloat("MPFEED_RETRY_HORIZON", str(24 * 3600))
-# Folder where `--file` and staff-given paths may be read from (empty = anywhere the process can read).
-MPFEED_SOURCE_ROOT = os.getenv("MPFEED_SOURCE_ROOT", "")
+# The only folder file sources read from (relative paths start there; created when missing). Files outside it,
+# through '..' or symbolic links included, are refused whatever made the job.
+MPFEED_SOURCE_ROOT = Path(os.getenv("MPFEED_SOURCE_ROOT") or BASE_DIR / "var" / "sources").resolve()
 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
     # Credential-link URLs carry a token: every handler rewrites /connect/<token>/ to /connect/…/.
-    "filters": {"redact_link_tokens": {"()": "feeds.logfilters.RedactLinkTokens"}},
+    # Control characters in a message (from a name, a record, a server's answer) are escaped: one line per record.
+    "filters": {
+        "redact_link_tokens": {"()": "feeds.logfilters.RedactLinkTokens"},
+        "escape_controls": {"()": "feeds.logfilters.EscapeControlCharacters"},
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_link_tokens"]}
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "plain",
+            "filters": ["redact_link_tokens", "escape_controls"],
+        }
     },
     "root": {"handlers": ["console"], "level": os.getenv("LOG_LEVEL", "INFO")},
     "loggers": {

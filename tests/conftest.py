@@ -28,6 +28,13 @@ def _fast_backoff(settings):
     settings.MPFEED_BACKOFF_BASE = 0.01
     settings.MPFEED_BACKOFF_CAP = 0.05
     settings.MPFEED_ALLOW_SANDBOX = True
+    settings.MPFEED_ALLOW_PRIVATE_ENDPOINTS = True  # the sandbox listens on loopback
+
+
+@pytest.fixture(autouse=True)
+def _source_root(settings, tmp_path_factory):
+    # File jobs read below the source folder: the tests' files are all in pytest's temporary folders.
+    settings.MPFEED_SOURCE_ROOT = tmp_path_factory.getbasetemp()
 
 
 # ------------------------------------------------------------------------------------------------ the cast

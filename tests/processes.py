@@ -9,6 +9,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,6 +27,9 @@ def site_env(db_path: Path, **extra: str) -> dict[str, str]:
         Q_POLL="0.2",
         PYTHONUNBUFFERED="1",
         MPFEED_ALLOW_SANDBOX="true",
+        MPFEED_ALLOW_PRIVATE_ENDPOINTS="true",
+        # The tests' files are in temporary folders (pytest's, or tempfile's).
+        MPFEED_SOURCE_ROOT=tempfile.gettempdir(),
     )
     env.update(extra)
     return env

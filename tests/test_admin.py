@@ -156,13 +156,13 @@ def test_the_workspace_and_job_lists_filter_and_search(staff, finished_run, clea
 # ------------------------------------------------------------------------------------ write-only credentials
 
 
-def test_the_workspace_page_says_set_and_never_shows_the_credentials(staff):
+def test_the_workspace_page_shows_the_pod_and_the_keys_end_never_the_credentials(staff):
     workspace = make_workspace()
     response = staff.get(url(Workspace, "change", workspace.pk))
     html = response.content.decode()
     assert response.status_code == 200
     assert SANDBOX_SECRET not in html and SANDBOX_KEY not in html
-    assert '<div class="readonly">set</div>' in html
+    assert '<div class="readonly">Sandbox / custom URL (testing only), key …-key</div>' in html
     # The inputs are there, empty.
     assert '<input type="password" name="new_api_key" autocomplete="off"' in html
     assert 'name="new_api_secret" autocomplete="new-password"' in html

@@ -90,9 +90,10 @@ def onboard(page, cpage, site, sandbox, shots):
     # The client, in another browser context (no login), hands over the Feed's key and secret.
     cpage.goto(link)
     assert "Acme Shoes" in cpage.inner_text("body")
+    # The token left the address bar; staff chose the (sandbox) endpoint: the client is asked for none.
+    assert cpage.url == f"{site.url}/connect/" and link.rsplit("/", 2)[-2] not in cpage.url
+    assert cpage.get_by_label("Endpoint URL").count() == 0 and cpage.get_by_label("Pod").count() == 0
     shots.take(cpage, "client-form")
-    cpage.get_by_label("Pod").select_option("sandbox")
-    cpage.get_by_label("Endpoint URL").fill(f"{sandbox.url}/v2")
     cpage.get_by_label("API key").fill(SANDBOX_KEY)
     cpage.get_by_label("API secret").fill(SANDBOX_SECRET)
     cpage.get_by_role("button", name="Test and save").click()

@@ -82,10 +82,15 @@ def line(lines, name):
 # ------------------------------------------------------------------------------------------------- build
 
 
+def ticks(text: str) -> str:
+    """Names marked as code in the sheet (datasheet.code) written with backticks, as Markdown shows them."""
+    return text.replace(datasheet.CODE_OPEN, "`").replace(datasheet.CODE_CLOSE, "`")
+
+
 def test_the_demo_sheet_lists_what_is_sent_with_examples_from_the_samples():
     sheet = datasheet.build(DEMO)
     assert sheet.errors == [] and sheet.samples == 2 and sheet.record_key == "order_id"
-    assert [(x.name, x.source, x.type, x.example) for x in sheet.identities] == [
+    assert [(x.name, ticks(x.source), x.type, x.example) for x in sheet.identities] == [
         ("customer_id", "`customer_id`", "string", '"c-00042"'),
         ("email", "`email` (trim, lower)", "string", '"ada.lovelace42@example.com"'),
     ]
@@ -105,9 +110,9 @@ def test_the_demo_sheet_lists_what_is_sent_with_examples_from_the_samples():
         "",
     )
     assert event.example_name == '"Purchase Completed"'
-    assert event.timestamp.source == "`ordered_at` (format iso8601)"
+    assert ticks(event.timestamp.source) == "`ordered_at` (format iso8601)"
     assert event.timestamp.example == "1795168800000 (2026-11-20T10:00:00Z)"
-    assert [(x.name, x.source, x.type, x.example) for x in event.attributes] == [
+    assert [(x.name, ticks(x.source), x.type, x.example) for x in event.attributes] == [
         ("order_id", "`order_id`", "string", '"o-0000001"'),
         ("sku", "`sku`", "string", '"SKU-0042"'),
         ("amount", "`amount`", "number", "129.9"),
@@ -145,27 +150,27 @@ def test_deletions_mpid_commerce_events_products_and_conditions():
     assert sheet.deleted_user_attributes == ["plan"]
     assert plan.note == "deleted (deleted_user_attributes) when the value is empty or null" and plan.example == "—"
     tags = line(sheet.user_attributes, "tags")
-    assert (tags.source, tags.type, tags.example) == ('`tags` (split on "|")', "list of strings", '["a","b"]')
+    assert (ticks(tags.source), tags.type, tags.example) == ('`tags` (split on "|")', "list of strings", '["a","b"]')
     assert line(sheet.user_attributes, "score").type == "number"
-    assert line(sheet.user_attributes, "tier").source == 'constant "gold"'
+    assert ticks(line(sheet.user_attributes, "tier").source) == 'constant "gold"'
     assert line(sheet.user_attributes, "tier").example == '"gold"'
     assert (
-        sheet.user_attributes_from
+        ticks(sheet.user_attributes_from)
         == "every key of the object in `traits` (keys with an empty or null value are deleted)"
     )
 
     done, home, order = sheet.events
     assert done.title == "Event 1: custom event “{type} Done”"
-    assert done.name_source == "template of field `type`"
+    assert ticks(done.name_source) == "template of field `type`"
     assert done.possible_names == ["signup Done", "upgrade Done"]
     assert done.example_name == '"signup Done"'
-    assert done.condition == '`type` is one of "signup", "upgrade"'
-    assert done.attributes_from == "every key of the object in `props`"
+    assert ticks(done.condition) == '`type` is one of "signup", "upgrade"'
+    assert ticks(done.attributes_from) == "every key of the object in `props`"
     assert (home.event_type, home.name, home.custom_event_type) == ("screen_view", "Home", "")
     assert line(home.attributes, "ref").example == '"ad"'
 
     assert order.title == "Event 3: commerce event"
-    assert order.condition == '`status` = "paid" and not (`total` < 5)'
+    assert ticks(order.condition) == '`status` = "paid" and not (`total` < 5)'
     assert "optional" in order.timestamp.note
     assert [(x.name, x.type, x.example) for x in order.product_action] == [
         ("product_action.action", "one of " + ", ".join(datasheet.schema.PRODUCT_ACTIONS), '"purchase"'),
@@ -173,7 +178,7 @@ def test_deletions_mpid_commerce_events_products_and_conditions():
         ("product_action.total_amount", "number", "12.5"),
         ("currency_code", "string", '"EUR"'),
     ]
-    assert order.products_source == "one product per item of the list in `items`"
+    assert ticks(order.products_source) == "one product per item of the list in `items`"
     assert [(x.name, x.type, x.example) for x in order.products] == [
         ("products[].id", "string", '"s1"'),
         ("products[].price", "number", "3.5"),

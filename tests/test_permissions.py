@@ -23,6 +23,8 @@ STAFF_PAGES = {
     "link_revoke": ("slug link_id", None, "change_credentiallink"),
     "job_run": ("slug job_id", None, "change_syncjob"),
     "promote": ("slug", None, "change_workspace"),
+    "credentials_confirm": ("slug", None, "change_workspace"),
+    "credentials_discard": ("slug", None, "change_workspace"),
     "job_new": ("slug", "add_syncjob", "add_syncjob"),
     "job_edit": ("slug job_id", "view_syncjob", "change_syncjob"),
     "job_inbox_token": ("slug inbox_job_id", None, "change_syncjob"),
@@ -46,6 +48,7 @@ OWN_RULES = {
     "health": "public: a probe, tells whether the database, broker and a cluster are alive",
     "inbox": "the job's inbox token (tests/test_jobs.py)",
     "connect": "the one-time link's token (tests/test_connect.py)",
+    "connect_page": "the link whose token this browser's session was given (tests/test_connect.py)",
 }
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+from pathlib import Path
 
 from django.conf import settings
 
@@ -17,8 +17,7 @@ def build_source(kind: str, config: dict, *, secret: str = "", job_id: int | Non
     if kind == "file":
         from feeds.sources.files import FileSource
 
-        _check_source_root(config.get("path"))
-        return FileSource.from_config(config)
+        return FileSource.from_config(config, root=source_root())
     if kind == "sql":
         from feeds.sources.sql import SQLSource
 
@@ -40,15 +39,9 @@ def is_incremental(kind: str, config: dict) -> bool:
     return kind in INCREMENTAL_KINDS or bool(config.get("incremental"))
 
 
-def _check_source_root(path) -> None:
-    """With MPFEED_SOURCE_ROOT set, file sources may only read below it (staff cannot point a job at any
-    file the server can read)."""
-    root = settings.MPFEED_SOURCE_ROOT
-    if not root or not isinstance(path, str):
-        return
-    real_root = os.path.realpath(root)
-    # A glob's folder part decides where it can read; resolve what is there now, links included.
-    fixed = path.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0]
-    real = os.path.realpath(fixed or ".")
-    if os.path.commonpath([real_root, real]) != real_root:
-        raise SourceError(f"files may only be read below {root} (MPFEED_SOURCE_ROOT)")
+def source_root() -> Path:
+    """The folder file sources read from (MPFEED_SOURCE_ROOT), created when missing: nothing outside it is read,
+    whatever form, command or admin page made the job."""
+    root = Path(settings.MPFEED_SOURCE_ROOT)
+    root.mkdir(mode=0o750, parents=True, exist_ok=True)
+    return root

@@ -12,6 +12,14 @@ Settings (a job's source config, checked by `FileSource.from_config`)::
      "compression": "auto",             # "auto" (gzip when the file starts like gzip) | "gzip" | "none"
      "incremental": false}              # for the engine (feeds.sources.build): runs go on from the last cursor
 
+The source folder
+-----------------
+Built with a `root` (the engine always gives one: MPFEED_SOURCE_ROOT), a source reads only below that folder. A
+relative path is taken from the root. The folder where a glob starts is checked when the source is built; then
+every file, after glob expansion with `..` and symbolic links resolved, is checked when listed, and again on the
+file actually opened (so a link swapped in between is caught): a file outside the root stops the run with a
+SourceError naming it, and nothing of it is read.
+
 Memory stays flat whatever the file size: files are read in 64 KiB chunks (gzip is decompressed 64 KiB at a
 time, so a small archive that expands enormously is harmless), and a line or record over `max_record_bytes`
 (16 MiB) is reported and skipped up to its next line break, never held beyond that limit.
@@ -361,9 +369,12 @@ class FileSource:
     compression: str = "auto"
     incremental: bool = False  # not used here: the engine's choice of cursor
     max_record_bytes: int = MAX_RECORD_BYTES
+    root: str | None = None  # the folder every file read must be in, symbolic links resolved (None: anywhere)
 
     @classmethod
-    def from_config(cls, config: Any, *, max_record_bytes: int = MAX_RECORD_BYTES) -> FileSource:
+    def from_config(
+        cls, config: Any, *, max_record_bytes: int = MAX_RECORD_BYTES, root: str | os.PathLike | None = None
+    ) -> FileSource:
         if not isinstance(config, dict):
             raise SourceError("the file source settings must be an object with a path")
         unknown = sorted(set(map(str, config)) - set(SETTINGS))
@@ -399,7 +410,19 @@ class FileSource:
         if not isinstance(incremental, bool):
             raise SourceError(f"incremental must be true or false, not {incremental!r}")
         delimiter = delimiter if fmt == "csv" else ","
-        return cls(path, fmt, delimiter, encoding, compression, incremental, max_record_bytes)
+        real_root = None
+        if root is not None:
+            real_root = os.path.realpath(root)
+            path = os.path.join(real_root, path)  # a relative path is read from the root; an absolute one kept
+            parts = Path(path).parts
+            wild = next((i for i, part in enumerate(parts) if MAGIC.search(part)), len(parts))
+            if ".." in parts[wild:]:
+                raise SourceError(f"{path}: '..' cannot follow a wildcard")
+            # Where the path or its glob starts, as it resolves now; each file is checked again when read.
+            start = str(Path(*parts[:wild])) if wild else real_root
+            if not _inside(os.path.realpath(start), real_root):
+                raise SourceError(f"{config['path']} is outside the source folder {real_root} (MPFEED_SOURCE_ROOT)")
+        return cls(path, fmt, delimiter, encoding, compression, incremental, max_record_bytes, real_root)
 
     @property
     def config(self) -> dict:
@@ -426,6 +449,7 @@ class FileSource:
                 raise SourceError(f"the file {path} does not exist")
             if os.path.isdir(path):
                 raise SourceError(f"{path} is a folder, not a file")
+            self._check_inside(path)
             return [(_name(os.path.basename(path)), Path(path))]
         root = _root(self.path)
         if not os.path.isdir(root):
@@ -435,7 +459,20 @@ class FileSource:
             for p in glob.iglob(self.path, recursive=True)
             if os.path.isfile(p)
         ]
+        for _, p in found:
+            self._check_inside(p)
         return sorted(found)
+
+    def _check_inside(self, path, fd: int | None = None) -> None:
+        """A file outside the root (through '..' or a symbolic link) stops the run before any of it is read.
+        With an open descriptor, the file actually opened is the one checked."""
+        if self.root is None:
+            return
+        real = os.path.realpath(path)
+        if fd is not None and os.path.exists(f"/proc/self/fd/{fd}"):
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        if not _inside(real, self.root):
+            raise SourceError(f"{path} resolves to a file outside the source folder {self.root} (MPFEED_SOURCE_ROOT)")
 
     def read(self, cursor: Any = None) -> Iterator[Item]:
         """The items after `cursor` (None: from the start). Bad settings, a bad cursor and a missing path raise
@@ -458,6 +495,7 @@ class FileSource:
         lines = None
         try:
             with open(path, "rb", buffering=0) as f:
+                self._check_inside(path, f.fileno())
                 magic = f.read(2)
                 f.seek(0)
                 if self.compression == "gzip" and magic and magic != GZIP_MAGIC:
@@ -622,6 +660,10 @@ def _codec_for(encoding: Any, head: bytes) -> tuple[str, bytes]:
     if not ok:
         raise SourceError(f"files in {encoding!r} cannot be read line by line")
     return codec, nl
+
+
+def _inside(real: str, real_root: str) -> bool:
+    return os.path.commonpath([real, real_root]) == real_root
 
 
 def _extension(path: str) -> str:

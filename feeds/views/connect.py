@@ -1,9 +1,12 @@
 """The client's credential page: a one-time link where the client's contact enters the Feed's key and secret.
 
-No login: the random token in the URL is the only key (only its hash is stored). The page shows nothing but the
-workspace's name and the partner's name. A POST counts an attempt, tests the *new* credentials on an unsaved copy
-of the workspace, and stores them only when mParticle accepts them, using the link up at the same moment. The
-token is never logged by this module, and Django's own "Not Found: /connect/<token>/" line is suppressed for the
+No login: the random token in the URL is the only key (only its hash is stored). The first GET moves it into the
+session and redirects to /connect/, so the token is in no later address bar, history entry or access-log line.
+The page shows nothing but the workspace's name and the partner's name, and asks for the key, the secret and an
+mParticle pod (never an endpoint URL: a sandbox endpoint is set by staff). A POST counts an attempt, tests the
+*new* credentials on an unsaved copy of the workspace, and stores them only when mParticle accepts them, using the
+link up at the same moment (CredentialLink.redeem: used at once, or held for staff to confirm). The token is
+never logged by this module, and Django's own "Not Found: /connect/<token>/" line is suppressed for the
 responses made here (see _private).
 """
 
@@ -15,10 +18,9 @@ from functools import wraps
 from django import forms
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.db import transaction
 from django.db.models import F
 from django.http import HttpResponseNotAllowed
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import path
 from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
@@ -26,7 +28,7 @@ from django.views.decorators.csrf import csrf_protect
 
 from feeds import sync
 from feeds.models import CredentialLink, Workspace
-from feeds.mparticle.client import CREDENTIALS, TRANSIENT, Answer, Outcome
+from feeds.mparticle.client import CREDENTIALS, TRANSIENT, Answer
 
 log = logging.getLogger(__name__)
 
@@ -37,26 +39,18 @@ GONE_STATUS = {"revoked": 410, "used": 410, "expired": 410}
 
 
 def pod_choices() -> list[tuple[str, str]]:
-    return [
-        (value, label)
-        for value, label in Workspace.Pod.choices
-        if value != Workspace.Pod.SANDBOX or settings.MPFEED_ALLOW_SANDBOX
-    ]
+    """The pods a client may choose: mParticle's own. The sandbox pod and its endpoint URL are set by staff."""
+    return [(value, label) for value, label in Workspace.Pod.choices if value != Workspace.Pod.SANDBOX]
 
 
 class ConnectForm(forms.Form):
-    """The Feed's credentials and where they work. Key and secret are never rendered back (see _fresh_inputs)."""
+    """The Feed's key and secret, and the mParticle pod they work on. Never an endpoint URL: where the data goes is
+    mParticle's pod, or what staff set up. Key and secret are never rendered back (see _fresh_inputs)."""
 
     pod = forms.ChoiceField(
         label="Pod",
         choices=pod_choices,
         help_text="Where your mParticle workspace is hosted. A Feed's key and secret use “Partner inbound (Feed)”.",
-    )
-    endpoint_url = forms.URLField(
-        label="Endpoint URL",
-        required=False,
-        assume_scheme="https",
-        help_text="Only for the sandbox pod: the Events API base URL, ending in /v2.",
     )
     api_key = forms.CharField(
         label="API key",
@@ -71,36 +65,29 @@ class ConnectForm(forms.Form):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
     )
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, workspace: Workspace, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        if not settings.MPFEED_ALLOW_SANDBOX:
-            del self.fields["endpoint_url"]
+        self.workspace = workspace
+        if workspace.pod == Workspace.Pod.SANDBOX:
+            del self.fields["pod"]  # staff pointed this workspace at a test endpoint: it stays there
 
-    def clean(self):
-        data = super().clean()
-        if data.get("pod") == Workspace.Pod.SANDBOX:
-            if not data.get("endpoint_url"):
-                self.add_error("endpoint_url", "The sandbox pod needs an endpoint URL.")
-        elif data.get("endpoint_url"):
-            self.add_error("endpoint_url", "An endpoint URL is only used with the sandbox pod; leave it empty.")
-        return data
-
-    def probe(self, workspace: Workspace) -> Workspace:
+    def probe(self) -> Workspace:
         """An unsaved copy of the workspace with the new credentials: what the connection test runs against."""
-        data = self.cleaned_data
+        data, workspace = self.cleaned_data, self.workspace
+        pod = data.get("pod") or workspace.pod
         return Workspace(
             pk=workspace.pk,
             name=workspace.name,
             environment=workspace.environment,
-            pod=data["pod"],
-            endpoint_url=(data.get("endpoint_url") or "") if data["pod"] == Workspace.Pod.SANDBOX else "",
+            pod=pod,
+            endpoint_url=workspace.endpoint_url if pod == Workspace.Pod.SANDBOX else "",
             api_key=data["api_key"],
             api_secret=data["api_secret"],
         )
 
 
 def _fresh_inputs(form: ConnectForm) -> None:
-    """Show the form again without the key and the secret (the pod and the endpoint URL stay)."""
+    """Show the form again without the key and the secret (the pod stays)."""
     if form.is_bound:
         form.data = form.data.copy()
         form.data["api_key"] = ""
@@ -110,23 +97,20 @@ def _fresh_inputs(form: ConnectForm) -> None:
 # ------------------------------------------------------------------------------------------------ answers
 
 
-def explain(answer: Answer, pod_label: str) -> str:
-    """The connection test's answer in plain words, for the client's contact."""
+def explain(answer: Answer) -> str:
+    """The connection test's answer in plain words, for the client's contact. It names no host, status or
+    address: the page must not tell anything of the network it was sent from (staff find the details in the
+    log)."""
     if answer.delivered:
         return "mParticle accepted these credentials."
     if answer.outcome in CREDENTIALS:
         return (
             "mParticle did not accept this key and secret; check you copied the Feed's key and secret "
-            "(not the workspace's)."
+            "(not the workspace's), and the pod."
         )
-    if answer.outcome is Outcome.NETWORK_ERROR:
-        return f"We could not reach mParticle's {pod_label} endpoint; try again in a few minutes."
-    if answer.outcome in TRANSIENT:  # 429 and 5xx
-        return "mParticle is busy; try again in a few minutes."
-    return (
-        f"mParticle answered the test in a way we did not expect (HTTP {answer.status}); try again, "
-        f"or ask {settings.PARTNER_NAME} for help."
-    )
+    if answer.outcome in TRANSIENT:  # 429, 5xx, network
+        return "mParticle could not be reached or is busy; try again in a few minutes."
+    return f"The test did not succeed; try again, or ask {settings.PARTNER_NAME} for help."
 
 
 # -------------------------------------------------------------------------------------------------- pages
@@ -172,18 +156,30 @@ def _too_many(request, link: CredentialLink):
     return _page(request, "feeds/connect_too_many.html", {"workspace_name": link.workspace.name}, status=429)
 
 
+# The link's id, once its token has been seen: the token leaves the address bar (and the access logs of every
+# later request) after the first one.
+SESSION_KEY = "mpfeed-credential-link"
+
+
 @_private
 @csrf_protect
-def connect(request, token):
+def connect(request, token: str | None = None):
     if request.method not in ("GET", "POST"):
         return HttpResponseNotAllowed(["GET", "POST"])
-    link = CredentialLink.find(token)
+    if token is not None:
+        link = CredentialLink.find(token)
+    else:
+        link_id = request.session.get(SESSION_KEY)
+        link = CredentialLink.objects.select_related("workspace").filter(pk=link_id).first() if link_id else None
     if link is None:
         log.info("credential page: unknown link")
         return _gone(request, 404)
     if not link.usable:
         log.info("credential link %s (workspace %s): refused, %s", link.pk, link.workspace_id, link.state)
         return _gone(request, GONE_STATUS[link.state])
+    if token is not None and request.method == "GET":
+        request.session[SESSION_KEY] = link.pk
+        return redirect("feeds:connect_page")
     workspace = link.workspace
     limit = settings.MPFEED_CREDENTIAL_LINK_ATTEMPTS
 
@@ -191,7 +187,7 @@ def connect(request, token):
         if link.attempts >= limit:
             return _too_many(request, link)
         initial = {"pod": workspace.pod} if workspace.pod in dict(pod_choices()) else {}
-        return _form_page(request, workspace, ConnectForm(initial=initial))
+        return _form_page(request, workspace, ConnectForm(workspace, initial=initial))
 
     # One attempt per POST, counted atomically and only while the link is open and under its limit.
     now = timezone.now()
@@ -204,32 +200,39 @@ def connect(request, token):
         link.refresh_from_db()
         return _gone(request, 410) if not link.usable else _too_many(request, link)
 
-    form = ConnectForm(request.POST)
+    form = ConnectForm(workspace, request.POST)
     if not form.is_valid():
         _fresh_inputs(form)
         return _form_page(request, workspace, form)
 
-    probe = form.probe(workspace)
+    probe = form.probe()
+    tested = timezone.now()
     answer = sync.test_connection(probe)  # the new credentials, before anything is stored
-    explanation = explain(answer, probe.get_pod_display())
+    explanation = explain(answer)
     log.info("credential link %s (workspace %s): connection test %s", link.pk, workspace.pk, answer.describe())
     if not answer.delivered:
         _fresh_inputs(form)
         return _form_page(request, workspace, form, explanation=explanation)
 
-    stored = _store(link, probe)
+    stored = link.redeem(probe.pod, probe.api_key, probe.api_secret, tested)
     if stored is None:
         # Revoked, or used by another request, while this one was testing.
         log.info("credential link %s (workspace %s): no longer usable after the test", link.pk, workspace.pk)
         return _gone(request, 410)
-    resumed = sync.resume_blocked_runs(stored)
-    log.info(
-        "credential link %s (workspace %s): credentials received and verified; runs resumed: %s",
-        link.pk,
-        workspace.pk,
-        resumed or "none",
-    )
-    return _page(request, "feeds/connect_done.html", {"workspace_name": workspace.name, "explanation": explanation})
+    request.session.pop(SESSION_KEY, None)
+    if stored.confirm_new_credentials:
+        log.info("credential link %s (workspace %s): credentials received and verified, held for staff", link.pk,
+                 workspace.pk)  # fmt: skip
+    else:
+        resumed = sync.resume_blocked_runs(stored)
+        log.info(
+            "credential link %s (workspace %s): credentials received and verified; runs resumed: %s",
+            link.pk,
+            workspace.pk,
+            resumed or "none",
+        )
+    context = {"workspace_name": workspace.name, "explanation": explanation, "held": stored.confirm_new_credentials}
+    return _page(request, "feeds/connect_done.html", context)
 
 
 def _form_page(request, workspace: Workspace, form: ConnectForm, explanation: str = ""):
@@ -239,23 +242,7 @@ def _form_page(request, workspace: Workspace, form: ConnectForm, explanation: st
     return response
 
 
-def _store(link: CredentialLink, probe: Workspace) -> Workspace | None:
-    """Use the link up and store the credentials that just passed, as one transaction: of two concurrent
-    POSTs only one can use the link. An expiry during the test does not count (the attempt began in time).
-    Returns the workspace as stored, or None when the link could not be used."""
-    now = timezone.now()
-    with transaction.atomic():
-        claimed = CredentialLink.objects.filter(pk=link.pk, used_at__isnull=True, revoked_at__isnull=True).update(
-            used_at=now
-        )
-        if not claimed:
-            return None
-        workspace = Workspace.objects.select_for_update().get(pk=link.workspace_id)
-        workspace.pod = probe.pod
-        workspace.endpoint_url = probe.endpoint_url
-        workspace.set_credentials(probe.api_key, probe.api_secret)
-        workspace.mark_credentials_verified()  # they passed the test just made
-    return workspace
-
-
-urlpatterns = [path("connect/<str:token>/", connect, name="connect")]
+urlpatterns = [
+    path("connect/", connect, name="connect_page"),
+    path("connect/<str:token>/", connect, name="connect"),
+]

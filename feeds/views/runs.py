@@ -216,7 +216,10 @@ class _Echo:
 
 def _cell(value) -> object:
     # Text from a client's records or a server's answer must not run as a formula in a spreadsheet.
-    if isinstance(value, str) and value.startswith(("=", "+", "-", "@", "\t", "\r")):
+    # Also after leading spaces, and with the full-width signs some spreadsheets read as the same.
+    if isinstance(value, str) and (
+        value[:1] in ("\t", "\r", "\n") or value.lstrip(" ")[:1] in ("=", "+", "-", "@", "＝", "＋", "－", "＠")
+    ):
         return "'" + value
     return value
 

@@ -20,7 +20,7 @@ class WorkspaceForm(forms.ModelForm):
 
     class Meta:
         model = Workspace
-        fields = ["name", "pod", "endpoint_url", "environment", "rate_limit"]
+        fields = ["name", "pod", "endpoint_url", "environment", "rate_limit", "confirm_new_credentials"]
 
 
 @staff_required(read="view_workspace")
@@ -43,7 +43,7 @@ def workspace(request, slug):
     workspace = get_workspace(slug)
     context = {
         "workspace": workspace,
-        "links": workspace.credential_links.all()[:10],
+        "links": workspace.credential_links.select_related("created_by")[:10],
         "mappings": workspace.mappings.all(),
         "jobs": workspace.jobs.select_related("mapping"),
         "runs": workspace.runs.select_related("job")[:15],
@@ -100,6 +100,29 @@ def promote(request, slug):
     return redirect("feeds:workspace", slug=slug)
 
 
+@staff_required(write="change_workspace")
+def credentials_confirm(request, slug):
+    """Use the credentials a client handed over, held for a staff member's confirmation."""
+    workspace = get_workspace(slug)
+    if workspace.confirm_pending_credentials():
+        resumed = sync.resume_blocked_runs(workspace)
+        messages.success(
+            request,
+            f"The new credentials (key {workspace.api_key_hint}) are in use."
+            + (f" Runs resumed: {', '.join(f'#{pk}' for pk in resumed)}." if resumed else ""),
+        )
+    return redirect("feeds:workspace", slug=slug)
+
+
+@staff_required(write="change_workspace")
+def credentials_discard(request, slug):
+    workspace = get_workspace(slug)
+    if workspace.has_pending_credentials:
+        workspace.discard_pending_credentials()
+        messages.success(request, "The credentials received were discarded; the ones in use stay.")
+    return redirect("feeds:workspace", slug=slug)
+
+
 urlpatterns = [
     path("", home, name="home"),
     path("workspaces/new/", workspace_new, name="workspace_new"),
@@ -108,4 +131,6 @@ urlpatterns = [
     path("workspaces/<slug:slug>/links/<int:link_id>/revoke/", link_revoke, name="link_revoke"),
     path("workspaces/<slug:slug>/jobs/<int:job_id>/run/", job_run, name="job_run"),
     path("workspaces/<slug:slug>/promote/", promote, name="promote"),
+    path("workspaces/<slug:slug>/credentials/confirm/", credentials_confirm, name="credentials_confirm"),
+    path("workspaces/<slug:slug>/credentials/discard/", credentials_discard, name="credentials_discard"),
 ]

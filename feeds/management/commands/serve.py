@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -26,9 +27,13 @@ class Command(BaseCommand):
             url = sandbox.start(port=settings.MPFEED_DEMO_SANDBOX_PORT)
             self.stdout.write(f"Sandbox Events API: {url}/v2 (state at {url}/_sandbox/state)")
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        env = dict(os.environ)
+        if sandbox:
+            # The built-in sandbox listens on loopback: let this local site and its workers send to it.
+            env.setdefault("MPFEED_ALLOW_PRIVATE_ENDPOINTS", "true")
         children = [
-            subprocess.Popen([*manage, "qcluster"]),
-            subprocess.Popen([*manage, "runserver", "--noreload", options["addr"]]),
+            subprocess.Popen([*manage, "qcluster"], env=env),
+            subprocess.Popen([*manage, "runserver", "--noreload", options["addr"]], env=env),
         ]
         self.stdout.write(f"Site: http://{options['addr']}/  (task cluster started; Ctrl-C stops everything)")
 
