@@ -1,4 +1,9 @@
+from contextlib import suppress
+from pathlib import Path
+
 from django.apps import AppConfig
+from django.conf import settings
+from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate
 
 
@@ -15,5 +20,11 @@ class FeedsConfig(AppConfig):
 
     def ready(self) -> None:
         from feeds import checks, signals, tasks  # noqa: F401  (registers the system checks and signal handlers)
+        from feeds.security import owner_only_sqlite_file
+
+        # WhiteNoise serves STATIC_ROOT (filled by collectstatic): there from the start, even empty.
+        with suppress(OSError):
+            Path(settings.STATIC_ROOT).mkdir(parents=True, exist_ok=True)
 
         post_migrate.connect(_ensure_schedules, sender=self)
+        connection_created.connect(owner_only_sqlite_file, dispatch_uid="mpfeed-owner-only-sqlite")

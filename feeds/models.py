@@ -9,7 +9,7 @@ import time
 import unicodedata
 import uuid
 import zlib
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -424,6 +424,59 @@ class InboxRecord(models.Model):
 
     def __str__(self) -> str:
         return f"Inbox record {self.pk} of {self.job}"
+
+
+class InboxPush(models.Model):
+    """A push that came with an Idempotency-Key: the same key again (a retry after a lost answer) is answered as
+    the first time and stores nothing; the same key with another body is refused. Kept MPFEED_IDEMPOTENCY_HOURS."""
+
+    job = models.ForeignKey(SyncJob, on_delete=models.CASCADE, related_name="pushes")
+    key = models.CharField(max_length=255)
+    body_sha256 = models.CharField(max_length=64)
+    received = models.PositiveIntegerField()
+    first_id = models.BigIntegerField()
+    last_id = models.BigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "key"], name="inbox_push_unique_key")]
+        indexes = [models.Index(fields=["created_at"], name="inbox_push_created")]
+
+    def __str__(self) -> str:
+        return f"Push {self.key!r} to {self.job}"
+
+
+class AddressAttempt(models.Model):
+    """How many times an address tried something limited (a credential-link test) in a window of time."""
+
+    scope = models.CharField(max_length=30)
+    address = models.CharField(max_length=64)
+    window_start = models.DateTimeField()
+    count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["scope", "address", "window_start"], name="address_attempt_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} from {self.address}: {self.count}"
+
+    @classmethod
+    def allow(cls, scope: str, address: str, limit: int, window_seconds: float) -> bool:
+        """Count one attempt of `address` in the current window; False once it has had `limit` of them."""
+        now = timezone.now()
+        start = datetime.fromtimestamp(now.timestamp() // window_seconds * window_seconds, tz=UTC)
+        with transaction.atomic():
+            row, created = cls.objects.select_for_update().get_or_create(
+                scope=scope, address=address, window_start=start
+            )
+            if created:  # a new window: forget the old ones
+                cls.objects.filter(scope=scope, window_start__lt=start - timedelta(days=1)).delete()
+            if row.count >= limit:
+                return False
+            cls.objects.filter(pk=row.pk).update(count=F("count") + 1)
+        return True
 
 
 class SyncRunQuerySet(models.QuerySet):

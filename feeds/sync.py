@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from feeds import alerts
 from feeds.mapping import MappingError, compile_mapping
-from feeds.models import Delivery, InboxRecord, Sender, SyncJob, SyncRun, Workspace
+from feeds.models import Delivery, InboxPush, InboxRecord, Sender, SyncJob, SyncRun, Workspace
 from feeds.mparticle import schema
 from feeds.mparticle.client import Answer, Outcome
 from feeds.pacing import Pacing, target_rate
@@ -117,6 +117,13 @@ def ensure_schedules() -> None:
         name=SWEEPER,
         defaults={"func": "feeds.tasks.resume_stalled", "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
     )
+
+
+def forget_old_push_keys(now: datetime | None = None) -> int:
+    """Idempotency-Keys of pushes older than MPFEED_IDEMPOTENCY_HOURS: a retry that late is a new push."""
+    cutoff = (now or timezone.now()) - timedelta(hours=settings.MPFEED_IDEMPOTENCY_HOURS)
+    deleted, _ = InboxPush.objects.filter(created_at__lt=cutoff).delete()
+    return deleted
 
 
 def resume_stalled(now: datetime | None = None) -> list[int]:

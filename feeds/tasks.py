@@ -46,9 +46,11 @@ def run_scheduled_job(job_id: int) -> str:
 
 
 def resume_stalled() -> str:
-    """Every minute: queue again the reading that a dead worker or a lost task left behind, and replays."""
+    """Every minute: queue again the reading that a dead worker or a lost task left behind, and replays; forget
+    the Idempotency-Keys of old pushes."""
     resumed = sync.resume_stalled()
-    return f"resumed {len(resumed)} run(s)"
+    forgotten = sync.forget_old_push_keys()
+    return f"resumed {len(resumed)} run(s), forgot {forgotten} push key(s)"
 
 
 @receiver(post_spawn, dispatch_uid="mpfeed-sender")

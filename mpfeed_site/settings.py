@@ -68,18 +68,29 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "axes",
     "django_q",
     "feeds",
 ]
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "feeds.security.ContentSecurityPolicyMiddleware",
+    # Static files from STATIC_ROOT (after collectstatic), with long cache lifetimes for hashed names.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last: turns away logins from an address or to an account with too many failures (django-axes).
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "mpfeed_site.urls"
@@ -135,6 +146,16 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(os.getenv("STATIC_ROOT", BASE_DIR / "static-collected"))
+# With DEBUG off, file names carry a hash of their content (cached for a year by browsers): run `collectstatic`
+# before starting the site. WhiteNoise serves them, compressed.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if envbool("MPFEED_STATIC_MANIFEST", str(not DEBUG))
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
 LOGIN_URL = "admin:login"
 LOGIN_REDIRECT_URL = "feeds:home"
 
@@ -145,6 +166,25 @@ CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", str(not DEBUG))
 SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", "0" if DEBUG else "31536000")
 SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
 SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD", "False")
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = envint("SESSION_COOKIE_AGE", str(12 * 3600))
+# The pages' policy (feeds.security): only the site's own scripts and styles, no frames of it anywhere.
+MPFEED_CONTENT_SECURITY_POLICY = os.getenv("MPFEED_CONTENT_SECURITY_POLICY", "")
+# Error pages (DEBUG) and error e-mails hide settings and variables that hold connection strings or passwords.
+DEFAULT_EXCEPTION_REPORTER_FILTER = "feeds.security.ErrorReportFilter"
+# How many proxies in front of the site add to X-Forwarded-For (1 behind one TLS proxy): the client's address
+# for login and link-test limits. 0: REMOTE_ADDR, the header ignored.
+MPFEED_PROXY_COUNT = envint("MPFEED_PROXY_COUNT", "0")
+
+# Logins (django-axes): an address, or an account, is turned away for AXES_COOLOFF_TIME after this many failures.
+AXES_FAILURE_LIMIT = envint("AXES_FAILURE_LIMIT", "5")
+AXES_COOLOFF_TIME = envfloat("AXES_COOLOFF_HOURS", "0.25")
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_CLIENT_IP_CALLABLE = "feeds.security.client_ip"
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "feeds/login_locked.html"
+AXES_VERBOSE = False
 # Joining the browsers' HSTS preload list is a decision for whoever owns the domain, not a default.
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 if os.getenv("SECURE_PROXY_SSL_HEADER"):
@@ -279,6 +319,10 @@ MPFEED_HTTP_SOURCE_MAX_PAGE_BYTES = envint("MPFEED_HTTP_SOURCE_MAX_PAGE_BYTES", 
 # Onboarding: how long a client's credential link works, and how many connection tests it allows.
 MPFEED_CREDENTIAL_LINK_HOURS = envfloat("MPFEED_CREDENTIAL_LINK_HOURS", "72")
 MPFEED_CREDENTIAL_LINK_ATTEMPTS = envint("MPFEED_CREDENTIAL_LINK_ATTEMPTS", "10")
+# Connection tests from one address (MPFEED_PROXY_COUNT says how it is found) per hour, whatever the link.
+MPFEED_LINK_TESTS_PER_ADDRESS = envint("MPFEED_LINK_TESTS_PER_ADDRESS", "30")
+# How long a push's Idempotency-Key is remembered (a retry with the same key stores nothing).
+MPFEED_IDEMPOTENCY_HOURS = envfloat("MPFEED_IDEMPOTENCY_HOURS", "48")
 
 # Alerts when a workspace changes state: e-mail (Django's mail settings) and a signed webhook.
 MPFEED_ALERT_EMAILS = envlist("MPFEED_ALERT_EMAILS", "")

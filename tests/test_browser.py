@@ -58,11 +58,16 @@ def test_onboarding_from_workspace_to_delivered_data(chromium, site, sandbox, tm
     staff = chromium.new_context(viewport={"width": 1280, "height": 900})
     client = chromium.new_context(viewport={"width": 390, "height": 844})  # a phone
     try:
-        page = staff.new_page()
+        page, cpage = staff.new_page(), client.new_page()
+        # Every page is shown under the site's Content-Security-Policy: a violation is a failure.
+        violations: list[str] = []
+        for p in (page, cpage):
+            p.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
         login(page, site.url)
         shots.take(page, "staff-home-empty")
-        onboard(page, client.new_page(), site, sandbox, shots)
+        onboard(page, cpage, site, sandbox, shots)
         map_fields_run_and_watch(page, site, sandbox, shots, tmp_path)
+        assert violations == []
     except Exception:
         print(site.log()[-5000:])  # what the site and its cluster said, to explain a failure
         raise

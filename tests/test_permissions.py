@@ -45,6 +45,7 @@ STAFF_PAGES = {
 # URLs with a rule of their own, tested where the rule is.
 OWN_RULES = {
     "healthz": "public: a load balancer's probe, tells only that the site answers",
+    "favicon": "public: the site's icon",
     "health": "public: a probe, tells whether the database, broker and a cluster are alive",
     "inbox": "the job's inbox token (tests/test_jobs.py)",
     "connect": "the one-time link's token (tests/test_connect.py)",

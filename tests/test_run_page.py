@@ -109,7 +109,7 @@ def test_the_page_shows_the_run_its_counters_and_tables(staff, finished_run):
     assert f'data-counter="records_rejected">{ROWS}<' in text
     assert f'data-counter="events_accepted">{ROWS}<' in text
     assert f"{ROWS} of {ROWS} events written so far accepted" in text
-    assert 'aria-valuenow="100"' in text and "width: 100%" in text
+    assert 'aria-valuenow="100"' in text and 'value="100"' in text
     # Every delivery, with a link to its admin page; every rejected record, with its reason.
     for delivery in run.deliveries.all():
         assert reverse("admin:feeds_delivery_change", args=[delivery.pk]) in text
@@ -369,10 +369,14 @@ def test_replay_of_one_delivery(staff, failed_run, sandbox, sync_q):
     one.refresh_from_db()
     assert one.state == Delivery.State.ACCEPTED
     assert run.deliveries.failed().count() == 2
-    # Not a delivery of this run, or not a number: nothing to replay.
-    for other in ["999999", "x"]:
-        response = staff.post(url("run_replay", run), {"delivery": other}, follow=True)
-        assert messages_of(response) == ["Nothing to replay: this run has no failed deliveries."]
+    # Not a delivery of this run: nothing to replay. Not an id at all: a 400, never a 500.
+    response = staff.post(url("run_replay", run), {"delivery": "999999"}, follow=True)
+    assert messages_of(response) == ["Nothing to replay: this run has no failed deliveries."]
+    for malformed in ["x", "²", "١٢", "99999999999999999999999", "-1", "1.0"]:
+        response = staff.post(url("run_replay", run), {"delivery": malformed})
+        assert response.status_code == 400, malformed
+        assert "a whole number" in response.content.decode()
+    assert run.deliveries.failed().count() == 2
 
 
 def test_replay_with_nothing_failed_says_so(staff, finished_run):

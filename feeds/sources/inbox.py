@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -90,14 +93,54 @@ def store_push(job, records: list[dict]) -> tuple[int, int]:
     """Store a push's records durably, in one transaction; returns the first and last inbox ids."""
     from django.db import transaction
 
+    with transaction.atomic():
+        return _store(job, records)
+
+
+def _store(job, records: list[dict]) -> tuple[int, int]:
     from feeds.models import InboxRecord
 
-    with transaction.atomic():
-        created = InboxRecord.objects.bulk_create(
-            [InboxRecord(job=job, data=orjson.dumps(r).decode()) for r in records]
-        )
+    created = InboxRecord.objects.bulk_create([InboxRecord(job=job, data=orjson.dumps(r).decode()) for r in records])
     if created and created[0].pk is not None:
         return created[0].pk, created[-1].pk
     # Databases that do not return ids from bulk inserts: read them back (the newest rows of this job).
     ids = list(InboxRecord.objects.filter(job=job).order_by("-pk").values_list("pk", flat=True)[: len(records)])
     return min(ids), max(ids)
+
+
+class KeyReused(Exception):
+    """An Idempotency-Key already used for a push with another body."""
+
+
+@dataclass(frozen=True)
+class Stored:
+    received: int
+    first_id: int
+    last_id: int
+    replayed: bool  # the key was seen before: nothing new was stored
+
+
+def store_idempotent_push(job, key: str, body: bytes, records: list[dict]) -> Stored:
+    """Store a push once per Idempotency-Key: the records and the key in one transaction. The same key with the
+    same body again is answered as the first time; with another body, KeyReused."""
+    from django.db import IntegrityError, transaction
+
+    from feeds.models import InboxPush
+
+    digest = hashlib.sha256(body).hexdigest()
+    for _ in range(2):
+        earlier = InboxPush.objects.filter(job=job, key=key).first()
+        if earlier is not None:
+            if not hmac.compare_digest(earlier.body_sha256, digest):
+                raise KeyReused(key)
+            return Stored(earlier.received, earlier.first_id, earlier.last_id, replayed=True)
+        try:
+            with transaction.atomic():
+                first, last = _store(job, records)
+                InboxPush.objects.create(
+                    job=job, key=key, body_sha256=digest, received=len(records), first_id=first, last_id=last
+                )
+            return Stored(len(records), first, last, replayed=False)
+        except IntegrityError:
+            continue  # the same key stored by a concurrent request: answer as it was answered
+    raise KeyReused(key)

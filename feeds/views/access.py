@@ -38,6 +38,15 @@ def staff_required(view=None, *, read: str | None = None, write: str | None = No
     return decorate(view) if view is not None else decorate
 
 
+def parse_id(value: str) -> int | None:
+    """A database id typed in a form or a query: ASCII digits that fit a 64-bit integer, else None (a 400 for
+    the caller, never a 500: "²" is a digit to str.isdigit, and a huge number overflows SQLite)."""
+    value = value.strip()
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        return None
+    return int(value)
+
+
 def get_workspace(slug: str) -> Workspace:
     return get_object_or_404(Workspace, slug=slug)
 

@@ -27,8 +27,9 @@ from django.utils.cache import add_never_cache_headers
 from django.views.decorators.csrf import csrf_protect
 
 from feeds import sync
-from feeds.models import CredentialLink, Workspace
+from feeds.models import AddressAttempt, CredentialLink, Workspace
 from feeds.mparticle.client import CREDENTIALS, TRANSIENT, Answer
+from feeds.security import client_ip
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,13 @@ def connect(request, token: str | None = None):
             return _too_many(request, link)
         initial = {"pod": workspace.pod} if workspace.pod in dict(pod_choices()) else {}
         return _form_page(request, workspace, ConnectForm(workspace, initial=initial))
+
+    # Per address too: one network trying many links (or one link from many tabs) is slowed down.
+    address = client_ip(request)
+    if not AddressAttempt.allow("link-test", address, settings.MPFEED_LINK_TESTS_PER_ADDRESS, 3600):
+        log.warning("credential link %s (workspace %s): tests from one address over the hourly limit", link.pk,
+                    link.workspace_id)  # fmt: skip
+        return _page(request, "feeds/connect_too_many.html", {"per_address": True}, status=429)
 
     # One attempt per POST, counted atomically and only while the link is open and under its limit.
     now = timezone.now()

@@ -12,7 +12,7 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncMinute
-from django.http import JsonResponse, StreamingHttpResponse
+from django.http import HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
 from django.utils import timezone
@@ -20,7 +20,7 @@ from django.utils import timezone
 from feeds import sync
 from feeds.models import Delivery, DeliveryAttempt, RejectedRecord, SyncRun
 from feeds.notices import replay_message
-from feeds.views.access import can_replay, get_run, staff_required
+from feeds.views.access import can_replay, get_run, parse_id, staff_required
 
 PER_PAGE = 50
 # The chart keeps at most this many points: a long run's minutes are summed into wider buckets.
@@ -197,7 +197,10 @@ def run_replay(request, run_id):
     deliveries = run.deliveries.all()
     one = request.POST.get("delivery", "")
     if one:
-        deliveries = deliveries.filter(pk=int(one)) if one.isdigit() else deliveries.none()
+        delivery_id = parse_id(one)
+        if delivery_id is None:
+            return HttpResponseBadRequest("delivery must be the id of one of this run's deliveries (a whole number).")
+        deliveries = deliveries.filter(pk=delivery_id)
     count, queued = sync.replay(deliveries)
     level, text = replay_message(count, queued, nothing="this run has no failed deliveries.")
     messages.add_message(request, level, text)

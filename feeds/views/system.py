@@ -4,14 +4,15 @@ import hmac
 
 from django.conf import settings
 from django.db import connection
-from django.http import HttpResponse, HttpResponseNotAllowed, JsonResponse
+from django.http import HttpResponse, HttpResponseNotAllowed, HttpResponsePermanentRedirect, JsonResponse
+from django.templatetags.static import static
 from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from feeds import operations
 from feeds.models import SyncJob
-from feeds.sources.inbox import PushError, parse_push, store_push
+from feeds.sources.inbox import KeyReused, PushError, parse_push, store_idempotent_push, store_push
 
 
 def healthz(request):
@@ -19,6 +20,11 @@ def healthz(request):
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"}) if request.GET.get("format") == "json" else HttpResponse("OK")
+
+
+def favicon(request):
+    """Browsers ask for /favicon.ico on every page that names none (the admin's): the site's icon."""
+    return HttpResponsePermanentRedirect(static("feeds/favicon.svg"))
 
 
 def health(request):
@@ -76,16 +82,30 @@ def inbox(request, inbox_id):
     length = int(declared)
     if length > settings.MPFEED_INBOX_MAX_BYTES:
         return _push_error(413, f"the body is over {settings.MPFEED_INBOX_MAX_BYTES} bytes; send smaller pushes")
+    key = request.headers.get("Idempotency-Key", "").strip()
+    if key and (len(key) > 255 or not key.isascii() or not key.isprintable()):
+        return _push_error(400, "the Idempotency-Key header must be at most 255 printable ASCII characters")
     try:
         records = parse_push(request.body, request.content_type or "")
     except PushError as e:
         return _push_error(400, str(e))
-    first, last = store_push(job, records)
-    return JsonResponse({"received": len(records), "first_id": first, "last_id": last}, status=202)
+    if not key:
+        first, last = store_push(job, records)
+        return JsonResponse({"received": len(records), "first_id": first, "last_id": last}, status=202)
+    try:
+        stored = store_idempotent_push(job, key, request.body, records)
+    except KeyReused:
+        return _push_error(422, "this Idempotency-Key was used for a push with another body; nothing was stored")
+    body = {"received": stored.received, "first_id": stored.first_id, "last_id": stored.last_id}
+    response = JsonResponse({**body, "replayed": stored.replayed}, status=202)
+    if stored.replayed:
+        response["Idempotent-Replayed"] = "true"
+    return response
 
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("favicon.ico", favicon, name="favicon"),
     path("health", health, name="health"),
     path("metrics", metrics, name="metrics"),
     path("inbox/<uuid:inbox_id>/", inbox, name="inbox"),

@@ -82,7 +82,8 @@
     const percent = Math.round((status.progress || 0) * 100);
     const bar = find("progress");
     bar.setAttribute("aria-valuenow", percent);
-    bar.firstElementChild.style.width = `${percent}%`;
+    bar.value = percent;
+    bar.textContent = `${percent}%`;
     find("progress_text").textContent = status.progress_text;
     find("reading").textContent = status.read_done ? "source read to the end" : "reading…";
     find("started_at").textContent = when(status.started_at);
