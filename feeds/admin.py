@@ -557,7 +557,7 @@ class DeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
                 )
                 pretty = pretty[:INSPECTOR_LIMIT]
             body = format_html(
-                '{}<pre class="request-body" style="max-height: 40em; overflow: auto">{}</pre>',
+                '{}<pre class="request-body">{}</pre>',
                 note,
                 pretty.decode("utf-8", "ignore"),
             )

@@ -48,3 +48,24 @@ class Shots:
         path = self.dir / f"{self.n:02d}-{step}.png"
         page.screenshot(path=str(path), full_page=True)
         return path
+
+
+def wait_js(page, expression: str, timeout: float = 10_000) -> None:
+    """Wait until a JavaScript expression is true in the page, across reloads. Page.wait_for_function compiles
+    its predicate with eval inside the page, which the site's Content-Security-Policy forbids; page.evaluate
+    does not."""
+    import time
+
+    from playwright.sync_api import Error
+
+    deadline = time.monotonic() + timeout / 1000
+    while True:
+        try:
+            if page.evaluate(expression):
+                return
+        except Error as e:  # the page navigated (a reload) while the expression ran: ask the new one
+            if "context was destroyed" not in str(e) and "navigat" not in str(e):
+                raise
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout / 1000:.0f} s: {expression}")
+        time.sleep(0.05)

@@ -12,7 +12,7 @@ import re
 import pytest
 
 from tests import processes
-from tests.browser import Shots
+from tests.browser import Shots, wait_js
 from tests.helpers import MAPPING, SANDBOX_KEY, SANDBOX_SECRET, purchase_rows, write_csv
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -62,7 +62,14 @@ def test_onboarding_from_workspace_to_delivered_data(chromium, site, sandbox, tm
         # Every page is shown under the site's Content-Security-Policy: a violation is a failure.
         violations: list[str] = []
         for p in (page, cpage):
-            p.on("console", lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None)
+            p.on(
+                "console",
+                lambda m, p=p: (
+                    violations.append(f"{p.url}: {m.location}: {m.text[:60]}")
+                    if "Content Security Policy" in m.text
+                    else None
+                ),
+            )
         login(page, site.url)
         shots.take(page, "staff-home-empty")
         onboard(page, cpage, site, sandbox, shots)
@@ -152,9 +159,9 @@ def map_fields_run_and_watch(page, site, sandbox, shots, tmp_path):
     page.fill("#id_document", json.dumps(MAPPING, indent=2))
     page.locator("#preview-records").fill(json.dumps(rows[:3] + [rows[7]]))
     page.locator("#preview-run").click()
-    page.wait_for_function("document.querySelector('#preview-batches').textContent.includes('Purchase Completed')")
+    wait_js(page, "document.querySelector('#preview-batches').textContent.includes('Purchase Completed')")
     # The refused sample is shown with the reason, next to the rule that refused it.
-    page.wait_for_function("document.querySelector('#preview-refused').textContent.includes('is not a number')")
+    wait_js(page, "document.querySelector('#preview-refused').textContent.includes('is not a number')")
     shots.take(page, "mapping-preview")
     page.get_by_role("button", name="Save mapping").click()
     page.wait_for_load_state()
@@ -182,7 +189,8 @@ def map_fields_run_and_watch(page, site, sandbox, shots, tmp_path):
     page.wait_for_url(re.compile(r"/runs/\d+/$"))
     shots.take(page, "run-started")
     # When the run ends, the page reloads itself once, complete and no longer polling (data-live="0").
-    page.wait_for_function(
+    wait_js(
+        page,
         "(document.querySelector('#run') || {dataset: {}}).dataset.live === '0' && "
         "['Succeeded with rejected records', 'Succeeded'].includes("
         "(document.querySelector('[data-run=status]') || {}).textContent?.trim())",

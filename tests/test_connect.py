@@ -453,6 +453,12 @@ def test_staff_may_require_their_confirmation_before_new_credentials_are_used(cl
     # Tested and kept aside: the ones in use did not change, nothing resumed.
     assert workspace.api_secret == "an-old-wrong-secret" and workspace.pending_api_secret == SANDBOX_SECRET
     assert workspace.has_pending_credentials and workspace.status == Workspace.Status.CREDENTIALS_REJECTED
+    # Held aside encrypted, like the ones in use: the plain secret is in no column of the table.
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT * FROM feeds_workspace")
+        assert SANDBOX_SECRET not in repr(cursor.fetchall())
     run.refresh_from_db()
     assert run.status == SyncRun.Status.BLOCKED
 

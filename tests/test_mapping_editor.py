@@ -15,6 +15,7 @@ from django.test import Client
 from django.urls import reverse
 
 from feeds.models import Mapping
+from tests.browser import wait_js
 from tests.helpers import MAPPING, make_job, make_mapping, make_staff, make_workspace, purchase_rows, write_csv
 
 pytestmark = pytest.mark.django_db
@@ -548,7 +549,7 @@ def test_editing_in_a_browser_keeps_rows_json_and_preview_in_step(browser_page, 
     page.goto(live_server.url + edit_url(mapping))
     status = page.locator("#preview-status")
     # The golden samples' records are the first sample records: one batch, one refused record, placed.
-    page.wait_for_function("document.getElementById('preview-status').textContent.includes('batch')")
+    wait_js(page, "document.getElementById('preview-status').textContent.includes('batch')")
     assert "2 records → 1 batch, 1 refused record" in status.inner_text()
     assert '"event_name": "Purchase Completed"' in page.inner_text("#preview-batches")
     amount_errors = page.locator("[data-path='events[0].attributes.amount'] .row-msgs")
@@ -568,8 +569,8 @@ def test_editing_in_a_browser_keeps_rows_json_and_preview_in_step(browser_page, 
     orders = page.locator("#row-user_attributes-lifetime_orders")
     orders.get_by_label("Type").select_option("bool")
     assert document_in(page)["user_attributes"]["lifetime_orders"] == {"field": "lifetime_orders", "type": "bool"}
-    page.wait_for_function(
-        "document.querySelector('#row-user_attributes-lifetime_orders .row-msgs').textContent.includes('boolean')"
+    wait_js(
+        page, "document.querySelector('#row-user_attributes-lifetime_orders .row-msgs').textContent.includes('boolean')"
     )
     assert "has-errors" in orders.get_attribute("class")
     assert orders.locator(".f-source").get_attribute("aria-invalid") == "true"
@@ -584,7 +585,7 @@ def test_editing_in_a_browser_keeps_rows_json_and_preview_in_step(browser_page, 
     row.locator(".f-target-name").fill("tier")
     row.get_by_label("upper").check()
     assert document_in(page)["user_attributes"]["tier"] == {"field": "plan", "transform": ["upper"]}
-    page.wait_for_function("document.getElementById('preview-batches').textContent.includes('\"tier\": \"PRO\"')")
+    wait_js(page, "document.getElementById('preview-batches').textContent.includes('\"tier\": \"PRO\"')")
 
     # Editing the JSON rebuilds the rows.
     page.get_by_text("Advanced: edit as JSON").click()
@@ -592,7 +593,7 @@ def test_editing_in_a_browser_keeps_rows_json_and_preview_in_step(browser_page, 
     doc["events"][0]["name"] = "Order Completed"
     doc["identities"]["other_id_2"] = {"field": "crm_id", "transform": "trim", "default": "none"}
     page.fill("#id_document", json.dumps(doc, indent=2))
-    page.wait_for_function("document.querySelector('#event-0 .f-name').value === 'Order Completed'")
+    wait_js(page, "document.querySelector('#event-0 .f-name').value === 'Order Completed'")
     crm = page.locator("[data-path='identities.other_id_2']")
     assert crm.locator(".f-target-identity").input_value() == "other_id_2"
     assert "Also in the JSON: default" in crm.inner_text()
@@ -600,10 +601,10 @@ def test_editing_in_a_browser_keeps_rows_json_and_preview_in_step(browser_page, 
 
     # JSON that does not parse: the rows wait, and say why.
     page.fill("#id_document", '{"identities": ')
-    page.wait_for_function("!document.getElementById('rows-problem').hidden")
+    wait_js(page, "!document.getElementById('rows-problem').hidden")
     assert page.locator("#rows .f-source").first.is_disabled()
     page.fill("#id_document", json.dumps(doc, indent=2))
-    page.wait_for_function("document.getElementById('rows-problem').hidden")
+    wait_js(page, "document.getElementById('rows-problem').hidden")
 
     # Save: the samples' outputs change, so they must be accepted.
     page.get_by_role("button", name="Save mapping").click()
@@ -622,7 +623,7 @@ def test_editing_in_a_browser_keeps_rows_json_and_preview_in_step(browser_page, 
     imported = tmp_path / "signups.json"
     imported.write_text(json.dumps({"identities": {"email": "mail"}, "events": [{"name": "Signed Up"}]}))
     page.locator("#import-file").set_input_files(str(imported))
-    page.wait_for_function("document.querySelectorAll('#rows .map-row').length === 1")
+    wait_js(page, "document.querySelectorAll('#rows .map-row').length === 1")
     assert "Imported signups.json" in page.inner_text("#json-status")
     assert page.locator("#event-0 .f-name").input_value() == "Signed Up"
 
@@ -654,7 +655,7 @@ def test_a_new_mapping_built_from_rows_on_a_phone(browser_page, live_server):
         "#preview-records",
         '{"user_id": 7, "plan": "pro", "at": "2026-11-20T10:00:00Z"}\n{"user_id": 8, "plan": "gold", "at": 1}',
     )
-    page.wait_for_function("document.getElementById('preview-status').textContent.includes('2 records')")
+    wait_js(page, "document.getElementById('preview-status').textContent.includes('2 records')")
     assert '"event_name": "pro Signed Up"' in page.inner_text("#preview-batches")
     assert '"channel": "source"' in page.inner_text("#preview-batches")
     shots.take(page, "built")
@@ -729,7 +730,7 @@ def test_64_bit_numbers_survive_the_browser(browser_page, live_server):
     mapping = make_mapping(make_workspace(name="Acme"), doc)
     page = browser_page
     page.goto(live_server.url + edit_url(mapping))
-    page.wait_for_function("document.getElementById('preview-status').textContent.includes('batch')")
+    wait_js(page, "document.getElementById('preview-status').textContent.includes('batch')")
     # The rows step aside rather than round the number, and the preview shows it exactly.
     assert "integers too large for the browser" in page.inner_text("#rows-problem")
     assert page.locator("#rows .f-source").first.is_disabled()

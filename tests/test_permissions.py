@@ -4,6 +4,8 @@ admin's rule (a model permission per action), and a URL missing from the table b
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
@@ -185,3 +187,40 @@ def test_pages_offer_only_the_actions_the_user_may_take(client, objects):
     workspace = client.get(reverse("feeds:workspace", args=[objects["slug"]])).content.decode()
     for action in ("Create a credential link", "Revoke", "Run sync now", "New job", "New mapping", "Promote"):
         assert action in workspace, action
+
+
+INLINE = [
+    (re.compile(r"<[^>]+\sstyle="), "a style attribute"),
+    (re.compile(r"<[^>]+\son[a-z]+="), "an event handler attribute"),
+    (re.compile(r"<script(?![^>]*\ssrc=)(?![^>]*type=\"application/json\")[^>]*>"), "an inline script"),
+    (re.compile(r"<style"), "a style element"),
+    (re.compile(r"javascript:"), "a javascript: URL"),
+]
+
+
+def test_no_page_has_inline_script_or_style_which_the_policy_would_block(client, objects, alice):
+    from django.contrib import admin
+
+    client.force_login(alice)
+    addresses = [
+        reverse(f"feeds:{name}", kwargs=_kwargs(name, objects))
+        for name, (_, read, _w) in STAFF_PAGES.items()
+        if read and name != "metrics"
+    ]
+    for model in admin.site._registry:
+        opts = model._meta
+        addresses.append(reverse(f"admin:{opts.app_label}_{opts.model_name}_changelist"))
+        first = model.objects.first()
+        if first is not None and opts.app_label == "feeds":
+            addresses.append(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[first.pk]))
+    addresses.append(reverse("admin:index"))
+    for address in addresses:
+        response = client.get(address)
+        assert response.status_code == 200, address
+        if not response["Content-Type"].startswith("text/html"):
+            continue
+        body = response.content.decode()
+        for pattern, what in INLINE:
+            found = pattern.search(body)
+            assert found is None, f"{address} has {what}: {found.group(0)[:120] if found else ''}"
+        assert "'self'" in response["Content-Security-Policy"]

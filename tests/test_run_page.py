@@ -456,8 +456,8 @@ def test_the_page_follows_a_live_run_and_reloads_when_it_ends(
     # The worker goes on: the numbers change without a reload.
     browser_page.evaluate("window.stillTheSamePage = true")
     SyncRun.objects.filter(pk=run.pk).update(status=SyncRun.Status.RUNNING, records_read=777, events=2 * ROWS)
-    browser_page.wait_for_function(
-        "document.querySelector('[data-counter=\"records_read\"]').textContent === '777'", timeout=10_000
+    browser.wait_js(
+        browser_page, "document.querySelector('[data-counter=\"records_read\"]').textContent === '777'", timeout=10_000
     )
     assert browser_page.inner_text('[data-run="status"]') == "Running"
     assert browser_page.is_hidden('[data-run="message"]')
@@ -467,7 +467,7 @@ def test_the_page_follows_a_live_run_and_reloads_when_it_ends(
 
     # The run ends: polling stops and the page reloads once.
     SyncRun.objects.filter(pk=run.pk).update(status=SyncRun.Status.SUCCEEDED, finished_at=timezone.now())
-    browser_page.wait_for_function("window.stillTheSamePage === undefined", timeout=10_000)
+    browser.wait_js(browser_page, "window.stillTheSamePage === undefined", timeout=10_000)
     browser_page.wait_for_load_state()
     assert browser_page.inner_text('[data-run="status"]') == "Succeeded"
     assert browser_page.get_attribute("#run", "data-live") == "0"

@@ -111,7 +111,7 @@ class JobForm(forms.ModelForm):
         self.fields["mapping"].queryset = workspace.mappings.all()
         self.fields["mapping"].label_from_instance = lambda m: f"{m.name} (version {m.version})"
         for name in ("enabled", "clear_source_secret"):
-            self.fields[name].widget.attrs["style"] = "width: auto"
+            self.fields[name].widget.attrs["class"] = "auto-width"
         config = self.initial.get("source_config")
         if not isinstance(config, str):
             self.initial["source_config"] = json.dumps(config or {}, indent=2)
