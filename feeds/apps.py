@@ -20,7 +20,9 @@ class FeedsConfig(AppConfig):
 
     def ready(self) -> None:
         from feeds import checks, signals, tasks  # noqa: F401  (registers the system checks and signal handlers)
-        from feeds.security import owner_only_sqlite_file
+        from feeds.security import create_sqlite_file, owner_only_sqlite_file
+
+        create_sqlite_file()  # owner-only from its first byte (SQLite would create it with the umask's mode)
 
         # WhiteNoise serves STATIC_ROOT (filled by collectstatic): there from the start, even empty.
         with suppress(OSError):

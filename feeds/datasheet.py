@@ -40,7 +40,7 @@ _OPERATORS = {"gt": ">", "gte": "≥", "lt": "<", "lte": "≤"}
 # backticks: a name may hold backticks, and text from the mapping is escaped for Markdown apart from its code.
 CODE_OPEN, CODE_CLOSE = "\ue000", "\ue001"
 _CODE = re.compile(f"{CODE_OPEN}(.*?){CODE_CLOSE}", re.S)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def code(name: object) -> str:
@@ -484,6 +484,9 @@ def _product_sources(specs: list[dict], key: str) -> str:
 
 # Markdown's punctuation, escaped with a backslash wherever text from a mapping or a workspace is written:
 # no emphasis, link, image, HTML, heading, list, table cell or code span can come out of a name or a value.
+# What GitHub's Markdown turns into a link by itself (its "autolink" extension): scheme:// URLs, www. names,
+# e-mail addresses; shown as code instead.
+_AUTOLINK = re.compile(r"(?:\b[a-z][a-z0-9+.-]*://|\bwww\.)\S+|[\w.+-]+@[\w-]+(?:\.[\w-]+)+", re.I)
 _MARKDOWN_PUNCTUATION = re.compile(r"([\\`*_\[\]<>|~!&#])")
 # What starts a list, a rule or a setext heading when it opens a line ("#", ">" are escaped everywhere).
 _LINE_START = re.compile(r"^(\s*)(?:([-+=])|(\d+)([.)]))")
@@ -491,10 +494,19 @@ _LINE_START = re.compile(r"^(\s*)(?:([-+=])|(\d+)([.)]))")
 
 def _md(text: object, *, table: bool = False) -> str:
     """Plain text for Markdown: on one line, every Markdown character escaped; names marked by code() become code
-    spans. `table`: for a table cell (pipes in code spans escaped too, as GFM tables need)."""
+    spans, and so do URLs, www. names and e-mail addresses (GitHub would make links of them, even escaped).
+    `table`: for a table cell (pipes in code spans escaped too, as GFM tables need)."""
     out = []
     for piece, is_code in code_parts(_CONTROL.sub(" ", str(text))):
-        out.append(_code(piece, table=table) if is_code else _MARKDOWN_PUNCTUATION.sub(r"\\\1", piece))
+        if is_code:
+            out.append(_code(piece, table=table))
+            continue
+        start = 0
+        for link in _AUTOLINK.finditer(piece):
+            out.append(_MARKDOWN_PUNCTUATION.sub(r"\\\1", piece[start : link.start()]))
+            out.append(_code(link.group(0), table=table))
+            start = link.end()
+        out.append(_MARKDOWN_PUNCTUATION.sub(r"\\\1", piece[start:]))
     escaped = "".join(out)
     return _LINE_START.sub(
         lambda m: m.group(1) + (f"\\{m.group(2)}" if m.group(2) else f"{m.group(3)}\\{m.group(4)}"), escaped

@@ -21,7 +21,7 @@ class RedactLinkTokens(logging.Filter):
         return True
 
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u2028\u2029\u202a-\u202e\u2066-\u2069]|\n|\r")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]|\n|\r")
 
 
 def escape_controls(text: str) -> str:

@@ -1029,6 +1029,7 @@ class CredentialLink(models.Model):
 
     def revoke(self) -> None:
         CredentialLink.objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.refresh_from_db(fields=["revoked_at"])
 
     def redeem(self, pod: str, api_key: str, api_secret: str, tested: datetime) -> Workspace | None:
         """Use the link up with credentials that passed a connection test at `tested`, in one transaction (of
@@ -1052,7 +1053,6 @@ class CredentialLink(models.Model):
     @property
     def received_pod_label(self) -> str:
         return Workspace.Pod(self.received_pod).label if self.received_pod in Workspace.Pod.values else ""
-        self.refresh_from_db(fields=["revoked_at"])
 
 
 class AlertEvent(models.Model):

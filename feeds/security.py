@@ -4,8 +4,10 @@ client's address behind the TLS proxy, and the SQLite file readable by its owner
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import stat
+from contextlib import suppress
 from pathlib import Path
 
 from django.conf import settings
@@ -31,20 +33,42 @@ class ContentSecurityPolicyMiddleware:
         return response
 
 
-# user:password@ in any URL: postgres://mpfeed:s3cret@db/… → postgres://…@db/…
+class TrustedProxyMiddleware:
+    """First of all: the headers a TLS proxy sets (SECURE_PROXY_SSL_HEADER, X-Forwarded-For) are dropped from a
+    request that did not come from one of MPFEED_TRUSTED_PROXIES — someone reaching the server directly cannot
+    pass for HTTPS or choose the address the limits count."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+        self.trusted = set(getattr(settings, "MPFEED_TRUSTED_PROXIES", []))
+        header = getattr(settings, "SECURE_PROXY_SSL_HEADER", None)
+        self.headers = ["HTTP_X_FORWARDED_FOR", *([header[0]] if header else [])]
+
+    def __call__(self, request):
+        if "*" not in self.trusted and request.META.get("REMOTE_ADDR") not in self.trusted:
+            for name in self.headers:
+                request.META.pop(name, None)
+        return self.get_response(request)
+
+
+# user:password@ in any URL (postgres://mpfeed:s3cret@db/… → postgres://…@db/…), and password=… in libpq-style
+# "key=value" connection strings.
 _USERINFO = re.compile(r"(\b[a-z][a-z0-9+.-]*://)[^/\s@]+@", re.I)
+_KEYWORD_PASSWORD = re.compile(r"\b(password|passwd|pwd|secret)(\s*[=:]\s*)('[^']*'|\"[^\"]*\"|\S+)", re.I)
 
 
 def redact_connection_strings(text: str) -> str:
-    return _USERINFO.sub(r"\1…@", text)
+    return _KEYWORD_PASSWORD.sub(r"\1\2********************", _USERINFO.sub(r"\1…@", text))
 
 
 class ErrorReportFilter(SafeExceptionReporterFilter):
     """What a DEBUG error page and an error e-mail show: Django's own hiding of settings named like secrets, also
-    for database and broker settings and environment variables, and no password inside any URL."""
+    for database and broker settings, environment variables and every frame's local variables (a dict such as a
+    database driver's connection parameters is cleansed key by key), and no password inside any text."""
 
     hidden_settings = re.compile(
-        "API|TOKEN|KEY|SECRET|PASS|SIGNATURE|HTTP_COOKIE|AUTHORIZATION|DATABASE|REDIS|BROKER|DSN|_URL$", flags=re.I
+        "API|TOKEN|KEY|SECRET|PASS|PWD|SIGNATURE|HTTP_COOKIE|AUTHORIZATION|DATABASE|REDIS|BROKER|DSN|_URL$|^URL$",
+        flags=re.I,
     )
 
     def cleanse_setting(self, key, value):
@@ -54,25 +78,40 @@ class ErrorReportFilter(SafeExceptionReporterFilter):
 
     def get_traceback_frame_variables(self, request, tb_frame):
         return [
-            (name, redact_connection_strings(value) if type(value) is str else value)
+            (name, self.cleanse_setting(name, value) if not isinstance(name, str) or name != "request" else value)
             for name, value in super().get_traceback_frame_variables(request, tb_frame)
         ]
 
 
-def client_ip(request) -> str:
-    """The address a request came from: REMOTE_ADDR, or behind MPFEED_PROXY_COUNT proxies (the TLS proxy that
-    sets X-Forwarded-For), the address the outermost trusted proxy saw. What is left of that in the header is
-    the client's word and never trusted."""
+def client_ip(request) -> str | None:
+    """The address a request came from: REMOTE_ADDR; behind MPFEED_PROXY_COUNT proxies (the TLS proxy that sets
+    X-Forwarded-For), and only when REMOTE_ADDR is one of MPFEED_TRUSTED_PROXIES, the address the outermost
+    trusted proxy saw. What a client writes in the header itself is never trusted. None when there is no valid
+    address (a request made in-process)."""
     count = getattr(settings, "MPFEED_PROXY_COUNT", 0)
     remote = request.META.get("REMOTE_ADDR", "")
-    if count > 0:
+    trusted = getattr(settings, "MPFEED_TRUSTED_PROXIES", [])
+    if count > 0 and ("*" in trusted or remote in trusted):
         forwarded = [a.strip() for a in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",") if a.strip()]
         if len(forwarded) >= count:
             remote = forwarded[-count]
     try:
         return str(ipaddress.ip_address(remote))
     except ValueError:
-        return "unknown"
+        return None
+
+
+def create_sqlite_file() -> None:
+    """The default SQLite database file, created empty with mode 0600 when it is missing (an empty file is an
+    empty database to SQLite)."""
+    database = settings.DATABASES["default"]
+    name = str(database.get("NAME") or "")
+    if database["ENGINE"] != "django.db.backends.sqlite3" or not name or name == ":memory:" or "mode=memory" in name:
+        return
+    path = Path(name)
+    if path.parent.is_dir() and not path.exists():
+        with suppress(FileExistsError, PermissionError):
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
 
 
 def owner_only_sqlite_file(sender, connection, **kwargs) -> None:

@@ -74,6 +74,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "feeds.security.TrustedProxyMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "feeds.security.ContentSecurityPolicyMiddleware",
     # Static files from STATIC_ROOT (after collectstatic), with long cache lifetimes for hashed names.
@@ -161,6 +162,8 @@ LOGIN_REDIRECT_URL = "feeds:home"
 
 # Production hardening, on when DEBUG is off (all overridable).
 SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", str(not DEBUG))
+# A load balancer's probes come over plain HTTP, inside the network: answered, not redirected.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^health$"]
 SESSION_COOKIE_SECURE = envbool("SESSION_COOKIE_SECURE", str(not DEBUG))
 CSRF_COOKIE_SECURE = envbool("CSRF_COOKIE_SECURE", str(not DEBUG))
 SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", "0" if DEBUG else "31536000")
@@ -176,6 +179,9 @@ DEFAULT_EXCEPTION_REPORTER_FILTER = "feeds.security.ErrorReportFilter"
 # How many proxies in front of the site add to X-Forwarded-For (1 behind one TLS proxy): the client's address
 # for login and link-test limits. 0: REMOTE_ADDR, the header ignored.
 MPFEED_PROXY_COUNT = envint("MPFEED_PROXY_COUNT", "0")
+# The proxies' own addresses (as gunicorn's FORWARDED_ALLOW_IPS): X-Forwarded-For and X-Forwarded-Proto are
+# believed only from them ("*": from anyone, when nothing but the proxy can reach the site).
+MPFEED_TRUSTED_PROXIES = envlist("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 # Logins (django-axes): an address, or an account, is turned away for AXES_COOLOFF_TIME after this many failures.
 AXES_FAILURE_LIMIT = envint("AXES_FAILURE_LIMIT", "5")

@@ -76,11 +76,15 @@ def test_behind_the_proxy_the_address_is_the_one_the_proxy_saw(settings):
     settings.MPFEED_PROXY_COUNT = 1
     factory = RequestFactory()
     # The client may write anything to the left of what the proxy appended: only the last entry counts.
+    settings.MPFEED_TRUSTED_PROXIES = ["10.0.0.2"]
     request = factory.get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_FOR="1.2.3.4, 198.51.100.8")
     assert client_ip(request) == "198.51.100.8"
+    # Straight to the server, not through the proxy: the header is the client's word, ignored.
+    direct = factory.get("/", REMOTE_ADDR="203.0.113.66", HTTP_X_FORWARDED_FOR="198.51.100.8")
+    assert client_ip(direct) == "203.0.113.66"
     settings.MPFEED_PROXY_COUNT = 0
     assert client_ip(request) == "10.0.0.2"  # without a proxy, the header is ignored
-    assert client_ip(factory.get("/", REMOTE_ADDR="not an address")) == "unknown"
+    assert client_ip(factory.get("/", REMOTE_ADDR="not an address")) is None
 
 
 # ------------------------------------------------------------------------------------ credential-link tests
@@ -204,7 +208,10 @@ def test_error_pages_show_no_connection_string(settings):
         DATABASE_URL=f"postgres://mpfeed:{PASSWORDS[2]}@db.internal/mpfeed",
         REDIS_URL=f"redis://:{PASSWORDS[3]}@r/0",
     )
-    url = f"postgres://mpfeed:{PASSWORDS[4]}@db.internal/x"  # noqa: F841  (a local variable the page lists)
+    # Local variables the page lists: a URL, a driver's connection parameters, a libpq "key=value" string.
+    url = f"postgres://mpfeed:{PASSWORDS[4]}@db.internal/x"  # noqa: F841
+    conn_params = {"host": "db.internal", "user": "mpfeed", "password": PASSWORDS[4]}  # noqa: F841
+    dsn = f"host=db.internal user=mpfeed password={PASSWORDS[4]} dbname=x"  # noqa: F841
     try:
         raise RuntimeError("boom")
     except RuntimeError:
@@ -212,3 +219,24 @@ def test_error_pages_show_no_connection_string(settings):
     for secret in PASSWORDS:
         assert secret not in html, secret
     assert "db.internal" in html  # the page is still useful: only the passwords are gone
+
+
+def test_proxy_headers_from_anyone_but_the_proxy_are_dropped(client, settings):
+    from feeds.security import TrustedProxyMiddleware
+
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.MPFEED_TRUSTED_PROXIES = ["10.0.0.2"]
+    seen = {}
+
+    def view(request):
+        seen.update(secure=request.is_secure(), forwarded=request.META.get("HTTP_X_FORWARDED_FOR"))
+        return None
+
+    middleware = TrustedProxyMiddleware(view)
+    factory = RequestFactory()
+    middleware(
+        factory.get("/", REMOTE_ADDR="203.0.113.5", HTTP_X_FORWARDED_PROTO="https", HTTP_X_FORWARDED_FOR="1.1.1.1")
+    )
+    assert seen == {"secure": False, "forwarded": None}
+    middleware(factory.get("/", REMOTE_ADDR="10.0.0.2", HTTP_X_FORWARDED_PROTO="https", HTTP_X_FORWARDED_FOR="1.1.1.1"))
+    assert seen == {"secure": True, "forwarded": "1.1.1.1"}

@@ -512,6 +512,9 @@ def test_credentials_held_for_confirmation_can_be_discarded(client, sandbox):
         "http://[::1]/v2",
         "http://[fe80::1]/v2",
         "http://[::ffff:127.0.0.1]/v2",
+        "http://[64:ff9b::7f00:1]/v2",  # NAT64 of 127.0.0.1
+        "http://[2002:a00:1::]/v2",  # 6to4 of 10.0.0.1
+        "http://[::7f00:1]/v2",  # IPv4-compatible 127.0.0.1
         "http://0.0.0.0/v2",
         "http://100.64.0.1/v2",
     ],

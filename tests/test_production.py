@@ -108,6 +108,24 @@ def test_the_production_server_serves_pages_and_static_files_securely(production
     assert headers["X-Frame-Options"] == "DENY" and headers["X-Content-Type-Options"] == "nosniff"
     csrf = next(c for c in page.cookies if c.name == "csrftoken")
     assert csrf.secure
+    # A probe over plain HTTP (the load balancer's, inside the network) is answered, not redirected.
+    assert requests.get(f"{url}/healthz", allow_redirects=False, timeout=10).status_code == 200
+
+    # Logging in sets a session cookie that is Secure and HttpOnly. (requests keeps Secure cookies for https://
+    # addresses: the CSRF cookie goes back by hand, as the browser behind the TLS proxy would send it.)
+    form = requests.get(f"{url}/admin/login/", headers=HTTPS, timeout=10)
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text).group(1)
+    origin = f"https://localhost:{production['port']}"
+    done = requests.post(
+        f"{url}/admin/login/?next=/",
+        data={"csrfmiddlewaretoken": token, "username": "ops", "password": PASSWORD},
+        headers={**HTTPS, "Origin": origin, "Cookie": f"csrftoken={form.cookies['csrftoken']}"},
+        allow_redirects=False,
+        timeout=10,
+    )
+    assert done.status_code == 302, done.text[:500]
+    session = next(c for c in done.cookies if c.name == "sessionid")
+    assert session.secure and session.has_nonstandard_attr("HttpOnly")
 
     # The static files the page names: hashed names, served by the site itself, cached for long.
     assets = re.findall(r'(?:href|src)="(/static/[^"]+\.(?:css|js))"', page.text)

@@ -200,3 +200,17 @@ def test_a_job_stored_with_a_path_outside_cannot_start_and_its_preview_shows_not
     client.force_login(make_staff("sam"))
     body = client.get(reverse("feeds:job_preview", args=[workspace.slug, job.pk])).content.decode()
     assert "outside the source folder" in body and SECRET_LINE not in body
+
+
+def test_a_pipe_in_the_folder_is_refused_without_blocking(tree):
+    root, outside = tree
+    os.mkfifo(root / "exports" / "pipe.csv")
+    with pytest.raises(SourceError, match="not a regular file"):
+        list(FileSource.from_config({"path": "exports/pipe.csv"}, root=root).read())
+    # A file swapped for a pipe after the listing is refused when opened, not waited on.
+    source = FileSource.from_config({"path": "exports/a.csv"}, root=root)
+    items = source.read()
+    (root / "exports" / "a.csv").unlink()
+    os.mkfifo(root / "exports" / "a.csv")
+    with pytest.raises(SourceError, match="not a regular file"):
+        next(items)

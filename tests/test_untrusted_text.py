@@ -135,3 +135,40 @@ def test_the_markdown_download_of_a_hostile_mapping(client):
     text = client.get(reverse("feeds:datasheet_md", args=[workspace.slug, mapping.pk])).content.decode()
     html = render(text)
     assert "<img" not in html and "<script" not in html and "<a " not in html
+
+
+def test_the_mapping_editor_and_load_mapping_refuse_a_name_with_control_characters(client, tmp_path):
+    from django.core.management import CommandError, call_command
+
+    workspace = make_workspace(name="Acme")
+    client.force_login(make_staff("otto"))
+    document = json.dumps({"identities": {"customer_id": "id"}})
+    for name in ("orders\n# injected", "orders\u202egnp"):
+        response = client.post(
+            reverse("feeds:mapping_new", args=[workspace.slug]), {"name": name, "document": document}
+        )
+        assert response.status_code == 200 and not Mapping.objects.exists(), name
+    path = tmp_path / "m.json"
+    path.write_text(document)
+    with pytest.raises(CommandError, match="--name"):
+        call_command("load_mapping", "--workspace", "Acme", "--name", "a\nb", str(path), stdout=io.StringIO())
+    assert not Mapping.objects.exists()
+
+
+def test_urls_and_addresses_in_the_markdown_are_code_not_links():
+    # GitHub's Markdown links bare URLs, www. names and e-mail addresses by itself (its autolink extension).
+    doc = hostile_document()
+    doc["description"] = "Sign in at https://evil.example/login or www.evil.example, write to boss@evil.example"
+    doc["user_attributes"]["site"] = {"value": "http://10.0.0.1/admin"}
+    text = datasheet.to_markdown(datasheet.build(doc), title="T")
+    tokens = MarkdownIt("commonmark").enable("table").parse(text)
+    plain = " ".join(
+        child.content
+        for token in tokens
+        if token.type == "inline"
+        for child in token.children or []
+        if child.type == "text"
+    )
+    for link in ("https://", "http://", "www.", "@evil.example"):
+        assert link not in plain, link
+    assert "`https://evil.example/login`" in text and "`boss@evil.example`" in text

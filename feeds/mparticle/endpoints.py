@@ -30,8 +30,22 @@ def non_public_reason(url: str) -> str | None:
         return f"the host {host} cannot be resolved"
     for info in infos:
         address = ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
-            address = address.ipv4_mapped
-        if not address.is_global or address.is_multicast:
-            return f"{host} is a loopback, private or link-local address ({address}), not a public endpoint"
+        for candidate in (address, *_embedded_ipv4(address)):
+            if not candidate.is_global or candidate.is_multicast:
+                return f"{host} is a loopback, private or link-local address ({address}), not a public endpoint"
     return None
+
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def _embedded_ipv4(address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address leads to: mapped (::ffff:a.b.c.d), 6to4 (2002::/16), Teredo, NAT64
+    (64:ff9b::/96) and the old IPv4-compatible form (::a.b.c.d)."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return []
+    found = [address.ipv4_mapped, address.sixtofour, *(address.teredo or ())]
+    if address in _NAT64 or address in _IPV4_COMPATIBLE:
+        found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return [a for a in found if a is not None]

@@ -68,6 +68,7 @@ import glob
 import os
 import re
 import secrets
+import stat
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -449,6 +450,8 @@ class FileSource:
                 raise SourceError(f"the file {path} does not exist")
             if os.path.isdir(path):
                 raise SourceError(f"{path} is a folder, not a file")
+            if not os.path.isfile(path):
+                raise SourceError(f"{path} is not a regular file (a pipe, a socket or a device?)")
             self._check_inside(path)
             return [(_name(os.path.basename(path)), Path(path))]
         root = _root(self.path)
@@ -494,7 +497,7 @@ class FileSource:
     def _read_file(self, name: str, path: Path, cursor: dict | None) -> Iterator[Item]:
         lines = None
         try:
-            with open(path, "rb", buffering=0) as f:
+            with _open_regular(path) as f:
                 self._check_inside(path, f.fileno())
                 magic = f.read(2)
                 f.seek(0)
@@ -660,6 +663,20 @@ def _codec_for(encoding: Any, head: bytes) -> tuple[str, bytes]:
     if not ok:
         raise SourceError(f"files in {encoding!r} cannot be read line by line")
     return codec, nl
+
+
+def _open_regular(path) -> Any:
+    """Open a file to read, refusing what is not a regular file without waiting on it: a pipe (or a link swapped
+    for one since the listing) would block a plain open() until a writer came."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise SourceError(f"{path} is not a regular file (a pipe, a socket or a device?)")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb", buffering=0)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def _inside(real: str, real_root: str) -> bool:

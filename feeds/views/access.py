@@ -15,8 +15,8 @@ from feeds.models import Delivery, Mapping, SyncJob, SyncRun, Workspace
 
 def staff_required(view=None, *, read: str | None = None, write: str | None = None):
     """Staff only, holding the model permission the request needs — the rule the admin applies: `read` for GET
-    and HEAD (e.g. "view_workspace"), `write` for any other method (e.g. "change_workspace"); a method without one
-    is not allowed. Anonymous users go to the login page; the others get 403."""
+    and HEAD (e.g. "view_workspace"), `write` for POST (e.g. "change_workspace"); any other method, or one without
+    a permission, is not allowed (405). Anonymous users go to the login page; the others get 403."""
 
     def decorate(view):
         @wraps(view)
@@ -25,7 +25,8 @@ def staff_required(view=None, *, read: str | None = None, write: str | None = No
                 return redirect_to_login(request.get_full_path())
             if not (request.user.is_active and request.user.is_staff):
                 raise PermissionDenied("Staff only.")
-            needed = read if request.method in ("GET", "HEAD") else write
+            # Only POST writes: Django's CSRF check skips OPTIONS and TRACE, so they may never act.
+            needed = {"GET": read, "HEAD": read, "POST": write}.get(request.method)
             if needed is None:
                 return HttpResponseNotAllowed([m for m, p in (("GET", read), ("POST", write)) if p])
             if not request.user.has_perm(f"feeds.{needed}"):
@@ -61,6 +62,12 @@ def get_mapping(workspace: Workspace, mapping_id: int) -> Mapping:
 
 def get_run(run_id: int) -> SyncRun:
     return get_object_or_404(SyncRun.objects.select_related("job", "workspace"), pk=run_id)
+
+
+def may(request, *codenames: str) -> bool:
+    """Whether the user holds all these feeds permissions (e.g. "view_delivery"): what a page shows of other
+    models than its own."""
+    return all(request.user.has_perm(f"feeds.{codename}") for codename in codenames)
 
 
 def can_replay(request) -> bool:

@@ -191,7 +191,7 @@ def connect(request, token: str | None = None):
         return _form_page(request, workspace, ConnectForm(workspace, initial=initial))
 
     # Per address too: one network trying many links (or one link from many tabs) is slowed down.
-    address = client_ip(request)
+    address = client_ip(request) or "unknown"
     if not AddressAttempt.allow("link-test", address, settings.MPFEED_LINK_TESTS_PER_ADDRESS, 3600):
         log.warning("credential link %s (workspace %s): tests from one address over the hourly limit", link.pk,
                     link.workspace_id)  # fmt: skip

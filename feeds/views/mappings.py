@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from django import forms
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.db import IntegrityError, transaction
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
@@ -28,10 +29,10 @@ from feeds import mapping as mapping_rules
 from feeds.mapping.specs import TRANSFORMS, VALUE_TYPES
 from feeds.mapping.timestamps import TIMESTAMP_FORMATS
 from feeds.mapping.validation import SUPPORTED_EVENT_TYPES
-from feeds.models import Mapping, OutputChanged, SyncJob
+from feeds.models import Mapping, OutputChanged, SyncJob, validate_one_line
 from feeds.mparticle import schema
 from feeds.preview import Preview, preview_job, preview_records
-from feeds.views.access import get_job, get_mapping, get_workspace, staff_required
+from feeds.views.access import get_job, get_mapping, get_workspace, may, parse_id, staff_required
 
 JOB_PREVIEW_LIMIT = 10
 MAX_PREVIEW_RECORDS = 100
@@ -297,7 +298,11 @@ def preview_messages(preview: Preview) -> list[tuple[Message, str]]:
 
 
 class MappingForm(forms.Form):
-    name = forms.CharField(max_length=200, help_text="Unique within the workspace; jobs pick a mapping by it.")
+    name = forms.CharField(
+        max_length=200,
+        validators=[validate_one_line],
+        help_text="Unique within the workspace; jobs pick a mapping by it.",
+    )
     document = forms.CharField(
         label="Mapping document (JSON)",
         strip=False,
@@ -533,11 +538,14 @@ def mapping_preview(request, slug):
     if errors:
         preview = Preview(errors=errors)  # never read a source for a document that cannot be used
     elif body.get("job") not in (None, ""):
-        try:
-            job = get_job(workspace, int(body["job"]))
-        except (TypeError, ValueError):
+        # Reading a job's source is the job page's preview: it needs the permission to view jobs too.
+        if not may(request, "view_syncjob"):
+            raise PermissionDenied("Previewing a job's records needs the permission to view sync jobs.")
+        given = body["job"]
+        job_id = parse_id(str(given)) if isinstance(given, (str, int)) and not isinstance(given, bool) else None
+        if job_id is None:
             return JsonResponse({"error": "job: not a job id"}, status=400)
-        preview = preview_job(job, doc, limit=JOB_PREVIEW_LIMIT)
+        preview = preview_job(get_job(workspace, job_id), doc, limit=JOB_PREVIEW_LIMIT)
     else:
         text = body.get("records", "")
         if not isinstance(text, str):

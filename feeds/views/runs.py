@@ -20,7 +20,7 @@ from django.utils import timezone
 from feeds import sync
 from feeds.models import Delivery, DeliveryAttempt, RejectedRecord, SyncRun
 from feeds.notices import replay_message
-from feeds.views.access import can_replay, get_run, parse_id, staff_required
+from feeds.views.access import can_replay, get_run, may, parse_id, staff_required
 
 PER_PAGE = 50
 # The chart keeps at most this many points: a long run's minutes are summed into wider buckets.
@@ -143,6 +143,11 @@ def run(request, run_id):
     if state:
         deliveries = deliveries.filter(state=state)
     rejects = run.rejects.only("id", "run_id", "stage", "ref", "reason", "excerpt").order_by("id")
+    # What the user may not see is not even read (the admin's rule: each model its view permission).
+    if not may(request, "view_delivery"):
+        deliveries = deliveries.none()
+    if not may(request, "view_rejectedrecord"):
+        rejects = rejects.none()
     status = live_status(run)
     deliveries = Paginator(deliveries, PER_PAGE).get_page(request.GET.get("page"))
     rejects = Paginator(rejects, PER_PAGE).get_page(request.GET.get("rpage"))

@@ -6,11 +6,12 @@ from django import forms
 from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
+from django.utils.cache import add_never_cache_headers
 
 from feeds import sync
 from feeds.health import workspace_health
 from feeds.models import CredentialLink, SyncRun, Workspace, WorkspacePace
-from feeds.views.access import get_job, get_workspace, staff_required
+from feeds.views.access import get_job, get_workspace, may, staff_required
 
 
 class WorkspaceForm(forms.ModelForm):
@@ -41,25 +42,39 @@ def workspace_new(request):
 @staff_required(read="view_workspace")
 def workspace(request, slug):
     workspace = get_workspace(slug)
+
+    # Each section only for those who may view its model (None: not shown), as the admin would.
+    def shown(codename, rows):
+        return rows if may(request, codename) else None
+
     context = {
         "workspace": workspace,
-        "links": workspace.credential_links.select_related("created_by")[:10],
-        "mappings": workspace.mappings.all(),
-        "jobs": workspace.jobs.select_related("mapping"),
-        "runs": workspace.runs.select_related("job")[:15],
-        "alerts": workspace.alerts.all()[:5],
+        "links": shown("view_credentiallink", workspace.credential_links.select_related("created_by")[:10]),
+        "mappings": shown("view_mapping", workspace.mappings.all()),
+        "jobs": shown("view_syncjob", workspace.jobs.select_related("mapping")),
+        "runs": shown("view_syncrun", workspace.runs.select_related("job")[:15]),
+        "alerts": shown("view_alertevent", workspace.alerts.all()[:5]),
         "pace": WorkspacePace.objects.filter(workspace=workspace).first(),
         "new_link": request.session.pop(f"new-link-{workspace.pk}", None),
     }
-    return render(request, "feeds/workspace.html", context)
+    response = render(request, "feeds/workspace.html", context)
+    if context["new_link"]:
+        add_never_cache_headers(response)  # the page shows a link's token: kept in no cache
+    return response
 
 
 @staff_required(write="add_credentiallink")
 def link_issue(request, slug):
     workspace = get_workspace(slug)
     link, token = CredentialLink.issue(workspace, request.user)
-    # Shown once, on the next page only: the token itself is never stored.
-    request.session[f"new-link-{workspace.pk}"] = request.build_absolute_uri(reverse("feeds:connect", args=[token]))
+    url = request.build_absolute_uri(reverse("feeds:connect", args=[token]))
+    if not may(request, "view_workspace"):
+        # The workspace page would refuse this user: show the link here, once, rather than keep it anywhere.
+        response = render(request, "feeds/link_created.html", {"workspace": workspace, "new_link": url})
+        add_never_cache_headers(response)
+        return response
+    # Shown once, on the next page only (then gone from the session): the token itself is never stored.
+    request.session[f"new-link-{workspace.pk}"] = url
     messages.success(request, "Credential link created. Copy it now: it is shown only once.")
     return redirect("feeds:workspace", slug=workspace.slug)
 

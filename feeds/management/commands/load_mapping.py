@@ -3,12 +3,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from feeds.management.commands._common import workspace_named
 from feeds.mapping import MappingError
 from feeds.mapping import warnings as mapping_warnings
-from feeds.models import Mapping, OutputChanged
+from feeds.models import Mapping, OutputChanged, validate_one_line
 
 
 class Command(BaseCommand):
@@ -32,6 +33,10 @@ class Command(BaseCommand):
             raise CommandError(f"{options['file']} does not exist.") from None
         except orjson.JSONDecodeError as e:
             raise CommandError(f"{options['file']} is not valid JSON: {e}") from None
+        try:
+            validate_one_line(options["name"])
+        except ValidationError as e:
+            raise CommandError(f"--name: {' '.join(e.messages)}") from None
         mapping = Mapping.objects.filter(workspace=workspace, name=options["name"]).first() or Mapping(
             workspace=workspace, name=options["name"]
         )

@@ -45,9 +45,11 @@ class Command(BaseCommand):
         except SourceError as e:
             raise CommandError(str(e)) from None
 
+        # The job's name shows in pages, e-mails and logs: one line, whatever the file is called.
+        name = "file:" + "".join(c if c.isprintable() else "\N{REPLACEMENT CHARACTER}" for c in path)
         job, _ = SyncJob.objects.get_or_create(
             workspace=workspace,
-            name=f"file:{path}"[:200],
+            name=name[:200],
             defaults={"mapping": mapping, "source_kind": SyncJob.SourceKind.FILE, "source_config": config},
         )
         job.mapping, job.source_kind, job.source_config = mapping, SyncJob.SourceKind.FILE, config
