@@ -347,7 +347,18 @@ class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
             "Progress",
             {
                 "classes": ["collapse"],
-                "fields": ["checkpoint", "read_done", "chunks", "lease_until", "queued_at", "error"],
+                "fields": [
+                    "checkpoint",
+                    "source_done",
+                    "building",
+                    "set_aside_records",
+                    "windows",
+                    "read_done",
+                    "chunks",
+                    "lease_until",
+                    "queued_at",
+                    "error",
+                ],
             },
         ),
     ]

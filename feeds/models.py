@@ -479,6 +479,24 @@ class AddressAttempt(models.Model):
         return True
 
 
+class SetAsideRecord(models.Model):
+    """A converted record waiting to be sent with the other records of its user (feeds.reading): written with
+    the checkpoint that read it, deleted in the transaction that builds it into a delivery."""
+
+    run = models.ForeignKey("SyncRun", on_delete=models.CASCADE, related_name="set_aside")
+    path = models.CharField(max_length=60)
+    user = models.CharField(max_length=40, help_text="A hash of the user's identities and mpid.")
+    seq = models.PositiveBigIntegerField(help_text="The record's place in the source.")
+    ref = models.CharField(max_length=300)
+    data = models.BinaryField()
+
+    class Meta:
+        indexes = [models.Index(fields=["run", "path", "user", "seq"], name="set_aside_order")]
+
+    def __str__(self) -> str:
+        return f"Set-aside record {self.ref} of run {self.run_id}"
+
+
 class SyncRunQuerySet(models.QuerySet):
     def active(self):
         return self.filter(status__in=SyncRun.ACTIVE_STATUSES)
@@ -523,7 +541,17 @@ class SyncRun(models.Model):
     cursor_before = models.JSONField(null=True, blank=True, help_text="Where this run started reading.")
     cursor = models.JSONField(null=True, blank=True, help_text="Where this run resumes reading.")
     checkpoint = models.PositiveBigIntegerField(default=0)
+    # Nothing left to turn into deliveries: the source is read to the end and nothing is set aside.
     read_done = models.BooleanField(default=False)
+    # Records are set aside per user (SetAsideRecord) while the source is read, then built into deliveries, each
+    # user's records together: the source read to the end, whether set-aside records are being built, how many
+    # are set aside (records, bytes), and how many windows of them were built (a window: what was set aside
+    # before building, at most MPFEED_GROUP_WINDOW_RECORDS / _BYTES).
+    source_done = models.BooleanField(default=False)
+    building = models.BooleanField(default=False)
+    set_aside_records = models.PositiveBigIntegerField(default=0)
+    set_aside_bytes = models.PositiveBigIntegerField(default=0)
+    windows = models.PositiveIntegerField(default=0)
     # The highest delivery sequence number given out (the reader's chunks and the senders' splits both take
     # numbers, so they are handed out by the database: see allocate_sequences).
     sequences = models.PositiveIntegerField(default=0)
@@ -620,6 +648,12 @@ class SyncRun(models.Model):
         if refresh:
             self.refresh_from_db(fields=list(counters))
 
+    @property
+    def events_per_batch(self) -> float:
+        """How many events a batch carried on average: the fewer batches per event, the sooner a run is sent
+        (mParticle's limit counts batches)."""
+        return round(self.events / self.batches, 1) if self.batches else 0.0
+
     def allocate_sequences(self, count: int) -> int:
         """Reserve `count` delivery sequence numbers; returns the first. Call inside the transaction that writes
         the deliveries (the row stays locked until it commits)."""
@@ -709,6 +743,9 @@ class SyncRun(models.Model):
         if finished:
             fields["reopened_from"] = ""
         changed = SyncRun.objects.filter(pk=self.pk, status__in=self.WORKING_STATUSES).update(**fields)
+        if changed and finished:
+            # Records set aside and never built (the run failed before): a new run reads them again.
+            SetAsideRecord.objects.filter(run=self).delete()
         if changed:
             for name, value in fields.items():
                 setattr(self, name, value)

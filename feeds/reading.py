@@ -1,18 +1,23 @@
-"""Reading a run's source into deliveries: read → map → group per user → pack → persist, chunk by chunk.
+"""Reading a run's source into deliveries: read → map → route → set aside per user → group → pack → persist.
 
-Each chunk's deliveries (the exact request bodies, with deterministic batch and event ids), its rejected records
-and the run's checkpoint are written in one transaction, before anything of it is sent: a crash at any point
-resumes reading from the checkpoint, and stored bodies are resent byte for byte — nothing is lost and nothing is
-sent under a new id. Senders may send a run's deliveries while it is still being read, so the counters they
+Records are converted chunk by chunk and set aside in the database (SetAsideRecord), each chunk with its
+rejected records and the run's checkpoint in one transaction. Once the source is read to the end (or a window
+of MPFEED_GROUP_WINDOW_RECORDS is set aside), they are built into deliveries a slice of users at a time: every
+record of a user together, in time order, so that a user's events go in as few batches as the 128 KB batch
+limit allows, whatever the order of the source. A slice's deliveries (the exact request bodies, with
+deterministic batch and event ids) are written and its set-aside records deleted in one transaction, before
+anything of it is sent: a crash at any point resumes from the checkpoint or the next slice, and stored bodies
+are resent byte for byte — nothing is lost and nothing is sent under a new id. Senders may send a run's deliveries while it is still being read, so the counters they
 share with the reader move by increments (F expressions), never by writing a copy back.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
-from itertools import islice
+from itertools import groupby, islice
 
 import orjson
 from django.conf import settings
@@ -21,7 +26,7 @@ from django.utils import timezone
 
 from feeds import db
 from feeds.mapping import Converter, RecordError
-from feeds.models import Delivery, RejectedRecord, SyncJob, SyncRun
+from feeds.models import Delivery, RejectedRecord, SetAsideRecord, SyncJob, SyncRun
 from feeds.mparticle import schema
 from feeds.mparticle.batch import Grouper, UserRecord, batch_ids, join, pack, serialize_batches
 from feeds.sources import Item
@@ -57,55 +62,145 @@ class Reader:
             if not chunk:
                 return
 
-    def persist(self, chunk: list[Item], lease_seconds: float) -> None:
-        """Turn one chunk into deliveries and rejects, and move the checkpoint past it, in one transaction."""
+    def steps(self, lease_seconds: float) -> Iterator[None]:
+        """Advance the run one durable step at a time — a chunk read and set aside, or a slice of users built into
+        deliveries — until nothing is left to build (run.read_done). Yields after each step."""
+        chunks = None
+        while not self.run.read_done:
+            if self.run.building:
+                self.build_slice(lease_seconds)
+            else:
+                if chunks is None:
+                    chunks = self.chunks()
+                self.set_aside(next(chunks), lease_seconds)
+            yield
+
+    # ---------------------------------------------------------------------------------------- set aside
+
+    def set_aside(self, chunk: list[Item], lease_seconds: float) -> None:
+        """Convert one chunk, set its records aside per user and move the checkpoint past it, in one transaction.
+        Building starts once the source is read to the end, or once the window is full."""
         converter = self.converter
         names_before, values_before = converter.stats.names_truncated, converter.stats.values_truncated
         run = self.run
         rejects: list[RejectedRecord] = []
-        # Records are grouped per user as they are converted, one grouper per endpoint.
-        by_path: dict[str, Grouper] = {}
+        rows: list[SetAsideRecord] = []
         now_ms = int(time.time() * 1000)
+        seq = run.records_read
+        size = 0
         for item in chunk:
+            seq += 1
             if item.record is None:
                 rejects.append(
                     RejectedRecord(
-                        run=run,
-                        stage=RejectedRecord.Stage.SOURCE,
-                        ref=item.ref[:300],
-                        reason=item.error,
+                        run=run, stage=RejectedRecord.Stage.SOURCE, ref=item.ref[:300], reason=item.error,
                         excerpt=item.excerpt,
                     )
-                )
+                )  # fmt: skip
                 continue
             try:
                 record = converter.convert(item.record, item.ref)
                 for path, part in route(record, run.endpoint_mode, now_ms):
-                    grouper = by_path.get(path)
-                    if grouper is None:
-                        grouper = by_path[path] = Grouper()
-                    grouper.add(part)
+                    data = _dump(part)
+                    size += len(data)
+                    rows.append(
+                        SetAsideRecord(run=run, path=path, user=user_hash(part.mpid, part.identities), seq=seq,
+                                       ref=part.ref[:300], data=data)
+                    )  # fmt: skip
             except RecordError as e:
                 rejects.append(
                     RejectedRecord(
-                        run=run,
-                        stage=RejectedRecord.Stage.MAPPING,
-                        ref=item.ref[:300],
-                        reason=str(e),
+                        run=run, stage=RejectedRecord.Stage.MAPPING, ref=item.ref[:300], reason=str(e),
                         excerpt=_excerpt(item.record),
                     )
-                )
+                )  # fmt: skip
 
         chunk_no = run.chunks
+        source_done = not chunk or len(chunk) < settings.MPFEED_CHUNK_SIZE
+        cursor = run.cursor
+        if chunk:
+            cursor = chunk[-1].position
+            # A position of None marks the last item of a complete, non-incremental read.
+            if cursor is None:
+                source_done = True
+        set_aside = run.set_aside_records + len(rows)
+        set_aside_bytes = run.set_aside_bytes + size
+        full = (
+            set_aside >= settings.MPFEED_GROUP_WINDOW_RECORDS or set_aside_bytes >= settings.MPFEED_GROUP_WINDOW_BYTES
+        )
+        building = bool(set_aside) and (source_done or full)
+        read_done = source_done and not set_aside
+        with db.atomic():
+            self._still_mine(chunk_no)
+            RejectedRecord.objects.bulk_create(rejects)
+            SetAsideRecord.objects.bulk_create(rows, batch_size=1000)
+            SyncRun.objects.filter(pk=run.pk, chunks=chunk_no).update(
+                cursor=cursor,
+                chunks=chunk_no + 1,
+                source_done=source_done,
+                building=building,
+                read_done=read_done,
+                set_aside_records=set_aside,
+                set_aside_bytes=set_aside_bytes,
+                lease_until=timezone.now() + timedelta(seconds=lease_seconds),
+                checkpoint=F("checkpoint") + len(chunk),
+                records_read=F("records_read") + len(chunk),
+                records_rejected=F("records_rejected") + len(rejects),
+                names_truncated=F("names_truncated") + converter.stats.names_truncated - names_before,
+                values_truncated=F("values_truncated") + converter.stats.values_truncated - values_before,
+            )
+        run.cursor, run.chunks, run.source_done, run.building, run.read_done = (
+            cursor, chunk_no + 1, source_done, building, read_done
+        )  # fmt: skip
+        run.set_aside_records, run.set_aside_bytes = set_aside, set_aside_bytes
+        run.records_read += len(chunk)
+
+    def _still_mine(self, chunk_no: int) -> None:
+        # Only while this reader still has the run where it left it: one that lost its lease (stalled past it)
+        # and was replaced must not write the same step again.
+        if not SyncRun.objects.filter(pk=self.run.pk, chunks=chunk_no).exists():
+            raise ReadingLost(f"run {self.run.pk}: another reader went on from step {chunk_no}")
+
+    # --------------------------------------------------------------------------------------------- build
+
+    def build_slice(self, lease_seconds: float) -> None:
+        """Build the next users' set-aside records into deliveries — every record of a user together, in time
+        order, in as few batches as the batch limit allows — and delete those records, in one transaction. The
+        slice is the first MPFEED_BUILD_SLICE records in (endpoint, user) order, extended to the end of its last
+        user: rebuilt after a crash, it is the same slice, with the same bodies and source_request_ids."""
+        run = self.run
+        rows = list(
+            SetAsideRecord.objects.filter(run=run)
+            .order_by("path", "user", "seq")
+            .values_list("pk", "path", "user", "seq", "data")[: settings.MPFEED_BUILD_SLICE]
+        )
+        if rows:
+            _, last_path, last_user, last_seq, _ = rows[-1]
+            rows += list(
+                SetAsideRecord.objects.filter(run=run, path=last_path, user=last_user, seq__gt=last_seq)
+                .order_by("seq")
+                .values_list("pk", "path", "user", "seq", "data")[:MAX_USER_EXTENSION]
+            )
+        window = run.windows
         deliveries: list[Delivery] = []
+        rejects: list[RejectedRecord] = []
         batch_total = event_total = 0
-        for path, grouper in by_path.items():
-            batches = grouper.batches
+        for path, of_path in groupby(rows, key=lambda r: r[1]):
+            grouper = Grouper()
+            srids: list[str] = []
+            for user, of_user in groupby(of_path, key=lambda r: r[2]):
+                records = [(seq, _load(data)) for _, _, _, seq, data in of_user]
+                first_seq = records[0][0]
+                before = len(grouper.batches)
+                for record in in_time_order(records):
+                    grouper.add(record)
+                made = len(grouper.batches) - before
+                srids += batch_ids(made, self.workspace.pk, run.pk, "w", window, path, user, first_seq)
             for record, reason in grouper.refused:
                 rejects.append(
                     RejectedRecord(run=run, stage=RejectedRecord.Stage.MAPPING, ref=record.ref[:300], reason=reason)
                 )
-            srids = batch_ids(len(batches), self.workspace.pk, run.pk, chunk_no, path)
+            batches = grouper.batches
             bodies = serialize_batches(batches, run.environment, srids)
             for group in pack([len(b) for b in bodies], max_batches=self.max_batches):
                 parts = bodies[group.start : group.stop]
@@ -128,38 +223,88 @@ class Reader:
                 batch_total += len(parts)
                 event_total += deliveries[-1].event_count
 
-        read_done = not chunk or len(chunk) < settings.MPFEED_CHUNK_SIZE
-        cursor = run.cursor
-        if chunk:
-            cursor = chunk[-1].position
-            # A position of None marks the last item of a complete, non-incremental read.
-            if cursor is None:
-                read_done = True
+        chunk_no = run.chunks
+        left = max(0, run.set_aside_records - len(rows))
+        left_bytes = max(0, run.set_aside_bytes - sum(len(r[4]) for r in rows))
         with db.atomic():
-            # Only while this reader still has the run where it left it: one that lost its lease (stalled past it)
-            # and was replaced must not write the same chunk again.
-            if not SyncRun.objects.filter(pk=run.pk, chunks=chunk_no).exists():
-                raise ReadingLost(f"run {run.pk}: another reader went on from chunk {chunk_no}")
+            self._still_mine(chunk_no)
             first = run.allocate_sequences(len(deliveries))
             for offset, delivery in enumerate(deliveries):
                 delivery.sequence = first + offset
             RejectedRecord.objects.bulk_create(rejects)
             Delivery.objects.bulk_create(deliveries)
+            ids = [r[0] for r in rows]
+            for start in range(0, len(ids), 500):
+                SetAsideRecord.objects.filter(pk__in=ids[start : start + 500]).delete()
+            if not left:
+                # The window looks built: what the table says decides (a count that drifted is corrected here).
+                left = SetAsideRecord.objects.filter(run=run).count()
+                left_bytes = left_bytes if left else 0
+            building = bool(left)
+            read_done = run.source_done and not left
+            window_done = not left
             SyncRun.objects.filter(pk=run.pk, chunks=chunk_no).update(
-                cursor=cursor,
                 chunks=chunk_no + 1,
+                building=building,
                 read_done=read_done,
+                set_aside_records=left,
+                set_aside_bytes=left_bytes,
+                windows=window + (1 if window_done else 0),
                 lease_until=timezone.now() + timedelta(seconds=lease_seconds),
-                checkpoint=F("checkpoint") + len(chunk),
-                records_read=F("records_read") + len(chunk),
                 records_rejected=F("records_rejected") + len(rejects),
                 batches=F("batches") + batch_total,
                 requests=F("requests") + len(deliveries),
                 events=F("events") + event_total,
-                names_truncated=F("names_truncated") + converter.stats.names_truncated - names_before,
-                values_truncated=F("values_truncated") + converter.stats.values_truncated - values_before,
             )
-        run.cursor, run.chunks, run.read_done = cursor, chunk_no + 1, read_done
+        run.chunks, run.building, run.read_done = chunk_no + 1, building, read_done
+        run.set_aside_records, run.set_aside_bytes = left, left_bytes
+        run.windows = window + (1 if window_done else 0)
+
+
+# A user's records beyond the slice are taken with it up to this many; past that, the rest form the next slice.
+MAX_USER_EXTENSION = 100_000
+
+
+def user_hash(mpid: int | None, identities: dict[str, str]) -> str:
+    """Who a record is about, as a short stable text: records of one user are built together."""
+    key = orjson.dumps([mpid, sorted(identities.items())])
+    return hashlib.sha1(key, usedforsecurity=False).hexdigest()
+
+
+def _dump(record: UserRecord) -> bytes:
+    data: dict = {"r": record.ref, "i": record.identities}
+    if record.mpid is not None:
+        data["m"] = record.mpid
+    if record.user_attributes:
+        data["a"] = record.user_attributes
+    if record.deleted_user_attributes:
+        data["d"] = record.deleted_user_attributes
+    if record.events:
+        data["e"] = record.events
+    return orjson.dumps(data)
+
+
+def _load(data) -> UserRecord:
+    d = orjson.loads(bytes(data))
+    return UserRecord(
+        ref=d["r"], identities=d["i"], user_attributes=d.get("a", {}), deleted_user_attributes=d.get("d", []),
+        events=d.get("e", []), mpid=d.get("m"),
+    )  # fmt: skip
+
+
+def in_time_order(records: list[tuple[int, UserRecord]]) -> list[UserRecord]:
+    """A user's records ordered by the time of their first event (source order for equal times, and a record
+    without events keeps its place after the one before it): events go out in time order, and the attributes
+    of the latest record win."""
+    keyed = []
+    last = -(2**63)
+    for seq, record in records:
+        stamps = [t for e in record.events if (t := e.get("data", {}).get("timestamp_unixtime_ms")) is not None]
+        if stamps:
+            last = min(stamps)
+        keyed.append((last, seq, record))
+    keyed.sort(key=lambda k: (k[0], k[1]))
+    return [record for _, _, record in keyed]
 
 
 def route(record: UserRecord, mode: str, now_ms: int) -> Iterable[tuple[str, UserRecord]]:

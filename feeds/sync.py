@@ -302,9 +302,13 @@ def _reader(run: SyncRun) -> Reader | None:
 
 
 def _reading_failed(run: SyncRun, message: str) -> None:
-    """Reading cannot go on: what was read is still sent, then the run ends failed with `message`."""
-    SyncRun.objects.filter(pk=run.pk).update(read_done=True, read_error=message)
-    run.read_done, run.read_error = True, message
+    """Reading cannot go on: what was read — what was set aside too, once built — is still sent, then the run
+    ends failed with `message`."""
+    pending = run.set_aside.exists()
+    SyncRun.objects.filter(pk=run.pk).update(
+        source_done=True, building=pending, read_done=not pending, read_error=message
+    )
+    run.source_done, run.building, run.read_done, run.read_error = True, pending, not pending, message
 
 
 def read_run(run_id: int, *, time_slice: float | None = None) -> Reading:
@@ -346,8 +350,7 @@ def read_run(run_id: int, *, time_slice: float | None = None) -> Reading:
 def _read(run: SyncRun, reader: Reader, deadline: float) -> Reading:
     lease_seconds = settings.MPFEED_LEASE_SECONDS
     try:
-        for chunk in reader.chunks():
-            reader.persist(chunk, lease_seconds)
+        for _ in reader.steps(lease_seconds):
             if run.read_done:
                 return Reading.DONE
             status = SyncRun.objects.filter(pk=run.pk).values_list("status", flat=True).first()
@@ -460,8 +463,7 @@ class _Inline:
                 conclude_if_done(run)
                 return
             try:
-                for chunk in reader.chunks():
-                    reader.persist(chunk, settings.MPFEED_LEASE_SECONDS)
+                for _ in reader.steps(settings.MPFEED_LEASE_SECONDS):
                     if not self.send():
                         return
                     if run.read_done:

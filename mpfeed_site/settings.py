@@ -228,8 +228,14 @@ MPFEED_ALLOW_SANDBOX = envbool("MPFEED_ALLOW_SANDBOX", str(DEBUG))
 MPFEED_ALLOW_PRIVATE_ENDPOINTS = envbool("MPFEED_ALLOW_PRIVATE_ENDPOINTS", "False")
 MPFEED_CONNECT_TIMEOUT = envfloat("MPFEED_CONNECT_TIMEOUT", "5")
 MPFEED_READ_TIMEOUT = envfloat("MPFEED_READ_TIMEOUT", "30")
-# Records read, mapped and written as deliveries in one transaction.
+# Records read, mapped and set aside in one transaction.
 MPFEED_CHUNK_SIZE = envint("MPFEED_CHUNK_SIZE", "2000")
+# A run sets records aside per user and builds deliveries of each user's records together once the source is
+# read — or once this many records (or bytes of them) are set aside, so that a huge source starts sending
+# before its whole read: a window. Users are built in slices of about MPFEED_BUILD_SLICE records.
+MPFEED_GROUP_WINDOW_RECORDS = envint("MPFEED_GROUP_WINDOW_RECORDS", "2000000")
+MPFEED_GROUP_WINDOW_BYTES = envint("MPFEED_GROUP_WINDOW_BYTES", str(4 * 1024**3))
+MPFEED_BUILD_SLICE = envint("MPFEED_BUILD_SLICE", "5000")
 # Waits on 429 and 5xx: backoff base and cap (seconds).
 MPFEED_BACKOFF_BASE = envfloat("MPFEED_BACKOFF_BASE", "0.5")
 MPFEED_BACKOFF_CAP = envfloat("MPFEED_BACKOFF_CAP", "60")

@@ -369,6 +369,7 @@ def test_5xx_past_the_retry_horizon_is_kept_as_failed_and_replay_resends_the_sam
 def test_replay_workspace_picks_only_deliveries_created_since_the_time(sandbox, tmp_path, settings):
     settings.MPFEED_RETRY_HORIZON = 0
     settings.MPFEED_CHUNK_SIZE = 10
+    settings.MPFEED_GROUP_WINDOW_RECORDS = 10  # deliveries every 10 records
     sandbox.configure(faults=FaultConfig(seed=5, error_rate=1.0))
     clock = FakeClock()
     workspace = make_workspace(sandbox)
@@ -403,6 +404,7 @@ def test_a_crash_between_persist_and_send_resumes_without_loss_or_duplicates(
     sandbox, tmp_path, settings, monkeypatch, crash
 ):
     settings.MPFEED_CHUNK_SIZE = 10
+    settings.MPFEED_GROUP_WINDOW_RECORDS = 10  # deliveries every 10 records
     real_step = Lane.step
     calls = []
 

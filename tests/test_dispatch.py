@@ -38,6 +38,7 @@ def read(job) -> SyncRun:
 
 def test_a_sender_sends_for_several_workspaces_and_ends_their_runs(sandbox, tmp_path, settings):
     settings.MPFEED_CHUNK_SIZE = 50
+    settings.MPFEED_GROUP_WINDOW_RECORDS = 50  # deliveries every 50 records
     runs = []
     for n in range(3):
         workspace = make_workspace(sandbox, name=f"Client {n}")
@@ -56,6 +57,7 @@ def test_workspaces_take_turns(sandbox, tmp_path, settings):
     # A run of 20 requests and one of 2, both due all the time: the small one's go out among the first, not after.
     settings.MPFEED_PACING = False
     settings.MPFEED_CHUNK_SIZE = 10
+    settings.MPFEED_GROUP_WINDOW_RECORDS = 10  # deliveries every 10 records
     big = read(make_job(make_workspace(sandbox, name="Big"), write_csv(tmp_path / "big.csv", purchase_rows(200))))
     small_ws = make_workspace(sandbox, name="Small")
     small = read(make_job(small_ws, write_csv(tmp_path / "small.csv", purchase_rows(20, start=1000))))
@@ -70,6 +72,7 @@ def test_workspaces_take_turns(sandbox, tmp_path, settings):
 def test_a_full_sender_gives_back_the_run_it_held_longest_when_others_wait(sandbox, tmp_path, settings):
     settings.MPFEED_PACING = False
     settings.MPFEED_CHUNK_SIZE = 10
+    settings.MPFEED_GROUP_WINDOW_RECORDS = 10  # deliveries every 10 records
     first = read(make_job(make_workspace(sandbox, name="First"), write_csv(tmp_path / "a.csv", purchase_rows(100))))
     second = read(make_job(make_workspace(sandbox, name="Second"), write_csv(tmp_path / "b.csv", purchase_rows(30))))
     sender = dispatch(first, second, max_lanes=1, turn_seconds=0, poll=0)
@@ -104,6 +107,7 @@ def test_a_waiting_run_is_taken_up_by_any_sender_once_its_wait_is_over(sandbox, 
 
 def test_a_paused_workspace_blocks_its_runs_and_a_running_one_stops(sandbox, tmp_path, settings):
     settings.MPFEED_CHUNK_SIZE = 10
+    settings.MPFEED_GROUP_WINDOW_RECORDS = 10  # deliveries every 10 records
     workspace = make_workspace(sandbox)
     run = read(make_job(workspace, write_csv(tmp_path / "orders.csv", purchase_rows(50))))
     clock = FakeClock()
@@ -199,8 +203,9 @@ def test_a_reader_that_was_replaced_stops_without_writing_and_keeps_off_the_othe
     from feeds.reading import Reader
 
     settings.MPFEED_CHUNK_SIZE = 10
+    settings.MPFEED_GROUP_WINDOW_RECORDS = 10  # deliveries every 10 records
     run = sync.start_run(make_job(make_workspace(sandbox), write_csv(tmp_path / "orders.csv", purchase_rows(30))))
-    real_persist = Reader.persist
+    real_persist = Reader.set_aside
     calls = []
 
     def persist(self, chunk, lease_seconds):
@@ -213,11 +218,11 @@ def test_a_reader_that_was_replaced_stops_without_writing_and_keeps_off_the_othe
 
     import feeds.reading
 
-    feeds.reading.Reader.persist = persist
+    feeds.reading.Reader.set_aside = persist
     try:
         assert sync.read_run(run.pk) is sync.Reading.STOPPED
     finally:
-        feeds.reading.Reader.persist = real_persist
+        feeds.reading.Reader.set_aside = real_persist
     run.refresh_from_db()
     assert run.deliveries.count() == 1 and run.records_read == 10  # its second chunk was not written
     assert run.lease_until is not None and run.lease_until > timezone.now()  # the other reader's, left alone

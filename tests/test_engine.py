@@ -17,8 +17,8 @@ def message_ids(sandbox) -> list[str]:
     return [e["data"]["source_message_id"] for e in sandbox.events()]
 
 
-def test_every_record_arrives_once_grouped_per_user(sandbox, tmp_path, settings):
-    settings.MPFEED_CHUNK_SIZE = 40
+def test_every_record_arrives_once_grouped_per_user_across_the_run(sandbox, tmp_path, settings):
+    settings.MPFEED_CHUNK_SIZE = 40  # read in three chunks; the users' records are set aside across them
     path = write_csv(tmp_path / "orders.csv", purchase_rows(100, users=10))
     run = run_job(make_job(make_workspace(sandbox), path))
     assert run.status == SyncRun.Status.SUCCEEDED, run.error
@@ -26,13 +26,26 @@ def test_every_record_arrives_once_grouped_per_user(sandbox, tmp_path, settings)
     assert run.events == run.events_accepted == 100
     ids = message_ids(sandbox)
     assert len(ids) == len(set(ids)) == 100
-    # 3 chunks (40, 40, 20), each holding every one of the 10 users once: 30 batches, not 100.
-    assert run.batches == 30 and len(sandbox.kept()) == 30
+    # Each of the 10 users' 10 records in one batch: 10 batches, not 100 (nor 30, one per user and chunk).
+    assert run.batches == 10 and len(sandbox.kept()) == 10
+    users = [k.batch["user_identities"]["customer_id"] for k in sandbox.kept()]
+    assert sorted(users) == [f"u{i}" for i in range(10)]
+    assert all(len(k.batch["events"]) == 10 for k in sandbox.kept())
     assert sandbox.duplicates() == []
     assert all(d.state == Delivery.State.ACCEPTED and d.payload is None for d in run.deliveries.all())
-    first = sandbox.kept()[0].batch
-    assert first["environment"] == "development"
-    assert first["user_identities"] == {"customer_id": "u0", "email": "user0@example.com"}
+    assert sandbox.kept()[0].batch["environment"] == "development"
+    assert not run.set_aside.exists() and run.windows == 1
+
+
+def test_a_bounded_window_builds_what_it_holds_before_reading_on(sandbox, tmp_path, settings):
+    settings.MPFEED_CHUNK_SIZE = 40
+    settings.MPFEED_GROUP_WINDOW_RECORDS = 40  # built every 40 records set aside
+    path = write_csv(tmp_path / "orders.csv", purchase_rows(100, users=10))
+    run = run_job(make_job(make_workspace(sandbox), path))
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    # 3 windows (40, 40, 20), each holding every one of the 10 users once: 30 batches.
+    assert run.batches == 30 and run.windows == 3
+    assert len(set(message_ids(sandbox))) == 100
 
 
 def test_it_waits_out_a_429_with_retry_after_and_the_data_arrives_once(sandbox, tmp_path):
@@ -81,6 +94,7 @@ def test_503s_are_retried(sandbox, tmp_path):
 
 def test_random_faults_lose_nothing(sandbox, tmp_path, settings):
     settings.MPFEED_CHUNK_SIZE = 50
+    settings.MPFEED_GROUP_WINDOW_RECORDS = 50  # deliveries every 50 records
     sandbox.configure(faults=FaultConfig(seed=3, throttle_rate=0.3, error_rate=0.1, drop_rate=0.05, retry_after=1))
     path = write_csv(tmp_path / "orders.csv", purchase_rows(400, users=150))
     run = run_job(make_job(make_workspace(sandbox), path))

@@ -272,6 +272,7 @@ def test_a_slow_workspace_is_not_starved_by_its_own_reservations(sandbox, tmp_pa
     # A request that has to wait longer than a worker holds on gives the worker back; its reservation must
     # not stay behind, or the resumed run finds its own reservation in the way and waits again, forever.
     settings.MPFEED_CHUNK_SIZE = 100
+    settings.MPFEED_GROUP_WINDOW_RECORDS = 100  # deliveries every 100 records
     settings.MPFEED_MAX_INLINE_WAIT = 0.5  # shorter than a request's share of the budget (8 batches: 0.8 s)
     clock = FakeClock()
     workspace = make_workspace(sandbox, rate_limit=10)
@@ -296,6 +297,7 @@ def test_a_slow_workspace_is_not_starved_by_its_own_reservations(sandbox, tmp_pa
 def test_sending_for_a_minute_at_the_limit_stays_under_it(sandbox, tmp_path, settings):
     # 16,200 users = 60 s of mParticle's default 270 batches/s, as 162 requests of 100 batches.
     settings.MPFEED_CHUNK_SIZE = 2000
+    settings.MPFEED_GROUP_WINDOW_RECORDS = 2000  # deliveries every 2000 records
     clock = FakeClock()
     sandbox.configure(rate_limit=270)
     sandbox._clock = clock.monotonic  # the sandbox's bucket refills on the same fake clock

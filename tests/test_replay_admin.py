@@ -92,6 +92,7 @@ def failed_run(sandbox, tmp_path, settings) -> SyncRun:
     """Every request answered 5xx and no retry horizon: the run's 3 deliveries are parked as failed."""
     settings.MPFEED_RETRY_HORIZON = 0
     settings.MPFEED_CHUNK_SIZE = 2
+    settings.MPFEED_GROUP_WINDOW_RECORDS = 2  # deliveries every 2 records
     sandbox.configure(faults=FaultConfig(error_rate=1.0))
     data = purchase_rows(ROWS)
     data[0]["first_name"] = "<b>Bold</b>"

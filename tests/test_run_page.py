@@ -71,6 +71,7 @@ def mixed_rows(good: int) -> list[dict]:
 def mixed_run(sandbox, tmp_path, settings, good: int, name: str = "orders") -> SyncRun:
     """A finished run with `good` deliveries (one per chunk of two records) and `good` rejected records."""
     settings.MPFEED_CHUNK_SIZE = 2
+    settings.MPFEED_GROUP_WINDOW_RECORDS = 1  # a delivery for each chunk's one good record
     path = write_csv(tmp_path / f"{name}.csv", mixed_rows(good))
     run = run_job(make_job(make_workspace(sandbox, name=name.title()), path, name=name))
     assert run.status == SyncRun.Status.SUCCEEDED_WITH_REJECTS, run.error
@@ -88,6 +89,7 @@ def failed_run(sandbox, tmp_path, settings) -> SyncRun:
     """Every request answered 5xx and no retry horizon: the run's deliveries are parked as failed."""
     settings.MPFEED_RETRY_HORIZON = 0
     settings.MPFEED_CHUNK_SIZE = 2
+    settings.MPFEED_GROUP_WINDOW_RECORDS = 2  # deliveries every 2 records
     sandbox.configure(faults=FaultConfig(error_rate=1.0))
     job = make_job(make_workspace(sandbox), write_csv(tmp_path / "orders.csv", purchase_rows(ROWS)), name="orders")
     run = run_job(job)
@@ -205,6 +207,7 @@ def test_status_json_of_a_finished_run(staff, finished_run):
         "records_read": 2 * ROWS,
         "records_rejected": ROWS,
         "batches": ROWS,
+        "events_per_batch": 1.0,
         "requests": ROWS,
         "events": ROWS,
         "events_accepted": ROWS,

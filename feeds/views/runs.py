@@ -31,6 +31,7 @@ COUNTERS = [
     ("records_read", "Records read"),
     ("records_rejected", "Records rejected"),
     ("batches", "Batches"),
+    ("events_per_batch", "Events per batch"),
     ("requests", "Requests"),
     ("events", "Events written"),
     ("events_accepted", "Events accepted"),
@@ -101,6 +102,14 @@ def _minutes(delta: timedelta) -> int:
     return int(delta.total_seconds() // 60)
 
 
+def reading_text(run: SyncRun) -> str:
+    if run.read_done:
+        return "source read to the end"
+    if run.building:
+        return f"sending each user's records together: {run.set_aside_records} record(s) still to build"
+    return f"reading… {run.set_aside_records} record(s) set aside, to be sent together per user"
+
+
 def live_status(run: SyncRun) -> dict:
     """What the page shows and status.json answers: status, counters, progress and the chart."""
     counters = {key: getattr(run, key) for key, _ in COUNTERS}
@@ -117,6 +126,7 @@ def live_status(run: SyncRun) -> dict:
         "level": "error" if run.status in (SyncRun.Status.FAILED, SyncRun.Status.BLOCKED) else "warning",
         "resume_at": _when(run.resume_at) if run.status == SyncRun.Status.WAITING else None,
         "read_done": run.read_done,
+        "reading_text": reading_text(run),
         "counters": counters,
         # Events accepted out of the events written into deliveries so far (a source's total is not known
         # until it has been read); None until there is an event.

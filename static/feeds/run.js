@@ -85,7 +85,7 @@
     bar.value = percent;
     bar.textContent = `${percent}%`;
     find("progress_text").textContent = status.progress_text;
-    find("reading").textContent = status.read_done ? "source read to the end" : "reading…";
+    find("reading").textContent = status.reading_text;
     find("started_at").textContent = when(status.started_at);
     find("finished_at").textContent = when(status.finished_at);
     find("chart_empty").hidden = status.chart.length > 0;

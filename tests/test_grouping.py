@@ -1,0 +1,156 @@
+"""Fewest batches: each user's records, wherever they are in the source, are set aside and sent together — in as
+few batches as the 128 KB batch limit allows — with crashes at any step losing and duplicating nothing."""
+
+from __future__ import annotations
+
+import csv
+import random
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from feeds import sync
+from feeds.models import Delivery, SetAsideRecord, SyncRun
+from feeds.mparticle import schema
+from feeds.reading import Reader
+from tests.helpers import FakeClock, make_job, make_workspace, run_job
+from tests.test_delivery import WorkerDied, expire_lease, fake_pacing, kept_ids, message_ids, sent_ids
+
+pytestmark = pytest.mark.django_db
+
+
+START = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def time_ordered(path, records: int, users: int, seed: int = 3, sku_bytes: int = 6):
+    """A partner export ordered by time, users interleaved at random (as real exports are)."""
+    rand = random.Random(seed)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["id", "user_id", "email", "plan", "first_name", "ts", "sku", "amount"])
+        writer.writeheader()
+        for i in range(records):
+            user = rand.randrange(users)
+            writer.writerow(
+                {
+                    "id": f"o{i}", "user_id": f"u{user}", "email": f"user{user}@example.com", "plan": f"p{i}",
+                    "first_name": "Ada", "ts": (START + timedelta(seconds=37 * i)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "sku": "S" * sku_bytes, "amount": "9.5",
+                }
+            )  # fmt: skip
+    return path
+
+
+def test_a_users_events_spread_over_the_whole_file_arrive_in_one_batch(sandbox, tmp_path, settings):
+    settings.MPFEED_CHUNK_SIZE = 100  # 20 chunks: every user appears in most of them
+    path = time_ordered(tmp_path / "orders.csv", 2000, 50)
+    run = run_job(make_job(make_workspace(sandbox), path))
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    kept = sandbox.kept()
+    users = [k.batch["user_identities"]["customer_id"] for k in kept]
+    assert len(users) == len(set(users)) == 50  # one batch per user
+    assert sum(len(k.batch["events"]) for k in kept) == 2000 == len(set(message_ids(sandbox)))
+    for k in kept:
+        stamps = [e["data"]["timestamp_unixtime_ms"] for e in k.batch["events"]]
+        assert stamps == sorted(stamps)  # in time order
+    # The user's latest attributes: the plan of their last record.
+    last_plan = {}
+    with open(path) as f:
+        for row in csv.DictReader(f):
+            last_plan[row["user_id"]] = row["plan"]
+    assert all(k.batch["user_attributes"]["plan"] == last_plan[k.batch["user_identities"]["customer_id"]] for k in kept)
+    assert run.batches == 50 and not SetAsideRecord.objects.exists()
+
+
+def test_a_user_with_more_than_128_kb_of_events_gets_several_full_batches(sandbox, tmp_path):
+    path = time_ordered(tmp_path / "orders.csv", 600, 2, sku_bytes=900)  # ~300 events of ~1 KB per user
+    run = run_job(make_job(make_workspace(sandbox), path))
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    by_user: dict[str, list[int]] = {}
+    for k in sandbox.kept():
+        size = len(orjson.dumps(k.batch))
+        by_user.setdefault(k.batch["user_identities"]["customer_id"], []).append(size)
+    assert sorted(by_user) == ["u0", "u1"]
+    for sizes in by_user.values():
+        assert len(sizes) >= 3  # more than one batch's worth
+        assert all(s <= schema.MAX_BATCH_BYTES for s in sizes)
+        # Full batches: all but the last of each user hold at least three quarters of the limit.
+        assert all(s > 0.75 * schema.MAX_BATCH_BYTES for s in sorted(sizes)[1:])
+    assert len(set(message_ids(sandbox))) == 600
+
+
+@pytest.mark.parametrize("where", ["set-aside", "build"])
+def test_a_worker_dying_while_setting_aside_or_building_loses_and_duplicates_nothing(
+    sandbox, tmp_path, settings, monkeypatch, where
+):
+    settings.MPFEED_CHUNK_SIZE = 50
+    settings.MPFEED_BUILD_SLICE = 40
+    method = "set_aside" if where == "set-aside" else "build_slice"
+    real = getattr(Reader, method)
+    calls = []
+
+    def dies_on_the_third(self, *args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise WorkerDied(f"the worker went away in {where}")
+        return real(self, *args)
+
+    monkeypatch.setattr(Reader, method, dies_on_the_third)
+    clock = FakeClock()
+    path = time_ordered(tmp_path / "orders.csv", 300, 30)
+    run = sync.start_run(make_job(make_workspace(sandbox), path))
+    with pytest.raises(WorkerDied):
+        sync.process_run(run.pk, pacing=fake_pacing(clock))
+    run.refresh_from_db()
+    assert not run.read_done and run.status == SyncRun.Status.RUNNING
+    expire_lease(run)
+    assert sync.resume_stalled() == [run.pk]
+    run = sync.process_run(run.pk, pacing=fake_pacing(clock))
+
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    ids = message_ids(sandbox)
+    assert len(ids) == len(set(ids)) == 300
+    assert sorted(kept_ids(sandbox)) == sorted(sent_ids(run))
+    assert sandbox.duplicates() == []
+    assert not SetAsideRecord.objects.exists()
+    users = [k.batch["user_identities"]["customer_id"] for k in sandbox.kept()]
+    assert len(users) == len(set(users)) == 30  # still one batch per user
+
+
+def test_an_unexpected_error_ends_the_run_failed_and_leaves_nothing_set_aside(sandbox, tmp_path, monkeypatch):
+    def breaks(self, *args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Reader, "build_slice", breaks)
+    run = sync.start_run(make_job(make_workspace(sandbox), time_ordered(tmp_path / "orders.csv", 50, 5)))
+    with pytest.raises(RuntimeError):
+        sync.process_run(run.pk, pacing=fake_pacing(FakeClock()))
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.FAILED and not SetAsideRecord.objects.exists()
+    assert sandbox.kept() == []  # a new run reads the file again: nothing was sent twice
+
+
+def test_a_rebuilt_delivery_is_byte_identical(sandbox, tmp_path, settings, monkeypatch):
+    settings.MPFEED_BUILD_SLICE = 30
+    path = time_ordered(tmp_path / "orders.csv", 200, 20)
+    run = sync.start_run(make_job(make_workspace(sandbox), path))
+    first_bodies: list[tuple[bytes, list[str]]] = []
+    real_create = Delivery.objects.bulk_create
+    state = {"failed": False}
+
+    def create_then_die(objs, *args, **kwargs):
+        if not state["failed"] and objs:
+            first_bodies.extend((d.body(), d.source_request_ids) for d in objs)
+            state["failed"] = True
+            raise WorkerDied("the worker went away before the slice committed")
+        return real_create(objs, *args, **kwargs)
+
+    monkeypatch.setattr(Delivery.objects, "bulk_create", create_then_die)
+    with pytest.raises(WorkerDied):
+        sync.read_run(run.pk)
+    assert first_bodies and not Delivery.objects.exists()
+    monkeypatch.setattr(Delivery.objects, "bulk_create", real_create)
+    expire_lease(SyncRun.objects.get(pk=run.pk))
+    sync.read_run(run.pk)
+    rebuilt = [(d.body(), d.source_request_ids) for d in Delivery.objects.order_by("sequence")]
+    assert rebuilt[: len(first_bodies)] == first_bodies
