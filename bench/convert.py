@@ -23,6 +23,7 @@ import sys
 import time
 import uuid
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 
 import orjson
@@ -30,7 +31,15 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from feeds.mapping import compile_mapping  # noqa: E402  (no Django needed)
-from feeds.mparticle.batch import Grouper, batch_ids, join, pack, serialize_batches  # noqa: E402
+from feeds.mparticle.batch import (  # noqa: E402
+    batch_ids,
+    dump_record,
+    group_set_aside,
+    join,
+    pack,
+    serialize_batches,
+    user_hash,
+)
 
 MAPPING = {
     "record_key": "id",
@@ -124,19 +133,25 @@ def literal(records: list[dict]) -> int:
     return out
 
 
-def mpfeed(records: list[dict], chunk: int = 2000) -> int:
-    """As the sync engine does it (feeds/sync.py, persist_chunk): each record converted and handed to the
-    per-user grouper, then each chunk's batches serialized with their ids and packed into requests."""
+def mpfeed(records: list[dict], slice_size: int = 5000) -> int:
+    """As the sync engine does it (feeds/reading.py): each record converted and set aside as bytes with its user's
+    hash and place (the database's part left out), then each user's records loaded back together, in time order,
+    grouped into batches, serialized with their ids and packed into requests."""
     converter = compile_mapping(MAPPING, id_salt="bench")
     convert = converter.convert
+    aside = []
+    for line, r in enumerate(records, 2):
+        record = convert(r, f"f.csv:{line}")
+        aside.append(
+            (user_hash(record.mpid, record.identities), line, record.ref, dump_record(record), len(record.events))
+        )
+    aside.sort(key=itemgetter(0, 1))  # the set-aside table's (user, seq) order
     out = 0
-    for c, start in enumerate(range(0, len(records), chunk)):
-        grouper = Grouper()
-        add = grouper.add
-        for line, r in enumerate(records[start : start + chunk], start + 2):
-            add(convert(r, f"f.csv:{line}"))
-        batches = grouper.batches
-        bodies = serialize_batches(batches, "production", batch_ids(len(batches), "w", "run", c))
+    for start in range(0, len(aside), slice_size):  # built a slice of users at a time, as the engine does
+        part = aside[start : start + slice_size]
+        grouper = group_set_aside(part)
+        srids = batch_ids(len(grouper.batches), "w", "run", 0, "/v2/bulkevents", part[0][0], part[0][1])
+        bodies = serialize_batches(grouper.batches, "production", srids)
         for group in pack([len(b) for b in bodies]):
             out += len(join(bodies[group.start : group.stop]))
     return out

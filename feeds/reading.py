@@ -13,7 +13,6 @@ share with the reader move by increments (F expressions), never by writing a cop
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
@@ -28,7 +27,16 @@ from feeds import db
 from feeds.mapping import Converter, RecordError
 from feeds.models import Delivery, RejectedRecord, SetAsideRecord, SyncJob, SyncRun
 from feeds.mparticle import schema
-from feeds.mparticle.batch import Grouper, UserRecord, batch_ids, join, pack, serialize_batches
+from feeds.mparticle.batch import (
+    UserRecord,
+    batch_ids,
+    dump_record,
+    group_set_aside,
+    join,
+    pack,
+    serialize_batches,
+    user_hash,
+)
 from feeds.sources import Item
 from feeds.sources.build import build_source
 
@@ -101,11 +109,11 @@ class Reader:
             try:
                 record = converter.convert(item.record, item.ref)
                 for path, part in route(record, run.endpoint_mode, now_ms):
-                    data = _dump(part)
+                    data = dump_record(part)
                     size += len(data)
                     rows.append(
                         SetAsideRecord(run=run, path=path, user=user_hash(part.mpid, part.identities), seq=seq,
-                                       ref=part.ref[:300], data=data)
+                                       ref=part.ref[:300], data=data, events=len(part.events))
                     )  # fmt: skip
             except RecordError as e:
                 rejects.append(
@@ -172,30 +180,26 @@ class Reader:
         rows = list(
             SetAsideRecord.objects.filter(run=run)
             .order_by("path", "user", "seq")
-            .values_list("pk", "path", "user", "seq", "data")[: settings.MPFEED_BUILD_SLICE]
+            .values_list(*ROW)[: settings.MPFEED_BUILD_SLICE]
         )
         if rows:
-            _, last_path, last_user, last_seq, _ = rows[-1]
+            _, last_path, last_user, last_seq, _, _, _ = rows[-1]
             rows += list(
                 SetAsideRecord.objects.filter(run=run, path=last_path, user=last_user, seq__gt=last_seq)
                 .order_by("seq")
-                .values_list("pk", "path", "user", "seq", "data")[:MAX_USER_EXTENSION]
+                .values_list(*ROW)[:MAX_USER_EXTENSION]
             )
         window = run.windows
         deliveries: list[Delivery] = []
         rejects: list[RejectedRecord] = []
         batch_total = event_total = 0
         for path, of_path in groupby(rows, key=lambda r: r[1]):
-            grouper = Grouper()
-            srids: list[str] = []
-            for user, of_user in groupby(of_path, key=lambda r: r[2]):
-                records = [(seq, _load(data)) for _, _, _, seq, data in of_user]
-                first_seq = records[0][0]
-                before = len(grouper.batches)
-                for record in in_time_order(records):
-                    grouper.add(record)
-                made = len(grouper.batches) - before
-                srids += batch_ids(made, self.workspace.pk, run.pk, "w", window, path, user, first_seq)
+            of_path = list(of_path)
+            _, _, first_user, first_seq, _, _, _ = of_path[0]
+            grouper = group_set_aside((user, seq, ref, data, events) for _, _, user, seq, ref, data, events in of_path)
+            # One uuid5 per endpoint of the slice, counted up per batch: a rebuilt slice is the same slice (same
+            # first user and record), so its batches get the same ids.
+            srids = batch_ids(len(grouper.batches), self.workspace.pk, run.pk, "w", window, path, first_user, first_seq)
             for record, reason in grouper.refused:
                 rejects.append(
                     RejectedRecord(run=run, stage=RejectedRecord.Stage.MAPPING, ref=record.ref[:300], reason=reason)
@@ -225,7 +229,7 @@ class Reader:
 
         chunk_no = run.chunks
         left = max(0, run.set_aside_records - len(rows))
-        left_bytes = max(0, run.set_aside_bytes - sum(len(r[4]) for r in rows))
+        left_bytes = max(0, run.set_aside_bytes - sum(len(r[5]) for r in rows))
         with db.atomic():
             self._still_mine(chunk_no)
             first = run.allocate_sequences(len(deliveries))
@@ -261,50 +265,9 @@ class Reader:
         run.windows = window + (1 if window_done else 0)
 
 
+ROW = ("pk", "path", "user", "seq", "ref", "data", "events")
 # A user's records beyond the slice are taken with it up to this many; past that, the rest form the next slice.
 MAX_USER_EXTENSION = 100_000
-
-
-def user_hash(mpid: int | None, identities: dict[str, str]) -> str:
-    """Who a record is about, as a short stable text: records of one user are built together."""
-    key = orjson.dumps([mpid, sorted(identities.items())])
-    return hashlib.sha1(key, usedforsecurity=False).hexdigest()
-
-
-def _dump(record: UserRecord) -> bytes:
-    data: dict = {"r": record.ref, "i": record.identities}
-    if record.mpid is not None:
-        data["m"] = record.mpid
-    if record.user_attributes:
-        data["a"] = record.user_attributes
-    if record.deleted_user_attributes:
-        data["d"] = record.deleted_user_attributes
-    if record.events:
-        data["e"] = record.events
-    return orjson.dumps(data)
-
-
-def _load(data) -> UserRecord:
-    d = orjson.loads(bytes(data))
-    return UserRecord(
-        ref=d["r"], identities=d["i"], user_attributes=d.get("a", {}), deleted_user_attributes=d.get("d", []),
-        events=d.get("e", []), mpid=d.get("m"),
-    )  # fmt: skip
-
-
-def in_time_order(records: list[tuple[int, UserRecord]]) -> list[UserRecord]:
-    """A user's records ordered by the time of their first event (source order for equal times, and a record
-    without events keeps its place after the one before it): events go out in time order, and the attributes
-    of the latest record win."""
-    keyed = []
-    last = -(2**63)
-    for seq, record in records:
-        stamps = [t for e in record.events if (t := e.get("data", {}).get("timestamp_unixtime_ms")) is not None]
-        if stamps:
-            last = min(stamps)
-        keyed.append((last, seq, record))
-    keyed.sort(key=lambda k: (k[0], k[1]))
-    return [record for _, _, record in keyed]
 
 
 def route(record: UserRecord, mode: str, now_ms: int) -> Iterable[tuple[str, UserRecord]]:

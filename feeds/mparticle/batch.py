@@ -12,6 +12,8 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha1
+from itertools import groupby
+from operator import itemgetter
 from typing import ClassVar
 
 import orjson
@@ -371,3 +373,102 @@ def pack(
         groups.append(range(start, i))
         start = i
     return groups
+
+
+# ----------------------------------------------------------------------- records set aside between reading and grouping
+
+
+def user_hash(mpid: int | None, identities: dict[str, str]) -> str:
+    """Who a record is about, as a short stable text: records of one user are built together."""
+    ids_json = orjson.dumps(identities, option=orjson.OPT_SORT_KEYS)
+    return sha1(ids_json if mpid is None else b"%d|%s" % (mpid, ids_json), usedforsecurity=False).hexdigest()
+
+
+# A record set aside is kept as bytes in one of two forms: "W" (or "A" when it has user attributes) + the batch
+# JSON of a record that can be a one-record batch as it is (identities, no mpid, no deletions: the common case),
+# so that a user with a single record needs no parsing at all when built; "R" + the record's fields otherwise.
+_WHOLE, _WHOLE_WITH_ATTRIBUTES, _FIELDS = b"W", b"A", b"R"
+
+
+def dump_record(record: UserRecord) -> bytes:
+    if record.identities and record.mpid is None and not record.deleted_user_attributes:
+        data: dict = {"user_identities": record.identities}
+        if record.user_attributes:
+            data["user_attributes"] = record.user_attributes
+        if record.events:
+            data["events"] = record.events
+        return (_WHOLE_WITH_ATTRIBUTES if record.user_attributes else _WHOLE) + orjson.dumps(data)
+    fields: dict = {"i": record.identities}
+    if record.mpid is not None:
+        fields["m"] = record.mpid
+    if record.user_attributes:
+        fields["a"] = record.user_attributes
+    if record.deleted_user_attributes:
+        fields["d"] = record.deleted_user_attributes
+    if record.events:
+        fields["e"] = record.events
+    return _FIELDS + orjson.dumps(fields)
+
+
+def load_record(data, ref: str) -> UserRecord:
+    data = bytes(data)
+    d = orjson.loads(data[1:])
+    if data[:1] != _FIELDS:
+        return UserRecord(
+            ref=ref, identities=d["user_identities"], user_attributes=d.get("user_attributes", {}),
+            events=d.get("events", []),
+        )  # fmt: skip
+    return UserRecord(
+        ref=ref, identities=d["i"], user_attributes=d.get("a", {}), deleted_user_attributes=d.get("d", []),
+        events=d.get("e", []), mpid=d.get("m"),
+    )  # fmt: skip
+
+
+def group_set_aside(rows: Iterable[tuple[str, int, str, bytes, int]], max_batch_bytes: int = schema.MAX_BATCH_BYTES):
+    """Group set-aside records — (user, seq, ref, data, event count), ordered by user then seq — into batches:
+    each user's records together, in time order. A user's only record in the "W" form becomes its batch as it
+    was stored, without being parsed. Returns the Grouper (batches, refused)."""
+    grouper = Grouper(max_batch_bytes)
+    add = grouper.add
+    batches = grouper.batches
+    for _, of_user in groupby(rows, key=itemgetter(0)):
+        rows_of_user = list(of_user)
+        first = rows_of_user[0]
+        form = bytes(first[3][:1])
+        if len(rows_of_user) == 1 and form != _FIELDS:
+            _, _, ref, data, events = first
+            whole = bytes(data)[2:]  # after "W{"
+            own_size = _BATCH_OVERHEAD + 1 + len(whole) - (_WHOLE_EVENTS if events else 0)
+            if form == _WHOLE_WITH_ATTRIBUTES:
+                own_size -= _WHOLE_ATTRIBUTES
+            if own_size > max_batch_bytes:
+                grouper.refused.append((UserRecord(ref=ref, identities={}), _too_large(own_size, max_batch_bytes)))
+                continue
+            batch = _new_object(OneRecordBatch)
+            batch.whole = whole
+            batch.event_count = events
+            batch.refs = [ref]
+            batch.size = own_size
+            batches.append(batch)
+            continue
+        records = [(seq, load_record(data, ref)) for _, seq, ref, data, _ in rows_of_user]
+        for record in in_time_order(records):
+            add(record)
+    return grouper
+
+
+def in_time_order(records: list[tuple[int, UserRecord]]) -> list[UserRecord]:
+    """A user's records ordered by the time of their first event (source order for equal times, and a record
+    without events keeps its place after the one before it): events go out in time order, and the attributes
+    of the latest record win."""
+    if len(records) == 1:
+        return [records[0][1]]
+    keyed = []
+    last = -(2**63)
+    for seq, record in records:
+        stamps = [t for e in record.events if (t := e.get("data", {}).get("timestamp_unixtime_ms")) is not None]
+        if stamps:
+            last = min(stamps)
+        keyed.append((last, seq, record))
+    keyed.sort(key=lambda k: (k[0], k[1]))
+    return [record for _, _, record in keyed]
