@@ -166,8 +166,12 @@ class Reader:
     def _still_mine(self, chunk_no: int) -> None:
         # Only while this reader still has the run where it left it: one that lost its lease (stalled past it)
         # and was replaced must not write the same step again.
-        if not SyncRun.objects.filter(pk=self.run.pk, chunks=chunk_no).exists():
+        # Nor once the run has stopped (ended, blocked): what it would set aside would be left behind.
+        mine = SyncRun.objects.filter(pk=self.run.pk, chunks=chunk_no)
+        if not mine.exists():
             raise ReadingLost(f"run {self.run.pk}: another reader went on from step {chunk_no}")
+        if not mine.filter(status__in=SyncRun.WORKING_STATUSES).exists():
+            raise ReadingLost(f"run {self.run.pk}: stopped meanwhile; this reader writes nothing more")
 
     # --------------------------------------------------------------------------------------------- build
 

@@ -154,3 +154,22 @@ def test_a_rebuilt_delivery_is_byte_identical(sandbox, tmp_path, settings, monke
     sync.read_run(run.pk)
     rebuilt = [(d.body(), d.source_request_ids) for d in Delivery.objects.order_by("sequence")]
     assert rebuilt[: len(first_bodies)] == first_bodies
+
+
+def test_a_reader_whose_run_ended_meanwhile_sets_nothing_more_aside(sandbox, tmp_path, settings, monkeypatch):
+    settings.MPFEED_CHUNK_SIZE = 20
+    real = Reader.set_aside
+    calls = []
+
+    def staff_cancel_on_the_second(self, *args):
+        calls.append(1)
+        if len(calls) == 2:  # the run is ended (failed, cancelled) while this reader reads its next chunk
+            SyncRun.objects.get(pk=self.run.pk).finish(SyncRun.Status.FAILED, "ended by staff")
+        return real(self, *args)
+
+    monkeypatch.setattr(Reader, "set_aside", staff_cancel_on_the_second)
+    run = sync.start_run(make_job(make_workspace(sandbox), time_ordered(tmp_path / "orders.csv", 100, 10)))
+    assert sync.read_run(run.pk) is sync.Reading.STOPPED
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.FAILED and run.records_read == 20
+    assert not SetAsideRecord.objects.exists()  # the first chunk's went with the ending, the second was not written
