@@ -33,12 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from feeds.mapping import compile_mapping  # noqa: E402  (no Django needed)
 from feeds.mparticle.batch import (  # noqa: E402
     batch_ids,
-    dump_record,
     group_set_aside,
     join,
     pack,
     serialize_batches,
-    user_hash,
+    set_aside_form,
 )
 
 MAPPING = {
@@ -142,10 +141,9 @@ def mpfeed(records: list[dict], slice_size: int = 5000) -> int:
     aside = []
     for line, r in enumerate(records, 2):
         record = convert(r, f"f.csv:{line}")
-        aside.append(
-            (user_hash(record.mpid, record.identities), line, record.ref, dump_record(record), len(record.events))
-        )
-    aside.sort(key=itemgetter(0, 1))  # the set-aside table's (user, seq) order
+        user, data = set_aside_form(record)
+        aside.append((user, line, record.ref, data, len(record.events)))
+    aside.sort(key=itemgetter(0))  # the set-aside table's (user, seq) order: stable, and appended in seq order
     out = 0
     for start in range(0, len(aside), slice_size):  # built a slice of users at a time, as the engine does
         part = aside[start : start + slice_size]

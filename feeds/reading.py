@@ -30,12 +30,11 @@ from feeds.mparticle import schema
 from feeds.mparticle.batch import (
     UserRecord,
     batch_ids,
-    dump_record,
     group_set_aside,
     join,
     pack,
     serialize_batches,
-    user_hash,
+    set_aside_form,
 )
 from feeds.sources import Item
 from feeds.sources.build import build_source
@@ -109,11 +108,11 @@ class Reader:
             try:
                 record = converter.convert(item.record, item.ref)
                 for path, part in route(record, run.endpoint_mode, now_ms):
-                    data = dump_record(part)
+                    user, data = set_aside_form(part)
                     size += len(data)
                     rows.append(
-                        SetAsideRecord(run=run, path=path, user=user_hash(part.mpid, part.identities), seq=seq,
-                                       ref=part.ref[:300], data=data, events=len(part.events))
+                        SetAsideRecord(run=run, path=path, user=user, seq=seq, ref=part.ref[:300], data=data,
+                                       events=len(part.events))
                     )  # fmt: skip
             except RecordError as e:
                 rejects.append(

@@ -12,8 +12,6 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from hashlib import sha1
-from itertools import groupby
-from operator import itemgetter
 from typing import ClassVar
 
 import orjson
@@ -378,36 +376,47 @@ def pack(
 # ----------------------------------------------------------------------- records set aside between reading and grouping
 
 
-def user_hash(mpid: int | None, identities: dict[str, str]) -> str:
-    """Who a record is about, as a short stable text: records of one user are built together."""
-    ids_json = orjson.dumps(identities, option=orjson.OPT_SORT_KEYS)
-    return sha1(ids_json if mpid is None else b"%d|%s" % (mpid, ids_json), usedforsecurity=False).hexdigest()
-
-
 # A record set aside is kept as bytes in one of two forms: "W" (or "A" when it has user attributes) + the batch
 # JSON of a record that can be a one-record batch as it is (identities, no mpid, no deletions: the common case),
 # so that a user with a single record needs no parsing at all when built; "R" + the record's fields otherwise.
 _WHOLE, _WHOLE_WITH_ATTRIBUTES, _FIELDS = b"W", b"A", b"R"
 
 
-def dump_record(record: UserRecord) -> bytes:
-    if record.identities and record.mpid is None and not record.deleted_user_attributes:
-        data: dict = {"user_identities": record.identities}
-        if record.user_attributes:
-            data["user_attributes"] = record.user_attributes
-        if record.events:
-            data["events"] = record.events
-        return (_WHOLE_WITH_ATTRIBUTES if record.user_attributes else _WHOLE) + orjson.dumps(data)
-    fields: dict = {"i": record.identities}
-    if record.mpid is not None:
-        fields["m"] = record.mpid
-    if record.user_attributes:
-        fields["a"] = record.user_attributes
+def set_aside_form(
+    record: UserRecord, dumps=orjson.dumps, sort_keys=orjson.OPT_SORT_KEYS, sha1=sha1
+) -> tuple[str, bytes]:
+    """A record as it is set aside: (its user, its data). The user is a short stable text (a sha1 of the
+    identities and mpid): records of one user are built together. The data is one of the forms above."""
+    identities = record.identities
+    mpid = record.mpid
+    ids_json = dumps(identities, option=sort_keys)
+    attributes = record.user_attributes
+    events = record.events
+    if mpid is None:
+        user = sha1(ids_json, usedforsecurity=False).hexdigest()
+        if identities and not record.deleted_user_attributes:
+            if attributes and events:
+                return user, b"A" + dumps(
+                    {"user_identities": identities, "user_attributes": attributes, "events": events}
+                )
+            data: dict = {"user_identities": identities}
+            if attributes:
+                data["user_attributes"] = attributes
+            if events:
+                data["events"] = events
+            return user, (_WHOLE_WITH_ATTRIBUTES if attributes else _WHOLE) + dumps(data)
+    else:
+        user = sha1(b"%d|%s" % (mpid, ids_json), usedforsecurity=False).hexdigest()
+    fields: dict = {"i": identities}
+    if mpid is not None:
+        fields["m"] = mpid
+    if attributes:
+        fields["a"] = attributes
     if record.deleted_user_attributes:
         fields["d"] = record.deleted_user_attributes
-    if record.events:
-        fields["e"] = record.events
-    return _FIELDS + orjson.dumps(fields)
+    if events:
+        fields["e"] = events
+    return user, _FIELDS + dumps(fields)
 
 
 def load_record(data, ref: str) -> UserRecord:
@@ -424,36 +433,48 @@ def load_record(data, ref: str) -> UserRecord:
     )  # fmt: skip
 
 
+_FIELDS_BYTE, _WHOLE_WITH_ATTRIBUTES_BYTE = _FIELDS[0], _WHOLE_WITH_ATTRIBUTES[0]
+
+
 def group_set_aside(rows: Iterable[tuple[str, int, str, bytes, int]], max_batch_bytes: int = schema.MAX_BATCH_BYTES):
     """Group set-aside records — (user, seq, ref, data, event count), ordered by user then seq — into batches:
     each user's records together, in time order. A user's only record in the "W" form becomes its batch as it
-    was stored, without being parsed. Returns the Grouper (batches, refused)."""
+    was stored, without being parsed. Returns the Grouper (batches, refused).
+
+    This runs once per record of every run, so it walks the rows by index rather than with groupby (no list
+    per user), and a one-record batch is made as `Grouper.add` makes it (see OneRecordBatch)."""
+    rows = rows if isinstance(rows, list) else list(rows)
     grouper = Grouper(max_batch_bytes)
     add = grouper.add
-    batches = grouper.batches
-    for _, of_user in groupby(rows, key=itemgetter(0)):
-        rows_of_user = list(of_user)
-        first = rows_of_user[0]
-        form = bytes(first[3][:1])
-        if len(rows_of_user) == 1 and form != _FIELDS:
-            _, _, ref, data, events = first
-            whole = bytes(data)[2:]  # after "W{"
+    append = grouper.batches.append
+    refused = grouper.refused
+    new = _new_object
+    count = len(rows)
+    i = 0
+    while i < count:
+        user, _, ref, data, events = rows[i]
+        j = i + 1
+        if (j == count or rows[j][0] != user) and data[0] != _FIELDS_BYTE:
+            whole = data[2:] if type(data) is bytes else bytes(data[2:])  # after "W{" (a memoryview from bytea)
             own_size = _BATCH_OVERHEAD + 1 + len(whole) - (_WHOLE_EVENTS if events else 0)
-            if form == _WHOLE_WITH_ATTRIBUTES:
+            if data[0] == _WHOLE_WITH_ATTRIBUTES_BYTE:
                 own_size -= _WHOLE_ATTRIBUTES
             if own_size > max_batch_bytes:
-                grouper.refused.append((UserRecord(ref=ref, identities={}), _too_large(own_size, max_batch_bytes)))
-                continue
-            batch = _new_object(OneRecordBatch)
-            batch.whole = whole
-            batch.event_count = events
-            batch.refs = [ref]
-            batch.size = own_size
-            batches.append(batch)
+                refused.append((UserRecord(ref=ref, identities={}), _too_large(own_size, max_batch_bytes)))
+            else:
+                batch = new(OneRecordBatch)
+                batch.whole = whole
+                batch.event_count = events
+                batch.refs = [ref]
+                batch.size = own_size
+                append(batch)
+            i = j
             continue
-        records = [(seq, load_record(data, ref)) for _, seq, ref, data, _ in rows_of_user]
-        for record in in_time_order(records):
+        while j < count and rows[j][0] == user:
+            j += 1
+        for record in in_time_order([(row[1], load_record(row[3], row[2])) for row in rows[i:j]]):
             add(record)
+        i = j
     return grouper
 
 
