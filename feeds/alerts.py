@@ -1,8 +1,9 @@
 """Alerts when a workspace changes state: by e-mail (Django's mail settings) and by a signed webhook.
 
-A workspace's health is worked out from what the database says (its jobs' newest finished runs, its status, its
-deliveries) and compared with the health the last alert announced (Workspace.health). Only a change sends an
-alert, once: the stored health moves with a conditional update, so two workers that notice the same change at
+A workspace's health is worked out by feeds.health, the rule the staff pages and the admin show too (its status,
+its jobs' newest finished runs, its deliveries), and compared with the health the last alert announced
+(Workspace.health): an alert goes out when a workspace becomes blocked or failing there, or stops being so. Only a
+change sends an alert, once: the stored health moves with a conditional update, so two workers that notice the same change at
 the same moment cannot both send it, and a second failed run in a row changes nothing.
 
 The engine calls `evaluate_safely` when a worker lets go of a run, and the every-minute sweeper calls
@@ -23,23 +24,22 @@ import logging
 import time
 import unicodedata
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import requests
 from django.conf import settings
 from django.core.mail import get_connection, send_mail
 from django.db import transaction
-from django.db.models import F, OuterRef, Q, Subquery
 from django.urls import reverse
 from django.utils import timezone
 
-from feeds.models import AlertEvent, Delivery, SyncJob, SyncRun, Workspace
+from feeds import health
+from feeds.models import AlertEvent, SyncJob, Workspace
 
 log = logging.getLogger(__name__)
 
-OK = "ok"
+OK = health.OK
 LABELS = {OK: "OK", **dict(AlertEvent.Kind.choices)}
-FAILING_FOR = timedelta(hours=1)  # deliveries failing longer than this make the workspace "deliveries_failing"
 TIMEOUT = 5  # seconds, for the webhook (connect and read) and the SMTP connection
 RESULT_LENGTH = 200  # AlertEvent.email_result / webhook_result
 REDACTED = "[redacted]"
@@ -55,48 +55,9 @@ class State:
 
 
 def current_state(workspace: Workspace, now: datetime | None = None) -> State:
-    """The workspace's health now. Rejected credentials come first: while they are refused nothing is sent
-    at all, and a failed run elsewhere must not hide it. A run failure counts per job (its newest finished
-    run), so that one job succeeding does not announce a recovery while another job is still failing."""
-    now = now or timezone.now()
-    if workspace.status == Workspace.Status.CREDENTIALS_REJECTED:
-        blocked = workspace.runs.filter(status=SyncRun.Status.BLOCKED).order_by("-created_at").first()
-        return State(
-            AlertEvent.Kind.CREDENTIALS_REJECTED,
-            workspace.status_message or "mParticle refused the workspace's credentials.",
-            blocked.pk if blocked else None,
-        )
-    # A failed run put back to work (a replay) still counts as failed until it finishes again, and as the newest.
-    replayed = Q(reopened_from=SyncRun.Status.FAILED)
-    newest_finished = SyncRun.objects.filter(
-        Q(status__in=SyncRun.FINISHED_STATUSES) | replayed, job=OuterRef("pk")
-    ).order_by(F("finished_at").desc(nulls_first=True), "-pk")
-    last_runs = SyncJob.objects.filter(workspace=workspace).values(last=Subquery(newest_finished.values("pk")[:1]))
-    failed = (
-        SyncRun.objects.filter(Q(status=SyncRun.Status.FAILED) | replayed, pk__in=last_runs)
-        .select_related("job")
-        .order_by("-finished_at", "-pk")
-        .first()
-    )
-    if failed is not None:
-        return State(
-            AlertEvent.Kind.RUN_FAILED,
-            f"Run #{failed.pk} of job {failed.job.name} failed: {failed.error or 'its failed requests are being replayed'}",
-            failed.pk,
-        )
-    failing = Delivery.objects.filter(
-        workspace=workspace, state=Delivery.State.PENDING, first_failure_at__lt=now - FAILING_FOR
-    ).order_by("first_failure_at")
-    oldest = failing.first()
-    if oldest is not None:
-        count = failing.count()
-        since = timezone.localtime(oldest.first_failure_at)
-        reason = (
-            f"{count} request(s) have been failing since {since:%Y-%m-%d %H:%M %Z} (run #{oldest.run_id}); "
-            f"last error: {oldest.last_error or 'unknown'}. They are retried; no data is lost."
-        )
-        return State(AlertEvent.Kind.DELIVERIES_FAILING, reason, oldest.run_id)
-    return State(OK)
+    """The workspace's health now, as the pages show it (feeds.health: one rule for every face)."""
+    found = health.of(workspace, now)
+    return State(found.alert, found.reason if found.alert != OK else "", found.run_id if found.alert != OK else None)
 
 
 def evaluate(workspace: Workspace, now: datetime | None = None) -> AlertEvent | None:
@@ -135,13 +96,21 @@ def evaluate_safely(workspace: Workspace, now: datetime | None = None) -> AlertE
 
 
 def evaluate_all(now: datetime | None = None) -> list[AlertEvent]:
-    """Every workspace, once (the every-minute sweeper). Never raises."""
+    """Every workspace whose health moved since its last alert (the every-minute sweeper). Never raises.
+
+    The health of all of them is worked out at once (a few queries, however many workspaces); only those that
+    look changed are evaluated one by one, from a fresh read."""
     events = []
     try:
-        workspaces = list(Workspace.objects.only("pk"))
+        workspaces = list(Workspace.objects.only("pk", "status", "status_message", "health"))
     except Exception:
         log.exception("alerts: listing workspaces failed")
         return events
+    try:
+        found = health.assess(workspaces, now)
+        workspaces = [w for w in workspaces if found[w.pk].alert != w.health]
+    except Exception:
+        log.exception("alerts: working out the workspaces' health failed; evaluating each")
     for workspace in workspaces:
         event = evaluate_safely(workspace, now)
         if event is not None:

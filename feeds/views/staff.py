@@ -8,8 +8,7 @@ from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils.cache import add_never_cache_headers
 
-from feeds import sync
-from feeds.health import workspace_health
+from feeds import health, sync
 from feeds.models import CredentialLink, SyncRun, Workspace, WorkspacePace
 from feeds.views.access import get_job, get_workspace, may, staff_required
 
@@ -26,7 +25,7 @@ class WorkspaceForm(forms.ModelForm):
 
 @staff_required(read="view_workspace")
 def home(request):
-    return render(request, "feeds/home.html", {"healths": workspace_health()})
+    return render(request, "feeds/home.html", {"healths": health.workspace_health()})
 
 
 @staff_required(read="add_workspace", write="add_workspace")
@@ -49,6 +48,7 @@ def workspace(request, slug):
 
     context = {
         "workspace": workspace,
+        "health": health.of(workspace),
         "links": shown("view_credentiallink", workspace.credential_links.select_related("created_by")[:10]),
         "mappings": shown("view_mapping", workspace.mappings.all()),
         "jobs": shown("view_syncjob", workspace.jobs.select_related("mapping")),
