@@ -176,7 +176,10 @@ class MappingAdmin(admin.ModelAdmin):
     list_filter = ["workspace"]
     search_fields = ["name", "workspace__name"]
     readonly_fields = ["version", "warnings_list", "created_at", "updated_at"]
-    fields = ["workspace", "name", "rules", "accept_changes", "version", "warnings_list", "created_at", "updated_at"]
+    fields = [
+        "workspace", "name", "rules", "accept_changes", "seen_version", "changes_digest", "version", "warnings_list",
+        "created_at", "updated_at",
+    ]  # fmt: skip
 
     @admin.display(description="Warnings")
     def warnings_list(self, obj: Mapping) -> str:
@@ -186,13 +189,10 @@ class MappingAdmin(admin.ModelAdmin):
         return "; ".join(found) or "none"
 
     def save_model(self, request, obj, form, change):
-        # The form checked the rules and samples; update_rules versions them (and records accepted outputs).
-        rules = form.cleaned_data["rules"]
-        if change:
-            obj.rules = Mapping.objects.get(pk=obj.pk).rules
-        else:
-            obj.rules = None
-        obj.update_rules(rules, accept_changes=form.cleaned_data.get("accept_changes", False))
+        # The form checked them (the row stays locked until the page's transaction ends): stored the editor's way.
+        obj.update_rules(
+            form.cleaned_data["rules"], version=form.cleaned_data.get("seen_version"), accept_changes=form.accepted()
+        )
 
 
 @admin.register(SyncJob)
