@@ -1167,6 +1167,29 @@ class CredentialLink(models.Model):
     def usable(self) -> bool:
         return self.state == "open"
 
+    @property
+    def exhausted(self) -> bool:
+        """Whether the link has had all the connection tests it may try (MPFEED_CREDENTIAL_LINK_ATTEMPTS)."""
+        return self.attempts >= settings.MPFEED_CREDENTIAL_LINK_ATTEMPTS
+
+    def count_attempt(self) -> bool:
+        """Count one connection test tried through the link, atomically and only while it is open and under its
+        limit: False when it is not (then refreshed, to tell which: `usable`, `exhausted`)."""
+        now = timezone.now()
+        counted = (
+            CredentialLink.objects.usable(now)
+            .filter(pk=self.pk, attempts__lt=settings.MPFEED_CREDENTIAL_LINK_ATTEMPTS)
+            .update(attempts=F("attempts") + 1, last_attempt_at=now)
+        )
+        self.refresh_from_db(fields=["attempts", "last_attempt_at", "used_at", "revoked_at"])
+        return bool(counted)
+
+    @staticmethod
+    def test_allowed_from(address: str) -> bool:
+        """Count a connection test from this network address: False once it tried MPFEED_LINK_TESTS_PER_ADDRESS
+        in the hour, whatever links (one network trying many links, or one link from many tabs, is slowed down)."""
+        return AddressAttempt.allow("link-test", address, settings.MPFEED_LINK_TESTS_PER_ADDRESS, 3600)
+
     def revoke(self) -> None:
         CredentialLink.objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
         self.refresh_from_db(fields=["revoked_at"])

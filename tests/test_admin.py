@@ -410,7 +410,9 @@ def test_a_mapping_edit_that_changes_sample_outputs_must_be_accepted(staff):
     assert f'name="changes_digest" value="{digest}"' in response.content.decode()
     response = staff.post(url(Mapping, "change", mapping.pk), {**data, "accept_changes": "on"})
     assert response.status_code == 200 and Mapping.objects.get(pk=mapping.pk).version == 1
-    response = staff.post(url(Mapping, "change", mapping.pk), {**data, "accept_changes": "on", "changes_digest": digest})
+    response = staff.post(
+        url(Mapping, "change", mapping.pk), {**data, "accept_changes": "on", "changes_digest": digest}
+    )
     assert response.status_code == 302
     mapping.refresh_from_db()
     assert mapping.version == 2 and mapping.rules["samples"][0]["expect"]["user_attributes"] == {"plan": "PRO"}
