@@ -36,7 +36,7 @@ class WorkspaceAdmin(admin.ModelAdmin):
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = [
-        "credentials", "pending", "status_message", "credentials_updated_at", "created_at", "learned_pace"
+        "status", "credentials", "pending", "status_message", "credentials_updated_at", "created_at", "learned_pace"
     ]  # fmt: skip
     actions = [
         "replay_last_day", "test_credentials", "pause", "resume", "confirm_credentials", "discard_credentials"

@@ -7,7 +7,9 @@ from feeds.models import Mapping, MappingConflict, OutputChanged, SyncJob, Works
 
 
 class WorkspaceAdminForm(forms.ModelForm):
-    """Credentials are write-only: the inputs are always empty, and empty means "keep what is stored"."""
+    """Credentials are write-only: the inputs are always empty, and empty means "keep what is stored". The status
+    only changes through the actions (pause, resume, test credentials), and production is reached as the staff
+    page's "Promote" reaches it."""
 
     endpoint_url = forms.URLField(
         label="Endpoint URL",
@@ -38,10 +40,19 @@ class WorkspaceAdminForm(forms.ModelForm):
             "pod",
             "endpoint_url",
             "environment",
-            "status",
             "rate_limit",
             "confirm_new_credentials",
-        ]
+        ]  # the status is set by what staff do (pause, resume, credential tests), never typed in
+
+    def clean_environment(self) -> str:
+        # Going to production from the form is a promotion: the staff page's rule (Workspace.promotion_refusal).
+        environment = self.cleaned_data["environment"]
+        stored = Workspace.objects.filter(pk=self.instance.pk).values_list("environment", flat=True).first()
+        if stored == Workspace.Environment.DEVELOPMENT and environment == Workspace.Environment.PRODUCTION:
+            refusal = self.instance.promotion_refusal()
+            if refusal:
+                raise forms.ValidationError(refusal)
+        return environment
 
     def clean(self):
         data = super().clean()
