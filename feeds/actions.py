@@ -1,5 +1,6 @@
-"""What staff (and a client's contact) do that reaches past one model, once for every face: the staff pages, the
-admin and the management commands call these, and tell people what they return.
+"""What staff (and a client's contact) do that reaches past one model, written once for every face: the staff
+pages, the admin and the credential page call these (as a management command would), and tell people what they
+return.
 
 The change of each object is a model method (Workspace.pause, Workspace.resume, Workspace.promote,
 Workspace.confirm_pending_credentials, CredentialLink.redeem, Mapping.update_rules); what is here adds what

@@ -5,8 +5,7 @@ session and redirects to /connect/, so the token is in no later address bar, his
 The page shows nothing but the workspace's name and the partner's name, and asks for the key, the secret and an
 mParticle pod (never an endpoint URL: a sandbox endpoint is set by staff). A POST counts an attempt, tests the
 *new* credentials on an unsaved copy of the workspace, and stores them only when mParticle accepts them, using the
-link up at the same moment (feeds.actions.hand_over, CredentialLink.redeem: used at once, or held for staff to
-confirm). The token is
+link up at the same moment (feeds.actions.hand_over: used at once, or held for staff to confirm). The token is
 never logged by this module, and Django's own "Not Found: /connect/<token>/" line is suppressed for the
 responses made here (see _private).
 """
