@@ -12,11 +12,11 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from feeds import health, sync
+from feeds import actions, health, sync
 from feeds.forms import MappingAdminForm, SyncJobAdminForm, WorkspaceAdminForm
 from feeds.models import AlertEvent, Delivery, DeliveryAttempt, Mapping, RejectedRecord, SyncJob, SyncRun, Workspace
 from feeds.notices import replay_message, verify_credentials
-from feeds.views.access import can_replay
+from feeds.views.access import REPLAY, may
 
 # The request inspector shows at most this much of a pretty-printed body (bytes of UTF-8).
 INSPECTOR_LIMIT = 200_000
@@ -49,9 +49,12 @@ class WorkspaceAdmin(admin.ModelAdmin):
     search_fields = ["name", "slug"]
     prepopulated_fields = {"slug": ["name"]}
     readonly_fields = [
-        "current_health", "credentials", "pending", "status_message", "credentials_updated_at", "created_at", "learned_pace"
+        "current_health", "status", "credentials", "pending", "status_message", "credentials_updated_at", "created_at",
+        "learned_pace",
     ]  # fmt: skip
-    actions = ["replay_last_day", "test_credentials", "pause", "resume", "confirm_credentials"]
+    actions = [
+        "replay_last_day", "test_credentials", "pause", "resume", "confirm_credentials", "discard_credentials"
+    ]  # fmt: skip
     fieldsets = [
         (
             None,
@@ -115,13 +118,24 @@ class WorkspaceAdmin(admin.ModelAdmin):
         when = timezone.localtime(obj.pending_received_at).strftime("%Y-%m-%d %H:%M")
         return f"{obj.get_pending_pod_display()}, key {obj.pending_key_hint}, tested {when}"
 
+    def _tell(self, request, workspace: Workspace, done: actions.Done, change_message: str = "") -> None:
+        self.message_user(request, done.text, done.level)
+        if done.changed and change_message:
+            self.log_change(request, workspace, change_message)
+
     @admin.action(description="Use the credentials received (confirmation)", permissions=["change"])
     def confirm_credentials(self, request, queryset):
         for workspace in queryset:
-            if workspace.confirm_pending_credentials():
-                resumed = sync.resume_blocked_runs(workspace)
-                self.message_user(request, f"{workspace}: the new credentials are in use; runs resumed: "
-                                           f"{', '.join(map(str, resumed)) or 'none'}.")  # fmt: skip
+            self._tell(
+                request, workspace, actions.confirm_credentials(workspace), "Confirmed the credentials received."
+            )
+
+    @admin.action(description="Discard the credentials received", permissions=["change"])
+    def discard_credentials(self, request, queryset):
+        for workspace in queryset:
+            self._tell(
+                request, workspace, actions.discard_credentials(workspace), "Discarded the credentials received."
+            )
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)
@@ -146,54 +160,16 @@ class WorkspaceAdmin(admin.ModelAdmin):
 
     @admin.action(description="Pause", permissions=["change"])
     def pause(self, request, queryset):
-        now = timezone.now()
-        to_pause = list(queryset.exclude(status=Workspace.Status.PAUSED))
-        already = [str(w) for w in queryset.filter(status=Workspace.Status.PAUSED)]
-        Workspace.objects.filter(pk__in=[w.pk for w in to_pause]).update(
-            status=Workspace.Status.PAUSED,
-            status_message=f"Paused by {request.user.get_username()} on {timezone.localtime(now):%Y-%m-%d %H:%M %Z}.",
-            updated_at=now,
-        )
-        for workspace in to_pause:
-            self.log_change(request, workspace, "Paused.")
-        names = [str(w) for w in to_pause]
-        if names:
-            self.message_user(
-                request,
-                f"Paused {', '.join(names)}: no new run starts, and unfinished runs stop (blocked) when a worker "
-                "next picks them up. “Resume” continues them.",
-                messages.SUCCESS,
-            )
-        if already:
-            self.message_user(request, f"Already paused: {', '.join(already)}.", messages.WARNING)
+        for workspace in queryset:
+            self._tell(request, workspace, actions.pause(workspace, request.user), "Paused.")
 
     @admin.action(description="Resume", permissions=["change"])
     def resume(self, request, queryset):
         for workspace in queryset:
-            if workspace.status != Workspace.Status.PAUSED:
-                self.message_user(
-                    request,
-                    f"{workspace} is not paused ({workspace.get_status_display().lower()}); left as it is.",
-                    messages.WARNING,
-                )
-                continue
-            status = Workspace.Status.ACTIVE if workspace.has_credentials else Workspace.Status.AWAITING_CREDENTIALS
-            changed = Workspace.objects.filter(pk=workspace.pk, status=Workspace.Status.PAUSED).update(
-                status=status, status_message="", updated_at=timezone.now()
-            )
-            if not changed:
-                continue  # someone else changed it meanwhile
-            workspace.refresh_from_db()
-            self.log_change(request, workspace, "Resumed.")
-            if status == Workspace.Status.AWAITING_CREDENTIALS:
-                self.message_user(request, f"{workspace} is resumed and awaits credentials.", messages.WARNING)
-                continue
-            # Runs stopped by the pause are blocked: the connection test resumes them (and catches stale keys).
-            level, text = verify_credentials(workspace)
-            self.message_user(request, f"{workspace} is active again. {text}", level)
+            self._tell(request, workspace, actions.resume(workspace), "Resumed.")
 
     def has_replay_permission(self, request) -> bool:
-        return can_replay(request)
+        return may(request, REPLAY)
 
 
 @admin.register(Mapping)
@@ -203,7 +179,10 @@ class MappingAdmin(admin.ModelAdmin):
     list_filter = ["workspace"]
     search_fields = ["name", "workspace__name"]
     readonly_fields = ["version", "warnings_list", "created_at", "updated_at"]
-    fields = ["workspace", "name", "rules", "accept_changes", "version", "warnings_list", "created_at", "updated_at"]
+    fields = [
+        "workspace", "name", "rules", "accept_changes", "seen_version", "changes_digest", "version", "warnings_list",
+        "created_at", "updated_at",
+    ]  # fmt: skip
 
     @admin.display(description="Warnings")
     def warnings_list(self, obj: Mapping) -> str:
@@ -213,13 +192,10 @@ class MappingAdmin(admin.ModelAdmin):
         return "; ".join(found) or "none"
 
     def save_model(self, request, obj, form, change):
-        # The form checked the rules and samples; update_rules versions them (and records accepted outputs).
-        rules = form.cleaned_data["rules"]
-        if change:
-            obj.rules = Mapping.objects.get(pk=obj.pk).rules
-        else:
-            obj.rules = None
-        obj.update_rules(rules, accept_changes=form.cleaned_data.get("accept_changes", False))
+        # The form checked them (the row stays locked until the page's transaction ends): stored the editor's way.
+        obj.update_rules(
+            form.cleaned_data["rules"], version=form.cleaned_data.get("seen_version"), accept_changes=form.accepted()
+        )
 
 
 @admin.register(SyncJob)
@@ -431,7 +407,7 @@ class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
         self.message_user(request, text, level)
 
     def has_replay_permission(self, request) -> bool:
-        return can_replay(request)
+        return may(request, REPLAY)
 
 
 # ----------------------------------------------------------------------------------------------- deliveries
@@ -626,7 +602,7 @@ class DeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
         self.message_user(request, text, level)
 
     def has_replay_permission(self, request) -> bool:
-        return can_replay(request)
+        return may(request, REPLAY)
 
 
 @admin.register(RejectedRecord)

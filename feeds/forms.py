@@ -3,11 +3,13 @@ from __future__ import annotations
 from django import forms
 
 from feeds import mapping as mapping_rules
-from feeds.models import Mapping, SyncJob, Workspace
+from feeds.models import Mapping, MappingConflict, OutputChanged, SyncJob, Workspace
 
 
 class WorkspaceAdminForm(forms.ModelForm):
-    """Credentials are write-only: the inputs are always empty, and empty means "keep what is stored"."""
+    """Credentials are write-only: the inputs are always empty, and empty means "keep what is stored". The status
+    only changes through the actions (pause, resume, test credentials), and production is reached as the staff
+    page's "Promote" reaches it."""
 
     endpoint_url = forms.URLField(
         label="Endpoint URL",
@@ -38,10 +40,19 @@ class WorkspaceAdminForm(forms.ModelForm):
             "pod",
             "endpoint_url",
             "environment",
-            "status",
             "rate_limit",
             "confirm_new_credentials",
-        ]
+        ]  # the status is set by what staff do (pause, resume, credential tests), never typed in
+
+    def clean_environment(self) -> str:
+        # Going to production from the form is a promotion: the staff page's rule (Workspace.promotion_refusal).
+        environment = self.cleaned_data["environment"]
+        stored = Workspace.objects.filter(pk=self.instance.pk).values_list("environment", flat=True).first()
+        if stored == Workspace.Environment.DEVELOPMENT and environment == Workspace.Environment.PRODUCTION:
+            refusal = self.instance.promotion_refusal()
+            if refusal:
+                raise forms.ValidationError(refusal)
+        return environment
 
     def clean(self):
         data = super().clean()
@@ -103,35 +114,49 @@ class SyncJobAdminForm(forms.ModelForm):
 
 
 class MappingAdminForm(forms.ModelForm):
-    """Rules are validated and their golden samples checked; a change in output must be accepted explicitly."""
+    """Rules are checked as the mapping editor checks them (Mapping.prepare_rules: the version the page was opened
+    at, the rules, the golden samples); a change in output must be accepted explicitly, and only the changes shown
+    are accepted."""
 
     accept_changes = forms.BooleanField(
         required=False,
         label="Accept changed sample outputs",
         help_text="Save even when golden samples come out differently, recording the new outputs as expected.",
     )
+    # The version the page was opened at, and which changes of the samples' outputs it showed.
+    seen_version = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    changes_digest = forms.CharField(required=False, widget=forms.HiddenInput)
 
     class Meta:
         model = Mapping
         fields = ["workspace", "name", "rules"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.fields["seen_version"].initial = self.instance.version
+
+    def accepted(self) -> bool | str:
+        """What update_rules' accept_changes is: the digest of the changes shown, when they were accepted."""
+        data = self.cleaned_data
+        return (data.get("changes_digest") or "") if data.get("accept_changes") else False
 
     def clean(self):
         data = super().clean()
         rules = data.get("rules")
         if rules is None or self.errors:
             return data
-        errors = mapping_rules.validate(rules)
-        if errors:
-            self.add_error("rules", errors)
-            return data
-        if data.get("accept_changes"):
-            return data
-        probe = Mapping(
-            pk=self.instance.pk, rules=Mapping.objects.get(pk=self.instance.pk).rules if self.instance.pk else None
-        )
-        changes = [f"{r.label}: " + "; ".join(r.differences) for r in mapping_rules.check_samples(rules) if not r.ok]
-        if probe.rules:
-            changes += [str(c) for c in mapping_rules.compare_outputs(probe.rules, rules)]
-        if changes:
-            self.add_error("rules", [*changes, "Tick 'Accept changed sample outputs' to save them."])
+        try:
+            Mapping(pk=self.instance.pk).prepare_rules(
+                rules, version=data.get("seen_version"), accept_changes=self.accepted()
+            )
+        except MappingConflict as e:
+            self.add_error(None, str(e))
+        except mapping_rules.MappingError as e:
+            self.add_error("rules", e.errors)
+        except OutputChanged as e:
+            # Shown with the form: the next save accepts these changes (ticked), and no others.
+            self.data = self.data.copy()
+            self.data["changes_digest"] = e.digest
+            self.add_error("rules", [*e.changes, "Tick 'Accept changed sample outputs' to save them."])
         return data

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import models, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import Case, F, OuterRef, Q, Subquery, Value, When
 from django.db.models.functions import Coalesce, Greatest
 from django.urls import reverse
@@ -263,6 +263,53 @@ class Workspace(models.Model):
         self.pending_pod, self.pending_api_key, self.pending_api_secret, self.pending_received_at = "", "", "", None
         self.save(update_fields=["pending_pod", "pending_api_key", "pending_api_secret", "pending_received_at"])
 
+    def pause(self, by: str) -> bool:
+        """Staff stop sending to this workspace: no new run starts, and unfinished runs stop (blocked) when a
+        worker or sender next looks at them. `by` names who paused it, in the status message. False when it was
+        paused already (left as it is)."""
+        now = timezone.now()
+        changed = (
+            Workspace.objects.filter(pk=self.pk)
+            .exclude(status=self.Status.PAUSED)
+            .update(
+                status=self.Status.PAUSED,
+                status_message=f"Paused by {by} on {timezone.localtime(now):%Y-%m-%d %H:%M %Z}.",
+                updated_at=now,
+            )
+        )
+        self.refresh_from_db(fields=["status", "status_message", "updated_at"])
+        return bool(changed)
+
+    def resume(self) -> bool:
+        """Staff let a paused workspace send again: active, or awaiting credentials when it has none. False when
+        it was not paused (left as it is, also when someone else resumed it meanwhile). The runs the pause blocked
+        go on once the credentials pass a test (feeds.actions.resume tests them)."""
+        status = self.Status.ACTIVE if self.has_credentials else self.Status.AWAITING_CREDENTIALS
+        changed = Workspace.objects.filter(pk=self.pk, status=self.Status.PAUSED).update(
+            status=status, status_message="", updated_at=timezone.now()
+        )
+        self.refresh_from_db()
+        return bool(changed)
+
+    def promotion_refusal(self) -> str | None:
+        """Why this workspace may not go from development to production yet (None: it may): staff promote it
+        once a run succeeded, that is once they could check what the client's development environment got."""
+        if not self.pk or not self.runs.succeeded().exists():
+            return "Promote after at least one successful run in development."
+        return None
+
+    def promote(self) -> bool:
+        """Development → production (see promotion_refusal, raised as a ValidationError). False when the
+        workspace is in production already."""
+        if self.environment == self.Environment.PRODUCTION:
+            return False
+        refusal = self.promotion_refusal()
+        if refusal:
+            raise ValidationError(refusal)
+        Workspace.objects.filter(pk=self.pk).update(environment=self.Environment.PRODUCTION, updated_at=timezone.now())
+        self.refresh_from_db(fields=["environment", "updated_at"])
+        return True
+
 
 def key_hint(api_key: str) -> str:
     """What staff see of a key: its last four characters (never the secret), to compare with the client's."""
@@ -291,28 +338,68 @@ class Mapping(models.Model):
         if errors:
             raise ValidationError({"rules": errors})
 
-    def update_rules(self, doc: dict, *, accept_changes: bool = False) -> bool:
-        """Validate and store new rules; the version goes up when they changed. Raises MappingError when
-        the rules are not valid, and OutputChanged when the golden samples (the document's own, and the
-        stored mapping's run through the new rules) come out differently — unless `accept_changes`, which
-        then records the new outputs as the samples' expectations."""
+    def update_rules(self, doc: dict, *, version: int | None = None, accept_changes: bool | str = False) -> bool:
+        """The one way a mapping is saved (the editor, the admin, load_mapping, the demo): `doc` becomes its
+        rules, stored with the name and workspace set on this instance; the version goes up when the rules
+        changed. Checked as prepare_rules checks them, against the stored row, locked until it is written.
+        Returns whether anything was stored. Raises MappingConflict when another mapping of the workspace has
+        this name (the form's check lost a race)."""
+        try:
+            with transaction.atomic():
+                stored, rules = self._checked_rules(doc, version, accept_changes)
+                if stored is None:
+                    self.rules, self.version = rules, 1
+                    self.save()
+                    return True
+                renamed = (self.name, self.workspace_id) != (stored.name, stored.workspace_id)
+                self.version = stored.version + (1 if rules is not None else 0)
+                self.rules = stored.rules if rules is None else rules
+                if rules is None and not renamed:
+                    return False
+                self.save(update_fields=["name", "workspace", "rules", "version", "updated_at"])
+                return True
+        except IntegrityError:
+            raise MappingConflict(f"This workspace already has a mapping named {self.name!r}.") from None
+
+    def prepare_rules(self, doc: dict, *, version: int | None = None, accept_changes: bool | str = False):
+        """What update_rules would store as the rules: `doc`, with the golden samples' new outputs recorded as
+        their expectations when the changes are accepted; None when it equals the stored rules. Locks the
+        stored row for the rest of the caller's transaction (the admin checks in its form, then saves).
+
+        Raises MappingConflict when `version` (the one the editor was opened at; None: not checked) is no longer
+        the stored one, MappingError when the rules are not valid, and OutputChanged when the golden samples
+        (the document's own, and the stored mapping's run through the new rules) come out differently — unless
+        `accept_changes`: True accepts whatever changes, a digest (OutputChanged.digest) only the changes staff
+        were shown."""
+        return self._checked_rules(doc, version, accept_changes)[1]
+
+    def _checked_rules(self, doc, version, accept_changes) -> tuple[Mapping | None, dict | None]:
+        with transaction.atomic():
+            stored = Mapping.objects.select_for_update().filter(pk=self.pk).first() if self.pk else None
+        if stored is not None and version is not None and version != stored.version:
+            raise MappingConflict(
+                f"Someone saved this mapping since you opened it (now version {stored.version}). "
+                f"Copy your JSON, reload the page and apply your changes again."
+            )
         errors = mapping_rules.validate(doc)
         if errors:
             raise mapping_rules.MappingError(errors)
-        if self.pk and doc == self.rules:
-            return False
+        before = stored.rules if stored is not None else None
+        if stored is not None and doc == before:
+            return stored, None
         problems = [f"{r.label}: " + "; ".join(r.differences) for r in mapping_rules.check_samples(doc) if not r.ok]
-        if self.pk and self.rules:
-            problems += [str(change) for change in mapping_rules.compare_outputs(self.rules, doc)]
-        if problems and not accept_changes:
+        if before:
+            problems += [str(change) for change in mapping_rules.compare_outputs(before, doc)]
+        if not problems:
+            return stored, doc
+        accepted = accept_changes is True or (bool(accept_changes) and accept_changes == changes_digest(problems))
+        if not accepted:
             raise OutputChanged(problems)
-        if problems:
-            doc = with_current_outputs(doc)
-        if self.pk:
-            self.version += 1
-        self.rules = doc
-        self.save()
-        return True
+        return stored, with_current_outputs(doc)
+
+
+class MappingConflict(ValueError):
+    """A mapping cannot be saved as asked: someone saved it meanwhile, or another one has its name."""
 
 
 class OutputChanged(ValueError):
@@ -321,6 +408,16 @@ class OutputChanged(ValueError):
     def __init__(self, changes: list[str]):
         self.changes = changes
         super().__init__("; ".join(changes))
+
+    @property
+    def digest(self) -> str:
+        """What accepting exactly these changes is posted as (update_rules' accept_changes)."""
+        return changes_digest(self.changes)
+
+
+def changes_digest(changes: list[str]) -> str:
+    """Which changes staff were shown, so that "accept" accepts those and not others made since."""
+    return hashlib.sha256("\n".join(changes).encode()).hexdigest()
 
 
 def with_current_outputs(doc: dict) -> dict:
@@ -502,6 +599,10 @@ class SyncRunQuerySet(models.QuerySet):
     def active(self):
         return self.filter(status__in=SyncRun.ACTIVE_STATUSES)
 
+    def succeeded(self):
+        """Runs that ended well: everything sent, some records perhaps rejected."""
+        return self.filter(status__in=SyncRun.SUCCEEDED_STATUSES)
+
 
 class SyncRun(models.Model):
     """One execution of a job: counters, checkpoint and outcome."""
@@ -523,7 +624,8 @@ class SyncRun(models.Model):
     ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING, Status.WAITING, Status.BLOCKED)
     # Being worked on: read, sent, or waiting to be sent again.
     WORKING_STATUSES = (Status.QUEUED, Status.RUNNING, Status.WAITING)
-    FINISHED_STATUSES = (Status.SUCCEEDED, Status.SUCCEEDED_WITH_REJECTS, Status.FAILED)
+    SUCCEEDED_STATUSES = (Status.SUCCEEDED, Status.SUCCEEDED_WITH_REJECTS)
+    FINISHED_STATUSES = (*SUCCEEDED_STATUSES, Status.FAILED)
 
     job = models.ForeignKey(SyncJob, on_delete=models.CASCADE, related_name="runs")
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="runs")
@@ -1064,6 +1166,29 @@ class CredentialLink(models.Model):
     @property
     def usable(self) -> bool:
         return self.state == "open"
+
+    @property
+    def exhausted(self) -> bool:
+        """Whether the link has had all the connection tests it may try (MPFEED_CREDENTIAL_LINK_ATTEMPTS)."""
+        return self.attempts >= settings.MPFEED_CREDENTIAL_LINK_ATTEMPTS
+
+    def count_attempt(self) -> bool:
+        """Count one connection test tried through the link, atomically and only while it is open and under its
+        limit: False when it is not (then refreshed, to tell which: `usable`, `exhausted`)."""
+        now = timezone.now()
+        counted = (
+            CredentialLink.objects.usable(now)
+            .filter(pk=self.pk, attempts__lt=settings.MPFEED_CREDENTIAL_LINK_ATTEMPTS)
+            .update(attempts=F("attempts") + 1, last_attempt_at=now)
+        )
+        self.refresh_from_db(fields=["attempts", "last_attempt_at", "used_at", "revoked_at"])
+        return bool(counted)
+
+    @staticmethod
+    def test_allowed_from(address: str) -> bool:
+        """Count a connection test from this network address: False once it tried MPFEED_LINK_TESTS_PER_ADDRESS
+        in the hour, whatever links (one network trying many links, or one link from many tabs, is slowed down)."""
+        return AddressAttempt.allow("link-test", address, settings.MPFEED_LINK_TESTS_PER_ADDRESS, 3600)
 
     def revoke(self) -> None:
         CredentialLink.objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())

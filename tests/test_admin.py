@@ -405,7 +405,14 @@ def test_a_mapping_edit_that_changes_sample_outputs_must_be_accepted(staff):
     assert "samples[0]: user_attributes.plan" in errors and "Accept changed sample outputs" in errors
     mapping.refresh_from_db()
     assert mapping.version == 1
+    # Accepted as the editor accepts them: the changes the page showed (their digest is in the form), no others.
+    digest = response.context["adminform"].form["changes_digest"].value()
+    assert f'name="changes_digest" value="{digest}"' in response.content.decode()
     response = staff.post(url(Mapping, "change", mapping.pk), {**data, "accept_changes": "on"})
+    assert response.status_code == 200 and Mapping.objects.get(pk=mapping.pk).version == 1
+    response = staff.post(
+        url(Mapping, "change", mapping.pk), {**data, "accept_changes": "on", "changes_digest": digest}
+    )
     assert response.status_code == 302
     mapping.refresh_from_db()
     assert mapping.version == 2 and mapping.rules["samples"][0]["expect"]["user_attributes"] == {"plan": "PRO"}

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from functools import wraps
 
-from django.contrib.auth import get_permission_codename
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404
 
-from feeds.models import Delivery, Mapping, SyncJob, SyncRun, Workspace
+from feeds.models import Mapping, SyncJob, SyncRun, Workspace
 
 
 def staff_required(view=None, *, read: str | None = None, write: str | None = None):
@@ -64,14 +63,12 @@ def get_run(run_id: int) -> SyncRun:
     return get_object_or_404(SyncRun.objects.select_related("job", "workspace"), pk=run_id)
 
 
+# Replays (the admin's actions, the run page) change deliveries and runs: the permission to change deliveries,
+# even where the admin pages are read-only.
+REPLAY = "change_delivery"
+
+
 def may(request, *codenames: str) -> bool:
     """Whether the user holds all these feeds permissions (e.g. "view_delivery"): what a page shows of other
     models than its own."""
     return all(request.user.has_perm(f"feeds.{codename}") for codename in codenames)
-
-
-def can_replay(request) -> bool:
-    """Whether this user may replay deliveries (from the admin or the run page)."""
-    # Replays change deliveries and runs: the model permission, even where the admin pages are read-only.
-    opts = Delivery._meta
-    return request.user.has_perm(f"{opts.app_label}.{get_permission_codename('change', opts)}")

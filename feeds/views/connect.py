@@ -5,7 +5,7 @@ session and redirects to /connect/, so the token is in no later address bar, his
 The page shows nothing but the workspace's name and the partner's name, and asks for the key, the secret and an
 mParticle pod (never an endpoint URL: a sandbox endpoint is set by staff). A POST counts an attempt, tests the
 *new* credentials on an unsaved copy of the workspace, and stores them only when mParticle accepts them, using the
-link up at the same moment (CredentialLink.redeem: used at once, or held for staff to confirm). The token is
+link up at the same moment (feeds.actions.hand_over: used at once, or held for staff to confirm). The token is
 never logged by this module, and Django's own "Not Found: /connect/<token>/" line is suppressed for the
 responses made here (see _private).
 """
@@ -18,16 +18,14 @@ from functools import wraps
 from django import forms
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import F
 from django.http import HttpResponseNotAllowed
 from django.shortcuts import redirect, render
 from django.urls import path
-from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.csrf import csrf_protect
 
-from feeds import sync
-from feeds.models import AddressAttempt, CredentialLink, Workspace
+from feeds import actions
+from feeds.models import CredentialLink, Workspace
 from feeds.mparticle.client import CREDENTIALS, TRANSIENT, Answer
 from feeds.security import client_ip
 
@@ -182,30 +180,18 @@ def connect(request, token: str | None = None):
         request.session[SESSION_KEY] = link.pk
         return redirect("feeds:connect_page")
     workspace = link.workspace
-    limit = settings.MPFEED_CREDENTIAL_LINK_ATTEMPTS
 
     if request.method == "GET":
-        if link.attempts >= limit:
+        if link.exhausted:
             return _too_many(request, link)
         initial = {"pod": workspace.pod} if workspace.pod in dict(pod_choices()) else {}
         return _form_page(request, workspace, ConnectForm(workspace, initial=initial))
 
-    # Per address too: one network trying many links (or one link from many tabs) is slowed down.
-    address = client_ip(request) or "unknown"
-    if not AddressAttempt.allow("link-test", address, settings.MPFEED_LINK_TESTS_PER_ADDRESS, 3600):
+    if not CredentialLink.test_allowed_from(client_ip(request) or "unknown"):
         log.warning("credential link %s (workspace %s): tests from one address over the hourly limit", link.pk,
                     link.workspace_id)  # fmt: skip
         return _page(request, "feeds/connect_too_many.html", {"per_address": True}, status=429)
-
-    # One attempt per POST, counted atomically and only while the link is open and under its limit.
-    now = timezone.now()
-    counted = (
-        CredentialLink.objects.usable(now)
-        .filter(pk=link.pk, attempts__lt=limit)
-        .update(attempts=F("attempts") + 1, last_attempt_at=now)
-    )
-    if not counted:
-        link.refresh_from_db()
+    if not link.count_attempt():  # one attempt per POST
         return _gone(request, 410) if not link.usable else _too_many(request, link)
 
     form = ConnectForm(workspace, request.POST)
@@ -213,33 +199,15 @@ def connect(request, token: str | None = None):
         _fresh_inputs(form)
         return _form_page(request, workspace, form)
 
-    probe = form.probe()
-    tested = timezone.now()
-    answer = sync.test_connection(probe)  # the new credentials, before anything is stored
-    explanation = explain(answer)
-    log.info("credential link %s (workspace %s): connection test %s", link.pk, workspace.pk, answer.describe())
-    if not answer.delivered:
+    handover = actions.hand_over(link, form.probe())  # the new credentials are tested before anything is stored
+    explanation = explain(handover.answer)
+    if not handover.answer.delivered:
         _fresh_inputs(form)
         return _form_page(request, workspace, form, explanation=explanation)
-
-    stored = link.redeem(probe.pod, probe.api_key, probe.api_secret, tested)
-    if stored is None:
-        # Revoked, or used by another request, while this one was testing.
-        log.info("credential link %s (workspace %s): no longer usable after the test", link.pk, workspace.pk)
-        return _gone(request, 410)
+    if handover.workspace is None:
+        return _gone(request, 410)  # revoked, or used by another request, while this one was testing
     request.session.pop(SESSION_KEY, None)
-    if stored.confirm_new_credentials:
-        log.info("credential link %s (workspace %s): credentials received and verified, held for staff", link.pk,
-                 workspace.pk)  # fmt: skip
-    else:
-        resumed = sync.resume_blocked_runs(stored)
-        log.info(
-            "credential link %s (workspace %s): credentials received and verified; runs resumed: %s",
-            link.pk,
-            workspace.pk,
-            resumed or "none",
-        )
-    context = {"workspace_name": workspace.name, "explanation": explanation, "held": stored.confirm_new_credentials}
+    context = {"workspace_name": workspace.name, "explanation": explanation, "held": handover.held}
     return _page(request, "feeds/connect_done.html", context)
 
 

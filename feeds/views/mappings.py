@@ -9,7 +9,6 @@ is placed under that rule's row or event block, and all of them are listed at th
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -17,7 +16,6 @@ from dataclasses import dataclass, field
 from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
-from django.db import IntegrityError, transaction
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import path
@@ -29,7 +27,7 @@ from feeds import mapping as mapping_rules
 from feeds.mapping.specs import TRANSFORMS, VALUE_TYPES
 from feeds.mapping.timestamps import TIMESTAMP_FORMATS
 from feeds.mapping.validation import SUPPORTED_EVENT_TYPES
-from feeds.models import Mapping, OutputChanged, SyncJob, validate_one_line
+from feeds.models import Mapping, MappingConflict, OutputChanged, SyncJob, changes_digest, validate_one_line
 from feeds.mparticle import schema
 from feeds.preview import Preview, preview_job, preview_records
 from feeds.views.access import get_job, get_mapping, get_workspace, may, parse_id, staff_required
@@ -338,11 +336,6 @@ class MappingForm(forms.Form):
         return doc
 
 
-def changes_digest(changes: list[str]) -> str:
-    """Which changes staff were shown, so that "accept" accepts those and not others made since."""
-    return hashlib.sha256("\n".join(changes).encode()).hexdigest()
-
-
 def pretty(doc: object) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False)
 
@@ -382,7 +375,7 @@ def _editor(request, workspace, mapping: Mapping | None):
                 found = [Message("error", text) for text in e.errors]
             except OutputChanged as e:
                 changes = e.changes
-            except _Conflict as e:
+            except MappingConflict as e:
                 form.add_error(None, str(e))
             else:
                 text = (
@@ -437,38 +430,15 @@ def _choices() -> dict:
     }
 
 
-class _Conflict(ValueError):
-    pass
-
-
 def _save(workspace, mapping: Mapping | None, form: MappingForm) -> tuple[Mapping, bool]:
-    """Store the posted document (and name). Raises MappingError, OutputChanged or _Conflict."""
+    """Store the posted document (and name): Mapping.update_rules, with the version the editor was opened at and
+    the changes staff accepted. Raises MappingError, OutputChanged or MappingConflict."""
     data = form.cleaned_data
-    doc, name = data["document"], data["name"]
-    try:
-        with transaction.atomic():
-            if mapping is None:
-                target = Mapping(workspace=workspace, name=name)
-            else:
-                target = Mapping.objects.select_for_update().get(pk=mapping.pk)
-                if data.get("version") and data["version"] != target.version:
-                    raise _Conflict(
-                        f"Someone saved this mapping since you opened it (now version {target.version}). "
-                        f"Copy your JSON, reload the page and apply your changes again."
-                    )
-            renamed = target.name != name
-            target.name = name
-            try:
-                changed = target.update_rules(doc)
-            except OutputChanged as e:
-                if not (data.get("accept_changes") and data.get("changes_digest") == changes_digest(e.changes)):
-                    raise
-                changed = target.update_rules(doc, accept_changes=True)
-            if renamed and not changed:
-                target.save(update_fields=["name", "updated_at"])
-    except IntegrityError:
-        raise _Conflict(f"This workspace already has a mapping named {name!r}.") from None
-    return target, changed or renamed
+    target = Mapping(workspace=workspace) if mapping is None else Mapping.objects.get(pk=mapping.pk)
+    target.name = data["name"]
+    accepted = data.get("changes_digest") if data.get("accept_changes") else False
+    changed = target.update_rules(data["document"], version=data.get("version") or None, accept_changes=accepted)
+    return target, changed
 
 
 @staff_required(read="add_mapping", write="add_mapping")

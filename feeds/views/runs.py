@@ -8,7 +8,6 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncMinute
@@ -20,7 +19,7 @@ from django.utils import timezone
 from feeds import sync
 from feeds.models import Delivery, DeliveryAttempt, RejectedRecord, SyncRun
 from feeds.notices import replay_message
-from feeds.views.access import can_replay, get_run, may, parse_id, staff_required
+from feeds.views.access import REPLAY, get_run, may, parse_id, staff_required
 
 PER_PAGE = 50
 # The chart keeps at most this many points: a long run's minutes are summed into wider buckets.
@@ -174,7 +173,7 @@ def run(request, run_id):
         "rejects": rejects,
         "rejects_pager": _pager(request, rejects, "rpage", "rejects", "Pages of rejected records"),
         "failed": by_state.get(Delivery.State.FAILED, 0),
-        "can_replay": can_replay(request),
+        "can_replay": may(request, REPLAY),
     }
     return render(request, "feeds/run.html", context)
 
@@ -203,12 +202,10 @@ def run_status(request, run_id):
     return JsonResponse(live_status(get_run(run_id)))
 
 
-@staff_required(write="change_delivery")
+@staff_required(write=REPLAY)
 def run_replay(request, run_id):
     """Send the run's failed deliveries again (or one of them), their stored bodies byte for byte."""
     run = get_run(run_id)
-    if not can_replay(request):
-        raise PermissionDenied("Replays need the permission to change deliveries.")
     deliveries = run.deliveries.all()
     one = request.POST.get("delivery", "")
     if one:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 from django.utils.cache import add_never_cache_headers
 
-from feeds import health, sync
+from feeds import actions, health, sync
 from feeds.models import CredentialLink, SyncRun, Workspace, WorkspacePace
 from feeds.views.access import get_job, get_workspace, may, staff_required
 
@@ -106,35 +107,28 @@ def job_run(request, slug, job_id):
 def promote(request, slug):
     """Development → production, once staff have checked the first runs."""
     workspace = get_workspace(slug)
-    if workspace.environment != Workspace.Environment.PRODUCTION:
-        if not workspace.runs.filter(status__in=SyncRun.FINISHED_STATUSES[:2]).exists():
-            messages.error(request, "Promote after at least one successful run in development.")
-            return redirect("feeds:workspace", slug=slug)
-        Workspace.objects.filter(pk=workspace.pk).update(environment=Workspace.Environment.PRODUCTION)
-        messages.success(request, f"{workspace.name} now sends to the production environment.")
+    try:
+        if workspace.promote():
+            messages.success(request, f"{workspace.name} now sends to the production environment.")
+    except ValidationError as e:
+        messages.error(request, " ".join(e.messages))
     return redirect("feeds:workspace", slug=slug)
+
+
+def _tell(request, done: actions.Done) -> None:
+    messages.add_message(request, done.level, done.text)
 
 
 @staff_required(write="change_workspace")
 def credentials_confirm(request, slug):
     """Use the credentials a client handed over, held for a staff member's confirmation."""
-    workspace = get_workspace(slug)
-    if workspace.confirm_pending_credentials():
-        resumed = sync.resume_blocked_runs(workspace)
-        messages.success(
-            request,
-            f"The new credentials (key {workspace.api_key_hint}) are in use."
-            + (f" Runs resumed: {', '.join(f'#{pk}' for pk in resumed)}." if resumed else ""),
-        )
+    _tell(request, actions.confirm_credentials(get_workspace(slug)))
     return redirect("feeds:workspace", slug=slug)
 
 
 @staff_required(write="change_workspace")
 def credentials_discard(request, slug):
-    workspace = get_workspace(slug)
-    if workspace.has_pending_credentials:
-        workspace.discard_pending_credentials()
-        messages.success(request, "The credentials received were discarded; the ones in use stay.")
+    _tell(request, actions.discard_credentials(get_workspace(slug)))
     return redirect("feeds:workspace", slug=slug)
 
 

@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 from feeds.management.commands._common import workspace_named
 from feeds.mapping import MappingError
 from feeds.mapping import warnings as mapping_warnings
-from feeds.models import Mapping, OutputChanged, validate_one_line
+from feeds.models import Mapping, MappingConflict, OutputChanged, validate_one_line
 
 
 class Command(BaseCommand):
@@ -44,6 +44,8 @@ class Command(BaseCommand):
             changed = mapping.update_rules(doc, accept_changes=options["accept_changes"])
         except MappingError as e:
             raise CommandError("The mapping is not valid:\n  " + "\n  ".join(e.errors)) from None
+        except MappingConflict as e:
+            raise CommandError(str(e)) from None
         except OutputChanged as e:
             raise CommandError(
                 "The golden samples come out differently; nothing was loaded:\n  "
