@@ -264,7 +264,10 @@ def job_preview(request, slug, job_id):
         "workspace": job.workspace,
         "job": job,
         "preview": preview,
-        "batches": json.dumps(preview.batches, indent=2, ensure_ascii=False),
+        "endpoints": [
+            (path, len(batches), json.dumps(batches, indent=2, ensure_ascii=False))
+            for path, batches in preview.by_endpoint()
+        ],
     }
     return render(request, "feeds/job_preview.html", context)
 
