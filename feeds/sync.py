@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -35,7 +36,6 @@ from feeds.sources.build import build_source, is_incremental
 
 log = logging.getLogger(__name__)
 
-SWEEPER = "mpfeed: resume stalled runs"
 PAUSED = "The workspace was paused; the run resumes when it is resumed."
 # However small a learned limit, requests hold at least this many batches (a limit read too low comes back up;
 # a request larger than a server's bucket is split after repeated 429s).
@@ -44,6 +44,25 @@ MIN_BATCHES_PER_REQUEST = 10
 
 def lease() -> timedelta:
     return timedelta(seconds=settings.MPFEED_LEASE_SECONDS)
+
+
+class TaskQueue(Protocol):
+    """What the engine asks of a task queue. The engine names no task system: feeds.tasks (django-q2's) is
+    handed to it when the app is ready (`use_queue`), so that the engine never imports the task module."""
+
+    def queue_run(self, run_id: int) -> str:
+        """Queue the task that works on the run (it reads the run; sends it too where no sender runs). Returns
+        the task's id."""
+        ...
+
+
+_queue: TaskQueue | None = None
+
+
+def use_queue(queue: TaskQueue) -> None:
+    """The task queue that runs are handed to from now on (feeds.apps, at start-up)."""
+    global _queue
+    _queue = queue
 
 
 class SyncError(Exception):
@@ -102,21 +121,11 @@ def start_run(
 
 
 def enqueue_run(run: SyncRun) -> str:
-    """Hand the run to a django-q2 worker. Only the primary key goes into the task."""
-    from django_q.tasks import async_task
-
+    """Hand the run to a worker (see `use_queue`). Only the primary key goes into the task."""
+    if _queue is None:
+        raise RuntimeError("no task queue to hand the run to: feeds.tasks gives it when the app is ready")
     SyncRun.objects.filter(pk=run.pk).update(queued_at=timezone.now())
-    return async_task("feeds.tasks.process_run", run.pk, task_name=f"sync-run-{run.pk}", group="sync")
-
-
-def ensure_schedules() -> None:
-    """The periodic sweeper that resumes stalled runs; created idempotently after every migrate."""
-    from django_q.models import Schedule
-
-    Schedule.objects.update_or_create(
-        name=SWEEPER,
-        defaults={"func": "feeds.tasks.resume_stalled", "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
-    )
+    return _queue.queue_run(run.pk)
 
 
 def forget_old_push_keys(now: datetime | None = None) -> int:
@@ -431,6 +440,24 @@ def process_run(run_id: int, *, pacing: Pacing | None = None, time_slice: float 
         alerts.evaluate_safely(run.workspace)
     _let_go(run)
     return run
+
+
+def run_inline(run_id: int, pacing: Pacing | None = None) -> SyncRun:
+    """Work on a run in this thread, slice after slice and wait after wait, until it stops (the command line's
+    --inline, tests). Its waits are slept here, by `pacing`'s sleep, instead of by a sender taking the run up
+    again: once slept, the wait is over for the database too (whatever clock `pacing` keeps)."""
+    pacing = pacing or Pacing()
+    while True:
+        run = process_run(run_id, pacing=pacing)
+        if run.status == SyncRun.Status.QUEUED:
+            continue
+        if run.status == SyncRun.Status.WAITING and run.resume_at:
+            pacing.sleep(max(0.0, (run.resume_at - timezone.now()).total_seconds()))
+            SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.WAITING, resume_at=run.resume_at).update(
+                resume_at=timezone.now()
+            )
+            continue
+        return run
 
 
 def _let_go(run: SyncRun) -> None:
