@@ -18,7 +18,7 @@ from django_q.signals import post_spawn
 from django_q.status import Stat
 from django_q.tasks import async_task
 
-from feeds import dispatch, scheduling, sync
+from feeds import dispatch, scheduling, sweeper, sync
 from feeds.models import SyncJob, SyncRun
 from feeds.scheduling import JobSchedule
 
@@ -56,8 +56,8 @@ def run_scheduled_job(job_id: int) -> str:
 def resume_stalled() -> str:
     """Every minute: queue again the reading that a dead worker or a lost task left behind, and replays; forget
     the Idempotency-Keys of old pushes."""
-    resumed = sync.resume_stalled()
-    forgotten = sync.forget_old_push_keys()
+    resumed = sweeper.resume_stalled()
+    forgotten = sweeper.forget_old_push_keys()
     return f"resumed {len(resumed)} run(s), forgot {forgotten} push key(s)"
 
 
@@ -65,7 +65,7 @@ def resume_stalled() -> str:
 
 
 class Queue:
-    """django-q2 as the engine's task queue (sync.TaskQueue), handed to it when the app is ready."""
+    """django-q2 as the engine's task queue (queueing.TaskQueue), handed to it when the app is ready."""
 
     def queue_run(self, run_id: int) -> str:
         return async_task(PROCESS_RUN, run_id, task_name=f"sync-run-{run_id}", group="sync")

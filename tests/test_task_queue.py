@@ -8,13 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from feeds import scheduling, sync, tasks
+from feeds import queueing, scheduling, sync, tasks
 from feeds.models import SyncRun
 from tests.helpers import make_job, make_workspace, purchase_rows, write_csv
 
 FEEDS = Path(__file__).resolve().parent.parent / "feeds"
 # The engine: what reads, routes, sends and schedules runs. None of it may import the task module.
-ENGINE = ["sync", "reading", "pipeline", "sending", "dispatch", "scheduling", "preview", "pacing", "alerts"]
+ENGINE = [
+    *("sync", "queueing", "reading", "pipeline", "sending", "dispatch", "replays", "sweeper", "scheduling"),
+    *("preview", "pacing", "alerts"),
+]
 DJANGO_Q_NAMES = {"async_task", "Schedule", "Conf", "Stat", "get_broker", "post_spawn", "OrmQ", "Task"}
 
 
@@ -88,11 +91,11 @@ def test_the_engine_hands_runs_to_the_queue_it_was_given(tmp_path):
     job = make_job(make_workspace(), write_csv(tmp_path / "orders.csv", purchase_rows(2)))
     run = sync.start_run(job)
     recorded = Recorded()
-    sync.use_queue(recorded)
+    queueing.use_queue(recorded)
     try:
         assert sync.enqueue_run(run) == f"task-{run.pk}"
     finally:
-        sync.use_queue(tasks.Queue())
+        queueing.use_queue(tasks.Queue())
     assert recorded.runs == [run.pk]
     assert SyncRun.objects.get(pk=run.pk).queued_at is not None
 
