@@ -118,3 +118,33 @@ def test_a_schedule_is_described_by_the_engine_and_kept_by_the_task_module(tmp_p
         )
     )
     assert kept.next_run is not None
+
+
+def import_graph() -> dict[str, set[str]]:
+    """feeds' modules and the feeds modules each imports anywhere in it (function-level imports included)."""
+    graph: dict[str, set[str]] = {}
+    for path in sorted(FEEDS.rglob("*.py")):
+        parts = path.relative_to(FEEDS.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        edges = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                edges |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                edges.add(node.module)
+                edges |= {f"{node.module}.{alias.name}" for alias in node.names}
+        graph[name] = {e for e in edges if e.startswith("feeds")}
+    return {name: {e for e in edges if e in graph and e != name} for name, edges in graph.items()}
+
+
+def test_no_import_cycle_runs_through_the_task_module_or_the_engine():
+    graph = import_graph()
+    for start in ["feeds.tasks", *(f"feeds.{name}" for name in ENGINE)]:
+        seen, todo = set(), list(graph[start])
+        while todo:
+            name = todo.pop()
+            if name not in seen:
+                seen.add(name)
+                todo += graph[name]
+        assert start not in seen, f"{start} imports itself through {sorted(seen)}"
