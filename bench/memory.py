@@ -52,7 +52,7 @@ def child(records: int) -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-    from feeds import sync, tasks
+    from feeds import sync
     from feeds.models import Mapping, SyncJob, Workspace
 
     proc, url = start_sandbox(0)
@@ -74,7 +74,7 @@ def child(records: int) -> None:
         )
         baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         started = time.monotonic()
-        run = tasks.run_inline(sync.start_run(job).pk)
+        run = sync.run_inline(sync.start_run(job).pk)
         seconds = time.monotonic() - started
     finally:
         proc.terminate()

@@ -8,9 +8,9 @@ from django.db.models.signals import post_migrate
 
 
 def _ensure_schedules(sender, **kwargs) -> None:
-    from feeds.sync import ensure_schedules
+    from feeds import tasks
 
-    ensure_schedules()
+    tasks.ensure_sweeper()
 
 
 class FeedsConfig(AppConfig):
@@ -19,8 +19,10 @@ class FeedsConfig(AppConfig):
     verbose_name = "Feeds"
 
     def ready(self) -> None:
-        from feeds import checks, signals, tasks  # noqa: F401  (registers the system checks and signal handlers)
+        from feeds import checks, queueing, signals, tasks  # noqa: F401  (registers the system checks and signal handlers)
         from feeds.security import create_sqlite_file, owner_only_sqlite_file
+
+        queueing.use_queue(tasks.Queue())  # the engine hands runs to django-q2 (it names no task system itself)
 
         create_sqlite_file()  # owner-only from its first byte (SQLite would create it with the umask's mode)
 

@@ -1,13 +1,19 @@
-"""Preview: what a mapping makes of a few records — the batches and every refusal — without sending anything."""
+"""Preview: what a run would make of a few records — the batches on each endpoint and every refusal — without
+sending anything. It is the run's own pipeline (feeds.pipeline), kept in memory: a record the run would refuse
+(e.g. too recent for the historical endpoint) is shown refused with the run's reason."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import islice
 
+import orjson
+
 from feeds import mapping as mapping_rules
-from feeds.mparticle.batch import group_by_user
+from feeds import pipeline
+from feeds.models import SyncJob
 from feeds.sources import Item, SourceError
 from feeds.sources.build import build_source
 
@@ -19,6 +25,7 @@ class Preview:
     errors: list[str] = field(default_factory=list)  # the mapping itself is not valid
     warnings: list[str] = field(default_factory=list)
     batches: list[dict] = field(default_factory=list)
+    endpoints: list[str] = field(default_factory=list)  # the endpoint path each batch goes to
     rejected: list[dict] = field(default_factory=list)  # {"ref", "reason", "excerpt"}
     records: int = 0
 
@@ -28,15 +35,29 @@ class Preview:
             "warnings": self.warnings,
             "records": self.records,
             "batches": self.batches,
+            "endpoints": self.endpoints,
             "rejected": self.rejected,
         }
 
+    def by_endpoint(self) -> list[tuple[str, list[dict]]]:
+        """The batches per endpoint, in the order the run would send them."""
+        out: dict[str, list[dict]] = {}
+        for path, batch in zip(self.endpoints, self.batches, strict=True):
+            out.setdefault(path, []).append(batch)
+        return list(out.items())
+
 
 def preview_items(
-    rules: dict, items: Iterable[Item], *, environment: str = "development", id_salt: str = "preview"
+    rules: dict,
+    items: Iterable[Item],
+    *,
+    environment: str = "development",
+    id_salt: str = "preview",
+    endpoint_mode: str = SyncJob.EndpointMode.REALTIME,
 ) -> Preview:
-    """What `rules` make of `items`. With the workspace's id as `id_salt`, events get the `source_message_id`s a
-    sync of the same records sends (batch ids are placeholders: a run's depend on the run and chunk)."""
+    """What a run of `rules` in `endpoint_mode` makes of `items`. With the workspace's id as `id_salt`, events get
+    the `source_message_id`s a sync of the same records sends (batch ids are placeholders: a run's depend on the
+    run and slice)."""
     result = Preview(errors=mapping_rules.validate(rules))
     warnings = getattr(mapping_rules, "warnings", None)
     if result.errors:
@@ -44,19 +65,22 @@ def preview_items(
     if warnings is not None:
         result.warnings = warnings(rules)
     converter = mapping_rules.compile_mapping(rules, id_salt=id_salt)
-    converted = []
-    for item in items:
-        result.records += 1
-        if item.record is None:
-            result.rejected.append({"ref": item.ref, "reason": item.error, "excerpt": item.excerpt})
-            continue
-        try:
-            converted.append(converter.convert(item.record, item.ref))
-        except mapping_rules.RecordError as e:
-            result.rejected.append({"ref": item.ref, "reason": str(e), "excerpt": ""})
-    batches, refused = group_by_user(converted)
-    result.rejected += [{"ref": r.ref, "reason": reason, "excerpt": ""} for r, reason in refused]
-    result.batches = [b.to_dict(environment, f"preview-{i}") for i, b in enumerate(batches)]
+    items = list(items)
+    result.records = len(items)
+    aside, refused = pipeline.set_aside(converter, items, endpoint_mode, int(time.time() * 1000))
+    numbered = 0
+
+    def ids(count: int, *_) -> list[str]:
+        nonlocal numbered
+        numbered += count
+        return [f"preview-{i}" for i in range(numbered - count, numbered)]
+
+    requests, too_large = pipeline.build(pipeline.in_building_order(aside), environment, ids)
+    result.rejected = [{"ref": r.ref, "reason": r.reason, "excerpt": r.excerpt} for r in refused + too_large]
+    for request in requests:
+        batches = orjson.loads(request.body)  # exactly what the run would send
+        result.batches += batches
+        result.endpoints += [request.path] * len(batches)
     return result
 
 
@@ -72,7 +96,8 @@ def preview_records(rules: dict, records: list, **kwargs) -> Preview:
 
 
 def preview_job(job, rules: dict | None = None, limit: int = DEFAULT_LIMIT) -> Preview:
-    """The first `limit` records of the job's source, through `rules` (default: the job's mapping)."""
+    """The first `limit` records of the job's source, through `rules` (default: the job's mapping), as a run of
+    the job would send them (its endpoint mode, its workspace's environment and ids)."""
     try:
         source = build_source(job.source_kind, job.source_config, secret=job.source_secret, job_id=job.pk)
         items = list(islice(source.read(None), limit))
@@ -80,5 +105,9 @@ def preview_job(job, rules: dict | None = None, limit: int = DEFAULT_LIMIT) -> P
         return Preview(errors=[f"the source cannot be read: {e}"])
     workspace = job.workspace
     return preview_items(
-        rules or job.mapping.rules, items, environment=workspace.environment, id_salt=str(workspace.pk)
+        rules or job.mapping.rules,
+        items,
+        environment=workspace.environment,
+        id_salt=str(workspace.pk),
+        endpoint_mode=job.endpoint_mode,
     )

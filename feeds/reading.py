@@ -7,39 +7,30 @@ record of a user together, in time order, so that a user's events go in as few b
 limit allows, whatever the order of the source. A slice's deliveries (the exact request bodies, with
 deterministic batch and event ids) are written and its set-aside records deleted in one transaction, before
 anything of it is sent: a crash at any point resumes from the checkpoint or the next slice, and stored bodies
-are resent byte for byte — nothing is lost and nothing is sent under a new id. Senders may send a run's deliveries while it is still being read, so the counters they
-share with the reader move by increments (F expressions), never by writing a copy back.
+are resent byte for byte — nothing is lost and nothing is sent under a new id. Senders may send a run's deliveries
+while it is still being read, so the counters they share with the reader move by increments (F expressions),
+never by writing a copy back. What is converted, routed, grouped and packed is feeds.pipeline's, as every
+preview's is; this module keeps it durable.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
-from itertools import groupby, islice
+from itertools import islice
 
-import orjson
 from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from feeds import db
-from feeds.mapping import Converter, RecordError
-from feeds.models import Delivery, RejectedRecord, SetAsideRecord, SyncJob, SyncRun
+from feeds import db, pipeline
+from feeds.mapping import Converter
+from feeds.models import Delivery, RejectedRecord, SetAsideRecord, SyncRun
 from feeds.mparticle import schema
-from feeds.mparticle.batch import (
-    UserRecord,
-    batch_ids,
-    group_set_aside,
-    join,
-    pack,
-    serialize_batches,
-    set_aside_form,
-)
+from feeds.mparticle.batch import batch_ids
 from feeds.sources import Item
 from feeds.sources.build import build_source
-
-EXCERPT = 500
 
 
 class ReadingLost(Exception):
@@ -90,37 +81,15 @@ class Reader:
         converter = self.converter
         names_before, values_before = converter.stats.names_truncated, converter.stats.values_truncated
         run = self.run
-        rejects: list[RejectedRecord] = []
-        rows: list[SetAsideRecord] = []
-        now_ms = int(time.time() * 1000)
-        seq = run.records_read
-        size = 0
-        for item in chunk:
-            seq += 1
-            if item.record is None:
-                rejects.append(
-                    RejectedRecord(
-                        run=run, stage=RejectedRecord.Stage.SOURCE, ref=item.ref[:300], reason=item.error,
-                        excerpt=item.excerpt,
-                    )
-                )  # fmt: skip
-                continue
-            try:
-                record = converter.convert(item.record, item.ref)
-                for path, part in route(record, run.endpoint_mode, now_ms):
-                    user, data = set_aside_form(part)
-                    size += len(data)
-                    rows.append(
-                        SetAsideRecord(run=run, path=path, user=user, seq=seq, ref=part.ref[:300], data=data,
-                                       events=len(part.events))
-                    )  # fmt: skip
-            except RecordError as e:
-                rejects.append(
-                    RejectedRecord(
-                        run=run, stage=RejectedRecord.Stage.MAPPING, ref=item.ref[:300], reason=str(e),
-                        excerpt=_excerpt(item.record),
-                    )
-                )  # fmt: skip
+        aside, refusals = pipeline.set_aside(
+            converter, chunk, run.endpoint_mode, int(time.time() * 1000), seq=run.records_read
+        )
+        rejects = [_rejected(run, refusal) for refusal in refusals]
+        rows = [
+            SetAsideRecord(run=run, path=path, user=user, seq=seq, ref=ref, data=data, events=events)
+            for path, user, seq, ref, data, events in aside
+        ]
+        size = sum(len(a[4]) for a in aside)
 
         chunk_no = run.chunks
         source_done = not chunk or len(chunk) < settings.MPFEED_CHUNK_SIZE
@@ -186,53 +155,44 @@ class Reader:
             .values_list(*ROW)[: settings.MPFEED_BUILD_SLICE]
         )
         if rows:
-            _, last_path, last_user, last_seq, _, _, _ = rows[-1]
+            last_path, last_user, last_seq, *_ = rows[-1]
             rows += list(
                 SetAsideRecord.objects.filter(run=run, path=last_path, user=last_user, seq__gt=last_seq)
                 .order_by("seq")
                 .values_list(*ROW)[:MAX_USER_EXTENSION]
             )
         window = run.windows
-        deliveries: list[Delivery] = []
-        rejects: list[RejectedRecord] = []
-        batch_total = event_total = 0
-        for path, of_path in groupby(rows, key=lambda r: r[1]):
-            of_path = list(of_path)
-            _, _, first_user, first_seq, _, _, _ = of_path[0]
-            grouper = group_set_aside((user, seq, ref, data, events) for _, _, user, seq, ref, data, events in of_path)
+        workspace_id = self.workspace.pk
+
+        def ids(count: int, path: str, first_user: str, first_seq: int) -> list[str]:
             # One uuid5 per endpoint of the slice, counted up per batch: a rebuilt slice is the same slice (same
             # first user and record), so its batches get the same ids.
-            srids = batch_ids(len(grouper.batches), self.workspace.pk, run.pk, "w", window, path, first_user, first_seq)
-            for record, reason in grouper.refused:
-                rejects.append(
-                    RejectedRecord(run=run, stage=RejectedRecord.Stage.MAPPING, ref=record.ref[:300], reason=reason)
-                )
-            batches = grouper.batches
-            bodies = serialize_batches(batches, run.environment, srids)
-            for group in pack([len(b) for b in bodies], max_batches=self.max_batches):
-                parts = bodies[group.start : group.stop]
-                body = join(parts)
-                deliveries.append(
-                    Delivery(
-                        run=run,
-                        workspace=self.workspace,
-                        sequence=0,  # numbered below, once their number is known
-                        path=path,
-                        payload=Delivery.compress(body),
-                        payload_bytes=len(body),
-                        batch_count=len(parts),
-                        event_count=sum(batches[i].event_count for i in group),
-                        source_request_ids=[srids[i] for i in group],
-                        record_refs=[batches[i].refs for i in group],
-                        batch_events=[batches[i].event_count for i in group],
-                    )
-                )
-                batch_total += len(parts)
-                event_total += deliveries[-1].event_count
+            return batch_ids(count, workspace_id, run.pk, "w", window, path, first_user, first_seq)
+
+        requests, refusals = pipeline.build(rows, run.environment, ids, max_batches=self.max_batches)
+        rejects = [_rejected(run, refusal) for refusal in refusals]
+        deliveries = [
+            Delivery(
+                run=run,
+                workspace=self.workspace,
+                sequence=0,  # numbered below, once their number is known
+                path=request.path,
+                payload=Delivery.compress(request.body),
+                payload_bytes=len(request.body),
+                batch_count=request.batch_count,
+                event_count=request.event_count,
+                source_request_ids=request.source_request_ids,
+                record_refs=request.record_refs,
+                batch_events=request.batch_events,
+            )
+            for request in requests
+        ]
+        batch_total = sum(d.batch_count for d in deliveries)
+        event_total = sum(d.event_count for d in deliveries)
 
         chunk_no = run.chunks
         left = max(0, run.set_aside_records - len(rows))
-        left_bytes = max(0, run.set_aside_bytes - sum(len(r[5]) for r in rows))
+        left_bytes = max(0, run.set_aside_bytes - sum(len(r[4]) for r in rows))
         with db.atomic():
             self._still_mine(chunk_no)
             first = run.allocate_sequences(len(deliveries))
@@ -240,9 +200,9 @@ class Reader:
                 delivery.sequence = first + offset
             RejectedRecord.objects.bulk_create(rejects)
             Delivery.objects.bulk_create(deliveries)
-            ids = [r[0] for r in rows]
-            for start in range(0, len(ids), 500):
-                SetAsideRecord.objects.filter(pk__in=ids[start : start + 500]).delete()
+            pks = [r[6] for r in rows]
+            for start in range(0, len(pks), 500):
+                SetAsideRecord.objects.filter(pk__in=pks[start : start + 500]).delete()
             if not left:
                 # The window looks built: what the table says decides (a count that drifted is corrected here).
                 left = SetAsideRecord.objects.filter(run=run).count()
@@ -268,51 +228,11 @@ class Reader:
         run.windows = window + (1 if window_done else 0)
 
 
-ROW = ("pk", "path", "user", "seq", "ref", "data", "events")
+# A set-aside record as the pipeline builds it (pipeline.Aside), its primary key after.
+ROW = ("path", "user", "seq", "ref", "data", "events", "pk")
 # A user's records beyond the slice are taken with it up to this many; past that, the rest form the next slice.
 MAX_USER_EXTENSION = 100_000
 
 
-def route(record: UserRecord, mode: str, now_ms: int) -> Iterable[tuple[str, UserRecord]]:
-    """Which endpoint a converted record goes to. Historical data must have events, all timestamped and at
-    least 72 hours old; mParticle silently drops anything else, so it is refused here with the reason."""
-    if mode == SyncJob.EndpointMode.REALTIME:
-        return [(schema.BULK_PATH, record)]
-    if mode == SyncJob.EndpointMode.HISTORICAL:
-        _check_historical(record.events, now_ms)
-        return [(schema.HISTORICAL_PATH, record)]
-    # Auto: events older than 30 days go to the historical endpoint, the rest (and the profile) in real time.
-    old = [
-        e
-        for e in record.events
-        if (ts := e["data"].get("timestamp_unixtime_ms")) is not None and now_ms - ts > schema.REALTIME_MAX_AGE_MS
-    ]
-    if not old:
-        return [(schema.BULK_PATH, record)]
-    recent = [e for e in record.events if e not in old]
-    out = [
-        (schema.HISTORICAL_PATH, UserRecord(ref=record.ref, identities=record.identities, mpid=record.mpid, events=old))
-    ]
-    if recent or record.user_attributes or record.deleted_user_attributes:
-        record.events = recent
-        out.append((schema.BULK_PATH, record))
-    return out
-
-
-def _check_historical(events: list[dict], now_ms: int) -> None:
-    if not events:
-        raise RecordError("historical data needs at least one event; mParticle drops batches without events")
-    for event in events:
-        ts = event["data"].get("timestamp_unixtime_ms")
-        if ts is None:
-            raise RecordError("historical data needs a timestamp on every event (timestamp_unixtime_ms)")
-        if now_ms - ts < schema.HISTORICAL_MIN_AGE_MS:
-            raise RecordError("historical data must be at least 72 hours old; this event is newer")
-
-
-def _excerpt(record: dict) -> str:
-    try:
-        text = orjson.dumps(record, default=str).decode()
-    except TypeError:
-        text = repr(record)
-    return text if len(text) <= EXCERPT else text[:EXCERPT] + "…"
+def _rejected(run: SyncRun, refusal: pipeline.Refusal) -> RejectedRecord:
+    return RejectedRecord(run=run, stage=refusal.stage, ref=refusal.ref, reason=refusal.reason, excerpt=refusal.excerpt)

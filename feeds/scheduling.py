@@ -1,10 +1,11 @@
-"""Job schedules: django-q2 Schedule rows kept in step with SyncJob, and what a scheduled run does."""
+"""Job schedules: when a job runs by itself, and what a scheduled run does. The schedule is described here;
+feeds.tasks keeps the task queue's schedules in step with it."""
 
 from __future__ import annotations
 
 import logging
-
-from django.utils import timezone
+from dataclasses import dataclass
+from datetime import datetime
 
 from feeds import sync
 from feeds.models import InboxRecord, SyncJob, SyncRun
@@ -13,35 +14,32 @@ log = logging.getLogger(__name__)
 SCHEDULE_NAME = "mpfeed-job-{}"
 
 
-def sync_schedule(job: SyncJob) -> None:
-    """Create, update or delete the job's schedule so that it matches the job (idempotent)."""
-    from django_q.models import Schedule
+@dataclass(frozen=True)
+class JobSchedule:
+    """A job's schedule: every `minutes`, or by a `cron` expression (UTC). `next_run` is the queue's, once kept."""
 
-    name = SCHEDULE_NAME.format(job.pk)
+    name: str
+    cron: str | None = None
+    minutes: int | None = None
+    next_run: datetime | None = None
+
+
+def schedule_name(job_id: int) -> str:
+    return SCHEDULE_NAME.format(job_id)
+
+
+def schedule_of(job: SyncJob) -> JobSchedule | None:
+    """The schedule the job should have; None when it runs on demand only (or is disabled)."""
     if not (job.enabled and job.is_scheduled):
-        Schedule.objects.filter(name=name).delete()
-        return
+        return None
     if job.schedule_cron:
-        fields = {"schedule_type": Schedule.CRON, "cron": job.schedule_cron, "minutes": None}
-    else:
-        fields = {"schedule_type": Schedule.MINUTES, "minutes": job.schedule_minutes, "cron": None}
-    existing = Schedule.objects.filter(name=name).first()
-    if existing and all(getattr(existing, k) == v for k, v in fields.items()):
-        return  # unchanged: keep its next_run
-    Schedule.objects.update_or_create(
-        name=name,
-        defaults={
-            "func": "feeds.tasks.run_scheduled_job",
-            "args": f"({job.pk},)",
-            "repeats": -1,
-            "next_run": timezone.now(),
-            **fields,
-        },
-    )
+        return JobSchedule(schedule_name(job.pk), cron=job.schedule_cron)
+    return JobSchedule(schedule_name(job.pk), minutes=job.schedule_minutes)
 
 
-def run_scheduled_job(job_id: int) -> str:
-    """What a schedule does: start a run unless one is unfinished or there is nothing new, then work on it."""
+def start_scheduled_run(job_id: int) -> SyncRun | str:
+    """What a schedule does: start a run unless one is unfinished or there is nothing new. Returns the run to work
+    on, or why none was started."""
     job = SyncJob.objects.select_related("workspace", "mapping").filter(pk=job_id).first()
     if job is None or not job.enabled:
         return "job missing or disabled"
@@ -50,11 +48,7 @@ def run_scheduled_job(job_id: int) -> str:
         if not InboxRecord.objects.filter(job=job, pk__gt=after).exists():
             return "nothing new in the inbox"
     try:
-        run = sync.start_run(job, trigger=SyncRun.Trigger.SCHEDULE)
+        return sync.start_run(job, trigger=SyncRun.Trigger.SCHEDULE)
     except sync.SyncError as e:
         log.info("scheduled run of job %s not started: %s", job.pk, e)
         return f"not started: {e}"
-    # This task already holds a worker: work on the run here rather than queueing another task.
-    from feeds import tasks
-
-    return tasks.process_run(run.pk)

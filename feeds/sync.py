@@ -1,4 +1,4 @@
-"""The sync engine: start a run, read it into deliveries, send them, end it — and replays and credentials.
+"""The sync engine: start a run, read it into deliveries, send them, end it — and the credentials' test.
 
 A run is read (feeds.reading: read → map → group per user → pack → persist, chunk by chunk, each chunk's
 deliveries and checkpoint in one transaction before anything of it is sent) and sent (feeds.sending: one
@@ -6,6 +6,9 @@ request at a time, in order, every answer acted upon). In a cluster, reading is 
 and sending is done by senders in every worker process, each sending for many runs at once (feeds.dispatch);
 `process_run` does both in the calling thread (the command line's --inline, django-q2's sync mode, tests).
 Whoever sees a run fully read and fully sent ends it (`conclude_if_done`), once.
+
+Beside it: feeds.pipeline (what records become), feeds.queueing (handing runs to workers), feeds.replays,
+feeds.sweeper (what the every-minute task does). What faces call of queueing and replays is here too.
 """
 
 from __future__ import annotations
@@ -15,27 +18,28 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from feeds import alerts
 from feeds.mapping import MappingError, compile_mapping
-from feeds.models import Delivery, InboxPush, InboxRecord, Sender, SyncJob, SyncRun, Workspace
+from feeds.models import InboxRecord, SyncJob, SyncRun, Workspace
 from feeds.mparticle import schema
 from feeds.mparticle.client import Answer, Outcome
 from feeds.pacing import Pacing, target_rate
+from feeds.queueing import TaskQueue, enqueue_run, reopen_run, use_queue  # noqa: F401 (entry points)
 from feeds.reading import Reader, ReadingLost
+from feeds.replays import replay, replay_run, replay_workspace  # noqa: F401 (entry points)
 from feeds.sending import Again, Lane, Park, Stop
 from feeds.sources import SourceError
 from feeds.sources.build import build_source, is_incremental
 
 log = logging.getLogger(__name__)
 
-SWEEPER = "mpfeed: resume stalled runs"
 PAUSED = "The workspace was paused; the run resumes when it is resumed."
 # However small a learned limit, requests hold at least this many batches (a limit read too low comes back up;
 # a request larger than a server's bucket is split after repeated 429s).
@@ -99,127 +103,6 @@ def start_run(
     except IntegrityError:
         active = job.runs.active().first()
         raise AlreadyRunning(f"{job} already has an unfinished run (#{active.pk if active else '?'}).") from None
-
-
-def enqueue_run(run: SyncRun) -> str:
-    """Hand the run to a django-q2 worker. Only the primary key goes into the task."""
-    from django_q.tasks import async_task
-
-    SyncRun.objects.filter(pk=run.pk).update(queued_at=timezone.now())
-    return async_task("feeds.tasks.process_run", run.pk, task_name=f"sync-run-{run.pk}", group="sync")
-
-
-def ensure_schedules() -> None:
-    """The periodic sweeper that resumes stalled runs; created idempotently after every migrate."""
-    from django_q.models import Schedule
-
-    Schedule.objects.update_or_create(
-        name=SWEEPER,
-        defaults={"func": "feeds.tasks.resume_stalled", "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
-    )
-
-
-def forget_old_push_keys(now: datetime | None = None) -> int:
-    """Idempotency-Keys of pushes older than MPFEED_IDEMPOTENCY_HOURS: a retry that late is a new push."""
-    cutoff = (now or timezone.now()) - timedelta(hours=settings.MPFEED_IDEMPOTENCY_HOURS)
-    deleted, _ = InboxPush.objects.filter(created_at__lt=cutoff).delete()
-    return deleted
-
-
-def resume_stalled(now: datetime | None = None) -> list[int]:
-    """Queue the reading of runs that a worker should pick up: queued runs whose task was lost, runs whose reader
-    died (its lease ran out) or whose reading was never queued again, and finished runs that were given deliveries
-    to replay. (Sending needs no queueing: senders take up every run with deliveries to send, waits included.)"""
-    now = now or timezone.now()
-    stale_queue = now - timedelta(seconds=settings.MPFEED_REQUEUE_AFTER)
-    not_queued = Q(queued_at__isnull=True) | Q(queued_at__lt=stale_queue)
-    runs = list(
-        SyncRun.objects.filter(
-            Q(status=SyncRun.Status.QUEUED, queued_at__lt=stale_queue)
-            | Q(status=SyncRun.Status.QUEUED, queued_at__isnull=True, created_at__lt=stale_queue)
-            | Q(status__in=[SyncRun.Status.RUNNING, SyncRun.Status.WAITING], read_done=False, lease_until__lt=now)
-            | Q(
-                not_queued,
-                status__in=[SyncRun.Status.RUNNING, SyncRun.Status.WAITING],
-                read_done=False,
-                lease_until__isnull=True,
-            )
-        ).only("pk")
-    )
-    # Fully read and sent, but not ended (its sender was stopped or died between the last answer and the end).
-    stranded = SyncRun.objects.filter(
-        Q(lease_until__isnull=True) | Q(lease_until__lt=now),
-        Q(send_lease_until__isnull=True) | Q(send_lease_until__lt=now),
-        status__in=[SyncRun.Status.RUNNING, SyncRun.Status.WAITING],
-        read_done=True,
-    ).exclude(deliveries__state=Delivery.State.PENDING)
-    for run in stranded.select_related("job", "workspace"):
-        conclude_if_done(run)
-    reopened = SyncRun.objects.filter(
-        status__in=SyncRun.FINISHED_STATUSES, deliveries__state=Delivery.State.PENDING
-    ).distinct()
-    for run in reopened:
-        if reopen_run(run):
-            runs.append(run)
-    for run in runs:
-        enqueue_run(run)
-    Sender.objects.filter(heartbeat_at__lt=now - timedelta(days=1)).delete()
-    alerts.evaluate_all(now)  # deliveries failing for over an hour, recoveries between runs (never raises)
-    return [run.pk for run in runs]
-
-
-def reopen_run(run: SyncRun) -> bool:
-    """Put a finished or blocked run back in the queue (for replays and new credentials). False when the
-    job already has another unfinished run; the sweeper tries again once that one is over."""
-    try:
-        with transaction.atomic():
-            changed = (
-                SyncRun.objects.filter(pk=run.pk)
-                .exclude(status__in=[SyncRun.Status.QUEUED, SyncRun.Status.RUNNING, SyncRun.Status.WAITING])
-                .update(
-                    status=SyncRun.Status.QUEUED,
-                    reopened_from=F("status"),  # a failed run stays one for the alerts until it finishes again
-                    finished_at=None,
-                    error="",
-                    resume_at=None,
-                    send_lease_until=None,
-                    sender=None,
-                )
-            )
-    except IntegrityError:
-        return False
-    return changed == 1
-
-
-# ------------------------------------------------------------------------------------------------- replays
-
-
-def replay(deliveries) -> tuple[int, list[int]]:
-    """Send failed deliveries again — their stored bodies, byte for byte, so a replay cannot duplicate.
-    Returns (deliveries replayed, runs queued)."""
-    ids = list(deliveries.filter(state=Delivery.State.FAILED, payload__isnull=False).values_list("pk", flat=True))
-    if not ids:
-        return 0, []
-    with transaction.atomic():
-        Delivery.objects.filter(pk__in=ids).update(
-            state=Delivery.State.PENDING, first_failure_at=None, finished_at=None
-        )
-    queued = []
-    for run in SyncRun.objects.filter(deliveries__pk__in=ids).distinct():
-        if run.is_active and run.status != SyncRun.Status.BLOCKED:
-            continue  # a working run sends pending deliveries anyway
-        if reopen_run(run):
-            enqueue_run(run)
-            queued.append(run.pk)
-    return len(ids), queued
-
-
-def replay_run(run: SyncRun) -> tuple[int, list[int]]:
-    return replay(run.deliveries.all())
-
-
-def replay_workspace(workspace: Workspace, since: datetime) -> tuple[int, list[int]]:
-    return replay(workspace.deliveries.filter(created_at__gte=since))
 
 
 # ------------------------------------------------------------------------------------------- credentials
@@ -431,6 +314,24 @@ def process_run(run_id: int, *, pacing: Pacing | None = None, time_slice: float 
         alerts.evaluate_safely(run.workspace)
     _let_go(run)
     return run
+
+
+def run_inline(run_id: int, pacing: Pacing | None = None) -> SyncRun:
+    """Work on a run in this thread, slice after slice and wait after wait, until it stops (the command line's
+    --inline, tests). Its waits are slept here, by `pacing`'s sleep, instead of by a sender taking the run up
+    again: once slept, the wait is over for the database too (whatever clock `pacing` keeps)."""
+    pacing = pacing or Pacing()
+    while True:
+        run = process_run(run_id, pacing=pacing)
+        if run.status == SyncRun.Status.QUEUED:
+            continue
+        if run.status == SyncRun.Status.WAITING and run.resume_at:
+            pacing.sleep(max(0.0, (run.resume_at - timezone.now()).total_seconds()))
+            SyncRun.objects.filter(pk=run.pk, status=SyncRun.Status.WAITING, resume_at=run.resume_at).update(
+                resume_at=timezone.now()
+            )
+            continue
+        return run
 
 
 def _let_go(run: SyncRun) -> None:

@@ -1,4 +1,5 @@
-"""django-q2 entry points: thin, primary keys only, safe to run twice — and the sender of every worker process.
+"""django-q2, and nothing else: the only module that names it. Tasks (thin, primary keys only, safe to run twice),
+the queue the engine hands runs to, the schedules kept in step with the jobs, and the sender of every worker.
 
 In a cluster, a run's task reads it into deliveries (`process_run` → `sync.read_run`); the sending is done by a
 sender in every worker process (feeds.dispatch), started when django-q2 spawns the process, each sending for many
@@ -8,15 +9,27 @@ task reads and sends it itself.
 
 from __future__ import annotations
 
-import time
-
 from django.dispatch import receiver
 from django.utils import timezone
+from django_q.brokers import get_broker
 from django_q.conf import Conf
+from django_q.models import Schedule
 from django_q.signals import post_spawn
+from django_q.status import Stat
+from django_q.tasks import async_task
 
-from feeds import dispatch, sync
-from feeds.models import SyncRun
+from feeds import dispatch, scheduling, sweeper, sync
+from feeds.models import SyncJob, SyncRun
+from feeds.scheduling import JobSchedule
+
+SWEEPER = "mpfeed: resume stalled runs"
+# The tasks by their dotted paths, as django-q2 stores them in its queue and schedules.
+PROCESS_RUN = f"{__name__}.process_run"
+RUN_SCHEDULED_JOB = f"{__name__}.run_scheduled_job"
+RESUME_STALLED = f"{__name__}.resume_stalled"
+
+
+# ------------------------------------------------------------------------------------------------- tasks
 
 
 def process_run(run_id: int) -> str:
@@ -32,6 +45,32 @@ def process_run(run_id: int) -> str:
     return reading.value
 
 
+def run_scheduled_job(job_id: int) -> str:
+    started = scheduling.start_scheduled_run(job_id)
+    if isinstance(started, str):
+        return started
+    # This task already holds a worker: work on the run here rather than queueing another task.
+    return process_run(started.pk)
+
+
+def resume_stalled() -> str:
+    """Every minute: queue again the reading that a dead worker or a lost task left behind, and replays; forget
+    the Idempotency-Keys of old pushes."""
+    resumed = sweeper.resume_stalled()
+    forgotten = sweeper.forget_old_push_keys()
+    return f"resumed {len(resumed)} run(s), forgot {forgotten} push key(s)"
+
+
+# ------------------------------------------------------------------------------------------------- queue
+
+
+class Queue:
+    """django-q2 as the engine's task queue (queueing.TaskQueue), handed to it when the app is ready."""
+
+    def queue_run(self, run_id: int) -> str:
+        return async_task(PROCESS_RUN, run_id, task_name=f"sync-run-{run_id}", group="sync")
+
+
 def queue_reading(run_id: int) -> None:
     """Queue the reading of a run (a sender ran out of its deliveries, or a time slice ended)."""
     run = SyncRun.objects.filter(pk=run_id).first()
@@ -39,18 +78,71 @@ def queue_reading(run_id: int) -> None:
         sync.enqueue_run(run)
 
 
-def run_scheduled_job(job_id: int) -> str:
-    from feeds.scheduling import run_scheduled_job as run
+def broker_health() -> tuple[bool, str]:
+    """Whether the task broker answers, and its kind (raises when it cannot be reached at all)."""
+    broker = get_broker()
+    kind = type(broker).__name__
+    try:
+        return bool(broker.ping()), kind
+    except Exception as e:  # noqa: BLE001 (reported, not raised: this is for the health page)
+        return False, f"{kind}: {type(e).__name__}"
 
-    return run(job_id)
+
+def clusters_reporting() -> int:
+    """The clusters that report their stats (the ORM broker keeps them in a per-process cache: none to see)."""
+    return len(Stat.get_all(get_broker()))
 
 
-def resume_stalled() -> str:
-    """Every minute: queue again the reading that a dead worker or a lost task left behind, and replays; forget
-    the Idempotency-Keys of old pushes."""
-    resumed = sync.resume_stalled()
-    forgotten = sync.forget_old_push_keys()
-    return f"resumed {len(resumed)} run(s), forgot {forgotten} push key(s)"
+# --------------------------------------------------------------------------------------------- schedules
+
+
+def ensure_sweeper() -> None:
+    """The periodic sweeper that resumes stalled runs; created idempotently after every migrate."""
+    Schedule.objects.update_or_create(
+        name=SWEEPER,
+        defaults={"func": RESUME_STALLED, "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
+    )
+
+
+def keep_schedule(job: SyncJob) -> None:
+    """Create, update or delete the job's schedule so that it matches the job (idempotent)."""
+    wanted = scheduling.schedule_of(job)
+    if wanted is None:
+        drop_schedule(job.pk)
+        return
+    if wanted.cron:
+        fields = {"schedule_type": Schedule.CRON, "cron": wanted.cron, "minutes": None}
+    else:
+        fields = {"schedule_type": Schedule.MINUTES, "minutes": wanted.minutes, "cron": None}
+    existing = Schedule.objects.filter(name=wanted.name).first()
+    if existing and all(getattr(existing, k) == v for k, v in fields.items()):
+        return  # unchanged: keep its next_run
+    Schedule.objects.update_or_create(
+        name=wanted.name,
+        defaults={
+            "func": RUN_SCHEDULED_JOB,
+            "args": f"({job.pk},)",
+            "repeats": -1,
+            "next_run": timezone.now(),
+            **fields,
+        },
+    )
+
+
+def drop_schedule(job_id: int) -> None:
+    Schedule.objects.filter(name=scheduling.schedule_name(job_id)).delete()
+
+
+def kept_schedule(job: SyncJob) -> JobSchedule | None:
+    """The job's schedule as the queue keeps it, with its next run (for the job's page)."""
+    row = Schedule.objects.filter(name=scheduling.schedule_name(job.pk)).first()
+    if row is None:
+        return None
+    cron = row.cron if row.schedule_type == Schedule.CRON else None
+    return JobSchedule(row.name, cron=cron, minutes=row.minutes, next_run=row.next_run)
+
+
+# -------------------------------------------------------------------------------------------- the sender
 
 
 @receiver(post_spawn, dispatch_uid="mpfeed-sender")
@@ -60,20 +152,3 @@ def start_sender(sender, proc_name: str, **kwargs) -> None:
     worker function in the caller for each task, and the task sends itself."""
     if not Conf.SYNC:
         dispatch.start_background(queue_reading)
-
-
-def run_inline(run_id: int, pacing: sync.Pacing | None = None) -> SyncRun:
-    """The same task code in this process, slice after slice and wait after wait, until the run stops
-    (CLI --inline, tests). Waits are slept here instead of by a sender taking the run up again."""
-    pacing = pacing or sync.Pacing()
-    while True:
-        run = sync.process_run(run_id, pacing=pacing)
-        if run.status == SyncRun.Status.QUEUED:
-            continue
-        if run.status == SyncRun.Status.WAITING and run.resume_at:
-            pacing.sleep(max(0.0, (run.resume_at - timezone.now()).total_seconds()))
-            if pacing.sleep is not time.sleep:
-                # A test's fake sleep spends no real time: make the wait over in the database too.
-                SyncRun.objects.filter(pk=run.pk).update(resume_at=timezone.now())
-            continue
-        return run

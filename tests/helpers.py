@@ -97,11 +97,11 @@ def run_job(job, clock: FakeClock | None = None, **start):
     """Start a run of `job` and work on it in this process until it stops (waits cost no real time)."""
     import random
 
-    from feeds import sync, tasks
+    from feeds import sync
 
     clock = clock or FakeClock()
     run = sync.start_run(job, **start)
-    return tasks.run_inline(run.pk, sync.Pacing(sleep=clock.sleep, clock=clock.time, rand=random.Random(1)))
+    return sync.run_inline(run.pk, sync.Pacing(sleep=clock.sleep, clock=clock.time, rand=random.Random(1)))
 
 
 def workspace_form_data(workspace: Workspace, **changes) -> dict:

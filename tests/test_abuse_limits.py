@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.debug import ExceptionReporter
 
-from feeds import sync
+from feeds import sweeper
 from feeds.models import AddressAttempt, CredentialLink, InboxPush, InboxRecord, SyncJob
 from feeds.security import client_ip
 from tests.helpers import SANDBOX_KEY, make_mapping, make_staff, make_workspace
@@ -162,7 +162,7 @@ def test_keys_are_per_job_and_forgotten_after_their_time(client, inbox, sandbox,
     assert push(client, job, token, b'{"id": "1"}', key="k").status_code == 202
     assert push(client, other, other_token, b'{"id": "2"}', key="k").json()["replayed"] is False
     settings.MPFEED_IDEMPOTENCY_HOURS = 1
-    assert sync.forget_old_push_keys(timezone.now() + timedelta(hours=2)) == 2
+    assert sweeper.forget_old_push_keys(timezone.now() + timedelta(hours=2)) == 2
     assert not InboxPush.objects.exists()
 
 

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.core.mail.backends.base import BaseEmailBackend
 from django.utils import timezone
 
-from feeds import alerts, sync
+from feeds import alerts, sweeper, sync
 from feeds.models import AlertEvent, Delivery, SyncRun, Workspace
 from tests.helpers import (
     SANDBOX_KEY,
@@ -123,7 +123,7 @@ def test_two_failed_runs_in_a_row_send_one_alert(tmp_path, mailoutbox):
     assert event.email_result == "sent to 2 recipient(s)"
     assert event.webhook_result == "not configured (MPFEED_ALERT_WEBHOOK_URL is empty)"
     # The sweeper sees the same state: still nothing new.
-    sync.resume_stalled()
+    sweeper.resume_stalled()
     assert AlertEvent.objects.count() == 1
 
 
@@ -161,7 +161,7 @@ def test_a_replay_recovers_the_workspace_only_once_the_replayed_run_succeeds(san
     count, queued = sync.replay_run(failed)
     assert count >= 1
     alerts.evaluate(workspace)
-    sync.resume_stalled()
+    sweeper.resume_stalled()
     assert kinds(workspace) == [AlertEvent.Kind.RUN_FAILED]
     assert alerts.current_state(workspace).health == AlertEvent.Kind.RUN_FAILED
     # Once the replayed run has delivered everything, it is.
@@ -186,7 +186,7 @@ def test_a_new_workspace_that_is_fine_gets_no_alert(sandbox, tmp_path, mailoutbo
     workspace = make_workspace(sandbox)
     assert alerts.evaluate(workspace) is None
     assert run_job(good_job(workspace, tmp_path)).status == SyncRun.Status.SUCCEEDED
-    sync.resume_stalled()
+    sweeper.resume_stalled()
     assert not AlertEvent.objects.exists() and mailoutbox == []
     workspace.refresh_from_db()
     assert workspace.health == "ok" and workspace.health_changed_at is None
@@ -200,7 +200,7 @@ def test_rejected_credentials_alert_once_and_recover_with_new_ones(sandbox, tmp_
     workspace.set_credentials(SANDBOX_KEY, "wrong-secret")
     run = run_job(job)
     assert run.status == SyncRun.Status.BLOCKED
-    sync.resume_stalled()
+    sweeper.resume_stalled()
     assert kinds(workspace) == [AlertEvent.Kind.CREDENTIALS_REJECTED]
     event = AlertEvent.objects.get()
     assert "mParticle refused the API key and secret (HTTP 403)" in event.message
@@ -222,12 +222,12 @@ def test_deliveries_failing_for_over_an_hour_alert_once_and_recover_when_settled
     run = sync.start_run(good_job(workspace, tmp_path))
     now = timezone.now()
     delivery = pending_delivery(run, failing_since=now - timedelta(minutes=59))
-    sync.resume_stalled(now)
+    sweeper.resume_stalled(now)
     assert not AlertEvent.objects.exists()  # not yet an hour
 
     later = now + timedelta(minutes=2)
-    sync.resume_stalled(later)
-    sync.resume_stalled(later + timedelta(minutes=1))
+    sweeper.resume_stalled(later)
+    sweeper.resume_stalled(later + timedelta(minutes=1))
     assert kinds(workspace) == [AlertEvent.Kind.DELIVERIES_FAILING]
     event = AlertEvent.objects.get()
     assert "1 request(s) have been failing since" in event.message
@@ -235,7 +235,7 @@ def test_deliveries_failing_for_over_an_hour_alert_once_and_recover_when_settled
     assert mailoutbox[0].subject == "[mpfeed] Acme: Deliveries failing for over an hour"
 
     Delivery.objects.filter(pk=delivery.pk).update(state=Delivery.State.ACCEPTED, finished_at=timezone.now())
-    sync.resume_stalled(later + timedelta(minutes=2))
+    sweeper.resume_stalled(later + timedelta(minutes=2))
     assert kinds(workspace) == [AlertEvent.Kind.DELIVERIES_FAILING, AlertEvent.Kind.RECOVERED]
 
 
@@ -359,7 +359,7 @@ def test_an_alert_that_blows_up_never_breaks_the_sync(sandbox, tmp_path, monkeyp
     run = run_job(good_job(make_workspace(sandbox), tmp_path))
     assert run.status == SyncRun.Status.SUCCEEDED
     assert len(sandbox.events()) == 5
-    assert sync.resume_stalled() == []
+    assert sweeper.resume_stalled() == []
     assert "alerts: evaluating workspace" in caplog.text
 
 

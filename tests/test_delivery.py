@@ -14,7 +14,7 @@ from django.utils import timezone
 from django_q.conf import Conf
 from django_q.models import OrmQ, Task
 
-from feeds import sync
+from feeds import sweeper, sync
 from feeds.models import Delivery, DeliveryAttempt, RejectedRecord, SyncRun, Workspace
 from feeds.mparticle import schema
 from feeds.mparticle.client import Answer, EventsClient, Outcome
@@ -269,14 +269,14 @@ def test_a_long_retry_after_gives_the_run_back_until_a_sender_takes_it_up_again(
 
     # Too early: neither a worker, nor a sender, nor the sweeper touches it.
     assert sync.process_run(run.pk, pacing=pacing).status == SyncRun.Status.WAITING
-    assert sync.resume_stalled() == [] and not OrmQ.objects.exists()
+    assert sweeper.resume_stalled() == [] and not OrmQ.objects.exists()
     assert dispatch(run, clock=clock).requests == 0
     assert len(sandbox.requests_log()) == 1
 
     SyncRun.objects.filter(pk=run.pk).update(resume_at=timezone.now() - timedelta(seconds=1))
     clock.sleep(31)  # the workspace's pace held everyone for the same wait
     # Nothing to queue: a sender takes the run up by itself once the wait is over.
-    assert sync.resume_stalled() == [] and not OrmQ.objects.exists()
+    assert sweeper.resume_stalled() == [] and not OrmQ.objects.exists()
     assert dispatch(run, clock=clock).requests == 1
     assert run.status == SyncRun.Status.SUCCEEDED, run.error
     assert [r.status for r in sandbox.requests_log()] == [429, 202]
@@ -425,12 +425,12 @@ def test_a_crash_between_persist_and_send_resumes_without_loss_or_duplicates(
     assert run.checkpoint == 10 and run.deliveries.pending().count() == 1 and sandbox.kept() == []
     if crash is WorkerDied:
         assert run.status == SyncRun.Status.RUNNING
-        assert sync.resume_stalled() == []  # its lease still runs
+        assert sweeper.resume_stalled() == []  # its lease still runs
         expire_lease(run)
     else:
         assert run.status == SyncRun.Status.FAILED
         assert run.error.startswith("Internal error while syncing")
-    assert sync.resume_stalled() == [run.pk]
+    assert sweeper.resume_stalled() == [run.pk]
     run = sync.process_run(run.pk, pacing=fake_pacing(clock))
 
     assert run.status == SyncRun.Status.SUCCEEDED, run.error
@@ -462,10 +462,10 @@ def test_a_crash_between_send_and_record_resends_the_same_bytes(sandbox, tmp_pat
     assert len(sandbox.kept()) == 10  # mParticle has it, we do not know
 
     # Everything was read: no reading to queue again. A sender takes the run up once its leases ran out.
-    assert sync.resume_stalled() == []
+    assert sweeper.resume_stalled() == []
     assert not dispatch(run, clock=clock).requests
     expire_lease(run)
-    assert sync.resume_stalled() == []
+    assert sweeper.resume_stalled() == []
     assert dispatch(run, clock=clock).requests == 1
 
     assert run.status == SyncRun.Status.SUCCEEDED, run.error

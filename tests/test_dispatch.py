@@ -10,7 +10,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from feeds import sync
+from feeds import sweeper, sync
 from feeds.dispatch import Dispatcher
 from feeds.models import Delivery, Sender, SyncRun
 from feeds.sending import Lane
@@ -232,6 +232,6 @@ def test_the_sweeper_ends_a_run_fully_sent_whose_sender_stopped_before_ending_it
     run = read(make_job(make_workspace(sandbox), write_csv(tmp_path / "orders.csv", purchase_rows(10))))
     Delivery.objects.filter(run=run).update(state=Delivery.State.ACCEPTED, payload=None)
     SyncRun.objects.filter(pk=run.pk).update(events_accepted=10)
-    assert sync.resume_stalled() == []
+    assert sweeper.resume_stalled() == []
     run.refresh_from_db()
     assert run.status == SyncRun.Status.SUCCEEDED and run.finished_at is not None

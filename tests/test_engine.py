@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from feeds import sync, tasks
+from feeds import sync
 from feeds.models import Delivery, DeliveryAttempt, RejectedRecord, SyncRun, Workspace
 from feeds.mparticle.sandbox import FaultConfig
 from tests.helpers import FakeClock, make_job, make_workspace, purchase_rows, run_job, write_csv
@@ -206,7 +206,7 @@ def test_the_task_takes_only_the_run_id(sandbox, tmp_path, monkeypatch):
     sync.enqueue_run(run)
     run.refresh_from_db()
     assert run.status == SyncRun.Status.SUCCEEDED
-    assert tasks.run_inline(run.pk).status == SyncRun.Status.SUCCEEDED  # safe to run twice
+    assert sync.run_inline(run.pk).status == SyncRun.Status.SUCCEEDED  # safe to run twice
     assert len(sandbox.events()) == 5
     [task] = Task.objects.all()
     assert task.func == "feeds.tasks.process_run" and task.args == (run.pk,) and task.kwargs == {}

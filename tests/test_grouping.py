@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 import pytest
 
-from feeds import sync
+from feeds import sweeper, sync
 from feeds.models import Delivery, SetAsideRecord, SyncRun
 from feeds.mparticle import schema
 from feeds.reading import Reader
@@ -104,7 +104,7 @@ def test_a_worker_dying_while_setting_aside_or_building_loses_and_duplicates_not
     run.refresh_from_db()
     assert not run.read_done and run.status == SyncRun.Status.RUNNING
     expire_lease(run)
-    assert sync.resume_stalled() == [run.pk]
+    assert sweeper.resume_stalled() == [run.pk]
     run = sync.process_run(run.pk, pacing=fake_pacing(clock))
 
     assert run.status == SyncRun.Status.SUCCEEDED, run.error

@@ -11,7 +11,7 @@ import pytest
 from django.core.management import call_command
 from django_q.models import Schedule
 
-from feeds import scheduling, sync
+from feeds import sync, tasks
 from feeds.models import InboxRecord, SyncJob, SyncRun
 from feeds.preview import preview_job, preview_records
 from tests.helpers import (
@@ -55,7 +55,7 @@ class TestInbox:
         assert response.json()["received"] == 5
         assert InboxRecord.objects.filter(job=job).count() == 5
         # The schedule's task reads the inbox into deliveries; a sender sends them.
-        assert scheduling.run_scheduled_job(job.pk) == "read"
+        assert tasks.run_scheduled_job(job.pk) == "read"
         [run] = dispatch().runs_seen
         assert SyncRun.objects.get(pk=run).status == SyncRun.Status.SUCCEEDED
         assert len(sandbox.events()) == 5
@@ -64,10 +64,10 @@ class TestInbox:
         job.refresh_from_db()
         assert job.cursor["id"] >= 5
         # Nothing new: no empty run.
-        assert scheduling.run_scheduled_job(job.pk) == "nothing new in the inbox"
+        assert tasks.run_scheduled_job(job.pk) == "nothing new in the inbox"
         response = push(client, job, token, orjson.dumps(purchase_rows(3, start=5)), "application/json")
         assert response.status_code == 202
-        scheduling.run_scheduled_job(job.pk)
+        tasks.run_scheduled_job(job.pk)
         dispatch()
         assert len({e["data"]["source_message_id"] for e in sandbox.events()}) == 8
 
@@ -131,11 +131,11 @@ class TestSchedules:
     def test_a_scheduled_run_is_skipped_while_one_is_unfinished(self, sandbox, tmp_path):
         job = make_job(make_workspace(sandbox), write_csv(tmp_path / "o.csv", purchase_rows(2)))
         sync.start_run(job)
-        assert scheduling.run_scheduled_job(job.pk).startswith("not started: ")
+        assert tasks.run_scheduled_job(job.pk).startswith("not started: ")
         assert job.runs.count() == 1
 
     def test_the_sweeper_schedule_exists_after_migrate(self):
-        assert Schedule.objects.filter(name=sync.SWEEPER, func="feeds.tasks.resume_stalled").exists()
+        assert Schedule.objects.filter(name=tasks.SWEEPER, func="feeds.tasks.resume_stalled").exists()
 
 
 class TestIncremental:

@@ -17,7 +17,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from feeds import admin as feeds_admin
-from feeds import sync, tasks
+from feeds import sync
 from feeds.management.commands.replay import parse_since
 from feeds.models import Delivery, DeliveryAttempt, SyncRun, Workspace
 from feeds.mparticle.sandbox import FaultConfig
@@ -479,7 +479,7 @@ def test_pause_stops_new_runs_and_resume_continues_the_blocked_ones(staff, sandb
     assert workspace.status == Workspace.Status.PAUSED
     assert workspace.status_message.startswith("Paused by alice on ")
     assert LogEntry.objects.get().get_change_message() == "Paused."
-    run = tasks.run_inline(run.pk)
+    run = sync.run_inline(run.pk)
     assert run.status == SyncRun.Status.BLOCKED and run.error == "The workspace is paused."
     with pytest.raises(sync.SyncError, match="is paused"):
         sync.start_run(make_job(workspace, tmp_path / "other.csv", mapping=job.mapping))

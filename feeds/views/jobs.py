@@ -9,9 +9,9 @@ from django.contrib import messages
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
 
+from feeds import tasks
 from feeds.models import SyncJob
 from feeds.preview import preview_job
-from feeds.scheduling import SCHEDULE_NAME
 from feeds.sources import SourceError
 from feeds.sources.build import build_source
 from feeds.views.access import get_job, get_workspace, staff_required
@@ -198,9 +198,7 @@ def _context(request, workspace, form, job=None, new_token: str | None = None) -
         )
     context = {"workspace": workspace, "form": form, "job": job, "kinds": kinds, "new_token": new_token}
     if job is not None:
-        from django_q.models import Schedule
-
-        context["schedule"] = Schedule.objects.filter(name=SCHEDULE_NAME.format(job.pk)).first()
+        context["schedule"] = tasks.kept_schedule(job)
         if job.source_kind == Kind.INBOX:
             context["push_url"] = request.build_absolute_uri(reverse("feeds:inbox", args=[job.inbox_id]))
     return context
@@ -264,7 +262,10 @@ def job_preview(request, slug, job_id):
         "workspace": job.workspace,
         "job": job,
         "preview": preview,
-        "batches": json.dumps(preview.batches, indent=2, ensure_ascii=False),
+        "endpoints": [
+            (path, len(batches), json.dumps(batches, indent=2, ensure_ascii=False))
+            for path, batches in preview.by_endpoint()
+        ],
     }
     return render(request, "feeds/job_preview.html", context)
 

@@ -340,6 +340,17 @@ def pretty(doc: object) -> str:
     return json.dumps(doc, indent=2, ensure_ascii=False)
 
 
+def batches_text(preview: Preview) -> str:
+    """The preview's batches as text; headed by their endpoint when any goes elsewhere than /bulkevents (a
+    historical or auto job)."""
+    sections = preview.by_endpoint()
+    if not sections:
+        return ""
+    if [path for path, _ in sections] == [schema.BULK_PATH]:
+        return pretty(preview.batches)
+    return "\n\n".join(f"// to {path} ({len(batches)} batch(es))\n{pretty(batches)}" for path, batches in sections)
+
+
 def sample_records_text(doc: object) -> str:
     """The golden samples' records, as the preview's first sample records."""
     if not isinstance(doc, dict) or not isinstance(doc.get("samples"), list):
@@ -539,7 +550,7 @@ def mapping_preview(request, slug):
         by_path=by_path,
         samples=samples,
         # Pretty text made here: the browser's JSON numbers would round a 64-bit mpid.
-        batches_text=pretty(preview.batches) if preview.batches else "",
+        batches_text=batches_text(preview),
     )
     return JsonResponse(result)
 

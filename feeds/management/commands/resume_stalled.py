@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from feeds import sync
+from feeds import sweeper
 
 
 class Command(BaseCommand):
@@ -12,5 +12,5 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options):
-        resumed = sync.resume_stalled()
+        resumed = sweeper.resume_stalled()
         self.stdout.write(f"Queued {len(resumed)} run(s){': ' + ', '.join(map(str, resumed)) if resumed else ''}.")

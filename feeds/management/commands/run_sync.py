@@ -6,7 +6,7 @@ import time
 import orjson
 from django.core.management.base import BaseCommand, CommandError
 
-from feeds import sync, tasks
+from feeds import sync
 from feeds.management.commands._common import add_file_options, file_config, mapping_named, workspace_named
 from feeds.models import SyncJob, SyncRun
 from feeds.sources import SourceError
@@ -62,7 +62,7 @@ class Command(BaseCommand):
             raise CommandError(str(e)) from None
 
         if options["inline"]:
-            tasks.run_inline(run.pk)
+            sync.run_inline(run.pk)
         else:
             sync.enqueue_run(run)
             if options["wait"]:
