@@ -34,9 +34,7 @@ MPFEED_HTTP_SOURCE_MAX_WAIT seconds, Retry-After honoured up to that); then the 
 
 from __future__ import annotations
 
-import email.utils
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -48,6 +46,7 @@ import orjson
 import requests
 from django.conf import settings
 
+from feeds.mparticle.client import retry_after_seconds
 from feeds.sources import Item, SourceError
 
 logger = logging.getLogger(__name__)
@@ -145,11 +144,6 @@ class HTTPSource:
     def incremental(self) -> bool:
         """True when the last position of a complete read makes the next run read only what is new."""
         return self.cursor_field is not None
-
-    def describe(self) -> str:
-        paging = f", next page from {self.next['type']}" if self.next else ""
-        since = f", incremental by {self.cursor_field}" if self.cursor_field else ""
-        return f"JSON API at {self.host}{paging}{since}"
 
     def read(self, cursor: Any = None) -> Iterator[Item]:
         since, page, number, index = self.initial_cursor, None, 1, -1
@@ -279,7 +273,10 @@ class HTTPSource:
                     if status in (401, 403):
                         raise SourceError(f"the partner API refused the credentials (HTTP {status})")
                     if status == 429 or status >= 500:
-                        problem, retry_after = f"it answered HTTP {status}", _retry_after(response.headers)
+                        problem, retry_after = (
+                            f"it answered HTTP {status}",
+                            retry_after_seconds(response.headers.get("Retry-After")),
+                        )
                     elif not 200 <= status < 300:
                         excerpt = self._scrub(response.raw.read(EXCERPT, decode_content=True))
                         raise SourceError(f"the partner API answered HTTP {status} for {url[:200]}: {excerpt}")
@@ -357,20 +354,6 @@ class HTTPSource:
 def _kind(value: Any) -> str:
     names = {dict: "an object", list: "a list", str: "text", bool: "true/false", type(None): "null"}
     return names.get(type(value), "a number")
-
-
-def _retry_after(headers) -> float | None:
-    value = headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 def _connection_message(error: requests.RequestException) -> str:

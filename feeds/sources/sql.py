@@ -237,15 +237,6 @@ class SQLSource:
     def order_columns(self) -> list[str]:
         return [c for c in (self.cursor_column, self.key_column) if c]
 
-    def describe(self) -> str:
-        if self.cursor_column:
-            how = f"incremental by {', '.join(self.order_columns)}"
-        elif self.key_column:
-            how = f"all rows each run, by {self.key_column}"
-        else:
-            how = "all rows each run"
-        return f"SQL query on {self.database} ({how})"
-
     def check(self) -> list[str]:
         """The query's column names, after checking that it runs and has the cursor and key columns."""
         with _connect(self.database) as conn:
