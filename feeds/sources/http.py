@@ -47,7 +47,7 @@ import requests
 from django.conf import settings
 
 from feeds.mparticle.client import retry_after_seconds
-from feeds.sources import Item, SourceError
+from feeds.sources import Item, SourceError, with_last_position
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class HTTPSource:
             self._check_url(page)
         items = self._items(page, number, index, since)
         final = (lambda item: {"since": item.position["since"]}) if self.cursor_field else (lambda item: None)
-        return _last_position(items, final)
+        return with_last_position(items, final)
 
     def _first_url(self, since: Any) -> str:
         return self.url.replace("{cursor}", quote(str(since), safe=""))
@@ -368,15 +368,3 @@ def _connection_message(error: requests.RequestException) -> str:
     if "RemoteDisconnected" in text or "Connection aborted" in text or "reset" in text.lower():
         return "the connection was closed without an answer"
     return f"the connection failed ({type(error).__name__})"
-
-
-def _last_position(items: Iterator[Item], final: Callable[[Item], Any]) -> Iterator[Item]:
-    """The items, the last one's position replaced by final(item): one item is held back until the next is known."""
-    held = None
-    for item in items:
-        if held is not None:
-            yield held
-        held = item
-    if held is not None:
-        held.position = final(held)
-        yield held

@@ -41,14 +41,18 @@ class Command(BaseCommand):
         config = file_config(path, options)
         # The job's name shows in pages, e-mails and logs: one line, whatever the file is called.
         name = "file:" + "".join(c if c.isprintable() else "\N{REPLACEMENT CHARACTER}" for c in path)
-        job = SyncJob.objects.filter(workspace=workspace, name=name[:200]).first()
-        job = job or SyncJob(workspace=workspace, name=name[:200])
         try:
-            # Bad settings are said here, not by a failed run; as on the job page and in the admin.
-            job.set_source(SyncJob.SourceKind.FILE, config)
+            # Bad settings are said here, not by a failed run, as the job page and the admin say them.
+            SyncJob(workspace=workspace).check_source(SyncJob.SourceKind.FILE, config)
         except ValidationError as e:
             raise CommandError(" ".join(e.messages)) from None
+        job, _ = SyncJob.objects.get_or_create(
+            workspace=workspace,
+            name=name[:200],
+            defaults={"mapping": mapping, "source_kind": SyncJob.SourceKind.FILE, "source_config": config},
+        )
         job.mapping = mapping
+        job.set_source(SyncJob.SourceKind.FILE, config)
         if options["mode"]:
             job.endpoint_mode = options["mode"]
         job.save()
