@@ -212,7 +212,17 @@ class SyncJobAdmin(admin.ModelAdmin):
         (None, {"fields": ["workspace", "name", "mapping", "endpoint_mode", "enabled"]}),
         (
             "Source",
-            {"fields": ["source_kind", "source_config", "secret_state", "new_source_secret", "cursor", "inbox_url"]},
+            {
+                "fields": [
+                    "source_kind",
+                    "source_config",
+                    "secret_state",
+                    "new_source_secret",
+                    "clear_source_secret",
+                    "cursor",
+                    "inbox_url",
+                ]
+            },
         ),
         ("Schedule", {"fields": ["schedule_minutes", "schedule_cron"]}),
     ]

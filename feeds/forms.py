@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django import forms
+from django.core.exceptions import ValidationError
 
 from feeds import mapping as mapping_rules
 from feeds.models import Mapping, MappingConflict, OutputChanged, SyncJob, Workspace
@@ -73,44 +74,63 @@ class WorkspaceAdminForm(forms.ModelForm):
         return workspace
 
 
-class SyncJobAdminForm(forms.ModelForm):
-    """The source's Authorization header is write-only, like workspace credentials."""
+class JobSourceForm(forms.ModelForm):
+    """What the job page and the admin share to change a job's source: its kind and settings and the write-only
+    Authorization header (the input is always empty; empty keeps it). Both check and apply it through
+    SyncJob.set_source, so both faces refuse the same settings and both reset the reading position when the kind
+    changes."""
 
     new_source_secret = forms.CharField(
         label="Authorization header",
         required=False,
         strip=True,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
-        help_text="HTTP sources: the value of the Authorization header (e.g. 'Bearer …'). Write-only; empty keeps it.",
+        help_text="HTTP sources only: the header's value, e.g. 'Bearer …'. Write-only; leave empty to keep it.",
     )
+    clear_source_secret = forms.BooleanField(label="Remove the stored Authorization header", required=False)
 
+    class Meta:
+        model = SyncJob
+        fields = ["source_kind", "source_config"]
+
+    def clean_new_source_secret(self) -> str:
+        secret = self.cleaned_data["new_source_secret"]
+        if "\n" in secret or "\r" in secret:
+            raise forms.ValidationError("The header value must be on one line.")
+        return secret
+
+    def clean(self):
+        data = super().clean()
+        if "source_config" in data and data["source_config"] is None:
+            data["source_config"] = {}  # an empty box: no settings (the inbox's)
+        kind, config = data.get("source_kind"), data.get("source_config")
+        if data.get("new_source_secret") and data.get("clear_source_secret"):
+            self.add_error("clear_source_secret", "Either enter a new header or remove the stored one.")
+        elif kind and config is not None and not self.has_error("source_config"):
+            try:
+                self.instance.check_source(kind, config, secret=data.get("new_source_secret"))
+            except ValidationError as e:
+                for field, errors in e.message_dict.items():
+                    self.add_error("new_source_secret" if field == "source_secret" else field, errors)
+        return data
+
+    def save(self, commit=True):
+        job = super().save(commit=False)
+        data = self.cleaned_data
+        secret = data.get("new_source_secret") or ("" if data.get("clear_source_secret") else None)
+        job.set_source(data["source_kind"], data["source_config"], secret=secret)
+        if commit:
+            job.save()
+        return job
+
+
+class SyncJobAdminForm(JobSourceForm):
     class Meta:
         model = SyncJob
         fields = [
             "workspace", "name", "mapping", "endpoint_mode", "enabled", "source_kind", "source_config",
             "schedule_minutes", "schedule_cron",
         ]  # fmt: skip
-
-    def clean(self):
-        data = super().clean()
-        kind, config = data.get("source_kind"), data.get("source_config")
-        if kind and config is not None:
-            from feeds.sources import SourceError
-            from feeds.sources.build import build_source
-
-            try:
-                build_source(kind, config, secret="x" if kind == "http" else "", job_id=self.instance.pk)
-            except SourceError as e:
-                self.add_error("source_config", str(e))
-        return data
-
-    def save(self, commit=True):
-        job = super().save(commit=False)
-        if self.cleaned_data.get("new_source_secret"):
-            job.source_secret = self.cleaned_data["new_source_secret"]
-        if commit:
-            job.save()
-        return job
 
 
 class MappingAdminForm(forms.ModelForm):

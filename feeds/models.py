@@ -25,6 +25,8 @@ from feeds import mapping as mapping_rules
 from feeds.mparticle import schema
 from feeds.mparticle.client import EventsClient, base_url_for
 from feeds.mparticle.endpoints import non_public_reason
+from feeds.sources import SourceError
+from feeds.sources import registry as source_registry
 
 
 def validate_one_line(value: str) -> None:
@@ -433,11 +435,8 @@ def with_current_outputs(doc: dict) -> dict:
 class SyncJob(models.Model):
     """What to send where: a source, read through a mapping, delivered to a workspace — now or on a schedule."""
 
-    class SourceKind(models.TextChoices):
-        FILE = "file", "Files (CSV, NDJSON, gzip)"
-        SQL = "sql", "SQL query"
-        HTTP = "http", "Partner HTTP JSON API"
-        INBOX = "inbox", "Push inbox"
+    # Declared with the source kinds (feeds/sources/registry.py): SourceKind.FILE, .SQL, .HTTP, .INBOX.
+    SourceKind = models.TextChoices("SourceKind", source_registry.choices())
 
     class EndpointMode(models.TextChoices):
         AUTO = "auto", "Auto (historical for data older than 30 days)"
@@ -477,6 +476,46 @@ class SyncJob(models.Model):
         if self.source_kind == self.SourceKind.INBOX and not (self.schedule_minutes or self.schedule_cron):
             self.schedule_minutes = 1  # pushed records are forwarded every minute by default
         super().save(*args, **kwargs)
+        self._stored_source_kind = self.source_kind
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        job = super().from_db(db, field_names, values)
+        job._stored_source_kind = job.__dict__.get("source_kind")  # what set_source compares with
+        return job
+
+    def refresh_from_db(self, using=None, fields=None, **kwargs):
+        super().refresh_from_db(using, fields, **kwargs)
+        if fields is None or "source_kind" in fields:
+            self._stored_source_kind = self.source_kind
+
+    def set_source(self, kind: str, config: dict, *, secret: str | None = None) -> None:
+        """The one way a job's source changes, from the job page, the admin or a command (not saved here):
+        checked by `check_source`; `secret` replaces the Authorization header ("" removes it, None keeps it).
+        A reading position in one kind of source means nothing in another: when the kind changes, the next run
+        reads the new source from its beginning."""
+        self.check_source(kind, config, secret=secret)
+        if self.pk and kind != getattr(self, "_stored_source_kind", kind):
+            self.cursor = None
+        self.source_kind, self.source_config = kind, config
+        if secret is not None:
+            self.source_secret = secret
+
+    def check_source(self, kind: str, config: dict, *, secret: str | None = None) -> None:
+        """Whether this job may read `kind` with `config` (and send `secret`): the settings are checked as a run
+        would use them (feeds/sources/registry.py: file paths inside MPFEED_SOURCE_ROOT, known databases,
+        allowed hosts …), never with the stored secret. ValidationError (for people) on "source_config" or
+        "source_secret"."""
+        errors = {}
+        try:
+            source_registry.check_settings(kind, config, job_id=self.pk)
+        except SourceError as e:
+            errors["source_config"] = f"{str(e)[:1].upper()}{str(e)[1:]}."
+        if secret and not source_registry.takes_secret(kind):
+            takes = " and ".join(k.value.upper() for k in source_registry.KINDS if k.takes_secret)
+            errors["source_secret"] = f"Only {takes} sources send an Authorization header."
+        if errors:
+            raise ValidationError(errors)
 
     def clean(self) -> None:
         if self.mapping_id and self.workspace_id and self.mapping.workspace_id != self.workspace_id:
@@ -492,6 +531,11 @@ class SyncJob(models.Model):
     @property
     def is_scheduled(self) -> bool:
         return bool(self.schedule_minutes or self.schedule_cron)
+
+    @property
+    def source_is_remote(self) -> bool:
+        """Reading the source asks a partner's system (a query, an API call), declared with its kind."""
+        return source_registry.source_kind(self.source_kind).remote
 
     def new_inbox_token(self) -> str:
         """A new secret token for the push inbox; only its hash is kept. Returns it to show once."""

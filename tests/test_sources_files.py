@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 import re
@@ -13,7 +12,7 @@ import zlib
 import pytest
 
 from feeds.sources import Item, SourceError, files
-from feeds.sources.files import FileSource, open_source, save_upload
+from feeds.sources.files import FileSource
 
 ORDERS = 'id,user,note\n1,ann,hello\n2,bob,"two\nlines"\n\n3,cy,"with ""quotes"", and a comma"\n'
 
@@ -103,18 +102,6 @@ def test_the_settings_are_kept_as_given():
 def test_bad_settings_are_refused_with_a_readable_message(config, message):
     with pytest.raises(SourceError, match=re.escape(message)):
         FileSource.from_config(config)
-
-
-def test_describe_says_what_it_reads():
-    assert (
-        source("/data/orders.csv").describe() == "CSV file /data/orders.csv (sniffed delimiter, utf-8, gzip or plain)"
-    )
-    assert "comma delimiter" in source("/d/a.csv", delimiter=",").describe()
-    assert (
-        source("/data/x/*.ndjson.gz", compression="gzip", encoding="utf-16").describe()
-        == "NDJSON files matching /data/x/*.ndjson.gz (utf-16, gzip)"
-    )
-    assert "sniffed delimiter" in source("/d/a.csv", delimiter="auto").describe()
 
 
 def test_a_semicolon_file_is_read_without_being_told(tmp_path):
@@ -652,75 +639,6 @@ def test_memory_stays_flat_reading_a_50_mb_csv(tmp_path):
     count, peak = peak_memory(source(path))
     assert count == 54_000
     assert peak < 2_000_000
-
-
-# -------------------------------------------------------------------------------------------- uploads
-
-
-class Upload:
-    """The part of Django's UploadedFile that save_upload uses."""
-
-    def __init__(self, data: bytes, size: int = 7):
-        self.data = data
-        self.size = size
-
-    def chunks(self):
-        for i in range(0, len(self.data), self.size):
-            yield self.data[i : i + self.size]
-
-
-def test_an_upload_is_saved_under_a_generated_name(tmp_path):
-    path = save_upload(Upload(b"id,n\n1,a\n"), tmp_path / "uploads", "../../etc/orders (1).csv")
-    assert path.parent == tmp_path / "uploads"
-    assert path.name.endswith("-orders_1_.csv") and len(path.name) == len(
-        "20260101T000000000000Z-0123abcd-orders_1_.csv"
-    )
-    assert path.read_bytes() == b"id,n\n1,a\n"
-    assert os.listdir(path.parent) == [path.name]
-
-
-@pytest.mark.parametrize("name", ["", "..", "C:\\Users\\x\\..\\", "/", "\x00", "a/b/../.."])
-def test_an_upload_with_a_useless_name_is_still_saved_inside_the_folder(tmp_path, name):
-    path = save_upload(io.BytesIO(b"x"), tmp_path, name)
-    assert path.parent == tmp_path and path.name.endswith("-upload")
-
-
-def test_uploads_sort_in_arrival_order_and_a_glob_reads_the_new_ones(tmp_path):
-    first = save_upload(Upload(b"id\n1\n"), tmp_path, "z.csv")
-    src = source(tmp_path / "*.csv")
-    last = read(src)[-1].position
-    second = save_upload(Upload(b"id\n2\n"), tmp_path, "a.csv")
-    assert sorted([second.name, first.name]) == [first.name, second.name]
-    assert [i.record for i in read(src, last)] == [{"id": "2"}]
-
-
-def test_a_failed_upload_leaves_nothing_behind(tmp_path):
-    class Broken(Upload):
-        def chunks(self):
-            yield b"id\n"
-            raise OSError("connection reset")
-
-    with pytest.raises(OSError, match="connection reset"):
-        save_upload(Broken(b""), tmp_path, "a.csv")
-    assert os.listdir(tmp_path) == []
-
-
-# -------------------------------------------------------------------------------------------- deprecated
-
-
-def test_open_source_skips_the_items_already_read(tmp_path):
-    path = write(tmp_path / "orders.csv", ORDERS)
-    assert [i.ref for i in open_source("csv", str(path), start=1)] == ["orders.csv:3", "orders.csv:6"]
-    assert list(open_source("csv", str(path), start=3)) == []
-
-
-def test_open_source_raises_source_errors_before_the_first_item(tmp_path):
-    with pytest.raises(SourceError, match="unknown source kind 'xml'"):
-        open_source("xml", str(tmp_path / "a.xml"))
-    with pytest.raises(SourceError, match=f"^the file {tmp_path / 'gone.csv'} does not exist$"):
-        open_source("csv", str(tmp_path / "gone.csv"))
-    with pytest.raises(SourceError, match="more than once"):
-        open_source("csv", str(write(tmp_path / "a.csv", "a,a\n1,2\n")))
 
 
 def test_crc_is_of_the_bytes_before_the_position(tmp_path):

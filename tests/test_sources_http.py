@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
@@ -174,6 +176,36 @@ def test_it_waits_for_retry_after_then_reads(api):
     assert source.waits == [2.0]
 
 
+@pytest.fixture
+def local_time_behind_utc(monkeypatch):
+    """The process's local time zone five hours behind UTC: a date read as local time would be hours off."""
+    monkeypatch.setenv("TZ", "EST+05")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_a_retry_after_date_without_a_zone_is_utc(api, local_time_behind_utc):
+    # RFC 5322's "-0000": a date in UTC, with no zone said. The same helper as the mParticle client's.
+    soon = email.utils.format_datetime(datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=3))
+    assert soon.endswith("-0000")
+    api.route("/v1/events", (429, b"", {"Retry-After": soon}), {"data": events(1)})
+    source = make_source(api)
+    assert ids(source.read()) == [1]
+    [wait] = source.waits
+    assert 1 <= wait <= 3  # not the 5 seconds' cap a date five hours ahead would give
+
+
+@pytest.mark.parametrize("value", ["Wed, 41 Oct 2015 07:28:00 GMT", "Mon, 1 Jan", "nan", "1e400"])
+def test_an_unusable_retry_after_falls_back_to_the_backoff(api, value):
+    api.route("/v1/events", (503, b"busy", {"Retry-After": value}), {"data": events(1)})
+    source = make_source(api)
+    assert ids(source.read()) == [1]
+    [wait] = source.waits
+    assert 0 <= wait <= 5
+
+
 def test_a_long_retry_after_is_capped(api, settings):
     settings.MPFEED_HTTP_SOURCE_MAX_WAIT = 1.5
     api.route("/v1/events", (503, b"busy", {"Retry-After": "3600"}), {"data": events(1)})
@@ -336,7 +368,7 @@ def test_the_auth_header_is_sent_and_never_leaked(api, caplog):
             seen.append(item)
     assert [headers.get("Authorization") for _, headers in api.requests] == [AUTH, AUTH, AUTH]
     assert "you sent" in str(error.value) and "***" in str(error.value)
-    told = [str(error.value), repr(error.value), repr(source), source.describe(), caplog.text, repr(seen)]
+    told = [str(error.value), repr(error.value), repr(source), caplog.text, repr(seen)]
     told += [orjson.dumps(item.position).decode() + item.ref + item.error + item.excerpt for item in seen]
     for text in told:
         assert TOKEN not in text

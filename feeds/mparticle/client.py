@@ -107,7 +107,9 @@ def parse_errors(body: bytes) -> tuple[BatchError, ...]:
     return tuple(errors)
 
 
-def _retry_after(value: str | None) -> float | None:
+def retry_after_seconds(value: str | None) -> float | None:
+    """The seconds a Retry-After header asks to wait (None when absent or unusable). Pure, so that every HTTP
+    client of the project reads it alike (the partner HTTP source too)."""
     if not value:
         return None
     try:
@@ -157,7 +159,7 @@ def classify(status: int, body: bytes, headers, latency: float) -> Answer:
         status=status,
         latency=latency,
         errors=errors,
-        retry_after=_retry_after(headers.get("Retry-After")),
+        retry_after=retry_after_seconds(headers.get("Retry-After")),
         rate_limit_used=_int_header(headers.get("X-mp-rate-limit-percentage-used")),
         rate_limit_scope=headers.get("X-mp-rate-limit-exceeded") or None,
         excerpt=body[:EXCERPT_LENGTH].decode("utf-8", "replace"),

@@ -9,7 +9,7 @@ Positions are small JSON values (dicts of numbers and strings); `None` means "fr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -32,4 +32,16 @@ class SourceError(Exception):
 class Source(Protocol):
     def read(self, cursor: Any = None) -> Iterator[Item]: ...
 
-    def describe(self) -> str: ...
+
+def with_last_position(items: Iterator[Item], final: Callable[[Item], Any]) -> Iterator[Item]:
+    """The items, the last one's position replaced by final(item): what a later run should start from once this
+    read is complete (None: from the beginning again). One item is held back until the next one (or the end)
+    is known."""
+    held = None
+    for item in items:
+        if held is not None:
+            yield held
+        held = item
+    if held is not None:
+        held.position = final(held)
+        yield held

@@ -38,7 +38,7 @@ bytes before `offset`. `read(position)` yields exactly the items after that item
 - then every file whose name sorts after `name`, from its start.
 
 Files whose names sort before `name` are never read again, even if they are new: name new files so that they
-sort after the old ones (a UTC timestamp or a zero-padded sequence number; `save_upload` does that). The last
+sort after the old ones (a UTC timestamp or a zero-padded sequence number). The last
 file may be deleted once read. If that file is now shorter than `offset`, or its bytes before `offset` changed
 (it was replaced, not appended to), the read raises SourceError: reading it again could deliver records twice
 and skipping it could lose some, so a person decides (for instance by resetting the job's cursor).
@@ -67,16 +67,11 @@ import csv
 import glob
 import os
 import re
-import secrets
 import stat
-import tempfile
 import zlib
 from collections.abc import Iterator
-from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from functools import partial
-from itertools import chain, islice
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +90,6 @@ COMPRESSIONS = ("auto", "gzip", "none")
 SETTINGS = ("path", "format", "delimiter", "encoding", "compression", "incremental")
 EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson"}
 SNIFFED = (",", ";", "\t", "|")  # in order of preference when counts tie
-DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe", "auto": "sniffed"}
 GZIP_MAGIC = b"\x1f\x8b"
 MAGIC = re.compile(r"[*?[]")
 
@@ -433,15 +427,6 @@ class FileSource:
     def is_glob(self) -> bool:
         return bool(MAGIC.search(self.path))
 
-    def describe(self) -> str:
-        where = f"files matching {self.path}" if self.is_glob else f"file {self.path}"
-        details = (
-            [f"{DELIMITER_NAMES.get(self.delimiter, repr(self.delimiter))} delimiter"] if self.format == "csv" else []
-        )
-        details.append(self.encoding)
-        details.append({"auto": "gzip or plain", "gzip": "gzip", "none": "not compressed"}[self.compression])
-        return f"{self.format.upper()} {where} ({', '.join(details)})"
-
     def files(self) -> list[tuple[str, Path]]:
         """(name, path) of the files to read, in reading order. Raises SourceError when the path is missing."""
         if not self.is_glob:
@@ -776,58 +761,3 @@ def _size(n: int) -> str:
 def _excerpt(text: str) -> str:
     text = text.replace("\0", "\\x00")  # PostgreSQL text cannot hold NUL
     return text if len(text) <= EXCERPT else text[:EXCERPT] + "…"
-
-
-# ------------------------------------------------------------------------------------------------ uploads
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def save_upload(fileobj, directory: str | os.PathLike, name: str) -> Path:
-    """Store an uploaded file (anything with .chunks() or .read()) in `directory` as
-    "<UTC time>-<random>-<cleaned client name>", so that uploads sort in the order they arrived and a glob
-    source reads new ones after old ones. The client's name only contributes letters, digits, "._-" and its
-    extension; it cannot choose the folder. Written to a hidden temporary file, synced, then renamed: a reader
-    never sees half a file."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    base = re.split(r"[\\/]", name or "")[-1]
-    clean = _UNSAFE.sub("_", base)[-100:].strip("._-") or "upload"
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    final = directory / f"{stamp}-{secrets.token_hex(4)}-{clean}"
-    fd, temporary = tempfile.mkstemp(dir=directory, prefix=".upload-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            chunks = fileobj.chunks() if hasattr(fileobj, "chunks") else iter(partial(fileobj.read, CHUNK), b"")
-            for chunk in chunks:
-                out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temporary, 0o640)
-        os.replace(temporary, final)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    with suppress(OSError):  # make the rename durable where the platform allows it
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return final
-
-
-# ------------------------------------------------------------------------------------------------ deprecated
-
-
-def open_source(kind: str, path: str, start: int = 0) -> Iterator[Item]:
-    """The items of one file after the first `start` (skipped by reading them)."""
-    # DEPRECATED: the engine's old entry point, counting items from the start of one file. Kept until
-    # feeds/sync.py reads through FileSource.read(cursor); remove it then.
-    if kind not in FORMATS:
-        raise SourceError(f"unknown source kind {kind!r}")
-    items = FileSource.from_config({"path": path, "format": kind}).read()
-    rest = islice(items, start, None)
-    first = next(rest, None)  # a SourceError in the header surfaces here, where the engine handles it
-    return iter(()) if first is None else chain([first], rest)

@@ -34,9 +34,7 @@ MPFEED_HTTP_SOURCE_MAX_WAIT seconds, Retry-After honoured up to that); then the 
 
 from __future__ import annotations
 
-import email.utils
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -48,7 +46,8 @@ import orjson
 import requests
 from django.conf import settings
 
-from feeds.sources import Item, SourceError
+from feeds.mparticle.client import retry_after_seconds
+from feeds.sources import Item, SourceError, with_last_position
 
 logger = logging.getLogger(__name__)
 
@@ -146,11 +145,6 @@ class HTTPSource:
         """True when the last position of a complete read makes the next run read only what is new."""
         return self.cursor_field is not None
 
-    def describe(self) -> str:
-        paging = f", next page from {self.next['type']}" if self.next else ""
-        since = f", incremental by {self.cursor_field}" if self.cursor_field else ""
-        return f"JSON API at {self.host}{paging}{since}"
-
     def read(self, cursor: Any = None) -> Iterator[Item]:
         since, page, number, index = self.initial_cursor, None, 1, -1
         if isinstance(cursor, dict) and isinstance(cursor.get("page"), str):
@@ -169,7 +163,7 @@ class HTTPSource:
             self._check_url(page)
         items = self._items(page, number, index, since)
         final = (lambda item: {"since": item.position["since"]}) if self.cursor_field else (lambda item: None)
-        return _last_position(items, final)
+        return with_last_position(items, final)
 
     def _first_url(self, since: Any) -> str:
         return self.url.replace("{cursor}", quote(str(since), safe=""))
@@ -279,7 +273,10 @@ class HTTPSource:
                     if status in (401, 403):
                         raise SourceError(f"the partner API refused the credentials (HTTP {status})")
                     if status == 429 or status >= 500:
-                        problem, retry_after = f"it answered HTTP {status}", _retry_after(response.headers)
+                        problem, retry_after = (
+                            f"it answered HTTP {status}",
+                            retry_after_seconds(response.headers.get("Retry-After")),
+                        )
                     elif not 200 <= status < 300:
                         excerpt = self._scrub(response.raw.read(EXCERPT, decode_content=True))
                         raise SourceError(f"the partner API answered HTTP {status} for {url[:200]}: {excerpt}")
@@ -359,20 +356,6 @@ def _kind(value: Any) -> str:
     return names.get(type(value), "a number")
 
 
-def _retry_after(headers) -> float | None:
-    value = headers.get("Retry-After", "").strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-        except (TypeError, ValueError):
-            return None
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
 def _connection_message(error: requests.RequestException) -> str:
     # Short and free of URLs and headers: it ends up on rows people read.
     text = str(error)
@@ -385,15 +368,3 @@ def _connection_message(error: requests.RequestException) -> str:
     if "RemoteDisconnected" in text or "Connection aborted" in text or "reset" in text.lower():
         return "the connection was closed without an answer"
     return f"the connection failed ({type(error).__name__})"
-
-
-def _last_position(items: Iterator[Item], final: Callable[[Item], Any]) -> Iterator[Item]:
-    """The items, the last one's position replaced by final(item): one item is held back until the next is known."""
-    held = None
-    for item in items:
-        if held is not None:
-            yield held
-        held = item
-    if held is not None:
-        held.position = final(held)
-        yield held

@@ -26,9 +26,6 @@ class InboxSource:
             raise SourceError("the push inbox takes no settings")
         return cls(job_id)
 
-    def describe(self) -> str:
-        return "records pushed to the job's inbox"
-
     def read(self, cursor: Any = None) -> Iterator[Item]:
         from feeds.models import InboxRecord
 

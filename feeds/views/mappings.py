@@ -27,7 +27,7 @@ from feeds import mapping as mapping_rules
 from feeds.mapping.specs import TRANSFORMS, VALUE_TYPES
 from feeds.mapping.timestamps import TIMESTAMP_FORMATS
 from feeds.mapping.validation import SUPPORTED_EVENT_TYPES
-from feeds.models import Mapping, MappingConflict, OutputChanged, SyncJob, changes_digest, validate_one_line
+from feeds.models import Mapping, MappingConflict, OutputChanged, changes_digest, validate_one_line
 from feeds.mparticle import schema
 from feeds.preview import Preview, preview_job, preview_records
 from feeds.views.access import get_job, get_mapping, get_workspace, may, parse_id, staff_required
@@ -408,7 +408,7 @@ def _editor(request, workspace, mapping: Mapping | None):
     place_messages(state, [(m, m.text) for m in found])
     jobs = list(workspace.jobs.all())
     for job in jobs:
-        job.remote_source = job.source_kind in (SyncJob.SourceKind.HTTP, SyncJob.SourceKind.SQL)
+        job.remote_source = job.source_is_remote
     context = {
         "workspace": workspace,
         "mapping": mapping,

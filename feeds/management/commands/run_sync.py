@@ -4,13 +4,12 @@ import os
 import time
 
 import orjson
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from feeds import sync
 from feeds.management.commands._common import add_file_options, file_config, mapping_named, workspace_named
 from feeds.models import SyncJob, SyncRun
-from feeds.sources import SourceError
-from feeds.sources.build import build_source
 
 
 class Command(BaseCommand):
@@ -40,19 +39,20 @@ class Command(BaseCommand):
         if not os.path.isfile(path):
             raise CommandError(f"{options['file']} is not a file.")
         config = file_config(path, options)
-        try:
-            build_source(SyncJob.SourceKind.FILE, config)  # bad settings are said here, not by a failed run
-        except SourceError as e:
-            raise CommandError(str(e)) from None
-
         # The job's name shows in pages, e-mails and logs: one line, whatever the file is called.
         name = "file:" + "".join(c if c.isprintable() else "\N{REPLACEMENT CHARACTER}" for c in path)
+        try:
+            # Bad settings are said here, not by a failed run, as the job page and the admin say them.
+            SyncJob(workspace=workspace).check_source(SyncJob.SourceKind.FILE, config)
+        except ValidationError as e:
+            raise CommandError(" ".join(e.messages)) from None
         job, _ = SyncJob.objects.get_or_create(
             workspace=workspace,
             name=name[:200],
             defaults={"mapping": mapping, "source_kind": SyncJob.SourceKind.FILE, "source_config": config},
         )
-        job.mapping, job.source_kind, job.source_config = mapping, SyncJob.SourceKind.FILE, config
+        job.mapping = mapping
+        job.set_source(SyncJob.SourceKind.FILE, config)
         if options["mode"]:
             job.endpoint_mode = options["mode"]
         job.save()
