@@ -107,7 +107,7 @@ def promote(request, slug):
     """Development → production, once staff have checked the first runs."""
     workspace = get_workspace(slug)
     if workspace.environment != Workspace.Environment.PRODUCTION:
-        if not workspace.runs.filter(status__in=SyncRun.FINISHED_STATUSES[:2]).exists():
+        if not workspace.runs.filter(status__in=SyncRun.SUCCEEDED_STATUSES).exists():
             messages.error(request, "Promote after at least one successful run in development.")
             return redirect("feeds:workspace", slug=slug)
         Workspace.objects.filter(pk=workspace.pk).update(environment=Workspace.Environment.PRODUCTION)

@@ -1,0 +1,57 @@
+"""Words for people that every part writes alike: a value's JSON kind, why a connection failed.
+
+One home, so that a source, the mapping, the Events API client and the sandbox never name the same thing two
+ways. No Django imports: feeds/mparticle and feeds/mapping use it.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+# JSON's own names of a value's type → the words of a message for people.
+_KIND_WORDS = {
+    "null": "null",
+    "boolean": "a boolean",
+    "number": "a number",
+    "string": "text",
+    "array": "a list",
+    "object": "an object",
+}
+
+
+def json_type(value: object) -> str:
+    """JSON's name of a value's type ("null", "boolean", "number", "string", "array", "object"), as mParticle's
+    messages use it; a value JSON has no name for gets its Python type's."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float, Decimal)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, (list, tuple)):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def kind(value: object) -> str:
+    """A value's kind in words, with an article, for messages: "a list", "an object", "text", "a number"."""
+    name = json_type(value)
+    return _KIND_WORDS.get(name) or f"a {name}"
+
+
+def connection_message(error: Exception) -> str:
+    """Why a request got no answer, short and free of URLs and headers: it ends up on rows people read."""
+    text = str(error)
+    if "Connection refused" in text:
+        return "the connection was refused"
+    if "Name or service not known" in text or "getaddrinfo" in text or "NameResolution" in text:
+        return "the host name could not be resolved"
+    if "timed out" in text.lower():
+        return "it did not answer in time"
+    if "RemoteDisconnected" in text or "Connection aborted" in text or "reset" in text.lower():
+        return "the connection was closed without an answer"
+    return f"the connection failed ({type(error).__name__})"
