@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import socket
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,7 +25,7 @@ from feeds.mparticle.client import (
 )
 from feeds.mparticle.schema import BULK_PATH, HISTORICAL_PATH, MAX_REQUEST_BYTES
 from sandbox.server import FaultConfig, Sandbox
-from tests.helpers import SANDBOX_KEY, SANDBOX_SECRET
+from tests.helpers import SANDBOX_KEY, SANDBOX_SECRET, free_port
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -107,13 +106,6 @@ def make_batch(request_id: str, ts: int | None = None, **fields: Any) -> dict[st
     }
     batch.update(fields)
     return batch
-
-
-def closed_port() -> int:
-    """A loopback port nothing listens on (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def assert_no_secret(answer: Answer, *secrets: str) -> None:
@@ -391,7 +383,7 @@ def test_a_slow_answer_past_the_read_timeout_is_a_network_error(make_client, san
 
 
 def test_a_refused_connection_is_a_network_error(make_client):
-    client = make_client(base_url=f"http://127.0.0.1:{closed_port()}/v2")
+    client = make_client(base_url=f"http://127.0.0.1:{free_port()}/v2")
 
     answer = client.upload(make_batch("r-1"))
 
@@ -489,7 +481,7 @@ def test_the_secret_is_not_in_any_answer(make_client, sandbox):
         bulk(client, [make_batch("r-2"), make_batch("r-3", environment="staging")]),
         client.post("/events", b"{"),
         make_client(session=StrippingSession()).upload(make_batch("r-4")),
-        make_client(base_url=f"http://127.0.0.1:{closed_port()}/v2").upload(make_batch("r-5")),
+        make_client(base_url=f"http://127.0.0.1:{free_port()}/v2").upload(make_batch("r-5")),
     ]
 
     assert [a.outcome for a in answers] == [

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ast
 import os
-import socket
 import subprocess
 import sys
 from decimal import Decimal
@@ -25,15 +24,9 @@ from feeds.sources.files import FileSource
 from feeds.sources.http import HTTPSource
 from feeds.words import connection_message, json_type, kind
 from sandbox.checks import validate_batch
-from tests.helpers import make_job, make_workspace
+from tests.helpers import free_port, make_job, make_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize(
@@ -57,7 +50,7 @@ def test_a_value_has_one_json_name_and_one_name_in_words(value, json_name, words
 
 
 def test_the_client_and_an_http_source_name_a_refused_connection_alike(settings):
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     answer = EventsClient(base_url=url + "/v2", api_key="k", api_secret="s").upload({"events": []})
 
     settings.MPFEED_HTTP_SOURCE_HOSTS = ["127.0.0.1"]
