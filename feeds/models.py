@@ -494,7 +494,7 @@ class SetAsideRecord(models.Model):
     user = models.CharField(max_length=40, help_text="A hash of the user's identities and mpid.")
     seq = models.PositiveBigIntegerField(help_text="The record's place in the source.")
     ref = models.CharField(max_length=300)
-    data = models.BinaryField(help_text="The converted record (feeds.mparticle.batch.dump_record).")
+    data = models.BinaryField(help_text="The converted record, as feeds.mparticle.batch.set_aside_form writes it.")
     events = models.PositiveIntegerField(default=0)
 
     class Meta:
