@@ -15,14 +15,12 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import orjson
-
 from feeds import mapping as mapping_rules
 from feeds.mapping.conditions import COMPARISONS, fixed_values
 from feeds.mapping.specs import is_template, parse_template, template_fields
 from feeds.mapping.validation import ACTION_FIELDS, PRODUCT_FIELDS
 from feeds.mparticle import schema
-from feeds.words import json_type
+from feeds.words import json_excerpt, json_type
 
 NONE = "—"
 MAX_LISTED_NAMES = 20
@@ -146,11 +144,7 @@ class DataSheet:
 
 def show(value: object) -> str:
     """A value as JSON text, short enough for a table cell."""
-    try:
-        text = orjson.dumps(value).decode()
-    except TypeError:
-        text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "…"
+    return json_excerpt(value, 80)
 
 
 def describe_source(spec: object) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import orjson
+
 # JSON's own names of a value's type → the words of a message for people.
 _KIND_WORDS = {
     "null": "null",
@@ -41,6 +43,15 @@ def kind(value: object) -> str:
     """A value's kind in words, with an article, for messages: "a list", "an object", "text", "a number"."""
     name = json_type(value)
     return _KIND_WORDS.get(name) or f"a {name}"
+
+
+def json_excerpt(value: object, limit: int) -> str:
+    """A value as JSON text (its repr() when JSON has no form for it), at most `limit` characters long, for a message."""
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "…"
 
 
 def connection_message(error: Exception) -> str:

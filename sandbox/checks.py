@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from feeds.mparticle.schema import (
     CUSTOM_EVENT_TYPES,
     ENVIRONMENTS,
@@ -16,7 +14,7 @@ from feeds.mparticle.schema import (
     MAX_USER_ATTRIBUTE_LIST_ENTRIES,
     PRODUCT_ACTIONS,
 )
-from feeds.words import json_type
+from feeds.words import json_excerpt, json_type
 
 MAX_PROBLEMS_PER_MESSAGE = 10
 
@@ -36,7 +34,9 @@ def validate_batch(batch: Any) -> list[Problem]:
     if "environment" not in batch:
         problems.append(("environment", "is required (production or development)"))
     elif batch["environment"] not in ENVIRONMENTS:
-        problems.append(("environment", f"value must be production or development, got {_show(batch['environment'])}"))
+        problems.append(
+            ("environment", f"value must be production or development, got {json_excerpt(batch['environment'], 60)}")
+        )
 
     request_id = batch.get("source_request_id")
     if request_id is not None and not isinstance(request_id, str):
@@ -100,7 +100,7 @@ def _check_event(where: str, event: Any, problems: list[Problem]) -> None:
     if event_type is None:
         problems.append((f"{where}.event_type", "is required"))
     elif not known_type:
-        problems.append((f"{where}.event_type", f"value is not a known event type: {_show(event_type)}"))
+        problems.append((f"{where}.event_type", f"value is not a known event type: {json_excerpt(event_type, 60)}"))
 
     data = event.get("data")
     if data is None:
@@ -125,7 +125,9 @@ def _check_event(where: str, event: Any, problems: list[Problem]) -> None:
         if custom_type is None:
             problems.append((f"{where}.custom_event_type", "is required"))
         elif custom_type not in CUSTOM_EVENT_TYPES:
-            problems.append((f"{where}.custom_event_type", f"value is not a custom event type: {_show(custom_type)}"))
+            problems.append(
+                (f"{where}.custom_event_type", f"value is not a custom event type: {json_excerpt(custom_type, 60)}")
+            )
     elif event_type == "screen_view":
         _check_name(f"{where}.screen_name", data.get("screen_name"), problems)
     elif event_type == "commerce_event":
@@ -148,7 +150,10 @@ def _check_commerce(where: str, data: dict[str, Any], problems: list[Problem]) -
                 problems.append((f"{where}.product_action.action", "is required"))
             elif action["action"] not in PRODUCT_ACTIONS:
                 problems.append(
-                    (f"{where}.product_action.action", f"value is not a product action: {_show(action['action'])}")
+                    (
+                        f"{where}.product_action.action",
+                        f"value is not a product action: {json_excerpt(action['action'], 60)}",
+                    )
                 )
             products = action.get("products")
             if products is not None:
@@ -195,14 +200,6 @@ def _check_name(where: str, value: Any, problems: list[Problem]) -> None:
 
 def _is_scalar(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
-
-
-def _show(value: Any) -> str:
-    try:
-        text = orjson.dumps(value).decode()
-    except TypeError:
-        text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def path_message(where: str, problem: str) -> str:

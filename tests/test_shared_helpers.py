@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from feeds import datasheet
 from feeds.mapping import compile_mapping
 from feeds.mapping.conditions import compile_condition
 from feeds.mapping.values import RecordError, as_bool, to_bool
@@ -22,7 +23,7 @@ from feeds.mparticle.client import EventsClient
 from feeds.sources import SourceError
 from feeds.sources.files import FileSource
 from feeds.sources.http import HTTPSource
-from feeds.words import connection_message, json_type, kind
+from feeds.words import connection_message, json_excerpt, json_type, kind
 from sandbox.checks import validate_batch
 from tests.helpers import free_port, make_job, make_workspace
 
@@ -47,6 +48,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_a_value_has_one_json_name_and_one_name_in_words(value, json_name, words):
     assert json_type(value) == json_name
     assert kind(value) == words
+
+
+def test_a_long_value_is_cut_alike_everywhere_it_is_shown():
+    long = {"text": "x" * 500}
+    assert len(json_excerpt(long, 80)) <= 80 and json_excerpt(long, 80).endswith("…")
+    assert json_excerpt({"a": 1}, 80) == '{"a":1}' and json_excerpt(object, 80) == repr(object)
+    assert datasheet.show(long) == json_excerpt(long, 80)
+    [problem] = [p for p in validate_batch({"environment": "x" * 100, "mpid": 1}) if p[0] == "environment"]
+    assert problem[1].endswith(json_excerpt("x" * 100, 60))
 
 
 def test_the_client_and_an_http_source_name_a_refused_connection_alike(settings):

@@ -9,7 +9,7 @@ Positions are small JSON values (dicts of numbers and strings); `None` means "fr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,6 +23,20 @@ class Item:
     error: str = ""
     excerpt: str = ""
     position: Any = None  # resume from here to read what comes after this item
+
+
+def with_last_position(items: Iterator[Item], final: Callable[[Item], Any]) -> Iterator[Item]:
+    """The items, the last one's position replaced by final(item): one item is held back until the next one (or
+    the end) is known. For sources where what follows the last item is resumed from elsewhere than its own
+    position (the next page's link, the next run's start)."""
+    held = None
+    for item in items:
+        if held is not None:
+            yield held
+        held = item
+    if held is not None:
+        held.position = final(held)
+        yield held
 
 
 class SourceError(Exception):

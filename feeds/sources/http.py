@@ -48,7 +48,7 @@ import orjson
 import requests
 from django.conf import settings
 
-from feeds.sources import Item, SourceError
+from feeds.sources import Item, SourceError, with_last_position
 from feeds.words import connection_message, kind
 
 logger = logging.getLogger(__name__)
@@ -170,7 +170,7 @@ class HTTPSource:
             self._check_url(page)
         items = self._items(page, number, index, since)
         final = (lambda item: {"since": item.position["since"]}) if self.cursor_field else (lambda item: None)
-        return _last_position(items, final)
+        return with_last_position(items, final)
 
     def _first_url(self, since: Any) -> str:
         return self.url.replace("{cursor}", quote(str(since), safe=""))
@@ -367,15 +367,3 @@ def _retry_after(headers) -> float | None:
         except (TypeError, ValueError):
             return None
     return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def _last_position(items: Iterator[Item], final: Callable[[Item], Any]) -> Iterator[Item]:
-    """The items, the last one's position replaced by final(item): one item is held back until the next is known."""
-    held = None
-    for item in items:
-        if held is not None:
-            yield held
-        held = item
-    if held is not None:
-        held.position = final(held)
-        yield held

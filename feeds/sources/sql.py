@@ -54,7 +54,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from django.conf import settings
 
-from feeds.sources import Item, SourceError
+from feeds.sources import Item, SourceError, with_last_position
 
 DEFAULT_BATCH_SIZE = 1000
 MAX_BATCH_SIZE = 50_000
@@ -257,7 +257,7 @@ class SQLSource:
             items = self._read_keyset(start, strict)
         else:
             items = self._read_offset(self._offset_start(cursor))
-        return items if self.incremental else _last_position(items, None)
+        return items if self.incremental else with_last_position(items, lambda item: None)
 
     def _columns(self, conn: _Connection) -> list[str]:
         columns, _ = conn.fetch(conn.wrap(self.query) + " LIMIT 0", [])
@@ -396,18 +396,6 @@ def _short(value: Any) -> str:
         return f"<{len(value)} bytes>"
     text = value if isinstance(value, str) else repr(value)
     return text if len(text) <= 60 else text[:60] + "…"
-
-
-def _last_position(items: Iterator[Item], final: Any) -> Iterator[Item]:
-    """The items, the last one carrying `final`: one item is held back until the next one (or the end) is known."""
-    held = None
-    for item in items:
-        if held is not None:
-            yield held
-        held = item
-    if held is not None:
-        held.position = final
-        yield held
 
 
 # Connections: sqlite3 or psycopg directly, never Django's connections (no migrations, no ORM on a partner's DB).
