@@ -1,7 +1,7 @@
-"""Words for people that every part writes alike: a value's JSON kind, why a connection failed.
+"""Words that every part reads and writes alike: true and false, a value's JSON kind, why a connection failed.
 
-One home, so that a source, the mapping, the Events API client and the sandbox never name the same thing two
-ways. No Django imports: feeds/mparticle and feeds/mapping use it.
+One home, so that a source, the mapping, the settings, the Events API client and the sandbox never read or name
+the same thing two ways. No Django imports: feeds/mparticle, feeds/mapping and the settings use it.
 """
 
 from __future__ import annotations
@@ -9,6 +9,21 @@ from __future__ import annotations
 from decimal import Decimal
 
 import orjson
+
+TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1", "on"})
+FALSE_WORDS = frozenset({"false", "f", "no", "n", "0", "off"})
+
+
+def truth(text: str) -> bool | None:
+    """The one truth table of words (a record's text, a setting, a query parameter): True for TRUE_WORDS, False
+    for FALSE_WORDS, in any case and with spaces around; None for any other text."""
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    return None
+
 
 # JSON's own names of a value's type → the words of a message for people.
 _KIND_WORDS = {

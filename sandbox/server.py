@@ -40,7 +40,7 @@ from feeds.mparticle.schema import (
     MAX_BATCHES_PER_REQUEST,
     MAX_REQUEST_BYTES,
 )
-from feeds.words import json_type
+from feeds.words import json_type, truth
 from sandbox.checks import bulk_message, path_message, validate_batch
 from sandbox.keys import UNSET, KeyCounts, KeyLimits
 
@@ -675,7 +675,7 @@ class _Handler(BaseHTTPRequestHandler):
         if route == STATE_PATH and self.command == "GET":
             self._drain()
             # ?ids=0 leaves out the lists of ids, rejects and requests (a benchmark polls millions of batches).
-            ids = parse_qs(urlsplit(self.path).query).get("ids", ["1"])[-1] not in ("0", "false", "no")
+            ids = truth(parse_qs(urlsplit(self.path).query).get("ids", ["1"])[-1]) is not False
             self._answer(200, orjson.dumps(self._sandbox.snapshot(ids=ids)), log=False)
         elif route in API_PATHS or route in (STATE_PATH, RESET_PATH, CONFIG_PATH):
             self._drain()

@@ -13,6 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 from feeds import datasheet
 from feeds.mapping import compile_mapping
@@ -23,7 +24,8 @@ from feeds.mparticle.client import EventsClient
 from feeds.sources import SourceError
 from feeds.sources.files import FileSource
 from feeds.sources.http import HTTPSource
-from feeds.words import connection_message, json_excerpt, json_type, kind
+from feeds.words import connection_message, json_excerpt, json_type, kind, truth
+from mpfeed_site.settings import envbool
 from sandbox.checks import validate_batch
 from tests.helpers import free_port, make_job, make_workspace
 
@@ -115,6 +117,16 @@ def test_a_bool_rule_and_a_condition_read_one_truth_table(value):
     as_condition = True if is_true({"f": value}) else False if is_false({"f": value}) else None
     assert as_rule == as_condition == as_bool(value)
     assert (as_rule is None) == (value in NOT_WORDS)
+
+
+@pytest.mark.parametrize("word", [w for w in WORDS + NOT_WORDS if isinstance(w, str) and w])
+def test_a_setting_reads_the_words_of_a_record(monkeypatch, word):
+    monkeypatch.setenv("MPFEED_TEST_FLAG", word)
+    try:
+        as_setting = envbool("MPFEED_TEST_FLAG", "false")
+    except ImproperlyConfigured:
+        as_setting = None
+    assert as_setting == as_bool(word) == truth(word)
 
 
 # ------------------------------------------------------------------------------------------------ the models

@@ -11,10 +11,8 @@ from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 
-from feeds.words import kind
+from feeds.words import kind, truth
 
-TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1", "on"})
-FALSE_WORDS = frozenset({"false", "f", "no", "n", "0", "off"})
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -217,18 +215,14 @@ def to_number(value: object, where: str) -> int | float:
 
 
 def as_bool(value: object) -> bool | None:
-    """The one truth table of record values (a rule's "bool" type and a condition's comparison alike): true and
-    false, 1 and 0, and the words of TRUE_WORDS and FALSE_WORDS in any case; None for anything else."""
+    """A record value as a boolean, for a rule's "bool" type and a condition's comparison alike: true and false,
+    1 and 0, and the words of feeds.words.truth; None for anything else."""
     if isinstance(value, bool):
         return value
     if isinstance(value, (int, float)) and value in (0, 1):
         return bool(value)
     if isinstance(value, str):
-        word = value.strip().lower()
-        if word in TRUE_WORDS:
-            return True
-        if word in FALSE_WORDS:
-            return False
+        return truth(value)
     return None
 
 
