@@ -34,9 +34,9 @@ def start_sandbox(
     report_use: bool = True,
     log: Path | None = None,
 ) -> tuple[subprocess.Popen, str]:
-    """`python -m feeds.mparticle.sandbox` on a free port; returns the process and its base URL (no /v2)."""
+    """`python -m sandbox` on a free port; returns the process and its base URL (no /v2)."""
     port = free_port()
-    command = [sys.executable, "-m", "feeds.mparticle.sandbox", "--port", str(port), "--rate-limit", str(rate),
+    command = [sys.executable, "-m", "sandbox", "--port", str(port), "--rate-limit", str(rate),
                "--latency", str(latency)]  # fmt: skip
     if lean:
         command.append("--lean")

@@ -361,7 +361,6 @@ class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
             {
                 "classes": ["collapse"],
                 "fields": [
-                    "checkpoint",
                     "source_done",
                     "building",
                     "set_aside_records",
@@ -386,7 +385,7 @@ class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description="Where it stands")
     def situation(self, obj: SyncRun):
         # The run's error or waiting text, on top of the page where it cannot be missed.
-        if obj.status in (SyncRun.Status.FAILED, SyncRun.Status.BLOCKED):
+        if obj.status in SyncRun.STOPPED_STATUSES:
             return format_html(
                 '<p class="errornote">{}: {}</p>', obj.get_status_display(), obj.error or "no reason recorded"
             )

@@ -15,13 +15,12 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import orjson
-
 from feeds import mapping as mapping_rules
 from feeds.mapping.conditions import COMPARISONS, fixed_values
 from feeds.mapping.specs import is_template, parse_template, template_fields
 from feeds.mapping.validation import ACTION_FIELDS, PRODUCT_FIELDS
 from feeds.mparticle import schema
+from feeds.words import json_excerpt, json_type
 
 NONE = "—"
 MAX_LISTED_NAMES = 20
@@ -145,11 +144,7 @@ class DataSheet:
 
 def show(value: object) -> str:
     """A value as JSON text, short enough for a table cell."""
-    try:
-        text = orjson.dumps(value).decode()
-    except TypeError:
-        text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "…"
+    return json_excerpt(value, 80)
 
 
 def describe_source(spec: object) -> str:
@@ -199,20 +194,13 @@ def describe_condition(cond: object) -> str:
     return " and ".join(tests) or show(cond)
 
 
-def _kind(value: object) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
+def _sent_type(value: object) -> str:
+    """The type a constant is sent as, in the data sheet's words (RULE_TYPES'): JSON's name, with integers
+    told from other numbers and a list named for what mParticle takes in one."""
+    if isinstance(value, int) and not isinstance(value, bool):
         return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "list of strings"
-    if value is None:
-        return "null"
-    return type(value).__name__
+    name = json_type(value)
+    return "list of strings" if name == "array" else name
 
 
 def value_type(spec: object, examples: list, default: str = "auto") -> str:
@@ -224,10 +212,10 @@ def value_type(spec: object, examples: list, default: str = "auto") -> str:
         if kind != "auto":
             return RULE_TYPES.get(kind, kind)
         if "value" in spec:
-            return _kind(spec["value"])
+            return _sent_type(spec["value"])
     elif default != "auto":
         return RULE_TYPES.get(default, default)
-    kinds = list(dict.fromkeys(_kind(v) for v in examples))
+    kinds = list(dict.fromkeys(_sent_type(v) for v in examples))
     return " or ".join(kinds) if kinds else "as in the source"
 
 

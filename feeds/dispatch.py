@@ -452,9 +452,3 @@ def start_background(request_reading) -> Dispatcher | None:
 
     util.Finalize(_background, _background.stop, exitpriority=10)
     return _background
-
-
-def stop_background() -> None:
-    with contextlib.suppress(Exception):
-        if _background is not None:
-            _background.stop()

@@ -39,6 +39,12 @@ def validate_one_line(value: str) -> None:
         raise ValidationError("A name cannot start or end with spaces.")
 
 
+def token_hash(token: str) -> str:
+    """What is kept of a secret token (a credential link's, a job's push inbox's): its SHA-256, in hex. The token
+    itself is shown once and never stored; a token given later is checked by hashing it the same way."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
 class Workspace(models.Model):
     """One client's mParticle destination, reached through the Events API with the client's Feed credentials."""
 
@@ -540,14 +546,14 @@ class SyncJob(models.Model):
     def new_inbox_token(self) -> str:
         """A new secret token for the push inbox; only its hash is kept. Returns it to show once."""
         token = secrets.token_urlsafe(32)
-        self.inbox_token_hash = hashlib.sha256(token.encode()).hexdigest()
+        self.inbox_token_hash = token_hash(token)
         self.save(update_fields=["inbox_token_hash"])
         return token
 
     def inbox_token_matches(self, token: str) -> bool:
         if not self.inbox_token_hash or not token:
             return False
-        return hmac.compare_digest(self.inbox_token_hash, hashlib.sha256(token.encode()).hexdigest())
+        return hmac.compare_digest(self.inbox_token_hash, token_hash(token))
 
 
 class InboxRecord(models.Model):
@@ -629,7 +635,7 @@ class SetAsideRecord(models.Model):
     user = models.CharField(max_length=40, help_text="A hash of the user's identities and mpid.")
     seq = models.PositiveBigIntegerField(help_text="The record's place in the source.")
     ref = models.CharField(max_length=300)
-    data = models.BinaryField(help_text="The converted record (feeds.mparticle.batch.dump_record).")
+    data = models.BinaryField(help_text="The converted record, as feeds.mparticle.batch.set_aside_form writes it.")
     events = models.PositiveIntegerField(default=0)
 
     class Meta:
@@ -665,11 +671,16 @@ class SyncRun(models.Model):
         CLI = "cli", "Command line"
         SCHEDULE = "schedule", "Schedule"
 
+    # Not finished: at most one such run per job (syncrun_one_active_per_job).
     ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING, Status.WAITING, Status.BLOCKED)
     # Being worked on: read, sent, or waiting to be sent again.
     WORKING_STATUSES = (Status.QUEUED, Status.RUNNING, Status.WAITING)
+    # Taken up by a worker and not ended: being read or sent, or waiting to be sent again.
+    STARTED_STATUSES = (Status.RUNNING, Status.WAITING)
     SUCCEEDED_STATUSES = (Status.SUCCEEDED, Status.SUCCEEDED_WITH_REJECTS)
     FINISHED_STATUSES = (*SUCCEEDED_STATUSES, Status.FAILED)
+    # Stopped short of success, with an error a person should read.
+    STOPPED_STATUSES = (Status.FAILED, Status.BLOCKED)
 
     job = models.ForeignKey(SyncJob, on_delete=models.CASCADE, related_name="runs")
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="runs")
@@ -683,11 +694,10 @@ class SyncRun(models.Model):
     environment = models.CharField(max_length=20, choices=Workspace.Environment.choices)
     mapping_version = models.PositiveIntegerField()
     mapping_rules = models.JSONField()
-    # Checkpoint: where reading resumes (the position of the last item turned into deliveries/rejects),
-    # and how many items (records and unreadable lines) were consumed.
+    # Checkpoint: where reading resumes (the position of the last item turned into deliveries/rejects); how many
+    # items (records and unreadable lines) were consumed is records_read.
     cursor_before = models.JSONField(null=True, blank=True, help_text="Where this run started reading.")
     cursor = models.JSONField(null=True, blank=True, help_text="Where this run resumes reading.")
-    checkpoint = models.PositiveBigIntegerField(default=0)
     # Nothing left to turn into deliveries: the source is read to the end and nothing is set aside.
     read_done = models.BooleanField(default=False)
     # Records are set aside per user (SetAsideRecord) while the source is read, then built into deliveries, each
@@ -746,7 +756,8 @@ class SyncRun(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            # At most one unfinished run per job, enforced by the database (start_run relies on it).
+            # At most one unfinished run per job, enforced by the database (start_run relies on it). The values of
+            # ACTIVE_STATUSES, which Meta cannot see (tests/test_shared_helpers.py checks that they agree).
             models.UniqueConstraint(
                 fields=["job"],
                 condition=Q(status__in=["queued", "running", "waiting", "blocked"]),
@@ -845,9 +856,7 @@ class SyncRun(models.Model):
         now = timezone.now()
         queued = Q(status=self.Status.QUEUED)
         changed = (
-            SyncRun.objects.filter(
-                pk=self.pk, status__in=[self.Status.QUEUED, self.Status.RUNNING, self.Status.WAITING]
-            )
+            SyncRun.objects.filter(pk=self.pk, status__in=self.WORKING_STATUSES)
             .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
             .update(
                 status=Case(
@@ -1138,10 +1147,6 @@ class Sender(models.Model):
     def __str__(self) -> str:
         return f"{self.host}:{self.pid}"
 
-    @property
-    def is_alive(self) -> bool:
-        return self.stopped_at is None and self.heartbeat_at >= timezone.now() - timedelta(seconds=self.STALE_SECONDS)
-
 
 class CredentialLinkQuerySet(models.QuerySet):
     def usable(self, now=None):
@@ -1174,10 +1179,6 @@ class CredentialLink(models.Model):
     def __str__(self) -> str:
         return f"Credential link for {self.workspace} ({self.state})"
 
-    @staticmethod
-    def hash(token: str) -> str:
-        return hashlib.sha256(token.encode()).hexdigest()
-
     @classmethod
     def issue(cls, workspace: Workspace, user=None, hours: float | None = None) -> tuple[CredentialLink, str]:
         """A new link; returns it and the token (shown once: only its hash is kept)."""
@@ -1185,7 +1186,7 @@ class CredentialLink(models.Model):
         hours = settings.MPFEED_CREDENTIAL_LINK_HOURS if hours is None else hours
         link = cls.objects.create(
             workspace=workspace,
-            token_hash=cls.hash(token),
+            token_hash=token_hash(token),
             created_by=user if user is not None and user.is_authenticated else None,
             expires_at=timezone.now() + timedelta(hours=hours),
         )
@@ -1195,7 +1196,7 @@ class CredentialLink(models.Model):
     def find(cls, token: str) -> CredentialLink | None:
         if not token:
             return None
-        return cls.objects.select_related("workspace").filter(token_hash=cls.hash(token)).first()
+        return cls.objects.select_related("workspace").filter(token_hash=token_hash(token)).first()
 
     @property
     def state(self) -> str:

@@ -145,7 +145,7 @@ class Pacer:
         if not self.enabled:
             return Reservation(self.pacing.clock(), self.limit, 0.0, False) if reserve else None
         throttled = answer.outcome is Outcome.THROTTLED
-        delivered = answer.outcome in (Outcome.ACCEPTED, Outcome.PARTIAL)
+        delivered = answer.delivered
         with db.atomic():
             row = self._row()
             state = state_of(row)

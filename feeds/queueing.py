@@ -46,7 +46,7 @@ def reopen_run(run: SyncRun) -> bool:
         with transaction.atomic():
             changed = (
                 SyncRun.objects.filter(pk=run.pk)
-                .exclude(status__in=[SyncRun.Status.QUEUED, SyncRun.Status.RUNNING, SyncRun.Status.WAITING])
+                .exclude(status__in=SyncRun.WORKING_STATUSES)
                 .update(
                     status=SyncRun.Status.QUEUED,
                     reopened_from=F("status"),  # a failed run stays one for the alerts until it finishes again

@@ -119,7 +119,6 @@ class Reader:
                 set_aside_records=set_aside,
                 set_aside_bytes=set_aside_bytes,
                 lease_until=timezone.now() + timedelta(seconds=lease_seconds),
-                checkpoint=F("checkpoint") + len(chunk),
                 records_read=F("records_read") + len(chunk),
                 records_rejected=F("records_rejected") + len(rejects),
                 names_truncated=F("names_truncated") + converter.stats.names_truncated - names_before,

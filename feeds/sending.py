@@ -32,7 +32,7 @@ from django.utils import timezone
 from feeds import db
 from feeds.models import Delivery, DeliveryAttempt, RejectedRecord, SyncRun, Workspace
 from feeds.mparticle.batch import join, serialize
-from feeds.mparticle.client import Answer, EventsClient, Outcome
+from feeds.mparticle.client import CREDENTIALS, SERVER_FAULTS, Answer, EventsClient, Outcome
 from feeds.mparticle.pace import Reservation
 from feeds.pacing import Pacer, Pacing
 
@@ -190,7 +190,7 @@ class Lane:
             self.throttle_streak += 1
             wait = self.pacing.after_throttle(answer, self.throttle_streak)
             delivery.throttled_count += 1
-        elif outcome in (Outcome.SERVER_ERROR, Outcome.NETWORK_ERROR):
+        elif outcome in SERVER_FAULTS:
             self.failure_streak += 1
             wait = self.pacing.backoff(self.failure_streak)
             delivery.first_failure_at = delivery.first_failure_at or now
@@ -211,7 +211,7 @@ class Lane:
             # The next attempt's place in the pace, reserved in the same transaction: the next delivery's, or this
             # one's again after a 429 (whose wait the pace holds). After a server failure the backoff comes first.
             following = None
-            if isinstance(step, Again) and outcome not in (Outcome.SERVER_ERROR, Outcome.NETWORK_ERROR):
+            if isinstance(step, Again) and outcome not in SERVER_FAULTS:
                 if self.delivery is None and outcome is Outcome.ACCEPTED:
                     self.delivery, self.body, self.throttle_streak, self.failure_streak = upcoming, None, 0, 0
                 elif self.delivery is None:  # settled (or split: its halves are next)
@@ -242,7 +242,7 @@ class Lane:
         if outcome in (Outcome.BAD_REQUEST, Outcome.TOO_LARGE):
             self._split_or_reject(delivery, answer)
             return self._done()
-        if outcome in (Outcome.UNAUTHORIZED, Outcome.FORBIDDEN):
+        if outcome in CREDENTIALS:
             if self._blocked(delivery, answer):
                 self.delivery = None
                 return Stop.BLOCKED
@@ -263,7 +263,7 @@ class Lane:
                 self._split(delivery)
                 self.delivery = None
             return self._wait(wait, "Waiting for rate limit")
-        if outcome in (Outcome.SERVER_ERROR, Outcome.NETWORK_ERROR):
+        if outcome in SERVER_FAULTS:
             failing_for = (now - delivery.first_failure_at).total_seconds()
             if failing_for > settings.MPFEED_RETRY_HORIZON:
                 self._settle(delivery, Delivery.State.FAILED, keep_payload=True)

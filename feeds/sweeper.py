@@ -33,10 +33,10 @@ def resume_stalled(now: datetime | None = None) -> list[int]:
         SyncRun.objects.filter(
             Q(status=SyncRun.Status.QUEUED, queued_at__lt=stale_queue)
             | Q(status=SyncRun.Status.QUEUED, queued_at__isnull=True, created_at__lt=stale_queue)
-            | Q(status__in=[SyncRun.Status.RUNNING, SyncRun.Status.WAITING], read_done=False, lease_until__lt=now)
+            | Q(status__in=SyncRun.STARTED_STATUSES, read_done=False, lease_until__lt=now)
             | Q(
                 not_queued,
-                status__in=[SyncRun.Status.RUNNING, SyncRun.Status.WAITING],
+                status__in=SyncRun.STARTED_STATUSES,
                 read_done=False,
                 lease_until__isnull=True,
             )
@@ -46,7 +46,7 @@ def resume_stalled(now: datetime | None = None) -> list[int]:
     stranded = SyncRun.objects.filter(
         Q(lease_until__isnull=True) | Q(lease_until__lt=now),
         Q(send_lease_until__isnull=True) | Q(send_lease_until__lt=now),
-        status__in=[SyncRun.Status.RUNNING, SyncRun.Status.WAITING],
+        status__in=SyncRun.STARTED_STATUSES,
         read_done=True,
     ).exclude(deliveries__state=Delivery.State.PENDING)
     for run in stranded.select_related("job", "workspace"):

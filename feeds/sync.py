@@ -29,7 +29,7 @@ from feeds import alerts
 from feeds.mapping import MappingError, compile_mapping
 from feeds.models import InboxRecord, SyncJob, SyncRun, Workspace
 from feeds.mparticle import schema
-from feeds.mparticle.client import Answer, Outcome
+from feeds.mparticle.client import CREDENTIALS, Answer, Outcome
 from feeds.pacing import Pacing, target_rate
 from feeds.queueing import TaskQueue, enqueue_run, reopen_run, use_queue  # noqa: F401 (entry points)
 from feeds.reading import Reader, ReadingLost
@@ -137,7 +137,7 @@ def verify_and_resume(workspace: Workspace) -> Verification:
         # Only the credentials that were tested: ones stored meanwhile wait for their own test.
         if workspace.mark_credentials_verified(tested):
             resumed = resume_blocked_runs(workspace)
-    elif answer.outcome in (Outcome.UNAUTHORIZED, Outcome.FORBIDDEN):
+    elif answer.outcome in CREDENTIALS:
         workspace.mark_credentials_rejected(f"The connection test was refused ({answer.describe()}).")
     return Verification(answer, resumed)
 
@@ -253,7 +253,7 @@ def request_reading(run_id: int) -> bool:
     one reads it, and no reading was asked for in the last half minute)."""
     now = timezone.now()
     return bool(
-        SyncRun.objects.filter(pk=run_id, read_done=False, status__in=[SyncRun.Status.RUNNING, SyncRun.Status.WAITING])
+        SyncRun.objects.filter(pk=run_id, read_done=False, status__in=SyncRun.STARTED_STATUSES)
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
         .filter(Q(queued_at__isnull=True) | Q(queued_at__lt=now - timedelta(seconds=30)))
         .update(queued_at=now)
@@ -264,7 +264,7 @@ def conclude_if_done(run: SyncRun) -> bool:
     """End a run that is fully read and has nothing left to send (called by whoever may have done the last of
     it: the reader, a sender). Only one caller ends it; True for that one."""
     run.refresh_from_db()
-    if run.status not in (SyncRun.Status.RUNNING, SyncRun.Status.WAITING) or not run.read_done:
+    if run.status not in SyncRun.STARTED_STATUSES or not run.read_done:
         return False
     if run.deliveries.pending().exists():
         return False

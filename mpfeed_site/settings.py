@@ -13,6 +13,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from feeds.words import truth
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 # Keys used when nothing is configured; a system check refuses them when DEBUG is off.
@@ -21,12 +23,12 @@ DEVELOPMENT_FERNET_KEY = "mpfeed-development-fernet-key-do-not-use-in-production
 
 
 def envbool(name: str, default: str) -> bool:
-    value = os.getenv(name, default).strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}")
+    """A setting read with the words of feeds.words.truth (true/false, yes/no, 1/0, on/off); empty is false."""
+    value = os.getenv(name, default)
+    answer = truth(value) if value.strip() else False
+    if answer is None:
+        raise ImproperlyConfigured(f"{name} must be true or false, not {value.strip().lower()!r}")
+    return answer
 
 
 def envint(name: str, default: str) -> int:

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from feeds.mparticle.sandbox import Sandbox
+from sandbox.server import Sandbox
 from tests.browser import chromium  # noqa: F401  (the browser fixture, for tests/test_browser.py)
 from tests.helpers import SANDBOX_KEY, SANDBOX_SECRET
 

@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import csv
+import socket
 from pathlib import Path
 
 from feeds.models import Mapping, SyncJob, Workspace
 
 SANDBOX_KEY = "test-feed-key"
 SANDBOX_SECRET = "s3cr3t-PLAINTEXT-do-not-leak-8f2a"
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then released): for a server to start on, or to be refused at."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
 
 MAPPING = {
     "record_key": "id",

@@ -145,7 +145,7 @@ def test_a_successful_run_after_a_failure_sends_one_recovery(sandbox, tmp_path, 
 
 
 def test_a_replay_recovers_the_workspace_only_once_the_replayed_run_succeeds(sandbox, tmp_path, settings):
-    from feeds.mparticle.sandbox import FaultConfig
+    from sandbox.server import FaultConfig
 
     workspace = make_workspace(sandbox)
     job = make_job(workspace, write_csv(tmp_path / "orders.csv", purchase_rows(4)), name="orders")

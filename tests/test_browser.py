@@ -181,7 +181,7 @@ def map_fields_run_and_watch(page, site, sandbox, shots, tmp_path):
 
     # The sandbox answers slowly, so that the run can be watched as it goes; the cluster does the work and
     # the run page follows it by polling.
-    from feeds.mparticle.sandbox import FaultConfig
+    from sandbox.server import FaultConfig
 
     sandbox.configure(faults=FaultConfig(seed=1, slow_rate=1.0, slow_seconds=0.4))
     page.goto(f"{site.url}/workspaces/acme-shoes/")

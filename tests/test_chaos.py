@@ -10,7 +10,7 @@ import time
 import orjson
 import pytest
 
-from feeds.mparticle.sandbox import FaultConfig, Sandbox
+from sandbox.server import FaultConfig, Sandbox
 from tests.helpers import MAPPING, SANDBOX_KEY, SANDBOX_SECRET, purchase_rows, write_csv
 from tests.processes import Cluster, add_workspace, manage, query, site_env, wait_for
 
@@ -23,10 +23,10 @@ TERMINAL = ("succeeded", "succeeded_with_rejects", "failed", "blocked")
 def run_state(db, run_id: int) -> dict:
     [row] = query(
         db,
-        "select status, checkpoint, events_accepted, records_rejected, error from feeds_syncrun where id = ?",
+        "select status, records_read, events_accepted, records_rejected, error from feeds_syncrun where id = ?",
         run_id,
     )
-    return dict(zip(["status", "checkpoint", "events_accepted", "records_rejected", "error"], row))
+    return dict(zip(["status", "records_read", "events_accepted", "records_rejected", "error"], row))
 
 
 def test_nothing_is_lost_or_duplicated_when_the_cluster_is_killed(tmp_path):

@@ -18,7 +18,7 @@ from django.core.management import CommandError, call_command
 
 from feeds.models import Mapping, SyncRun, Workspace
 from tests import processes
-from tests.helpers import MAPPING, SANDBOX_KEY, SANDBOX_SECRET, purchase_rows, write_csv
+from tests.helpers import MAPPING, SANDBOX_KEY, SANDBOX_SECRET, free_port, purchase_rows, write_csv
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -197,7 +197,7 @@ def site_env(tmp_path):
 def test_end_to_end_with_a_real_cluster_and_the_standalone_sandbox(site_env, tmp_path, mapping_file):
     """Fresh database, sandbox_api and qcluster as real processes, run_sync --wait; then the database file
     must hold the secret only as ciphertext."""
-    port = processes.free_port()
+    port = free_port()
     procs = []
     try:
         processes.manage(site_env, "migrate", "--noinput", "-v", "0")

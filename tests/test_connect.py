@@ -6,7 +6,6 @@ from __future__ import annotations
 import html
 import logging
 import re
-import socket
 from datetime import timedelta
 
 import pytest
@@ -20,6 +19,7 @@ from feeds.models import CredentialLink, SyncRun, Workspace
 from tests.helpers import (
     SANDBOX_KEY,
     SANDBOX_SECRET,
+    free_port,
     make_job,
     make_staff,
     make_workspace,
@@ -75,12 +75,6 @@ def assert_private(response, *, form: bool = False) -> None:
     check; see test_csrf_is_enforced)."""
     assert response["Referrer-Policy"] == ("strict-origin" if form else "no-referrer")
     assert "no-store" in response["Cache-Control"]
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -255,7 +249,7 @@ def test_refused_credentials_store_nothing_and_keep_the_old_ones(client, sandbox
 
 
 def test_an_unreachable_endpoint_is_explained_and_nothing_is_stored(client, awaiting):
-    port = closed_port()
+    port = free_port()
     Workspace.objects.filter(pk=awaiting.pk).update(endpoint_url=f"http://127.0.0.1:{port}/v2")
     link, token = CredentialLink.issue(awaiting)
     response = post(client, token)

@@ -18,9 +18,9 @@ from feeds import sweeper, sync
 from feeds.models import Delivery, DeliveryAttempt, RejectedRecord, SyncRun, Workspace
 from feeds.mparticle import schema
 from feeds.mparticle.client import Answer, EventsClient, Outcome
-from feeds.mparticle.sandbox import FaultConfig
 from feeds.pacing import Pacing
 from feeds.sending import Lane
+from sandbox.server import FaultConfig
 from tests.helpers import (
     MAPPING,
     SANDBOX_KEY,
@@ -422,7 +422,7 @@ def test_a_crash_between_persist_and_send_resumes_without_loss_or_duplicates(
         sync.process_run(run.pk, pacing=fake_pacing(clock))
 
     run.refresh_from_db()
-    assert run.checkpoint == 10 and run.deliveries.pending().count() == 1 and sandbox.kept() == []
+    assert run.records_read == 10 and run.deliveries.pending().count() == 1 and sandbox.kept() == []
     if crash is WorkerDied:
         assert run.status == SyncRun.Status.RUNNING
         assert sweeper.resume_stalled() == []  # its lease still runs

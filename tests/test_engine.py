@@ -7,7 +7,7 @@ import pytest
 
 from feeds import sync
 from feeds.models import Delivery, DeliveryAttempt, RejectedRecord, SyncRun, Workspace
-from feeds.mparticle.sandbox import FaultConfig
+from sandbox.server import FaultConfig
 from tests.helpers import FakeClock, make_job, make_workspace, purchase_rows, run_job, write_csv
 
 pytestmark = pytest.mark.django_db

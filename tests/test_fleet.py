@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from feeds.mparticle.sandbox import FaultConfig, Sandbox
+from sandbox.server import FaultConfig, Sandbox
 from tests.helpers import MAPPING, purchase_rows, write_csv
 from tests.processes import ROOT, Cluster, add_workspace, manage, query, queue_run, site_env, wait_for
 

@@ -9,7 +9,7 @@ import time
 import orjson
 import pytest
 
-from feeds.mparticle.sandbox import Sandbox
+from sandbox.server import Sandbox
 from tests.helpers import MAPPING, SANDBOX_KEY, SANDBOX_SECRET, purchase_rows, write_csv
 from tests.processes import Cluster, add_workspace, manage, query, site_env, wait_for
 

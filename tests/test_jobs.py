@@ -214,7 +214,7 @@ class TestPreview:
 
     def test_preview_of_pasted_records_and_an_invalid_mapping(self):
         result = preview_records(MAPPING, [{"user_id": "u1", "ts": "2026-11-20T10:00:00Z", "id": "1"}, 7])
-        assert len(result.batches) == 1 and result.rejected[0]["reason"] == "expected an object, got int"
+        assert len(result.batches) == 1 and result.rejected[0]["reason"] == "expected an object, got a number"
         bad = preview_records({"identities": {"customerid": "id"}}, [{}])
         assert bad.errors and "not an mParticle identity key" in bad.errors[0]
 

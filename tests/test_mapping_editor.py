@@ -339,7 +339,7 @@ def test_the_preview_says_which_pasted_lines_are_not_json(staff, workspace):
     result = preview(staff, workspace, DEMO, records='[{"a": 1},]').json()
     assert result["input_errors"][0].startswith("sample records: not valid JSON: Expecting value")
     result = preview(staff, workspace, DEMO, records="[1, 2]").json()
-    assert [r["reason"] for r in result["rejected"]] == ["expected an object, got int"] * 2
+    assert [r["reason"] for r in result["rejected"]] == ["expected an object, got a number"] * 2
 
 
 def test_the_preview_reads_the_first_10_records_of_a_job(staff, workspace, tmp_path):

@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 
 from feeds.mapping import RecordError, compile_mapping, validate, warnings
 from feeds.mapping.timestamps import MAX_TIMESTAMP_MS, MIN_TIMESTAMP_MS
-from feeds.mparticle import sandbox, schema
+from feeds.mparticle import schema
 from feeds.mparticle.batch import group_by_user
+from sandbox.checks import validate_batch
 from tests.helpers import MAPPING
 
 checked = settings(
@@ -191,7 +192,7 @@ def check_accepted(user_record) -> None:
     batches, refused = group_by_user([user_record])
     for batch in batches:
         body = batch.to_dict("production", "req")
-        assert sandbox.validate_batch(body) == []
+        assert validate_batch(body) == []
         orjson.dumps(body)
 
 

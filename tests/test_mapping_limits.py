@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from feeds.mapping import RecordError, compile_mapping, validate, warnings
-from feeds.mparticle import sandbox
 from feeds.mparticle.batch import group_by_user
+from sandbox.checks import validate_batch
 
 ID = {"customer_id": "id"}
 TRUNCATE = {"long_values": "truncate"}
@@ -108,7 +108,7 @@ def test_what_is_refused_or_cut_would_otherwise_be_accepted_by_the_api():
     doc = {"identities": ID, "user_attributes": {"tags": "tags", "bio": "bio"}, "options": TRUNCATE}
     record = compile_mapping(doc).convert({"id": "u", "tags": ["x" * 700] * 200, "bio": "y" * 9000}, "r")
     [batch], _ = group_by_user([record])
-    assert sandbox.validate_batch(batch.to_dict("production", "r")) == []
+    assert validate_batch(batch.to_dict("production", "r")) == []
 
 
 # ------------------------------------------------------------------------------------------------- warnings

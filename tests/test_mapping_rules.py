@@ -10,8 +10,9 @@ import pytest
 
 from feeds.mapping import MappingError, RecordError, check_samples, compile_mapping, validate
 from feeds.mapping.events import id_maker
-from feeds.mparticle import sandbox, schema
+from feeds.mparticle import schema
 from feeds.mparticle.batch import deterministic_id, group_by_user
+from sandbox.checks import validate_batch
 
 ID = {"customer_id": "id"}
 
@@ -25,7 +26,7 @@ def accepted(user_record) -> dict:
     [batch], refused = group_by_user([user_record])
     assert refused == []
     body = batch.to_dict("production", "req-1")
-    assert sandbox.validate_batch(body) == []
+    assert validate_batch(body) == []
     return body
 
 

@@ -1,5 +1,5 @@
 """The pace learns the limit the server really enforces (feeds.mparticle.pace), simulated in virtual time against
-models of a limiter (feeds.mparticle.pace_sim): a token bucket of one second, as the sandbox and most limiters
+models of a limiter (sandbox.pace_sim): a token bucket of one second, as the sandbox and most limiters
 have, and a one-second sliding window. Two senders share one pace, as two worker processes sending to one
 workspace do; requests take 80 ms. Shares are of what the true limit allowed over the whole time."""
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from feeds.mparticle import pace
-from feeds.mparticle.pace_sim import simulate
+from sandbox.pace_sim import simulate
 
 
 def constant(limit: float):

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.processes import ROOT, free_port, wait_for
+from tests.helpers import free_port
+from tests.processes import ROOT, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -20,7 +20,7 @@ from feeds import admin as feeds_admin
 from feeds import sync
 from feeds.management.commands.replay import parse_since
 from feeds.models import Delivery, DeliveryAttempt, SyncRun, Workspace
-from feeds.mparticle.sandbox import FaultConfig
+from sandbox.server import FaultConfig
 from tests.helpers import (
     SANDBOX_KEY,
     SANDBOX_SECRET,
@@ -419,7 +419,7 @@ def test_an_unreachable_api_is_reported_in_plain_words(staff):
     workspace = make_workspace()  # points at a closed loopback port
     response = save_workspace(staff, workspace, new_api_key="k2", new_api_secret="s2")
     assert messages_of(response)[0] == (
-        "mParticle could not be reached for the connection test (connection refused). "
+        "mParticle could not be reached for the connection test (the connection was refused). "
         "The credentials are kept but not verified; blocked runs stay blocked."
     )
     workspace.refresh_from_db()

@@ -15,8 +15,8 @@ from django.utils import timezone
 
 from feeds import sync
 from feeds.models import Delivery, DeliveryAttempt, RejectedRecord, SyncRun
-from feeds.mparticle.sandbox import FaultConfig
 from feeds.views import runs
+from sandbox.server import FaultConfig
 from tests import browser
 from tests.helpers import (
     SANDBOX_KEY,

@@ -13,7 +13,9 @@ import orjson
 import pytest
 import requests
 
-from feeds.mparticle.sandbox import (
+from feeds.mparticle.schema import HISTORICAL_MIN_AGE_MS, MAX_REQUEST_BYTES, MAX_USER_ATTRIBUTE_LIST_ENTRIES
+from sandbox.cli import build_arg_parser, sandbox_from_args
+from sandbox.server import (
     HISTORICAL_NO_EVENTS,
     HISTORICAL_NO_TIMESTAMP,
     HISTORICAL_TOO_NEW,
@@ -23,8 +25,6 @@ from feeds.mparticle.sandbox import (
     Reject,
     Sandbox,
 )
-from feeds.mparticle.sandbox_cli import build_arg_parser, sandbox_from_args
-from feeds.mparticle.schema import HISTORICAL_MIN_AGE_MS, MAX_REQUEST_BYTES, MAX_USER_ATTRIBUTE_LIST_ENTRIES
 
 KEY, SECRET = "key-1", "secret-1"
 AUTH = (KEY, SECRET)

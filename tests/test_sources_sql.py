@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from feeds.sources import SourceError
-from feeds.sources.sql import SQLSource, _connect, check_query
+from feeds.sources.sql import SQLSource, check_query, connect
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "Sup3r-S3cret-pw"
@@ -237,7 +237,7 @@ def test_reading_statements_pass_the_check(query):
 def test_the_session_is_read_only(partner):
     table = partner.table("customers")
     partner.insert_customers([(1, "a@example.com", ts(10))])
-    with _connect("crm") as conn:
+    with connect("crm") as conn:
         if partner.kind == "postgres":
             # Even with the session default turned back to read-write (a query's own set_config() would be rolled
             # back with its page anyway), every transaction starts with BEGIN READ ONLY.

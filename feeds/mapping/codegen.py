@@ -25,9 +25,10 @@ from datetime import UTC, datetime
 
 from feeds.mparticle import schema
 from feeds.mparticle.batch import VARIANT_DIGIT, UserRecord
+from feeds.words import kind
 
 from .conditions import compile_condition
-from .events import _attributes, _choice, _name, event_rule, id_start
+from .events import attributes_reader, choice_reader, event_rule, id_start, name_reader
 from .limits import (
     INT64_MAX,
     INT64_MIN,
@@ -42,7 +43,7 @@ from .limits import (
 from .specs import value_reader
 from .timestamps import EPOCH, MAX_TIME_TEXT, ONE_MS, timestamp_reader
 from .users import attribute_rules, attributes_from
-from .values import MISSING, RecordError, getter, kind, scalar_text
+from .values import MISSING, RecordError, getter, scalar_text
 
 # Types whose common case is written out: text as read, or a number read from text.
 _TEXT_TYPES = ("auto", "string")
@@ -441,8 +442,8 @@ def _custom_event(w: _Writer, index: int, rule: dict, limits: Limits, id_salt: s
     where = f"events[{index}]"
     if rule.get("event_type", "custom_event") != "custom_event":
         return False
-    name, _ = _name(rule["name"], f"{where}.name", limits, "event name")
-    event_type, _ = _choice(
+    name, _ = name_reader(rule["name"], f"{where}.name", limits, "event name")
+    event_type, _ = choice_reader(
         rule.get("custom_event_type", "other"),
         schema.CUSTOM_EVENT_TYPES,
         f"{where}.custom_event_type",
@@ -522,11 +523,11 @@ def _event_id(w: _Writer, depth: int, start: str) -> None:
 
 
 def _event_attributes(w: _Writer, depth: int, rule: dict, where: str, limits: Limits) -> bool:
-    """`custom` = the event's custom attributes, as events._attributes builds them. Returns whether `custom` is
+    """`custom` = the event's custom attributes, as events.attributes_reader builds them. Returns whether `custom` is
     never empty (a constant attribute is always stored)."""
     static = rule.get("attributes", {})
     if "attributes_from" in rule:
-        build = _attributes(static, rule["attributes_from"], where, limits)
+        build = attributes_reader(static, rule["attributes_from"], where, limits)
         w(depth, f"custom = {w.bind(build, 'a')}(record)")
         return False
     w(depth, "custom = {}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from .values import FALSE_WORDS, MISSING, TRUE_WORDS, getter
+from .values import MISSING, as_bool, getter
 
 COMPARISONS = {"gt": float.__gt__, "gte": float.__ge__, "lt": float.__lt__, "lte": float.__le__}
 FIELD_TESTS = ("equals", "in", "exists", *COMPARISONS)
@@ -109,20 +109,6 @@ def _as_number(value: object) -> float | int | None:
     return None
 
 
-def _as_bool(value: object) -> bool | None:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, (int, float)) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str):
-        word = value.strip().lower()
-        if word in TRUE_WORDS:
-            return True
-        if word in FALSE_WORDS:
-            return False
-    return None
-
-
 def _member_test(targets: list) -> Callable[[object], bool]:
     """A test of whether a record value equals one of `targets` (texts, numbers, booleans)."""
     texts = frozenset(t for t in targets if isinstance(t, str))
@@ -136,7 +122,7 @@ def _member_test(targets: list) -> Callable[[object], bool]:
             number = _as_number(value)
             if number is not None and number in numbers:
                 return True
-        return bool(bools) and _as_bool(value) in bools
+        return bool(bools) and as_bool(value) in bools
 
     return test
 

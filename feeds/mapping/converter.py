@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from feeds.mparticle.batch import UserRecord
+from feeds.words import kind
 
 from .codegen import generate_converter
 from .events import event_rule
@@ -23,7 +24,7 @@ from .limits import Limits, Stats, identity_text, mpid_value, no_identity_error,
 from .specs import value_reader
 from .users import user_attributes_reader
 from .validation import MappingError, validate
-from .values import MISSING, RecordError, getter, kind, scalar_text
+from .values import MISSING, RecordError, getter, scalar_text
 
 logger = logging.getLogger(__name__)
 

@@ -7,13 +7,14 @@ from collections.abc import Callable
 
 from feeds.mparticle import schema
 from feeds.mparticle.batch import MPFEED_NAMESPACE, VARIANT_DIGIT
+from feeds.words import kind
 
 from .conditions import compile_condition
 from .limits import MAX_NAME, MAX_VALUE, Limits, json_container
 from .specs import is_template, parse_template, template_reader, value_reader
 from .timestamps import timestamp_reader
 from .validation import ACTION_FIELDS, PRODUCT_FIELDS
-from .values import MISSING, RecordError, getter, kind, scalar_text, show
+from .values import MISSING, RecordError, getter, scalar_text, show
 
 
 def id_start(prefix: str) -> hashlib._Hash:
@@ -36,7 +37,7 @@ def id_maker(prefix: str) -> Callable[[str], str]:
     return make
 
 
-def _attributes(
+def attributes_reader(
     static: dict, from_spec: object, where: str, limits: Limits
 ) -> Callable[[dict], dict[str, object]] | None:
     """Custom attributes of an event or product: mapped ones, and optionally every key of a nested object
@@ -86,7 +87,7 @@ def _attributes(
     return build
 
 
-def _name(spec: object, where: str, limits: Limits, label: str) -> tuple[str | None, Callable[[dict], str]]:
+def name_reader(spec: object, where: str, limits: Limits, label: str) -> tuple[str | None, Callable[[dict], str]]:
     """An event or screen name: (constant, None-safe reader). The constant is given when the name does not
     depend on the record and needs no counting, so the hot path can use it directly."""
     stats = limits.stats
@@ -116,7 +117,9 @@ def _name(spec: object, where: str, limits: Limits, label: str) -> tuple[str | N
     return None, from_field
 
 
-def _choice(spec: object, allowed: tuple[str, ...], where: str, what: str) -> tuple[str | None, Callable[[dict], str]]:
+def choice_reader(
+    spec: object, allowed: tuple[str, ...], where: str, what: str
+) -> tuple[str | None, Callable[[dict], str]]:
     """A value that must be one of `allowed`: constant text, or read from the record and checked."""
     if isinstance(spec, str):
         return spec, lambda record: spec
@@ -138,12 +141,14 @@ def event_rule(index: int, rule: dict, limits: Limits, id_salt: str) -> Callable
     event_type = rule.get("event_type", "custom_event")
     when = compile_condition(rule["when"]) if "when" in rule else None
     timestamp = timestamp_reader(rule["timestamp"], f"{where}.timestamp") if "timestamp" in rule else None
-    attributes = _attributes(rule.get("attributes", {}), rule.get("attributes_from"), f"{where}.attributes", limits)
+    attributes = attributes_reader(
+        rule.get("attributes", {}), rule.get("attributes_from"), f"{where}.attributes", limits
+    )
     make_id = id_maker(f"{id_salt}:{index}")
 
     if event_type == "custom_event":
-        constant_name, read_name = _name(rule["name"], f"{where}.name", limits, "event name")
-        constant_type, read_type = _choice(
+        constant_name, read_name = name_reader(rule["name"], f"{where}.name", limits, "event name")
+        constant_type, read_type = choice_reader(
             rule.get("custom_event_type", "other"),
             schema.CUSTOM_EVENT_TYPES,
             f"{where}.custom_event_type",
@@ -157,7 +162,9 @@ def event_rule(index: int, rule: dict, limits: Limits, id_salt: str) -> Callable
             }
 
     elif event_type == "screen_view":
-        _, read_screen = _name(rule.get("screen_name", rule.get("name")), f"{where}.screen_name", limits, "screen name")
+        _, read_screen = name_reader(
+            rule.get("screen_name", rule.get("name")), f"{where}.screen_name", limits, "screen name"
+        )
 
         def head(record: dict) -> dict:
             return {"screen_name": read_screen(record)}
@@ -204,7 +211,9 @@ def event_rule(index: int, rule: dict, limits: Limits, id_salt: str) -> Callable
 
 def _product_action(spec: dict, where: str, limits: Limits) -> Callable[[dict], dict]:
     """The data of a commerce event: {"product_action": {...}, "currency_code": ...}."""
-    constant_action, read_action = _choice(spec["action"], schema.PRODUCT_ACTIONS, f"{where}.action", "product action")
+    constant_action, read_action = choice_reader(
+        spec["action"], schema.PRODUCT_ACTIONS, f"{where}.action", "product action"
+    )
     fields = [
         (key, value_reader(spec[key], f"{where}.{key}", default_type), f"{where}.{key}")
         for key, default_type in ACTION_FIELDS.items()
@@ -243,7 +252,7 @@ def _product(spec: dict, where: str, limits: Limits) -> Callable[[dict], dict | 
         for key, default_type in PRODUCT_FIELDS.items()
         if key in spec
     ]
-    attributes = _attributes(spec.get("attributes", {}), None, f"{where}.attributes", limits)
+    attributes = attributes_reader(spec.get("attributes", {}), None, f"{where}.attributes", limits)
     scalar = limits.scalar
 
     def build(source: dict) -> dict | None:

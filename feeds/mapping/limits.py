@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import orjson
 
 from feeds.mparticle import schema
+from feeds.words import kind
 
 from .values import (
     INT64_MAX,
@@ -17,7 +18,6 @@ from .values import (
     check_int,
     check_text,
     json_value,
-    kind,
     scalar_text,
     show,
 )

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import orjson
-
 from feeds.mparticle.batch import UserRecord
+from feeds.words import json_excerpt
 
 from .converter import compile_mapping
 from .values import RecordError
@@ -194,10 +193,4 @@ def _diff(want: object, got: object, where: str, out: list) -> None:
 
 
 def _show(value: object, absent: str = "nothing") -> str:
-    if value is _ABSENT:
-        return absent
-    try:
-        text = orjson.dumps(value).decode()
-    except TypeError:
-        text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "…"
+    return absent if value is _ABSENT else json_excerpt(value, 120)

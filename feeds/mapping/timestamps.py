@@ -9,7 +9,9 @@ from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from .values import MISSING, RecordError, getter, kind, show
+from feeds.words import kind
+
+from .values import MISSING, RecordError, getter, show
 
 TIMESTAMP_FORMATS = ("auto", "iso8601", "epoch_s", "epoch_ms")
 # Event times mParticle can take: years 1 to 9999, in epoch milliseconds.

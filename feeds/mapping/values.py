@@ -11,8 +11,8 @@ from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 
-TRUE_WORDS = frozenset({"true", "t", "yes", "y", "1", "on"})
-FALSE_WORDS = frozenset({"false", "f", "no", "n", "0", "off"})
+from feeds.words import kind, truth
+
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 
@@ -36,23 +36,6 @@ class RecordError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------------ showing
-
-
-def kind(value: object) -> str:
-    """A value's kind in JSON words, with an article, for messages: "a list", "an object", "a number"."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float, Decimal)):
-        return "a number"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return f"a {type(value).__name__}"
 
 
 def show(value: object) -> str:
@@ -231,18 +214,23 @@ def to_number(value: object, where: str) -> int | float:
     return to_float(value, where)
 
 
-def to_bool(value: object, where: str) -> bool:
+def as_bool(value: object) -> bool | None:
+    """A record value as a boolean, for a rule's "bool" type and a condition's comparison alike: true and false,
+    1 and 0, and the words of feeds.words.truth; None for anything else."""
     if isinstance(value, bool):
         return value
     if isinstance(value, (int, float)) and value in (0, 1):
         return bool(value)
     if isinstance(value, str):
-        word = value.strip().lower()
-        if word in TRUE_WORDS:
-            return True
-        if word in FALSE_WORDS:
-            return False
-    raise RecordError(f"{where}: {show(value)} is not a boolean (true/false, yes/no, 1/0)")
+        return truth(value)
+    return None
+
+
+def to_bool(value: object, where: str) -> bool:
+    result = as_bool(value)
+    if result is None:
+        raise RecordError(f"{where}: {show(value)} is not a boolean (true/false, yes/no, 1/0)")
+    return result
 
 
 COERCERS: dict[str, Callable[[object, str], object]] = {

@@ -78,10 +78,6 @@ class UserRecord:
     deleted_user_attributes: list[str] = field(default_factory=list)
     events: list[dict] = field(default_factory=list)
     mpid: int | None = None
-    # Extra top-level batch keys (used by later stages, e.g. consent); kept out of grouping decisions.
-
-    def user_key(self) -> tuple:
-        return (self.mpid, tuple(sorted(self.identities.items())))
 
 
 @dataclass(slots=True)

@@ -18,6 +18,8 @@ from email.utils import parsedate_to_datetime
 import orjson
 import requests
 
+from feeds.words import connection_message
+
 from . import schema
 
 USER_AGENT = "mpfeed/1.0"
@@ -37,8 +39,12 @@ class Outcome(enum.StrEnum):
     UNEXPECTED = "unexpected"  # any other status: kept for a person to look at
 
 
-TRANSIENT = frozenset({Outcome.THROTTLED, Outcome.SERVER_ERROR, Outcome.NETWORK_ERROR})
+# Worth sending again unchanged: a throttle, or a fault of the server or the network.
+SERVER_FAULTS = frozenset({Outcome.SERVER_ERROR, Outcome.NETWORK_ERROR})
+TRANSIENT = frozenset({Outcome.THROTTLED, *SERVER_FAULTS})
 CREDENTIALS = frozenset({Outcome.UNAUTHORIZED, Outcome.FORBIDDEN})
+# The request was taken (some of its batches may have been refused).
+DELIVERED = frozenset({Outcome.ACCEPTED, Outcome.PARTIAL})
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +67,8 @@ class Answer:
     error: str = ""  # network failure, written for people
 
     @property
-    def transient(self) -> bool:
-        return self.outcome in TRANSIENT
-
-    @property
     def delivered(self) -> bool:
-        return self.outcome in (Outcome.ACCEPTED, Outcome.PARTIAL)
+        return self.outcome in DELIVERED
 
     def describe(self) -> str:
         if self.outcome is Outcome.NETWORK_ERROR:
@@ -206,7 +208,7 @@ class EventsClient:
         except requests.Timeout:
             return self._network_error(started, "the Events API did not answer in time")
         except requests.ConnectionError as e:
-            return self._network_error(started, _connection_message(e))
+            return self._network_error(started, connection_message(e))
         except requests.RequestException as e:
             return self._network_error(started, type(e).__name__)
         return classify(response.status_code, content, response.headers, time.monotonic() - started)
@@ -214,27 +216,10 @@ class EventsClient:
     def _network_error(self, started: float, message: str) -> Answer:
         return Answer(outcome=Outcome.NETWORK_ERROR, status=None, latency=time.monotonic() - started, error=message)
 
-    # Convenience wrappers; the engine sends stored bodies through post().
+    # The connection test sends one batch; the engine sends stored bodies through post().
     def upload(self, batch: dict) -> Answer:
         # https://docs.mparticle.com/developers/server/http/#v2events
         return self.post(schema.EVENTS_PATH, orjson.dumps(batch))
 
-    def bulk_upload(self, batches: list[dict], *, historical: bool = False) -> Answer:
-        # https://docs.mparticle.com/developers/server/http/#v2bulkevents and #v2bulkeventshistorical
-        path = schema.HISTORICAL_PATH if historical else schema.BULK_PATH
-        return self.post(path, orjson.dumps(batches))
-
     def close(self) -> None:
         self.session.close()
-
-
-def _connection_message(error: requests.ConnectionError) -> str:
-    # Messages end up on rows staff read; keep them short and free of URLs with credentials.
-    text = str(error)
-    if "Connection refused" in text:
-        return "connection refused"
-    if "RemoteDisconnected" in text or "Connection aborted" in text or "reset" in text.lower():
-        return "the connection was closed without an answer"
-    if "Name or service not known" in text or "getaddrinfo" in text:
-        return "the host name could not be resolved"
-    return "connection failed"

@@ -25,18 +25,10 @@ class Item:
     position: Any = None  # resume from here to read what comes after this item
 
 
-class SourceError(Exception):
-    """The source as a whole cannot be read (missing file, refused query, unreachable API); for people."""
-
-
-class Source(Protocol):
-    def read(self, cursor: Any = None) -> Iterator[Item]: ...
-
-
 def with_last_position(items: Iterator[Item], final: Callable[[Item], Any]) -> Iterator[Item]:
-    """The items, the last one's position replaced by final(item): what a later run should start from once this
-    read is complete (None: from the beginning again). One item is held back until the next one (or the end)
-    is known."""
+    """The items, the last one's position replaced by final(item): one item is held back until the next one (or
+    the end) is known. For sources where what follows the last item is resumed from elsewhere than its own
+    position (the next page's link, the next run's start)."""
     held = None
     for item in items:
         if held is not None:
@@ -45,3 +37,11 @@ def with_last_position(items: Iterator[Item], final: Callable[[Item], Any]) -> I
     if held is not None:
         held.position = final(held)
         yield held
+
+
+class SourceError(Exception):
+    """The source as a whole cannot be read (missing file, refused query, unreachable API); for people."""
+
+
+class Source(Protocol):
+    def read(self, cursor: Any = None) -> Iterator[Item]: ...

@@ -78,6 +78,7 @@ from typing import Any
 import orjson
 
 from feeds.sources import Item, SourceError
+from feeds.words import kind
 
 MAX_RECORD_BYTES = 16 * 1024 * 1024
 CHUNK = 64 * 1024
@@ -617,7 +618,7 @@ class FileSource:
                 if isinstance(record, dict):
                     yield Item(ref=f"{name}:{n}", record=record, position=self._position(name, lines))
                     continue
-                error = f"expected a JSON object, got {_json_kind(record)}"
+                error = f"expected a JSON object, got {kind(record)}"
             yield Item(ref=f"{name}:{n}", error=error, excerpt=_excerpt(text), position=self._position(name, lines))
 
 
@@ -740,18 +741,6 @@ def _reason(e: UnicodeError) -> str:
     if isinstance(e, UnicodeDecodeError):
         return f"{e.reason} at byte {e.start + 1}"
     return str(e)
-
-
-def _json_kind(value: Any) -> str:
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "true or false"
-    if value is None:
-        return "null"
-    return "a number"
 
 
 def _size(n: int) -> str:

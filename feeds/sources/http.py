@@ -48,6 +48,7 @@ from django.conf import settings
 
 from feeds.mparticle.client import retry_after_seconds
 from feeds.sources import Item, SourceError, with_last_position
+from feeds.words import connection_message, kind
 
 logger = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ class HTTPSource:
                     records = []
                 if not isinstance(records, list):
                     where = repr(self.records_path) if self.records_path else "body"
-                    raise SourceError(f"the page's {where} is {_kind(records)}, not a list of records")
+                    raise SourceError(f"the page's {where} is {kind(records)}, not a list of records")
                 next_url = self._next_url(body, headers, url) if records else None
                 for index, record in enumerate(records):
                     if index <= skip_through:
@@ -221,7 +222,7 @@ class HTTPSource:
         if not isinstance(record, dict):
             excerpt = orjson.dumps(record)[:EXCERPT].decode("utf-8", "replace")
             return Item(
-                ref=ref, error=f"expected a JSON object, got {_kind(record)}", excerpt=excerpt, position=position
+                ref=ref, error=f"expected a JSON object, got {kind(record)}", excerpt=excerpt, position=position
             )
         key = dig(record, self.key_field) if self.key_field else None
         if isinstance(key, str | int) and not isinstance(key, bool):
@@ -231,20 +232,20 @@ class HTTPSource:
     def _next_url(self, body: Any, headers, url: str) -> str | None:
         if not self.next:
             return None
-        kind = self.next["type"]
-        if kind == "link_header":
+        next_type = self.next["type"]
+        if next_type == "link_header":
             target = requests.utils.parse_header_links(headers.get("Link", "")) if headers.get("Link") else []
             links = [link.get("url") for link in target if "next" in link.get("rel", "").split()]
             return self._checked(urljoin(url, links[0])) if links and links[0] else None
         value = dig(body, self.next["path"])
         if value is MISSING or value is None or value == "":
             return None
-        if kind == "link":
+        if next_type == "link":
             if not isinstance(value, str):
-                raise SourceError(f"the page's {self.next['path']!r} is {_kind(value)}, not a link")
+                raise SourceError(f"the page's {self.next['path']!r} is {kind(value)}, not a link")
             return self._checked(urljoin(url, value))
         if not isinstance(value, str | int) or isinstance(value, bool):
-            raise SourceError(f"the page's {self.next['path']!r} is {_kind(value)}, not a cursor")
+            raise SourceError(f"the page's {self.next['path']!r} is {kind(value)}, not a cursor")
         parts = urlsplit(url)
         query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != self.next["param"]]
         query.append((self.next["param"], str(value)))
@@ -266,7 +267,7 @@ class HTTPSource:
             except requests.Timeout:
                 problem = "it did not answer in time"
             except requests.RequestException as e:
-                problem = _connection_message(e)
+                problem = connection_message(e)
             else:
                 with response:
                     status = response.status_code
@@ -284,7 +285,7 @@ class HTTPSource:
                         try:
                             content = self._content(response)
                         except requests.RequestException as e:
-                            problem = f"the page was cut off ({_connection_message(e)})"
+                            problem = f"the page was cut off ({connection_message(e)})"
                         else:
                             return self._json(content, response, url), response.headers
             if attempt == attempts:
@@ -349,22 +350,3 @@ class HTTPSource:
                 if len(secret) >= 4:
                     text = text.replace(secret, "***")
         return " ".join(text.split())
-
-
-def _kind(value: Any) -> str:
-    names = {dict: "an object", list: "a list", str: "text", bool: "true/false", type(None): "null"}
-    return names.get(type(value), "a number")
-
-
-def _connection_message(error: requests.RequestException) -> str:
-    # Short and free of URLs and headers: it ends up on rows people read.
-    text = str(error)
-    if "Connection refused" in text:
-        return "the connection was refused"
-    if "Name or service not known" in text or "getaddrinfo" in text or "NameResolution" in text:
-        return "the host name could not be resolved"
-    if "timed out" in text.lower():
-        return "it did not answer in time"
-    if "RemoteDisconnected" in text or "Connection aborted" in text or "reset" in text.lower():
-        return "the connection was closed without an answer"
-    return f"the connection failed ({type(error).__name__})"

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from feeds.sources import Item, SourceError
+from feeds.words import kind
 
 PAGE = 1000
 MAX_DEPTH = 64
@@ -64,7 +65,7 @@ def parse_push(body: bytes, content_type: str) -> list[dict]:
             if isinstance(record, dict):
                 records.append(record)
             else:
-                problems.append(f"item {i}: expected an object, got {type(record).__name__}")
+                problems.append(f"item {i}: expected an object, got {kind(record)}")
     else:
         for number, line in enumerate(text.split(b"\n"), start=1):
             if not line.strip():
@@ -77,7 +78,7 @@ def parse_push(body: bytes, content_type: str) -> list[dict]:
             if isinstance(record, dict):
                 records.append(record)
             else:
-                problems.append(f"line {number}: expected an object, got {type(record).__name__}")
+                problems.append(f"line {number}: expected an object, got {kind(record)}")
     if problems:
         shown = "; ".join(problems[:20]) + (f"; and {len(problems) - 20} more" if len(problems) > 20 else "")
         raise PushError(f"nothing was stored: {shown}")

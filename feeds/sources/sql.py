@@ -239,7 +239,7 @@ class SQLSource:
 
     def check(self) -> list[str]:
         """The query's column names, after checking that it runs and has the cursor and key columns."""
-        with _connect(self.database) as conn:
+        with connect(self.database) as conn:
             return self._columns(conn)
 
     def read(self, cursor: Any = None) -> Iterator[Item]:
@@ -289,7 +289,7 @@ class SQLSource:
         return offset
 
     def _read_keyset(self, start: tuple | None, strict: bool) -> Iterator[Item]:
-        with _connect(self.database) as conn:
+        with connect(self.database) as conn:
             columns = self._columns(conn)
             if start is None:
                 yield from self._unordered_rows(conn)
@@ -358,7 +358,7 @@ class SQLSource:
         return converted
 
     def _read_offset(self, offset: int) -> Iterator[Item]:
-        with _connect(self.database) as conn:
+        with connect(self.database) as conn:
             columns = self._columns(conn)
             sql = f"{conn.wrap(self.query)} LIMIT {conn.no_limit} OFFSET {conn.placeholder}"
             for number, row in enumerate(conn.stream(sql, [offset], self.batch_size), start=offset + 1):
@@ -425,7 +425,7 @@ class _Connection:
     # Subclasses: fetch(sql, params) -> (columns, rows); stream(sql, params, size) -> rows; close().
 
 
-def _connect(name: str) -> _Connection:
+def connect(name: str) -> _Connection:
     databases = source_databases()
     if name not in databases:
         known = ", ".join(sorted(databases)) or "none are configured"

@@ -34,10 +34,8 @@ from feeds.views.access import get_job, get_mapping, get_workspace, may, parse_i
 
 JOB_PREVIEW_LIMIT = 10
 MAX_PREVIEW_RECORDS = 100
-ROW_SPEC_KEYS = ("field", "value", "type", "transform")  # what a row shows; other keys are kept as they are
 ROW_DOC_KEYS = ("record_key", "identities", "mpid", "user_attributes", "events")
 BLOCK_RULE_KEYS = ("event_type", "name", "screen_name", "custom_event_type", "timestamp", "when", "attributes")
-ROW_KINDS = {"identity", "user_attribute", "event", "mpid", "record_key"}
 
 
 # ------------------------------------------------------------------------------------------ editor state
@@ -67,10 +65,6 @@ class Row:
     spec: object = None
     dom_id: str = ""
     messages: list[Message] = field(default_factory=list)
-
-    @property
-    def kind_value(self) -> str:
-        return f"event:{self.event}" if self.kind == "event" else self.kind
 
     @property
     def spec_json(self) -> str:

@@ -24,8 +24,6 @@ from feeds.views.access import REPLAY, get_run, may, parse_id, staff_required
 PER_PAGE = 50
 # The chart keeps at most this many points: a long run's minutes are summed into wider buckets.
 CHART_POINTS = 120
-# The page polls status.json while the run is in one of these; a blocked run waits for people, not seconds.
-LIVE_STATUSES = (SyncRun.Status.QUEUED, SyncRun.Status.RUNNING, SyncRun.Status.WAITING)
 COUNTERS = [
     ("records_read", "Records read"),
     ("records_rejected", "Records rejected"),
@@ -119,10 +117,10 @@ def live_status(run: SyncRun) -> dict:
         "run": run.pk,
         "status": run.status,
         "status_label": run.get_status_display(),
-        "live": run.status in LIVE_STATUSES,
+        "live": run.status in SyncRun.WORKING_STATUSES,  # polled; a blocked run waits for people
         "finished": run.status in SyncRun.FINISHED_STATUSES,
         "message": status_message(run),
-        "level": "error" if run.status in (SyncRun.Status.FAILED, SyncRun.Status.BLOCKED) else "warning",
+        "level": "error" if run.status in SyncRun.STOPPED_STATUSES else "warning",
         "resume_at": _when(run.resume_at) if run.status == SyncRun.Status.WAITING else None,
         "read_done": run.read_done,
         "reading_text": reading_text(run),

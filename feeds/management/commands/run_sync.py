@@ -68,12 +68,12 @@ class Command(BaseCommand):
             if options["wait"]:
                 while True:
                     run.refresh_from_db()
-                    if run.status not in (SyncRun.Status.QUEUED, SyncRun.Status.RUNNING, SyncRun.Status.WAITING):
+                    if run.status not in SyncRun.WORKING_STATUSES:
                         break
                     time.sleep(0.5)
         run.refresh_from_db()
         self.stdout.write(orjson.dumps(run.summary()).decode())
-        if run.status in (SyncRun.Status.FAILED, SyncRun.Status.BLOCKED):
+        if run.status in SyncRun.STOPPED_STATUSES:
             raise SystemExit(1)
         if options["fail_on_rejects"] and run.records_rejected:
             raise SystemExit(1)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand
 
-from feeds.mparticle import sandbox_cli
+from sandbox import cli as sandbox_cli
 
 
 class Command(BaseCommand):
@@ -12,7 +12,7 @@ class Command(BaseCommand):
     )
 
     def run_from_argv(self, argv):
-        # The sandbox has its own argument parser (it also runs without Django: python -m feeds.mparticle.sandbox).
+        # The sandbox has its own argument parser (it also runs without Django: python -m sandbox).
         sandbox_cli.main(argv[2:])
 
     def handle(self, *args, **options):  # pragma: no cover - run_from_argv does the work

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from feeds.demo import sandbox_credentials
-from feeds.mparticle.sandbox import Sandbox
+from sandbox.server import Sandbox
 
 
 class Command(BaseCommand):

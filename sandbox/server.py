@@ -1,14 +1,14 @@
 """A fake mParticle Events API for tests, local runs and benchmarks.
 
-It implements the contract in docs/mparticle-events-api.md ("What the sandbox must do"): the three POST paths
-under /v2 and /s2s/v2, Basic auth, size and shape checks, per-batch validation, a token bucket of batches per
-second per API key, seeded fault injection, de-duplication by source_request_id, the historical rules, and an
+It does what mParticle's Events API documentation says the real one does: the three POST paths under /v2 and
+/s2s/v2, Basic auth, size and shape checks, per-batch validation, a token bucket of batches per second per API
+key, seeded fault injection, de-duplication by source_request_id and the historical rules; and it has an
 inspection API (in-process methods and GET /_sandbox/state).
 
 There is no internet on the build machines, so this is what every client and engine test talks to: it must be
 strict where mParticle is strict and must never crash on bad input. No Django imports: stdlib + orjson only.
 
-Run it standalone with ``python -m feeds.mparticle.sandbox --credential KEY:SECRET``.
+Run it standalone with ``python -m sandbox --credential KEY:SECRET``.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-from feeds.mparticle.sandbox_checks import _bulk_message, _kind, _message, validate_batch
-from feeds.mparticle.sandbox_keys import _UNSET, KeyCounts, KeyLimits
 from feeds.mparticle.schema import (
     BULK_PATH,
     DEFAULT_BATCHES_PER_SECOND,
@@ -42,6 +40,9 @@ from feeds.mparticle.schema import (
     MAX_BATCHES_PER_REQUEST,
     MAX_REQUEST_BYTES,
 )
+from feeds.words import json_type, truth
+from sandbox.checks import bulk_message, path_message, validate_batch
+from sandbox.keys import UNSET, KeyCounts, KeyLimits
 
 logger = logging.getLogger(__name__)
 
@@ -202,28 +203,28 @@ class Sandbox:
     def configure(
         self,
         *,
-        rate_limit: float | None = _UNSET,
-        burst: float | None = _UNSET,
-        faults: FaultConfig | None = _UNSET,
-        send_retry_after: bool = _UNSET,
-        report_use: bool = _UNSET,
-        key_limits: dict[str, float | None] = _UNSET,
-        latency: float = _UNSET,
+        rate_limit: float | None = UNSET,
+        burst: float | None = UNSET,
+        faults: FaultConfig | None = UNSET,
+        send_retry_after: bool = UNSET,
+        report_use: bool = UNSET,
+        key_limits: dict[str, float | None] = UNSET,
+        latency: float = UNSET,
     ) -> None:
         """Change behaviour while running. A new default rate refills every bucket; a key's own new limit keeps its
         tokens (None removes it); new faults reseed the random draws."""
         with self._lock:
             self._limits.configure(rate_limit=rate_limit, burst=burst, key_limits=key_limits)
-            if latency is not _UNSET:
+            if latency is not UNSET:
                 if latency is None or latency < 0:
                     raise ValueError("latency must not be negative")
                 self._latency = float(latency)
-            if faults is not _UNSET:
+            if faults is not UNSET:
                 self._faults = replace(faults) if faults else FaultConfig()
                 self._rng = random.Random(self._faults.seed)
-            if send_retry_after is not _UNSET:
+            if send_retry_after is not UNSET:
                 self._send_retry_after = send_retry_after
-            if report_use is not _UNSET:
+            if report_use is not UNSET:
                 self._report_use = report_use
 
     def queue_faults(self, faults: Iterable[str | int]) -> None:
@@ -491,12 +492,12 @@ class Sandbox:
                 request_id = _source_request_id(batch)
                 problems = validate_batch(batch)
                 if problems:
-                    reason = _bulk_message(index, problems) if bulk else "; ".join(_message(*p) for p in problems)
+                    reason = bulk_message(index, problems) if bulk else "; ".join(path_message(*p) for p in problems)
                     self._rejects.append(Reject(api_key, path, index, reason, request_id))
                     if bulk:
                         errors.append(reason)
                     else:
-                        errors.extend(_message(*p) for p in problems)
+                        errors.extend(path_message(*p) for p in problems)
                     continue
                 if historical:
                     reason = self._historical_reason(batch)
@@ -674,7 +675,7 @@ class _Handler(BaseHTTPRequestHandler):
         if route == STATE_PATH and self.command == "GET":
             self._drain()
             # ?ids=0 leaves out the lists of ids, rejects and requests (a benchmark polls millions of batches).
-            ids = parse_qs(urlsplit(self.path).query).get("ids", ["1"])[-1] not in ("0", "false", "no")
+            ids = truth(parse_qs(urlsplit(self.path).query).get("ids", ["1"])[-1]) is not False
             self._answer(200, orjson.dumps(self._sandbox.snapshot(ids=ids)), log=False)
         elif route in API_PATHS or route in (STATE_PATH, RESET_PATH, CONFIG_PATH):
             self._drain()
@@ -779,7 +780,7 @@ class _Handler(BaseHTTPRequestHandler):
         bulk = route.endswith((BULK_PATH, HISTORICAL_PATH))
         if bulk:
             if not isinstance(payload, list):
-                raise _Refusal(400, "BAD_REQUEST", f"Body must be an array of batches, got {_kind(payload)}")
+                raise _Refusal(400, "BAD_REQUEST", f"Body must be an array of batches, got {json_type(payload)}")
             self._batches = len(payload)
             if not 1 <= len(payload) <= MAX_BATCHES_PER_REQUEST:
                 raise _Refusal(
@@ -789,7 +790,7 @@ class _Handler(BaseHTTPRequestHandler):
                 )
             # The contract makes an array holding a non-object a malformed request (400), not a bad batch.
             not_objects = [
-                f"Path '[{i}]': batch must be an object, got {_kind(b)}"
+                f"Path '[{i}]': batch must be an object, got {json_type(b)}"
                 for i, b in enumerate(payload)
                 if not isinstance(b, dict)
             ]
@@ -798,7 +799,7 @@ class _Handler(BaseHTTPRequestHandler):
             items: list[Any] = payload
         else:
             if not isinstance(payload, dict):
-                raise _Refusal(400, "BAD_REQUEST", f"Body must be one batch object, got {_kind(payload)}")
+                raise _Refusal(400, "BAD_REQUEST", f"Body must be one batch object, got {json_type(payload)}")
             self._batches = 1
             items = [payload]
 
@@ -914,9 +915,3 @@ def _throttle_headers(retry_after: int | None) -> dict[str, str]:
     if retry_after is not None:
         headers["Retry-After"] = str(retry_after)
     return headers
-
-
-if __name__ == "__main__":
-    from feeds.mparticle.sandbox_cli import main
-
-    main()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-_UNSET: Any = object()
+UNSET: Any = object()
 
 
 class _Bucket:
@@ -68,18 +68,18 @@ class KeyLimits:
             return dict(self._key_limits)
 
     def configure(
-        self, *, rate_limit: Any = _UNSET, burst: Any = _UNSET, key_limits: dict[str, float | None] | Any = _UNSET
+        self, *, rate_limit: Any = UNSET, burst: Any = UNSET, key_limits: dict[str, float | None] | Any = UNSET
     ) -> None:
         """A new default limit or burst refills every bucket. A key's own limit (None removes it) takes effect on its
         next request, keeping the tokens it has (as a limit lowered or raised while clients send)."""
         with self._lock:
-            if rate_limit is not _UNSET or burst is not _UNSET:
-                if rate_limit is not _UNSET:
+            if rate_limit is not UNSET or burst is not UNSET:
+                if rate_limit is not UNSET:
                     self._rate_limit = rate_limit
-                if burst is not _UNSET:
+                if burst is not UNSET:
                     self._burst = burst
                 self._buckets.clear()
-            if key_limits is not _UNSET:
+            if key_limits is not UNSET:
                 for key, limit in key_limits.items():
                     if limit:
                         self._key_limits[key] = float(limit)

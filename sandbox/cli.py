@@ -1,4 +1,4 @@
-"""The sandbox's command line: `python -m feeds.mparticle.sandbox` and `manage.py sandbox_api`. No Django
+"""The sandbox's command line: `python -m sandbox` and `manage.py sandbox_api`. No Django
 imports."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import contextlib
 import os
 from collections.abc import Mapping, Sequence
 
-from feeds.mparticle.sandbox import CONFIG_PATH, CREDENTIALS_ENV, STATE_PATH, FaultConfig, Sandbox
 from feeds.mparticle.schema import DEFAULT_BATCHES_PER_SECOND
+from sandbox.server import CONFIG_PATH, CREDENTIALS_ENV, STATE_PATH, FaultConfig, Sandbox
 
 # -- command line ------------------------------------------------------------------------------------------------
 
@@ -55,9 +55,7 @@ def _non_negative(text: str) -> float:
 
 def build_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     """The sandbox options; pass a parser (e.g. a management command's) to add them to it."""
-    parser = parser or argparse.ArgumentParser(
-        prog="python -m feeds.mparticle.sandbox", description="Run a fake mParticle Events API."
-    )
+    parser = parser or argparse.ArgumentParser(prog="python -m sandbox", description="Run a fake mParticle Events API.")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port to bind (default 8765; 0 = any free port)")
     parser.add_argument(
