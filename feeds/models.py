@@ -479,8 +479,9 @@ class SyncJob(models.Model):
         return f"{self.workspace} / {self.name}"
 
     def save(self, *args, **kwargs):
-        if self.source_kind == self.SourceKind.INBOX and not (self.schedule_minutes or self.schedule_cron):
-            self.schedule_minutes = 1  # pushed records are forwarded every minute by default
+        default = source_registry.default_schedule_minutes(self.source_kind)  # the inbox's: every minute
+        if default and not (self.schedule_minutes or self.schedule_cron):
+            self.schedule_minutes = default
         super().save(*args, **kwargs)
         self._stored_source_kind = self.source_kind
 
