@@ -370,10 +370,9 @@ class Dispatcher:
         slot.dropped = True
 
     def sendable(self, now=None):
-        """Runs with deliveries to send that no sender holds (of `only`, when given)."""
-        return self._sendable(now or timezone.now())
-
-    def _sendable(self, now):
+        """Runs with deliveries to send that no sender holds (of `only`, when given): what this sender takes up and
+        claims, and what a caller waits on to know that nothing is left to send (tests/helpers.py's dispatch)."""
+        now = now or timezone.now()
         # Conditions on the run's own row (leases, status) and EXISTS for the rest — no join: an UPDATE that waited
         # for another sender's claim to commit checks them again on the row as that left it (PostgreSQL).
         pending = Delivery.objects.filter(run=OuterRef("pk"), state=Delivery.State.PENDING)
@@ -392,7 +391,7 @@ class Dispatcher:
         clock = self.pacing.clock()
         self.cooldown = {k: v for k, v in self.cooldown.items() if v > clock}
         waiting = list(
-            self._sendable(now)
+            self.sendable(now)
             .exclude(pk__in=[*self.cooldown, *self.slots])
             .order_by(Coalesce("send_released_at", "created_at"), "pk")
             .values_list("pk", flat=True)[: self.max_lanes + 1]
@@ -413,7 +412,7 @@ class Dispatcher:
         for run_id in waiting[:room]:
             with db.atomic():
                 claimed = (
-                    self._sendable(now)
+                    self.sendable(now)
                     .filter(pk=run_id)
                     .update(status=SyncRun.Status.RUNNING, resume_at=None, sender=self.sender, send_lease_until=until)
                 )

@@ -1,10 +1,16 @@
+"""Every form of the feeds app: the admin's, the staff pages', and the client's credential page. The views and
+the admin import them from here; the rules they check live on the models (SyncJob.set_source, Mapping.prepare_rules,
+Workspace.promotion_refusal)."""
+
 from __future__ import annotations
+
+import json
 
 from django import forms
 from django.core.exceptions import ValidationError
 
 from feeds import mapping as mapping_rules
-from feeds.models import Mapping, MappingConflict, OutputChanged, SyncJob, Workspace
+from feeds.models import Mapping, MappingConflict, OutputChanged, SyncJob, Workspace, validate_one_line
 
 
 class WorkspaceAdminForm(forms.ModelForm):
@@ -180,3 +186,168 @@ class MappingAdminForm(forms.ModelForm):
             self.data["changes_digest"] = e.digest
             self.add_error("rules", [*e.changes, "Tick 'Accept changed sample outputs' to save them."])
         return data
+
+
+# ------------------------------------------------------------------------------------------------------ staff pages
+
+
+class WorkspaceForm(forms.ModelForm):
+    endpoint_url = forms.URLField(
+        label="Endpoint URL", required=False, assume_scheme="https", help_text="Only for the sandbox pod."
+    )
+
+    class Meta:
+        model = Workspace
+        fields = ["name", "pod", "endpoint_url", "environment", "rate_limit", "confirm_new_credentials"]
+
+
+class JobForm(JobSourceForm):
+    """A job in one workspace; its source is changed as in the admin (JobSourceForm, SyncJob.set_source)."""
+
+    source_config = forms.CharField(
+        label="Source settings (JSON)",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 10, "spellcheck": "false"}),
+        help_text="A JSON object; what it holds depends on the source kind (see the help and examples below).",
+    )
+    schedule_minutes = forms.IntegerField(
+        label="Every N minutes",
+        required=False,
+        min_value=1,
+        help_text="Run every this many minutes, or give a cron expression instead. Both empty: on demand only.",
+    )
+
+    field_order = [
+        "name", "mapping", "source_kind", "source_config", "new_source_secret", "clear_source_secret",
+        "endpoint_mode", "enabled", "schedule_minutes", "schedule_cron",
+    ]  # fmt: skip
+
+    class Meta:
+        model = SyncJob
+        fields = [
+            "name", "mapping", "source_kind", "source_config", "endpoint_mode", "enabled", "schedule_minutes",
+            "schedule_cron",
+        ]  # fmt: skip
+        labels = {"schedule_cron": "Or a cron expression"}
+
+    def __init__(self, *args, workspace, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.workspace = workspace
+        self.instance.workspace = workspace
+        self.fields["mapping"].queryset = workspace.mappings.all()
+        self.fields["mapping"].label_from_instance = lambda m: f"{m.name} (version {m.version})"
+        for name in ("enabled", "clear_source_secret"):
+            self.fields[name].widget.attrs["class"] = "auto-width"
+        config = self.initial.get("source_config")
+        if not isinstance(config, str):
+            self.initial["source_config"] = json.dumps(config or {}, indent=2)
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"]
+        if SyncJob.objects.filter(workspace=self.workspace, name=name).exclude(pk=self.instance.pk).exists():
+            raise forms.ValidationError("This workspace already has a job with this name.")
+        return name
+
+    def clean_source_config(self) -> dict:
+        text = self.cleaned_data["source_config"].strip()
+        if not text:
+            return {}
+        try:
+            config = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise forms.ValidationError(f"This is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}).") from e
+        if not isinstance(config, dict):
+            raise forms.ValidationError('The source settings must be a JSON object: {"name": value, …}.')
+        return config
+
+
+class MappingForm(forms.Form):
+    name = forms.CharField(
+        max_length=200,
+        validators=[validate_one_line],
+        help_text="Unique within the workspace; jobs pick a mapping by it.",
+    )
+    document = forms.CharField(
+        label="Mapping document (JSON)",
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 24, "spellcheck": "false", "autocapitalize": "off"}),
+    )
+    version = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    accept_changes = forms.BooleanField(required=False, label="Accept changed sample outputs")
+    changes_digest = forms.CharField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args, workspace, mapping: Mapping | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.workspace = workspace
+        self.mapping = mapping
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        others = Mapping.objects.filter(workspace=self.workspace, name=name)
+        if self.mapping is not None:
+            others = others.exclude(pk=self.mapping.pk)
+        if others.exists():
+            raise forms.ValidationError(f"This workspace already has a mapping named {name!r}.")
+        return name
+
+    def clean_document(self) -> dict:
+        try:
+            doc = json.loads(self.cleaned_data["document"])
+        except json.JSONDecodeError as e:
+            raise forms.ValidationError(f"Not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}).") from None
+        except RecursionError:
+            raise forms.ValidationError("Not valid JSON: nested too deeply.") from None
+        if not isinstance(doc, dict):
+            raise forms.ValidationError("The mapping must be a JSON object ({...}).")
+        return doc
+
+
+# ------------------------------------------------------------------------------------- the client's credential page
+
+
+def pod_choices() -> list[tuple[str, str]]:
+    """The pods a client may choose: mParticle's own. The sandbox pod and its endpoint URL are set by staff."""
+    return [(value, label) for value, label in Workspace.Pod.choices if value != Workspace.Pod.SANDBOX]
+
+
+class ConnectForm(forms.Form):
+    """The Feed's key and secret, and the mParticle pod they work on. Never an endpoint URL: where the data goes is
+    mParticle's pod, or what staff set up. Key and secret are never rendered back (see _fresh_inputs)."""
+
+    pod = forms.ChoiceField(
+        label="Pod",
+        choices=pod_choices,
+        help_text="Where your mParticle workspace is hosted. A Feed's key and secret use “Partner inbound (Feed)”.",
+    )
+    api_key = forms.CharField(
+        label="API key",
+        max_length=500,
+        strip=True,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "autocapitalize": "none", "spellcheck": "false"}),
+    )
+    api_secret = forms.CharField(
+        label="API secret",
+        max_length=500,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+    )
+
+    def __init__(self, workspace: Workspace, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.workspace = workspace
+        if workspace.pod == Workspace.Pod.SANDBOX:
+            del self.fields["pod"]  # staff pointed this workspace at a test endpoint: it stays there
+
+    def probe(self) -> Workspace:
+        """An unsaved copy of the workspace with the new credentials: what the connection test runs against."""
+        data, workspace = self.cleaned_data, self.workspace
+        pod = data.get("pod") or workspace.pod
+        return Workspace(
+            pk=workspace.pk,
+            name=workspace.name,
+            environment=workspace.environment,
+            pod=pod,
+            endpoint_url=workspace.endpoint_url if pod == Workspace.Pod.SANDBOX else "",
+            api_key=data["api_key"],
+            api_secret=data["api_secret"],
+        )

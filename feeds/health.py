@@ -238,9 +238,7 @@ def _finished(run: SyncRun) -> tuple:
 
 def _failing_deliveries(by_id: dict, now: datetime) -> dict[int, _Failing]:
     """Requests still pending whose first failure is over FAILING_FOR old: how many, and the oldest, per workspace."""
-    failing = Delivery.objects.filter(
-        workspace__in=by_id, state=Delivery.State.PENDING, first_failure_at__lt=now - FAILING_FOR
-    )
+    failing = Delivery.objects.pending().filter(workspace__in=by_id, first_failure_at__lt=now - FAILING_FOR)
     counts = dict(failing.values("workspace_id").annotate(n=Count("pk")).order_by().values_list("workspace_id", "n"))
     if not counts:
         return {}
@@ -280,9 +278,7 @@ def workspace_health(workspaces=None) -> list[Overview]:
     start = today - timedelta(days=DAYS - 1)
     healths = assess(workspaces, now)
     by_id = {w.pk: Overview(w, healths[w.pk]) for w in workspaces}
-    delivered = Delivery.objects.filter(
-        workspace__in=by_id, state__in=[Delivery.State.ACCEPTED, Delivery.State.PARTIAL], finished_at__isnull=False
-    )
+    delivered = Delivery.objects.delivered().filter(workspace__in=by_id, finished_at__isnull=False)
     for row in (
         delivered.filter(finished_at__gte=now - timedelta(hours=24))
         .values("workspace_id")

@@ -479,8 +479,9 @@ class SyncJob(models.Model):
         return f"{self.workspace} / {self.name}"
 
     def save(self, *args, **kwargs):
-        if self.source_kind == self.SourceKind.INBOX and not (self.schedule_minutes or self.schedule_cron):
-            self.schedule_minutes = 1  # pushed records are forwarded every minute by default
+        default = source_registry.default_schedule_minutes(self.source_kind)  # the inbox's: every minute
+        if default and not (self.schedule_minutes or self.schedule_cron):
+            self.schedule_minutes = default
         super().save(*args, **kwargs)
         self._stored_source_kind = self.source_kind
 
@@ -947,6 +948,9 @@ class DeliveryQuerySet(models.QuerySet):
     def failed(self):
         return self.filter(state=Delivery.State.FAILED)
 
+    def delivered(self):
+        return self.filter(state__in=Delivery.DELIVERED_STATES)
+
 
 class Delivery(models.Model):
     """One HTTP request of up to 100 batches: the outbox row, written before its first send."""
@@ -958,6 +962,9 @@ class Delivery(models.Model):
         REJECTED = "rejected", "Refused by mParticle"
         SPLIT = "split", "Split into smaller requests"
         FAILED = "failed", "Failed (retryable)"
+
+    # Accepted by mParticle, whole or with some batches refused: what counts as delivered (the staff home's figures).
+    DELIVERED_STATES = (State.ACCEPTED, State.PARTIAL)
 
     run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="deliveries")
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="deliveries")

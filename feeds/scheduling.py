@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from feeds import sync
-from feeds.models import InboxRecord, SyncJob, SyncRun
+from feeds.models import SyncJob, SyncRun
+from feeds.sources.build import has_new
 
 log = logging.getLogger(__name__)
 SCHEDULE_NAME = "mpfeed-job-{}"
@@ -43,10 +44,8 @@ def start_scheduled_run(job_id: int) -> SyncRun | str:
     job = SyncJob.objects.select_related("workspace", "mapping").filter(pk=job_id).first()
     if job is None or not job.enabled:
         return "job missing or disabled"
-    if job.source_kind == SyncJob.SourceKind.INBOX:
-        after = (job.cursor or {}).get("id", 0)
-        if not InboxRecord.objects.filter(job=job, pk__gt=after).exists():
-            return "nothing new in the inbox"
+    if not has_new(job.source_kind, job.pk, job.cursor):
+        return "nothing new in the inbox"  # only kinds that hold records can tell: the inbox
     try:
         return sync.start_run(job, trigger=SyncRun.Trigger.SCHEDULE)
     except sync.SyncError as e:

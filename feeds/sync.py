@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from feeds import alerts
 from feeds.mapping import MappingError, compile_mapping
-from feeds.models import InboxRecord, SyncJob, SyncRun, Workspace
+from feeds.models import SyncJob, SyncRun, Workspace
 from feeds.mparticle import schema
 from feeds.mparticle.client import CREDENTIALS, Answer, Outcome
 from feeds.pacing import Pacing, target_rate
@@ -36,7 +36,7 @@ from feeds.reading import Reader, ReadingLost
 from feeds.replays import replay, replay_run, replay_workspace  # noqa: F401 (entry points)
 from feeds.sending import Again, Lane, Park, Stop
 from feeds.sources import SourceError
-from feeds.sources.build import build_source, is_incremental
+from feeds.sources.build import build_source, drop_forwarded, is_incremental
 
 log = logging.getLogger(__name__)
 
@@ -422,7 +422,7 @@ class _Inline:
 def advance_job_cursor(run: SyncRun) -> None:
     """Hand a finished run's reading position to its job, so that the next run reads only what is new.
     Only from the position the run started at: a replayed older run never moves the job backwards.
-    Inbox records up to that position are in the outbox now and are removed from the inbox."""
+    What the source holds up to that position is in the outbox now and is deleted (the inbox's records)."""
     if run.cursor is None or run.cursor == run.cursor_before:
         return
     if not is_incremental(run.source_kind, run.source_config) or run.source_config != run.job.source_config:
@@ -433,5 +433,4 @@ def advance_job_cursor(run: SyncRun) -> None:
             return
         job.cursor = run.cursor
         job.save(update_fields=["cursor"])
-        if job.source_kind == SyncJob.SourceKind.INBOX:
-            InboxRecord.objects.filter(job=job, pk__lte=run.cursor["id"]).delete()
+        drop_forwarded(job.source_kind, job.pk, run.cursor)  # the inbox's forwarded records

@@ -255,3 +255,17 @@ def test_the_admin_list_and_the_home_do_not_query_per_workspace(sam, sandbox, tm
             assert sam.get(page).status_code == 200
         # One more at most: the oldest of the deliveries failing, asked only when some are.
         assert len(queries) <= count + 1, page
+
+
+def test_the_home_counts_as_delivered_the_named_delivered_states(sandbox, tmp_path):
+    workspace = make_workspace(sandbox, name="Counted")
+    run = sync.start_run(good_job(workspace, tmp_path))
+    now = timezone.now()
+    for sequence, state in enumerate(Delivery.State, start=1):
+        Delivery.objects.create(
+            run=run, workspace=workspace, sequence=sequence, state=state, event_count=10**sequence, finished_at=now
+        )
+    [overview] = health.workspace_health([workspace])
+    expected = sum(10**i for i, state in enumerate(Delivery.State, start=1) if state in Delivery.DELIVERED_STATES)
+    assert set(Delivery.DELIVERED_STATES) == {Delivery.State.ACCEPTED, Delivery.State.PARTIAL}
+    assert overview.events_24h == expected and overview.daily[-1]["value"] == expected

@@ -5,6 +5,7 @@ reading position when the kind changes."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import sqlite3
@@ -14,7 +15,7 @@ from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
-from feeds.models import SyncJob, SyncRun
+from feeds.models import InboxRecord, SyncJob, SyncRun
 from feeds.sources import SourceError, registry
 from feeds.sources.build import build_source, is_incremental
 from tests.helpers import make_mapping, make_workspace
@@ -97,6 +98,44 @@ def test_which_kinds_ask_a_partners_system_is_declared_with_them(job):
     assert not job.source_is_remote
     job.source_kind = "http"
     assert job.source_is_remote
+
+
+def test_the_inbox_declares_its_default_schedule_and_that_it_deletes_what_was_forwarded():
+    declared = {spec.value: spec for spec in registry.KINDS}
+    assert {v for v, s in declared.items() if s.default_schedule_minutes} == {"inbox"}
+    assert declared["inbox"].default_schedule_minutes == 1
+    assert {v for v, s in declared.items() if s.has_new or s.drop_forwarded} == {"inbox"}
+
+
+def test_a_new_job_takes_its_kinds_default_schedule_from_the_registry(mapping, monkeypatch):
+    inbox = SyncJob.objects.create(workspace=mapping.workspace, name="pushed", mapping=mapping, source_kind="inbox")
+    assert inbox.schedule_minutes == 1
+    files = SyncJob.objects.create(workspace=mapping.workspace, name="files", mapping=mapping, source_kind="file")
+    assert files.schedule_minutes is None
+    # The model asks the registry: a kind that declared a default would get it.
+    spec = dataclasses.replace(registry.source_kind("file"), default_schedule_minutes=15)
+    monkeypatch.setitem(registry._BY_VALUE, "file", spec)
+    other = SyncJob.objects.create(workspace=mapping.workspace, name="other", mapping=mapping, source_kind="file")
+    assert other.schedule_minutes == 15
+    cron = SyncJob.objects.create(
+        workspace=mapping.workspace, name="cron", mapping=mapping, source_kind="file", schedule_cron="0 3 * * *"
+    )
+    assert cron.schedule_minutes is None
+
+
+def test_the_engine_asks_the_registry_what_is_new_and_what_to_delete(mapping, job):
+    inbox = SyncJob.objects.create(workspace=mapping.workspace, name="pushed", mapping=mapping, source_kind="inbox")
+    assert not registry.has_new("inbox", inbox.pk, None)
+    ids = [InboxRecord.objects.create(job=inbox, data="{}").pk for _ in range(3)]
+    assert registry.has_new("inbox", inbox.pk, None)
+    assert registry.has_new("inbox", inbox.pk, {"id": ids[1]})
+    assert not registry.has_new("inbox", inbox.pk, {"id": ids[2]})
+    registry.drop_forwarded("inbox", inbox.pk, {"id": ids[1]})
+    assert list(InboxRecord.objects.filter(job=inbox).values_list("pk", flat=True)) == [ids[2]]
+    # Kinds that hold nothing for the job: a scheduled run always looks, and nothing is deleted.
+    assert registry.has_new("file", job.pk, POSITION)
+    registry.drop_forwarded("file", job.pk, POSITION)
+    assert InboxRecord.objects.filter(job=inbox).count() == 1
 
 
 def test_an_unknown_kind_is_a_source_error():

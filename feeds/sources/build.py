@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from feeds.sources.registry import build_source, is_incremental, source_root
+from feeds.sources.registry import build_source, drop_forwarded, has_new, is_incremental, source_root
 
-__all__ = ["build_source", "is_incremental", "source_root"]
+__all__ = ["build_source", "drop_forwarded", "has_new", "is_incremental", "source_root"]

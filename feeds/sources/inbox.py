@@ -44,6 +44,21 @@ class InboxSource:
             after = page[-1][0]
 
 
+def has_new(job_id: int, cursor: dict | None) -> bool:
+    """Whether records were pushed after `cursor` (the job's position): what a scheduled run would forward."""
+    from feeds.models import InboxRecord
+
+    after = (cursor or {}).get("id", 0)
+    return InboxRecord.objects.filter(job_id=job_id, pk__gt=after).exists()
+
+
+def drop_forwarded(job_id: int, cursor: dict) -> None:
+    """Delete the records up to `cursor`: a run forwarded them (they are in its outbox now)."""
+    from feeds.models import InboxRecord
+
+    InboxRecord.objects.filter(job_id=job_id, pk__lte=cursor["id"]).delete()
+
+
 class PushError(ValueError):
     """A push that cannot be stored; nothing of it was stored. The message is for the partner's engineers."""
 

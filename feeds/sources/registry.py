@@ -1,6 +1,6 @@
 """Every source kind in one place: what it is called, how it is built from a job's settings, an example and help
-for the people writing those settings, whether runs go on from the last one, and what is checked while the
-settings are edited. The model's choices, the job page, the admin, the commands and the engine all read them here,
+for the people writing those settings, whether runs go on from the last one, what is checked while the
+settings are edited, a default schedule, and what the engine deletes of a source whose records it forwarded. The model's choices, the job page, the admin, the commands and the engine all read them here,
 so a new kind of source is one entry in `KINDS` (and its reader module).
 
 Readers are imported when a source is built, not here: this module is imported by the models.
@@ -35,6 +35,13 @@ class SourceKind:
     takes_secret: bool = False  # an Authorization header, write-only, kept on the job
     remote: bool = False  # reading it asks a partner's system (a query, an API call): previews say so first
     check: Callable[[dict], None] | None = None
+    # A job of this kind given no schedule runs every this many minutes (None: on demand only).
+    default_schedule_minutes: int | None = None
+    # Kinds that hold records for the job (the inbox): `has_new(job_id, cursor)` says whether any came after the
+    # job's position (None: a scheduled run always looks), `drop_forwarded(job_id, cursor)` deletes those a run
+    # forwarded, up to its position (None: nothing of the source is deleted).
+    has_new: Callable[[int, dict | None], bool] | None = None
+    drop_forwarded: Callable[[int, dict], None] | None = None
 
     @property
     def name(self) -> str:
@@ -87,6 +94,18 @@ def _inbox(config: dict, secret: str, job_id: int | None) -> Source:
     from feeds.sources.inbox import InboxSource
 
     return InboxSource.from_config(config, job_id=job_id)
+
+
+def _inbox_has_new(job_id: int, cursor: dict | None) -> bool:
+    from feeds.sources.inbox import has_new
+
+    return has_new(job_id, cursor)
+
+
+def _inbox_drop_forwarded(job_id: int, cursor: dict) -> None:
+    from feeds.sources.inbox import drop_forwarded
+
+    drop_forwarded(job_id, cursor)
 
 
 # In the order the job page offers them (README, "Sources").
@@ -157,6 +176,9 @@ KINDS = (
             "records are forwarded every minute by default."
         ),
         incremental=True,
+        default_schedule_minutes=1,  # pushed records are forwarded every minute by default
+        has_new=_inbox_has_new,
+        drop_forwarded=_inbox_drop_forwarded,  # forwarded records are in the run's outbox: the inbox lets them go
     ),
 )
 _BY_VALUE = {kind.value: kind for kind in KINDS}
@@ -187,6 +209,27 @@ def build_source(kind: str, config: dict, *, secret: str = "", job_id: int | Non
 def is_incremental(kind: str, config: dict) -> bool:
     """Whether a run starts where the job's last run stopped (files only when asked: "incremental": true)."""
     return source_kind(kind).is_incremental(config)
+
+
+def default_schedule_minutes(kind: str) -> int | None:
+    """How often a job of this kind runs when it is given no schedule (None: on demand only)."""
+    spec = _BY_VALUE.get(kind)
+    return spec.default_schedule_minutes if spec else None
+
+
+def has_new(kind: str, job_id: int, cursor: dict | None) -> bool:
+    """Whether a scheduled run would find anything after the job's position: only kinds that hold records for the
+    job (the inbox) can tell; the others always look."""
+    spec = _BY_VALUE.get(kind)
+    return spec is None or spec.has_new is None or spec.has_new(job_id, cursor)
+
+
+def drop_forwarded(kind: str, job_id: int, cursor: dict) -> None:
+    """Delete what the source holds for the job up to `cursor`, once a run has forwarded it (the inbox's records;
+    nothing for the other kinds). Called where the job's position moves on, in its transaction."""
+    spec = _BY_VALUE.get(kind)
+    if spec is not None and spec.drop_forwarded is not None:
+        spec.drop_forwarded(job_id, cursor)
 
 
 def check_settings(kind: str, config: dict, *, job_id: int | None = None) -> None:

@@ -1,1 +1,1 @@
-"""Views, one module per area; each module has its own `urlpatterns` (collected in feeds/urls.py)."""
+"""Views, one module per area; their URLs are all in feeds/urls.py (the feeds app's one URL map)."""

@@ -15,16 +15,15 @@ from __future__ import annotations
 import logging
 from functools import wraps
 
-from django import forms
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http import HttpResponseNotAllowed
 from django.shortcuts import redirect, render
-from django.urls import path
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.csrf import csrf_protect
 
 from feeds import actions
+from feeds.forms import ConnectForm, pod_choices
 from feeds.models import CredentialLink, Workspace
 from feeds.mparticle.client import CREDENTIALS, TRANSIENT, Answer
 from feeds.security import client_ip
@@ -35,54 +34,6 @@ GONE_STATUS = {"revoked": 410, "used": 410, "expired": 410}
 
 
 # --------------------------------------------------------------------------------------------------- form
-
-
-def pod_choices() -> list[tuple[str, str]]:
-    """The pods a client may choose: mParticle's own. The sandbox pod and its endpoint URL are set by staff."""
-    return [(value, label) for value, label in Workspace.Pod.choices if value != Workspace.Pod.SANDBOX]
-
-
-class ConnectForm(forms.Form):
-    """The Feed's key and secret, and the mParticle pod they work on. Never an endpoint URL: where the data goes is
-    mParticle's pod, or what staff set up. Key and secret are never rendered back (see _fresh_inputs)."""
-
-    pod = forms.ChoiceField(
-        label="Pod",
-        choices=pod_choices,
-        help_text="Where your mParticle workspace is hosted. A Feed's key and secret use “Partner inbound (Feed)”.",
-    )
-    api_key = forms.CharField(
-        label="API key",
-        max_length=500,
-        strip=True,
-        widget=forms.TextInput(attrs={"autocomplete": "off", "autocapitalize": "none", "spellcheck": "false"}),
-    )
-    api_secret = forms.CharField(
-        label="API secret",
-        max_length=500,
-        strip=True,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
-    )
-
-    def __init__(self, workspace: Workspace, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.workspace = workspace
-        if workspace.pod == Workspace.Pod.SANDBOX:
-            del self.fields["pod"]  # staff pointed this workspace at a test endpoint: it stays there
-
-    def probe(self) -> Workspace:
-        """An unsaved copy of the workspace with the new credentials: what the connection test runs against."""
-        data, workspace = self.cleaned_data, self.workspace
-        pod = data.get("pod") or workspace.pod
-        return Workspace(
-            pk=workspace.pk,
-            name=workspace.name,
-            environment=workspace.environment,
-            pod=pod,
-            endpoint_url=workspace.endpoint_url if pod == Workspace.Pod.SANDBOX else "",
-            api_key=data["api_key"],
-            api_secret=data["api_secret"],
-        )
 
 
 def _fresh_inputs(form: ConnectForm) -> None:
@@ -216,9 +167,3 @@ def _form_page(request, workspace: Workspace, form: ConnectForm, explanation: st
     response = _page(request, "feeds/connect.html", context)
     response.headers["Referrer-Policy"] = FORM_REFERRER_POLICY
     return response
-
-
-urlpatterns = [
-    path("connect/", connect, name="connect_page"),
-    path("connect/<str:token>/", connect, name="connect"),
-]

@@ -4,79 +4,18 @@ from __future__ import annotations
 
 import json
 
-from django import forms
 from django.contrib import messages
 from django.shortcuts import redirect, render
-from django.urls import path, reverse
+from django.urls import reverse
 
 from feeds import tasks
-from feeds.forms import JobSourceForm
+from feeds.forms import JobForm
 from feeds.models import SyncJob
 from feeds.preview import preview_job
 from feeds.sources import registry as source_registry
 from feeds.views.access import get_job, get_workspace, staff_required
 
 Kind = SyncJob.SourceKind
-
-
-class JobForm(JobSourceForm):
-    """A job in one workspace; its source is changed as in the admin (JobSourceForm, SyncJob.set_source)."""
-
-    source_config = forms.CharField(
-        label="Source settings (JSON)",
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 10, "spellcheck": "false"}),
-        help_text="A JSON object; what it holds depends on the source kind (see the help and examples below).",
-    )
-    schedule_minutes = forms.IntegerField(
-        label="Every N minutes",
-        required=False,
-        min_value=1,
-        help_text="Run every this many minutes, or give a cron expression instead. Both empty: on demand only.",
-    )
-
-    field_order = [
-        "name", "mapping", "source_kind", "source_config", "new_source_secret", "clear_source_secret",
-        "endpoint_mode", "enabled", "schedule_minutes", "schedule_cron",
-    ]  # fmt: skip
-
-    class Meta:
-        model = SyncJob
-        fields = [
-            "name", "mapping", "source_kind", "source_config", "endpoint_mode", "enabled", "schedule_minutes",
-            "schedule_cron",
-        ]  # fmt: skip
-        labels = {"schedule_cron": "Or a cron expression"}
-
-    def __init__(self, *args, workspace, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.workspace = workspace
-        self.instance.workspace = workspace
-        self.fields["mapping"].queryset = workspace.mappings.all()
-        self.fields["mapping"].label_from_instance = lambda m: f"{m.name} (version {m.version})"
-        for name in ("enabled", "clear_source_secret"):
-            self.fields[name].widget.attrs["class"] = "auto-width"
-        config = self.initial.get("source_config")
-        if not isinstance(config, str):
-            self.initial["source_config"] = json.dumps(config or {}, indent=2)
-
-    def clean_name(self) -> str:
-        name = self.cleaned_data["name"]
-        if SyncJob.objects.filter(workspace=self.workspace, name=name).exclude(pk=self.instance.pk).exists():
-            raise forms.ValidationError("This workspace already has a job with this name.")
-        return name
-
-    def clean_source_config(self) -> dict:
-        text = self.cleaned_data["source_config"].strip()
-        if not text:
-            return {}
-        try:
-            config = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise forms.ValidationError(f"This is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}).") from e
-        if not isinstance(config, dict):
-            raise forms.ValidationError('The source settings must be a JSON object: {"name": value, …}.')
-        return config
 
 
 def _context(request, workspace, form, job=None, new_token: str | None = None) -> dict:
@@ -166,11 +105,3 @@ def job_preview(request, slug, job_id):
         ],
     }
     return render(request, "feeds/job_preview.html", context)
-
-
-urlpatterns = [
-    path("workspaces/<slug:slug>/jobs/new/", job_new, name="job_new"),
-    path("workspaces/<slug:slug>/jobs/<int:job_id>/", job_edit, name="job_edit"),
-    path("workspaces/<slug:slug>/jobs/<int:job_id>/inbox-token/", job_inbox_token, name="job_inbox_token"),
-    path("workspaces/<slug:slug>/jobs/<int:job_id>/preview/", job_preview, name="job_preview"),
-]

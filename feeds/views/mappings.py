@@ -13,21 +13,20 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from django import forms
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
-from django.urls import path
 from django.utils import timezone
 from django.utils.text import slugify
 
 from feeds import datasheet as sheets
 from feeds import mapping as mapping_rules
+from feeds.forms import MappingForm
 from feeds.mapping.specs import TRANSFORMS, VALUE_TYPES
 from feeds.mapping.timestamps import TIMESTAMP_FORMATS
 from feeds.mapping.validation import SUPPORTED_EVENT_TYPES
-from feeds.models import Mapping, MappingConflict, OutputChanged, changes_digest, validate_one_line
+from feeds.models import Mapping, MappingConflict, OutputChanged, changes_digest
 from feeds.mparticle import schema
 from feeds.preview import Preview, preview_job, preview_records
 from feeds.views.access import get_job, get_mapping, get_workspace, may, parse_id, staff_required
@@ -284,50 +283,6 @@ def preview_messages(preview: Preview) -> list[tuple[Message, str]]:
     out += [(Message("warning", w), w) for w in preview.warnings]
     out += [(Message("rejected", f"{r['ref']}: {r['reason']}"), r["reason"] or "") for r in preview.rejected]
     return out
-
-
-# ------------------------------------------------------------------------------------------------ forms
-
-
-class MappingForm(forms.Form):
-    name = forms.CharField(
-        max_length=200,
-        validators=[validate_one_line],
-        help_text="Unique within the workspace; jobs pick a mapping by it.",
-    )
-    document = forms.CharField(
-        label="Mapping document (JSON)",
-        strip=False,
-        widget=forms.Textarea(attrs={"rows": 24, "spellcheck": "false", "autocapitalize": "off"}),
-    )
-    version = forms.IntegerField(required=False, widget=forms.HiddenInput)
-    accept_changes = forms.BooleanField(required=False, label="Accept changed sample outputs")
-    changes_digest = forms.CharField(required=False, widget=forms.HiddenInput)
-
-    def __init__(self, *args, workspace, mapping: Mapping | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.workspace = workspace
-        self.mapping = mapping
-
-    def clean_name(self) -> str:
-        name = self.cleaned_data["name"].strip()
-        others = Mapping.objects.filter(workspace=self.workspace, name=name)
-        if self.mapping is not None:
-            others = others.exclude(pk=self.mapping.pk)
-        if others.exists():
-            raise forms.ValidationError(f"This workspace already has a mapping named {name!r}.")
-        return name
-
-    def clean_document(self) -> dict:
-        try:
-            doc = json.loads(self.cleaned_data["document"])
-        except json.JSONDecodeError as e:
-            raise forms.ValidationError(f"Not valid JSON: {e.msg} (line {e.lineno}, column {e.colno}).") from None
-        except RecursionError:
-            raise forms.ValidationError("Not valid JSON: nested too deeply.") from None
-        if not isinstance(doc, dict):
-            raise forms.ValidationError("The mapping must be a JSON object ({...}).")
-        return doc
 
 
 def pretty(doc: object) -> str:
@@ -598,13 +553,3 @@ def datasheet_markdown(request, slug, mapping_id):
     response = HttpResponse(text, content_type="text/markdown; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{_filename(mapping, "-datasheet", "md")}"'
     return response
-
-
-urlpatterns = [
-    path("workspaces/<slug:slug>/mappings/new/", mapping_new, name="mapping_new"),
-    path("workspaces/<slug:slug>/mappings/preview", mapping_preview, name="mapping_preview"),
-    path("workspaces/<slug:slug>/mappings/<int:mapping_id>/", mapping_edit, name="mapping_edit"),
-    path("workspaces/<slug:slug>/mappings/<int:mapping_id>/export.json", mapping_export, name="mapping_export"),
-    path("workspaces/<slug:slug>/mappings/<int:mapping_id>/datasheet/", datasheet, name="datasheet"),
-    path("workspaces/<slug:slug>/mappings/<int:mapping_id>/datasheet.md", datasheet_markdown, name="datasheet_md"),
-]

@@ -13,7 +13,6 @@ from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncMinute
 from django.http import HttpResponseBadRequest, JsonResponse, StreamingHttpResponse
 from django.shortcuts import redirect, render
-from django.urls import path
 from django.utils import timezone
 
 from feeds import sync
@@ -293,12 +292,3 @@ def rejects_csv(request, run_id):
     return _stream_csv(
         f"run-{run.pk}-rejected-records.csv", [name for name, _ in columns], (map(_csv_value, row) for row in rows)
     )
-
-
-urlpatterns = [
-    path("runs/<int:run_id>/", run, name="run"),
-    path("runs/<int:run_id>/status.json", run_status, name="run_status"),
-    path("runs/<int:run_id>/replay/", run_replay, name="run_replay"),
-    path("runs/<int:run_id>/deliveries.csv", deliveries_csv, name="run_deliveries_csv"),
-    path("runs/<int:run_id>/rejects.csv", rejects_csv, name="run_rejects_csv"),
-]

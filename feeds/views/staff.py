@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 
 from feeds import actions, health, sync
-from feeds.models import CredentialLink, SyncRun, Workspace, WorkspacePace
+from feeds.forms import WorkspaceForm
+from feeds.models import CredentialLink, SyncRun, WorkspacePace
 from feeds.views.access import get_job, get_workspace, may, staff_required
-
-
-class WorkspaceForm(forms.ModelForm):
-    endpoint_url = forms.URLField(
-        label="Endpoint URL", required=False, assume_scheme="https", help_text="Only for the sandbox pod."
-    )
-
-    class Meta:
-        model = Workspace
-        fields = ["name", "pod", "endpoint_url", "environment", "rate_limit", "confirm_new_credentials"]
 
 
 @staff_required(read="view_workspace")
@@ -130,16 +120,3 @@ def credentials_confirm(request, slug):
 def credentials_discard(request, slug):
     _tell(request, actions.discard_credentials(get_workspace(slug)))
     return redirect("feeds:workspace", slug=slug)
-
-
-urlpatterns = [
-    path("", home, name="home"),
-    path("workspaces/new/", workspace_new, name="workspace_new"),
-    path("workspaces/<slug:slug>/", workspace, name="workspace"),
-    path("workspaces/<slug:slug>/links/", link_issue, name="link_issue"),
-    path("workspaces/<slug:slug>/links/<int:link_id>/revoke/", link_revoke, name="link_revoke"),
-    path("workspaces/<slug:slug>/jobs/<int:job_id>/run/", job_run, name="job_run"),
-    path("workspaces/<slug:slug>/promote/", promote, name="promote"),
-    path("workspaces/<slug:slug>/credentials/confirm/", credentials_confirm, name="credentials_confirm"),
-    path("workspaces/<slug:slug>/credentials/discard/", credentials_discard, name="credentials_discard"),
-]

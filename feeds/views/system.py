@@ -6,7 +6,6 @@ from django.conf import settings
 from django.db import connection
 from django.http import HttpResponse, HttpResponseNotAllowed, HttpResponsePermanentRedirect, JsonResponse
 from django.templatetags.static import static
-from django.urls import path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
@@ -101,12 +100,3 @@ def inbox(request, inbox_id):
     if stored.replayed:
         response["Idempotent-Replayed"] = "true"
     return response
-
-
-urlpatterns = [
-    path("healthz", healthz, name="healthz"),
-    path("favicon.ico", favicon, name="favicon"),
-    path("health", health, name="health"),
-    path("metrics", metrics, name="metrics"),
-    path("inbox/<uuid:inbox_id>/", inbox, name="inbox"),
-]
