@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+from typing import cast
+
 from django import forms
 from django.core.exceptions import ValidationError
+from django.http import QueryDict
 
 from feeds import mapping as mapping_rules
 from feeds.models import Mapping, MappingConflict, OutputChanged, SyncJob, Workspace
@@ -56,7 +59,8 @@ class WorkspaceAdminForm(forms.ModelForm):
         return environment
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         key, secret = data.get("new_api_key"), data.get("new_api_secret")
         if bool(key) != bool(secret):
             stored = self.instance.pk and self.instance.has_credentials
@@ -100,7 +104,8 @@ class JobSourceForm(forms.ModelForm):
         return secret
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if "source_config" in data and data["source_config"] is None:
             data["source_config"] = {}  # an empty box: no settings (the inbox's)
         kind, config = data.get("source_kind"), data.get("source_config")
@@ -162,7 +167,8 @@ class MappingAdminForm(forms.ModelForm):
         return (data.get("changes_digest") or "") if data.get("accept_changes") else False
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         rules = data.get("rules")
         if rules is None or self.errors:
             return data
@@ -176,7 +182,8 @@ class MappingAdminForm(forms.ModelForm):
             self.add_error("rules", e.errors)
         except OutputChanged as e:
             # Shown with the form: the next save accepts these changes (ticked), and no others.
-            self.data = self.data.copy()
-            self.data["changes_digest"] = e.digest
+            shown = cast(QueryDict, self.data).copy()  # the request's (the stubs say only Mapping)
+            shown["changes_digest"] = e.digest
+            self.data = shown
             self.add_error("rules", [*e.changes, "Tick 'Accept changed sample outputs' to save them."])
         return data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import cast
 
 from django import forms
 from django.contrib import messages
@@ -52,8 +53,10 @@ class JobForm(JobSourceForm):
         super().__init__(*args, **kwargs)
         self.workspace = workspace
         self.instance.workspace = workspace
-        self.fields["mapping"].queryset = workspace.mappings.all()
-        self.fields["mapping"].label_from_instance = lambda m: f"{m.name} (version {m.version})"
+        mapping = cast(forms.ModelChoiceField, self.fields["mapping"])
+        mapping.queryset = workspace.mappings.all()
+        # A label of this form's own: the stubs type label_from_instance as a method only (Django calls the attribute).
+        mapping.label_from_instance = lambda m: f"{m.name} (version {m.version})"  # type: ignore[method-assign,assignment]
         for name in ("enabled", "clear_source_secret"):
             self.fields[name].widget.attrs["class"] = "auto-width"
         config = self.initial.get("source_config")
