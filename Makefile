@@ -31,6 +31,7 @@ run: demo
 
 test: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) manage.py makemigrations --check --dry-run -v 0
 	bash scripts/check-deploy.sh $(PY)
 	bash scripts/chromium.sh

@@ -13,6 +13,7 @@ from django.utils.html import format_html
 from django.utils.text import Truncator
 
 from feeds import actions, health, sync
+from feeds.actions import Done
 from feeds.forms import MappingAdminForm, SyncJobAdminForm, WorkspaceAdminForm
 from feeds.models import AlertEvent, Delivery, DeliveryAttempt, Mapping, RejectedRecord, SyncJob, SyncRun, Workspace
 from feeds.notices import replay_message, verify_credentials
@@ -118,7 +119,7 @@ class WorkspaceAdmin(admin.ModelAdmin):
         when = timezone.localtime(obj.pending_received_at).strftime("%Y-%m-%d %H:%M")
         return f"{obj.get_pending_pod_display()}, key {obj.pending_key_hint}, tested {when}"
 
-    def _tell(self, request, workspace: Workspace, done: actions.Done, change_message: str = "") -> None:
+    def _tell(self, request, workspace: Workspace, done: Done, change_message: str = "") -> None:
         self.message_user(request, done.text, done.level)
         if done.changed and change_message:
             self.log_change(request, workspace, change_message)
@@ -422,11 +423,14 @@ class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
 # ----------------------------------------------------------------------------------------------- deliveries
 
 
+# What the delivery page shows of each attempt (all read-only).
+ATTEMPT_FIELDS = ("time", "outcome", "status", "latency", "retry_after_", "rate_limit_used_", "scope", "waited_", "message")  # fmt: skip
+
+
 class DeliveryAttemptInline(admin.TabularInline):
     model = DeliveryAttempt
     verbose_name_plural = f"Attempts (the newest {ATTEMPTS_SHOWN} at most)"
-    fields = ["time", "outcome", "status", "latency", "retry_after_", "rate_limit_used_", "scope", "waited_", "message"]
-    readonly_fields = fields
+    fields = readonly_fields = ATTEMPT_FIELDS
     extra = 0
     max_num = 0
     can_delete = False
@@ -443,8 +447,10 @@ class DeliveryAttemptInline(admin.TabularInline):
     def get_queryset(self, request):
         qs = super().get_queryset(request)
         match = request.resolver_match
+        if match is None:
+            return qs
         try:
-            delivery_id = int(match.kwargs["object_id"]) if match else None
+            delivery_id = int(match.kwargs["object_id"])
         except (KeyError, TypeError, ValueError):
             return qs
         newest = DeliveryAttempt.objects.filter(delivery_id=delivery_id).order_by("-id").values_list("id", flat=True)
@@ -478,7 +484,7 @@ class DeliveryAttemptInline(admin.TabularInline):
         return f"{obj.waited:.3f}" if obj.waited else ""
 
 
-RELEASED = {
+RELEASED: dict[str, str] = {
     Delivery.State.ACCEPTED: "accepted",
     Delivery.State.PARTIAL: "accepted (some batches were refused)",
     Delivery.State.REJECTED: "refused by mParticle",

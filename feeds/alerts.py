@@ -62,9 +62,10 @@ def current_state(workspace: Workspace, now: datetime | None = None) -> State:
 
 def evaluate(workspace: Workspace, now: datetime | None = None) -> AlertEvent | None:
     """Record and send one alert when the workspace's health changed since the last alert; None otherwise."""
-    workspace = Workspace.objects.filter(pk=workspace.pk).first()  # the caller's copy may be a run old
-    if workspace is None:
+    fresh = Workspace.objects.filter(pk=workspace.pk).first()  # the caller's copy may be a run old
+    if fresh is None:
         return None
+    workspace = fresh
     previous = workspace.health
     state = current_state(workspace, now)
     if state.health == previous:
@@ -100,7 +101,7 @@ def evaluate_all(now: datetime | None = None) -> list[AlertEvent]:
 
     The health of all of them is worked out at once (a few queries, however many workspaces); only those that
     look changed are evaluated one by one, from a fresh read."""
-    events = []
+    events: list[AlertEvent] = []
     try:
         workspaces = list(Workspace.objects.only("pk", "status", "status_message", "health"))
     except Exception:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
 
 @register(Tags.security, deploy=False)
-def check_keys(app_configs=None, **kwargs):
+def check_keys(app_configs=None, **kwargs) -> list[CheckMessage]:
     if settings.DEBUG:
         return []
-    errors = []
+    errors: list[CheckMessage] = []
     if settings.SECRET_KEY == settings.DEVELOPMENT_SECRET_KEY:
         errors.append(
             Error(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -208,7 +209,7 @@ def value_type(spec: object, examples: list, default: str = "auto") -> str:
     if isinstance(spec, dict):
         if "split" in spec:
             return "list of strings"
-        kind = spec.get("type", default)
+        kind: str = spec.get("type", default)
         if kind != "auto":
             return RULE_TYPES.get(kind, kind)
         if "value" in spec:
@@ -364,8 +365,8 @@ def _possible_names(template: str, when: object) -> list[str]:
         choices.append(sorted(values, key=str))
     names = []
     for combination in itertools.product(*choices):
-        values = iter(combination)
-        names.append("".join(literal + (str(next(values)) if f is not None else "") for literal, f in parts))
+        picked = iter(combination)
+        names.append("".join(literal + (str(next(picked)) if f is not None else "") for literal, f in parts))
         if len(names) > MAX_LISTED_NAMES:
             return []
     return names
@@ -528,7 +529,7 @@ def _table(lines: list[Line], first: str = "Name", notes: bool = True) -> list[s
     return out
 
 
-def to_markdown(sheet: DataSheet, *, title: str, details: list[str] = ()) -> str:
+def to_markdown(sheet: DataSheet, *, title: str, details: Sequence[str] = ()) -> str:
     """The data sheet as a Markdown document. `title` names the feed; `details` are lines under it
     (workspace, mapping and version, date)."""
     out = [f"# {_md(title)}", ""]

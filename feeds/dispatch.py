@@ -327,7 +327,14 @@ class Dispatcher:
 
     # -------------------------------------------------------------------------------------- the database
 
+    def _row(self) -> Sender:
+        """This sender's row, which run() makes before the first cycle."""
+        if self.sender is None:
+            raise RuntimeError("the sender is not running")
+        return self.sender
+
     def _poll(self) -> None:
+        sender = self._row()
         self.polls += 1
         now = timezone.now()
         held = list(self.slots)
@@ -335,7 +342,7 @@ class Dispatcher:
         if held:
             # Renew the leases; a run whose lease was lost (this process stalled) is no longer ours.
             with db.atomic():
-                SyncRun.objects.filter(pk__in=held, sender=self.sender).update(send_lease_until=until)
+                SyncRun.objects.filter(pk__in=held, sender=sender).update(send_lease_until=until)
             rows = {
                 r["pk"]: r
                 for r in SyncRun.objects.filter(pk__in=held).values("pk", "status", "sender_id", "workspace__status")
@@ -343,7 +350,7 @@ class Dispatcher:
             for run_id in held:
                 slot = self.slots[run_id]
                 row = rows.get(run_id)
-                if row is None or row["sender_id"] != self.sender.pk or row["status"] != SyncRun.Status.RUNNING:
+                if row is None or row["sender_id"] != sender.pk or row["status"] != SyncRun.Status.RUNNING:
                     slot.dropped = True  # ended, blocked, replaced, or taken over
                 elif row["workspace__status"] != Workspace.Status.ACTIVE and not slot.busy:
                     self._stop_for_workspace(slot, row["workspace__status"])
@@ -351,7 +358,7 @@ class Dispatcher:
                     slot.lane.close()
                     self._forget(slot)
         with db.atomic():
-            Sender.objects.filter(pk=self.sender.pk).update(
+            Sender.objects.filter(pk=sender.pk).update(
                 heartbeat_at=now, lanes=len(self.slots), in_flight=self.in_flight, requests=self.requests
             )
         if not self.stopping.is_set():

@@ -5,9 +5,11 @@ Workspace.promotion_refusal)."""
 from __future__ import annotations
 
 import json
+from typing import cast
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.http import QueryDict
 
 from feeds import mapping as mapping_rules
 from feeds.models import Mapping, MappingConflict, OutputChanged, SyncJob, Workspace, validate_one_line
@@ -62,7 +64,8 @@ class WorkspaceAdminForm(forms.ModelForm):
         return environment
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         key, secret = data.get("new_api_key"), data.get("new_api_secret")
         if bool(key) != bool(secret):
             stored = self.instance.pk and self.instance.has_credentials
@@ -106,7 +109,8 @@ class JobSourceForm(forms.ModelForm):
         return secret
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         if "source_config" in data and data["source_config"] is None:
             data["source_config"] = {}  # an empty box: no settings (the inbox's)
         kind, config = data.get("source_kind"), data.get("source_config")
@@ -168,7 +172,8 @@ class MappingAdminForm(forms.ModelForm):
         return (data.get("changes_digest") or "") if data.get("accept_changes") else False
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data
         rules = data.get("rules")
         if rules is None or self.errors:
             return data
@@ -182,8 +187,9 @@ class MappingAdminForm(forms.ModelForm):
             self.add_error("rules", e.errors)
         except OutputChanged as e:
             # Shown with the form: the next save accepts these changes (ticked), and no others.
-            self.data = self.data.copy()
-            self.data["changes_digest"] = e.digest
+            shown = cast(QueryDict, self.data).copy()  # the request's (the stubs say only Mapping)
+            shown["changes_digest"] = e.digest
+            self.data = shown
             self.add_error("rules", [*e.changes, "Tick 'Accept changed sample outputs' to save them."])
         return data
 
@@ -234,8 +240,10 @@ class JobForm(JobSourceForm):
         super().__init__(*args, **kwargs)
         self.workspace = workspace
         self.instance.workspace = workspace
-        self.fields["mapping"].queryset = workspace.mappings.all()
-        self.fields["mapping"].label_from_instance = lambda m: f"{m.name} (version {m.version})"
+        mapping = cast(forms.ModelChoiceField, self.fields["mapping"])
+        mapping.queryset = workspace.mappings.all()
+        # A label of this form's own: the stubs type label_from_instance as a method only (Django calls the attribute).
+        mapping.label_from_instance = lambda m: f"{m.name} (version {m.version})"  # type: ignore[method-assign,assignment]
         for name in ("enabled", "clear_source_secret"):
             self.fields[name].widget.attrs["class"] = "auto-width"
         config = self.initial.get("source_config")

@@ -9,12 +9,13 @@ import time
 import unicodedata
 import uuid
 import zlib
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, models, transaction
-from django.db.models import Case, F, OuterRef, Q, Subquery, Value, When
+from django.db.models import Case, F, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce, Greatest
 from django.urls import reverse
 from django.utils import timezone
@@ -257,11 +258,10 @@ class Workspace(models.Model):
         """Staff confirm the credentials held aside: they are used from now on. False when there were none."""
         with transaction.atomic():
             mine = Workspace.objects.select_for_update().get(pk=self.pk)
-            if not mine.has_pending_credentials:
+            tested = mine.pending_received_at
+            if tested is None:  # none held aside (has_pending_credentials)
                 return False
-            pod, key, secret, tested = (
-                mine.pending_pod, mine.pending_api_key, mine.pending_api_secret, mine.pending_received_at
-            )  # fmt: skip
+            pod, key, secret = mine.pending_pod, mine.pending_api_key, mine.pending_api_secret
             mine.discard_pending_credentials()
             mine.use_received_credentials(pod, key, secret, tested)
         self.refresh_from_db()
@@ -442,7 +442,8 @@ class SyncJob(models.Model):
     """What to send where: a source, read through a mapping, delivered to a workspace — now or on a schedule."""
 
     # Declared with the source kinds (feeds/sources/registry.py): SourceKind.FILE, .SQL, .HTTP, .INBOX.
-    SourceKind = models.TextChoices("SourceKind", source_registry.choices())
+    # django-stubs type the functional API's members as names only, not (name, (value, label)) pairs.
+    SourceKind = models.TextChoices("SourceKind", source_registry.choices())  # type: ignore[call-overload]
 
     class EndpointMode(models.TextChoices):
         AUTO = "auto", "Auto (historical for data older than 30 days)"
@@ -471,6 +472,9 @@ class SyncJob(models.Model):
     inbox_token_hash = models.CharField(max_length=64, blank=True, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
 
+    # The source kind as loaded or last saved, which set_source compares with (not a field).
+    _stored_source_kind: str | None
+
     class Meta:
         ordering = ["workspace__name", "name"]
         constraints = [models.UniqueConstraint(fields=["workspace", "name"], name="job_unique_name_per_workspace")]
@@ -491,8 +495,13 @@ class SyncJob(models.Model):
         job._stored_source_kind = job.__dict__.get("source_kind")  # what set_source compares with
         return job
 
-    def refresh_from_db(self, using=None, fields=None, **kwargs):
-        super().refresh_from_db(using, fields, **kwargs)
+    def refresh_from_db(
+        self,
+        using: str | None = None,
+        fields: Iterable[str] | None = None,
+        from_queryset: QuerySet[SyncJob] | None = None,
+    ) -> None:
+        super().refresh_from_db(using, fields, from_queryset)
         if fields is None or "source_kind" in fields:
             self._stored_source_kind = self.source_kind
 

@@ -86,12 +86,12 @@ def metrics() -> list[Metric]:
     budget = Metric("mpfeed_budget_batches_per_second", "gauge", "The budget configured for each workspace.")
     for workspace in Workspace.objects.only("slug", "rate_limit"):
         budget.add(workspace.rate_limit, workspace=workspace.slug)
-    for row in WorkspacePace.objects.values("workspace_id", "rate", "limit", "requests_total", "throttled_total"):
-        slug = slugs.get(row["workspace_id"])
-        answered.add(row["requests_total"], workspace=slug)
-        throttled.add(row["throttled_total"], workspace=slug)
-        pace.add(round(row["rate"], 3), workspace=slug)
-        limit.add(round(row["limit"], 3), workspace=slug)
+    for paced in WorkspacePace.objects.values("workspace_id", "rate", "limit", "requests_total", "throttled_total"):
+        slug = slugs.get(paced["workspace_id"])
+        answered.add(paced["requests_total"], workspace=slug)
+        throttled.add(paced["throttled_total"], workspace=slug)
+        pace.add(round(paced["rate"], 3), workspace=slug)
+        limit.add(round(paced["limit"], 3), workspace=slug)
 
     alive = list(Sender.objects.alive(now))
     senders = Metric("mpfeed_senders_alive", "gauge", "Sending processes that beat in the last 30 seconds.")

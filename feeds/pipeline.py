@@ -149,8 +149,8 @@ def build(
     Also returns the records too large to send on their own."""
     requests: list[Request] = []
     refusals: list[Refusal] = []
-    for path, of_path in groupby(rows, key=lambda r: r[0]):
-        of_path = list(of_path)
+    for path, path_rows in groupby(rows, key=lambda r: r[0]):
+        of_path = list(path_rows)
         first_user, first_seq = of_path[0][1], of_path[0][2]
         # (Rows may carry more after these columns, as the engine's do: its primary keys.)
         grouper = group_set_aside([(r[1], r[2], r[3], r[4], r[5]) for r in of_path])

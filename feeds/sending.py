@@ -141,19 +141,20 @@ class Lane:
             if self.delivery is None:
                 return Stop.IDLE
         delivery = self.delivery
-        if self.reservation is None:
+        reservation = self.reservation
+        if reservation is None:
             reservation = self.pacer.reserve(delivery.batch_count)
-            step = self._reserved(reservation)
+            step = self._reserved(reservation, delivery.batch_count)
             if step is not None:
                 return step
         if self.body is None:
             self.body = delivery.body()
         if self.client is None:
             self.client = self.workspace.client()
-        late = self.pacing.clock() - (self.reservation.at + self.reservation.wait)
+        late = self.pacing.clock() - (reservation.at + reservation.wait)
         answer = self.client.post(delivery.path, self.body)
         self.requests += 1
-        reservation, self.reservation = self.reservation, None
+        self.reservation = None
         return self._answered(delivery, answer, reservation, max(0.0, late))
 
     def _take_next(self) -> None:
@@ -161,10 +162,10 @@ class Lane:
         self.body = None
         self.throttle_streak = self.failure_streak = 0
 
-    def _reserved(self, reservation: Reservation) -> Step | None:
-        """Hold a reservation for the current delivery: None to send now, else when to step again."""
+    def _reserved(self, reservation: Reservation, batches: int) -> Step | None:
+        """Hold a reservation (of `batches`) for the current delivery: None to send now, else when to step again."""
         if reservation.wait > self.max_inline_wait:
-            self.pacer.release(self.delivery.batch_count)
+            self.pacer.release(batches)
             return Park(self._later(reservation.wait), "Pacing: waiting for this workspace's rate budget")
         self.reservation = reservation
         if reservation.wait > 0:
@@ -206,7 +207,7 @@ class Lane:
                 log.info("delivery %s was settled meanwhile by another sender", delivery.pk)
                 self.delivery, self.body = upcoming, None
                 return Again(self.pacing.clock())
-            attempt = self._record_attempt(delivery, answer, wait)
+            attempt = self._record_attempt(delivery, answer, wait, now)
             step = self._act(delivery, answer, attempt, wait, now)
             # The next attempt's place in the pace, reserved in the same transaction: the next delivery's, or this
             # one's again after a 429 (whose wait the pace holds). After a server failure the backoff comes first.
@@ -221,10 +222,13 @@ class Lane:
                 answer, batches=delivery.batch_count, wait=wait, reservation=reservation, reserve=following, late=late
             )
             self.run.add(**self.counts, refresh=False)
-        if ahead is not None:
-            held = self._reserved(ahead)
-            if held is None or isinstance(held, Again):
-                return Again(max(step.at, held.at if held else ahead.at))
+        # (A place ahead is reserved only for `following`, after a step to take again.)
+        if ahead is not None and following is not None and isinstance(step, Again):
+            held = self._reserved(ahead, following)
+            if held is None:
+                return Again(max(step.at, ahead.at))
+            if isinstance(held, Again):
+                return Again(max(step.at, held.at))
             return held
         if isinstance(step, Again) and self.delivery is None and outcome is not Outcome.SERVER_ERROR:
             return Stop.IDLE  # settled, and nothing pending after it: the run may be done (or still reading)
@@ -291,10 +295,10 @@ class Lane:
 
     # ------------------------------------------------------------------------------------------ records
 
-    def _record_attempt(self, delivery: Delivery, answer: Answer, wait: float) -> DeliveryAttempt:
+    def _record_attempt(self, delivery: Delivery, answer: Answer, wait: float, at: datetime) -> DeliveryAttempt:
         return DeliveryAttempt.objects.create(
             delivery=delivery,
-            at=delivery.sent_at,
+            at=at,
             outcome=answer.outcome.value,
             status=answer.status,
             latency_ms=int(answer.latency * 1000),
@@ -369,7 +373,7 @@ class Lane:
     def _split(self, delivery: Delivery) -> None:
         """Replace a delivery by two holding its halves: the same batches, byte for byte, with the same ids. They
         go next (their sequence numbers come after the run's last, and this lane looks them up first)."""
-        batches = orjson.loads(self.body)
+        batches = orjson.loads(self.body if self.body is not None else delivery.body())  # the body just sent
         half = len(batches) // 2
         sequence = self.run.allocate_sequences(2)
         parts = []

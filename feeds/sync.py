@@ -316,13 +316,16 @@ def process_run(run_id: int, *, pacing: Pacing | None = None, time_slice: float 
     return run
 
 
-def run_inline(run_id: int, pacing: Pacing | None = None) -> SyncRun:
+def run_inline(run_id: int, pacing: Pacing | None = None) -> SyncRun | None:
     """Work on a run in this thread, slice after slice and wait after wait, until it stops (the command line's
     --inline, tests). Its waits are slept here, by `pacing`'s sleep, instead of by a sender taking the run up
-    again: once slept, the wait is over for the database too (whatever clock `pacing` keeps)."""
+    again: once slept, the wait is over for the database too (whatever clock `pacing` keeps). None when the run
+    does not exist (any more)."""
     pacing = pacing or Pacing()
     while True:
         run = process_run(run_id, pacing=pacing)
+        if run is None:
+            return None
         if run.status == SyncRun.Status.QUEUED:
             continue
         if run.status == SyncRun.Status.WAITING and run.resume_at:

@@ -25,6 +25,9 @@ from feeds.mparticle import pace
 # The pace's clock at the simulation's time 0: an epoch clock is never near 0.
 T0 = 1_000_000.0
 
+# What a server answers a request: (accepted, Retry-After, percentage used).
+_Answer = tuple[bool, float | None, int | None]
+
 
 class TokenBucket:
     def __init__(self, limit: Callable[[float], float]):
@@ -32,7 +35,7 @@ class TokenBucket:
         self.tokens: float | None = None
         self.updated = 0.0
 
-    def take(self, batches: int, now: float) -> tuple[bool, float | None, int | None]:
+    def take(self, batches: int, now: float) -> _Answer:
         """(accepted, Retry-After, percentage used)"""
         rate = self.limit(now)
         if self.tokens is None:
@@ -52,7 +55,7 @@ class SlidingWindow:
         self.recent: deque[tuple[float, int]] = deque()
         self.total = 0
 
-    def take(self, batches: int, now: float) -> tuple[bool, float | None, int | None]:
+    def take(self, batches: int, now: float) -> _Answer:
         rate = self.limit(now)
         while self.recent and self.recent[0][0] <= now - 1.0:
             self.total -= self.recent.popleft()[1]
@@ -105,11 +108,11 @@ def simulate(
     result = Result()
     # Simulated time starts at T0 for the pace (an epoch clock is never near 0); `limit` and the results count
     # from 0. A request reaches the server half its latency after it is sent, and its answer is back after all.
-    events: list[tuple[float, int, int, str, object]] = []
+    events: list[tuple[float, int, int, str, _Answer | None]] = []
     order = 0
     reservations: dict[int, pace.Reservation] = {}
 
-    def push(at: float, lane: int, what: str, data: object = None) -> None:
+    def push(at: float, lane: int, what: str, data: _Answer | None = None) -> None:
         nonlocal order
         order += 1
         heapq.heappush(events, (at, order, lane, what, data))
@@ -133,6 +136,7 @@ def simulate(
             else:
                 push(now + latency / 2, lane, "answer", limiter.take(batches, now))
         else:
+            assert data is not None  # only "answer" events carry one, and every one does
             ok, retry_after, used = data
             result.requests += 1
             if ok:

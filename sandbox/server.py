@@ -306,8 +306,7 @@ class Sandbox:
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("the sandbox is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        return self._server.url
 
     def stop(self) -> None:
         server, thread = self._server, self._thread
@@ -325,8 +324,7 @@ class Sandbox:
         server = self._make_server(host, port)
         try:
             if ready is not None:
-                bound_host, bound_port = server.server_address[:2]
-                ready(f"http://{bound_host}:{bound_port}")
+                ready(server.url)
             server.serve_forever()
         finally:
             server.close_connections()
@@ -500,10 +498,10 @@ class Sandbox:
                         errors.extend(path_message(*p) for p in problems)
                     continue
                 if historical:
-                    reason = self._historical_reason(batch)
-                    if reason is not None:
+                    late = self._historical_reason(batch)
+                    if late is not None:
                         # Silently not processed, as mParticle does: the answer stays a plain 202.
-                        self._rejects.append(Reject(api_key, path, index, reason, request_id))
+                        self._rejects.append(Reject(api_key, path, index, late, request_id))
                         continue
                 if request_id is not None:
                     if (api_key, request_id) in self._kept_ids:
@@ -571,6 +569,13 @@ class _Server(ThreadingHTTPServer):
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         super().__init__(*args, **kwargs)
+
+    @property
+    def url(self) -> str:
+        """The base URL of the bound address (the port the system chose when asked for 0)."""
+        host, port = self.server_address[:2]
+        assert isinstance(host, str)  # an AF_INET socket's name; the stub allows bytes for other families
+        return f"http://{host}:{port}"
 
     def track(self, connection: socket.socket, open_: bool) -> None:
         with self._connections_lock:

@@ -102,10 +102,12 @@ class Site(ProcessGroup):
 
     def start(self, timeout: float = 60) -> None:
         super().start()
+        proc = self.proc
+        assert proc is not None  # started just now
 
         def up() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the site exited with {self.proc.returncode}:\n{self.log()}")
+            if proc.poll() is not None:
+                raise AssertionError(f"the site exited with {proc.returncode}:\n{self.log()}")
             try:
                 return requests.get(f"{self.url}/healthz", timeout=2).status_code == 200
             except requests.RequestException:

@@ -12,7 +12,7 @@ from feeds.mparticle.batch import BatchTooLarge, UserRecord, group_by_user, join
 
 
 def event(name: str, size: int = 0) -> dict:
-    data = {"event_name": name, "custom_event_type": "other"}
+    data: dict[str, object] = {"event_name": name, "custom_event_type": "other"}
     if size:
         data["custom_attributes"] = {"blob": "x" * size}
     return {"event_type": "custom_event", "data": data}

@@ -196,6 +196,15 @@ def test_a_missing_file_fails_the_run_with_a_clear_error(sandbox, tmp_path):
     assert run.error == f"the file {tmp_path / 'gone.csv'} does not exist"
 
 
+def test_working_inline_on_a_run_that_is_gone_says_so(sandbox, tmp_path):
+    # process_run answers None for a run deleted meanwhile; run_inline used to fail on it (found by mypy).
+    job = make_job(make_workspace(sandbox), write_csv(tmp_path / "orders.csv", purchase_rows(1)))
+    run = sync.start_run(job)
+    run_id = run.pk
+    run.delete()
+    assert sync.run_inline(run_id) is None
+
+
 def test_the_task_takes_only_the_run_id(sandbox, tmp_path, monkeypatch):
     from django_q.conf import Conf
     from django_q.models import Task

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -172,7 +173,7 @@ def test_two_processes_share_the_limit_they_learn_and_the_next_run_starts_from_i
 
 
 @pytest.fixture(scope="module")
-def services() -> tuple[str, str]:
+def services() -> Iterator[tuple[str, str]]:
     """A fresh PostgreSQL database and Redis (scripts/postgres.sh, scripts/redis.sh). Under CI=true a missing one
     fails the test; elsewhere it is skipped with a notice."""
     found = {}

@@ -65,7 +65,8 @@ class _ById(HTMLParser):
 
     def __init__(self, wanted: str):
         super().__init__()
-        self.wanted, self.depth, self.parts, self.found = wanted, 0, [], False
+        self.wanted, self.depth, self.found = wanted, 0, False
+        self.parts: list[str] = []
 
     def handle_starttag(self, tag, attrs):
         if self.depth:

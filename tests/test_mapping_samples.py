@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -68,7 +69,7 @@ FULL_NO_IDENTITY = (
 def edited(**changes) -> dict:
     doc = copy.deepcopy(DOC)
     for path, value in changes.items():
-        target = doc
+        target: Any = doc
         *parents, last = path.split("__")
         for part in parents:
             target = target[int(part)] if part.isdigit() else target[part]

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.django_db
 
 def families(response) -> dict[str, dict[tuple, float]]:
     assert response["Content-Type"] == operations.CONTENT_TYPE
-    out = {}
+    out: dict[str, dict[tuple, float]] = {}
     for family in text_string_to_metric_families(response.content.decode()):
         for sample in family.samples:
             out.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value

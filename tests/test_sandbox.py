@@ -77,7 +77,7 @@ def http() -> Iterator[requests.Session]:
         yield session
 
 
-def make_event(name: str = "Purchase Completed", ts: int | None = OLD_MS, **attributes: Any) -> dict[str, Any]:
+def make_event(name: str = "Purchase Completed", ts: object = OLD_MS, **attributes: Any) -> dict[str, Any]:
     data: dict[str, Any] = {"event_name": name, "custom_event_type": "transaction"}
     if ts is not None:
         data["timestamp_unixtime_ms"] = ts
@@ -110,6 +110,7 @@ def error_messages(response: requests.Response) -> list[str]:
 def raw_exchange(sandbox: Sandbox, data: bytes) -> bytes:
     """Send bytes as they are and read until the server closes, for requests `requests` cannot make."""
     url = urlsplit(sandbox.url)
+    assert url.port is not None  # the sandbox's URL names its port
     with socket.create_connection((url.hostname, url.port), timeout=TIMEOUT) as sock:
         sock.sendall(data)
         sock.shutdown(socket.SHUT_WR)  # nothing more is coming, even if the request said so

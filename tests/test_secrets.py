@@ -68,7 +68,9 @@ def run_job(job: SyncJob) -> SyncRun:
     run = sync.start_run(job)
     pacing = sync.Pacing(sleep=FakeClock().sleep, rand=random.Random(1))
     while True:
-        run = sync.process_run(run.pk, pacing=pacing)
+        found = sync.process_run(run.pk, pacing=pacing)
+        assert found is not None
+        run = found
         if run.status != SyncRun.Status.QUEUED:
             return run
 
@@ -150,7 +152,7 @@ def admin_pages() -> list[str]:
             continue
         prefix = f"admin:{model._meta.app_label}_{model._meta.model_name}"
         pages += [reverse(f"{prefix}_changelist"), reverse(f"{prefix}_add")]
-        for pk in model.objects.values_list("pk", flat=True)[:5]:
+        for pk in model._default_manager.values_list("pk", flat=True)[:5]:
             pages += [reverse(f"{prefix}_{view}", args=[pk]) for view in ("change", "history", "delete")]
     return pages
 

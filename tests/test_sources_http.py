@@ -79,8 +79,8 @@ def api(settings):
 
 def make_source(api, path="/v1/events", auth=AUTH, **config) -> HTTPSource:
     source = HTTPSource.from_config({"url": api.url + path, "records_path": "data", **config}, auth)
-    source.waits = []
-    source.sleep = source.waits.append
+    source.waits = []  # type: ignore[attr-defined]  # the test's record of the sleeps
+    source.sleep = source.waits.append  # type: ignore[attr-defined]
     return source
 
 

@@ -57,7 +57,7 @@ def store(directory: Path, name: str, data: bytes, gz: bool, cut: float | None =
 
 def read_all(src: FileSource, cursor=None) -> tuple[list, str]:
     """The items read, and the SourceError's message if reading stopped with one."""
-    items = []
+    items: list = []
     try:
         items.extend(src.read(cursor))
     except SourceError as e:

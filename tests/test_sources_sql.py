@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import uuid
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -43,6 +44,7 @@ class Partner:
 
     def __init__(self, kind: str, url: str, schema: str = ""):
         self.kind, self.url, self.schema = kind, url, schema
+        self.db: Any  # a sqlite3 or a psycopg connection
         if kind == "sqlite":
             self.db = sqlite3.connect(url[len("sqlite:///") :], isolation_level=None)
         else:

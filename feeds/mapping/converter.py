@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 from feeds.mparticle.batch import UserRecord
 from feeds.words import kind
@@ -72,7 +73,9 @@ def _closure_converter(doc: dict, limits: Limits, id_salt: str) -> Callable[[dic
     no_identity = no_identity_message(doc)
     user_attributes = user_attributes_reader(doc, limits)
     event_rules = [event_rule(i, rule, limits, id_salt) for i, rule in enumerate(doc.get("events", []))]
-    unconditional = not any("when" in rule for rule in doc.get("events", []))  # every rule makes its event
+    # Without a `when`, every rule makes its event: then their builders never return None.
+    unconditional = not any("when" in rule for rule in doc.get("events", []))
+    always = cast("list[Callable[[dict, str], dict]]", event_rules) if unconditional else None
 
     def convert(record: dict, ref: str) -> UserRecord:
         try:
@@ -99,8 +102,8 @@ def _closure_converter(doc: dict, limits: Limits, id_salt: str) -> Callable[[dic
                 key = record.get(record_key_field, MISSING) if record_key_field else record_key(record)
                 if key is not MISSING and key is not None and key != "":
                     event_ref = key if type(key) is str else scalar_text(key, record_key_where)
-            if unconditional:
-                events = [build(record, event_ref) for build in event_rules]
+            if always is not None:
+                events = [build(record, event_ref) for build in always]
             else:
                 events = [e for e in (build(record, event_ref) for build in event_rules) if e is not None]
             return UserRecord(ref, identities, attributes, deleted, events, mpid)

@@ -38,7 +38,7 @@ def id_maker(prefix: str) -> Callable[[str], str]:
 
 
 def attributes_reader(
-    static: dict, from_spec: object, where: str, limits: Limits
+    static: dict, from_spec: str | dict | None, where: str, limits: Limits
 ) -> Callable[[dict], dict[str, object]] | None:
     """Custom attributes of an event or product: mapped ones, and optionally every key of a nested object
     (mapped ones win). None when there are none."""
@@ -64,7 +64,7 @@ def attributes_reader(
                     raise RecordError(
                         f"{from_where}: {len(data)} attributes, mParticle takes at most {schema.MAX_ATTRIBUTES_PER_EVENT}"
                     )
-                for key, value in data.items():  # type: ignore[union-attr]
+                for key, value in data.items():
                     if value != "":  # empty text is missing, as everywhere
                         name = limits.dynamic_name(key, from_where)
                         custom[name] = scalar(value, f"{from_where}: '{name[:40]}'")
@@ -146,6 +146,7 @@ def event_rule(index: int, rule: dict, limits: Limits, id_salt: str) -> Callable
     )
     make_id = id_maker(f"{id_salt}:{index}")
 
+    head: Callable[[dict], dict]
     if event_type == "custom_event":
         constant_name, read_name = name_reader(rule["name"], f"{where}.name", limits, "event name")
         constant_type, read_type = choice_reader(
@@ -174,10 +175,10 @@ def event_rule(index: int, rule: dict, limits: Limits, id_salt: str) -> Callable
 
     if event_type == "custom_event" and constant_name is not None and constant_type is not None:
         # The most common rule, a fixed name and type: no call for the head.
-        def build(record: dict, ref: str) -> dict | None:
+        def build_fixed(record: dict, ref: str) -> dict | None:
             if when is not None and not when(record):
                 return None
-            data = {"event_name": constant_name, "custom_event_type": constant_type}
+            data: dict[str, object] = {"event_name": constant_name, "custom_event_type": constant_type}
             if timestamp is not None:
                 ts = timestamp(record)
                 if ts is not None:
@@ -189,7 +190,7 @@ def event_rule(index: int, rule: dict, limits: Limits, id_salt: str) -> Callable
                     data["custom_attributes"] = custom
             return {"event_type": "custom_event", "data": data}
 
-        return build
+        return build_fixed
 
     def build(record: dict, ref: str) -> dict | None:
         if when is not None and not when(record):
@@ -293,7 +294,7 @@ def _products(spec: dict | list, where: str, limits: Limits) -> Callable[[dict],
         if not items:
             return []
         products = []
-        for i, item in enumerate(items):  # type: ignore[arg-type]
+        for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise RecordError(f"{where}: item {i + 1} of '{source}' is {kind(item)}, not an object")
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 import orjson
 
@@ -157,8 +158,8 @@ def mpid_value(value: object) -> int | None:
             number = int(value)  # type: ignore[call-overload]
         except ValueError:
             number = None
-    elif cls is float and value.is_integer() and abs(value) < 2**53:  # type: ignore[union-attr]
-        number = int(value)  # type: ignore[arg-type]
+    elif cls is float and value.is_integer() and abs(value) < 2**53:  # type: ignore[attr-defined,arg-type]  # cls is float
+        number = int(value)  # type: ignore[call-overload]  # cls is float
     if number is None:
         raise RecordError(f"mpid: {show(value)} is not an integer")
     if not INT64_MIN <= number <= INT64_MAX:
@@ -166,7 +167,10 @@ def mpid_value(value: object) -> int | None:
     return number
 
 
-def json_container(value: object, want: type, where: str) -> object:
+_Container = TypeVar("_Container", dict, list)
+
+
+def json_container(value: object, want: type[_Container], where: str) -> _Container | None:
     """A nested object or list from the record, or from JSON text in a CSV column. None when absent."""
     if value is MISSING or value is None:
         return None

@@ -22,7 +22,13 @@ from .converter import compile_mapping
 from .values import RecordError
 
 _ABSENT = object()
-_EMPTY = {"identities": {}, "user_attributes": {}, "deleted_user_attributes": [], "events": [], "mpid": None}
+_EMPTY: dict[str, object] = {
+    "identities": {},
+    "user_attributes": {},
+    "deleted_user_attributes": [],
+    "events": [],
+    "mpid": None,
+}
 
 
 def sample_output(record: UserRecord) -> dict:

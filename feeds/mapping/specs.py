@@ -19,7 +19,12 @@ def _decimal_comma(text: str) -> str:
     return text.replace(".", "").replace(" ", "").replace("\xa0", "").replace("\u202f", "").replace(",", ".")
 
 
-_TRANSFORM_FUNCS = {"trim": str.strip, "lower": str.lower, "upper": str.upper, "decimal_comma": _decimal_comma}
+_TRANSFORM_FUNCS: dict[str, Callable[[str], str]] = {
+    "trim": str.strip,
+    "lower": str.lower,
+    "upper": str.upper,
+    "decimal_comma": _decimal_comma,
+}
 
 
 def value_reader(spec: object, where: str, default_type: str = "auto") -> Callable[[dict], object]:

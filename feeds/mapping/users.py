@@ -55,7 +55,7 @@ def attributes_from(doc: dict, limits: Limits) -> Callable[[dict, dict, list], N
             raise RecordError(
                 f"{from_where}: {len(data)} attributes, mParticle takes at most {schema.MAX_USER_ATTRIBUTES}"
             )
-        for key, value in data.items():  # type: ignore[union-attr]
+        for key, value in data.items():
             name = limits.dynamic_name(key, from_where)
             where = f"{from_where}: '{name[:40]}'"
             if name[0] == "$" and name not in schema.RESERVED_USER_ATTRIBUTES:

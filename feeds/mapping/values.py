@@ -136,8 +136,8 @@ def scalar_text(value: object, where: str) -> str:
     if cls is float:
         if not math.isfinite(value):  # type: ignore[arg-type]
             raise RecordError(f"{where}: {value!r} is not a number mParticle accepts")
-        if value.is_integer() and abs(value) < 2**53:  # type: ignore[union-attr]
-            return str(int(value))  # type: ignore[arg-type]
+        if value.is_integer() and abs(value) < 2**53:  # type: ignore[attr-defined,arg-type]  # cls is float
+            return str(int(value))  # type: ignore[call-overload]  # cls is float
         return repr(value)
     if isinstance(value, (dict, list, tuple)):
         raise RecordError(f"{where}: expected text, got {kind(value)}")
@@ -151,7 +151,7 @@ def scalar_text(value: object, where: str) -> str:
 def builtin_value(value: object) -> object:
     for cls in (bool, int, float, str):
         if isinstance(value, cls):
-            return cls(value)  # type: ignore[call-overload]
+            return cls(value)  # type: ignore[arg-type,call-overload]  # value is an instance of cls
     return value
 
 
@@ -203,7 +203,7 @@ def to_float(value: object, where: str) -> float:
 def to_number(value: object, where: str) -> int | float:
     """Whole numbers stay integers, others become floats."""
     if type(value) is int:
-        return check_int(value, where)  # type: ignore[arg-type]
+        return check_int(value, where)
     if isinstance(value, str):
         try:
             return check_int(int(value), where)

@@ -134,6 +134,10 @@ class OneRecordBatch:
     once per user and chunk, and a call to one is a tenth of grouping's time."""
 
     __slots__ = ("whole", "event_count", "refs", "size")
+    whole: bytes
+    event_count: int
+    refs: list[str]
+    size: int
     mpid = None
 
     def _data(self) -> dict:
@@ -268,14 +272,14 @@ class Grouper:
                 if own_size > max_batch_bytes:
                     self.refused.append((record, _too_large(own_size, max_batch_bytes)))
                     return
-                batch = _new_object(OneRecordBatch)  # its four fields, stored here (see OneRecordBatch)
-                batch.whole = whole
-                batch.event_count = len(events)
-                batch.refs = [record.ref]
-                batch.size = own_size
+                one = _new_object(OneRecordBatch)  # its four fields, stored here (see OneRecordBatch)
+                one.whole = whole
+                one.event_count = len(events)
+                one.refs = [record.ref]
+                one.size = own_size
                 batches = self.batches
                 self.open_batches[key] = len(batches)
-                batches.append(batch)
+                batches.append(one)
                 return
         event_json = _events_json(events) if events else b""
         events_size = len(event_json) + 1 if events else 0
@@ -286,14 +290,15 @@ class Grouper:
         if own_size > max_batch_bytes:
             self.refused.append((record, _too_large(own_size, max_batch_bytes)))
             return
-        batch = None if index is None else self.batches[index]
         # Attributes merge (later values win), so adding them can only grow the batch by attrs_size.
-        if batch is None or batch.size + events_size + attrs_size + deleted_size > max_batch_bytes:
+        added = events_size + attrs_size + deleted_size
+        if index is None or (batch := self.batches[index]).size + added > max_batch_bytes:
             batch = Batch(identities=dict(identities), mpid=mpid, size=_BATCH_OVERHEAD + ids_size)
             self.open_batches[key] = len(self.batches)
             self.batches.append(batch)
-        elif type(batch) is OneRecordBatch:
-            batch = self.batches[index] = batch.opened()
+        elif isinstance(batch, OneRecordBatch):
+            batch = batch.opened()
+            self.batches[index] = batch
         if attributes:
             batch.user_attributes.update(attributes)
             if batch.deleted_user_attributes:
@@ -306,7 +311,7 @@ class Grouper:
             batch.event_json.append(event_json)
             batch.event_count += len(events)
         batch.refs.append(record.ref)
-        batch.size += events_size + attrs_size + deleted_size
+        batch.size += added
 
 
 def group_by_user(

@@ -17,6 +17,7 @@ from email.utils import parsedate_to_datetime
 
 import orjson
 import requests
+from requests.auth import HTTPBasicAuth
 
 from feeds.words import connection_message
 
@@ -199,7 +200,7 @@ class EventsClient:
                 self.base_url + path,
                 data=body,
                 # As UTF-8 bytes (RFC 7617): requests encodes str as latin-1 and raises on anything else.
-                auth=(self.api_key.encode(), self.api_secret.encode()),
+                auth=HTTPBasicAuth(self.api_key.encode(), self.api_secret.encode()),
                 headers={"Content-Type": "application/json", "User-Agent": USER_AGENT},
                 timeout=(self.connect_timeout, self.read_timeout),
                 allow_redirects=False,

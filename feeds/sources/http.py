@@ -163,7 +163,11 @@ class HTTPSource:
         else:
             self._check_url(page)
         items = self._items(page, number, index, since)
-        final = (lambda item: {"since": item.position["since"]}) if self.cursor_field else (lambda item: None)
+        cursor_field = self.cursor_field
+
+        def final(item: Item) -> dict | None:
+            return {"since": item.position["since"]} if cursor_field else None
+
         return with_last_position(items, final)
 
     def _first_url(self, since: Any) -> str:
@@ -300,7 +304,7 @@ class HTTPSource:
 
     def _request(self, session: requests.Session, url: str) -> requests.Response:
         """GET with explicit timeouts, following a few redirects that stay on the API's host."""
-        headers = {"Accept": "application/json", "User-Agent": "mpfeed"}
+        headers: dict[str, str | bytes] = {"Accept": "application/json", "User-Agent": "mpfeed"}
         if self.auth_header:
             # As UTF-8 bytes: requests would encode a str as latin-1 and fail on anything else.
             headers["Authorization"] = self.auth_header.encode()

@@ -18,11 +18,11 @@ MAX_DEPTH = 64
 
 
 class InboxSource:
-    def __init__(self, job_id: int):
-        self.job_id = job_id
+    def __init__(self, job_id: int | None):
+        self.job_id = job_id  # None for a job not saved yet (its settings are checked before the first save)
 
     @classmethod
-    def from_config(cls, config: dict, *, job_id: int) -> InboxSource:
+    def from_config(cls, config: dict, *, job_id: int | None) -> InboxSource:
         if config:
             raise SourceError("the push inbox takes no settings")
         return cls(job_id)

@@ -38,6 +38,7 @@ give mpfeed a database role that can only SELECT.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import datetime as dt
 import decimal
@@ -49,7 +50,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 from urllib.parse import quote, unquote, urlsplit
 
 from django.conf import settings
@@ -392,7 +393,7 @@ def _short(value: Any) -> str:
 # Connections: sqlite3 or psycopg directly, never Django's connections (no migrations, no ORM on a partner's DB).
 
 
-class _Connection:
+class _Connection(abc.ABC):
     """A read-only connection to one source database; SourceErrors without the URL's password."""
 
     placeholder = "%s"
@@ -404,7 +405,7 @@ class _Connection:
         self.secret = urlsplit(url).password or ""
         self.timeout = float(getattr(settings, "MPFEED_SQL_STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT))
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -422,7 +423,16 @@ class _Connection:
         # "-- comment" from swallowing the closing parenthesis.
         return f"SELECT * FROM (\n{query}\n) AS q"  # noqa: S608
 
-    # Subclasses: fetch(sql, params) -> (columns, rows); stream(sql, params, size) -> rows; close().
+    @abc.abstractmethod
+    def fetch(self, sql: str, params: list) -> tuple[list[str], list]:
+        """Run a query: (its column names, all its rows)."""
+
+    @abc.abstractmethod
+    def stream(self, sql: str, params: list, size: int) -> Iterator:
+        """Run a query and yield its rows, fetched `size` at a time."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
 
 
 def connect(name: str) -> _Connection:
@@ -535,7 +545,7 @@ class _Postgres(_Connection):
         try:
             with self.db.cursor() as cursor:
                 cursor.execute(sql, params)
-                columns = [d.name for d in cursor.description]
+                columns = [d.name for d in cursor.description or ()]  # None only for a statement without rows
                 rows = cursor.fetchall()
             self.db.rollback()  # ends the read-only transaction: nothing is held between pages
         except self.psycopg.Error as e:

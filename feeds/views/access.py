@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 from functools import wraps
+from typing import Any, Protocol, cast
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
-from django.http import HttpResponseNotAllowed
+from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed
 from django.shortcuts import get_object_or_404
 
 from feeds.models import Mapping, SyncJob, SyncRun, Workspace
+
+
+class StaffView(Protocol):
+    """A view behind `staff_required`, which tells the permissions it needs (the tests read them)."""
+
+    permissions: dict[str, str | None]
+
+    def __call__(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse: ...
 
 
 def staff_required(view=None, *, read: str | None = None, write: str | None = None):
@@ -32,8 +41,9 @@ def staff_required(view=None, *, read: str | None = None, write: str | None = No
                 raise PermissionDenied(f"You need the permission to {needed.replace('_', ' ', 1)}s.")
             return view(request, *args, **kwargs)
 
-        wrapper.permissions = {"read": read, "write": write}
-        return wrapper
+        staff_view = cast(StaffView, wrapper)
+        staff_view.permissions = {"read": read, "write": write}
+        return staff_view
 
     return decorate(view) if view is not None else decorate
 

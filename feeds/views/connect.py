@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 from functools import wraps
+from typing import cast
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.http import HttpResponseNotAllowed
+from django.http import HttpResponseNotAllowed, QueryDict
 from django.shortcuts import redirect, render
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.csrf import csrf_protect
@@ -39,9 +40,10 @@ GONE_STATUS = {"revoked": 410, "used": 410, "expired": 410}
 def _fresh_inputs(form: ConnectForm) -> None:
     """Show the form again without the key and the secret (the pod stays)."""
     if form.is_bound:
-        form.data = form.data.copy()
-        form.data["api_key"] = ""
-        form.data["api_secret"] = ""
+        data = cast(QueryDict, form.data).copy()  # the request's (the stubs say only Mapping)
+        data["api_key"] = ""
+        data["api_secret"] = ""
+        form.data = data
 
 
 # ------------------------------------------------------------------------------------------------ answers

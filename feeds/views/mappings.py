@@ -349,7 +349,7 @@ def _editor(request, workspace, mapping: Mapping | None):
             except (json.JSONDecodeError, RecursionError):
                 doc = None
     else:
-        found = [Message("warning", w) for w in mapping_rules.warnings(doc)] if mapping else []
+        found = [Message("warning", w) for w in mapping_rules.warnings(mapping.rules)] if mapping else []
 
     state = editor_state(doc)
     if not state.ok and request.method == "POST" and "document" in form.errors:
@@ -396,7 +396,7 @@ def _save(workspace, mapping: Mapping | None, form: MappingForm) -> tuple[Mappin
     data = form.cleaned_data
     target = Mapping(workspace=workspace) if mapping is None else Mapping.objects.get(pk=mapping.pk)
     target.name = data["name"]
-    accepted = data.get("changes_digest") if data.get("accept_changes") else False
+    accepted: bool | str = (data.get("changes_digest") or "") if data.get("accept_changes") else False
     changed = target.update_rules(data["document"], version=data.get("version") or None, accept_changes=accepted)
     return target, changed
 
@@ -432,6 +432,7 @@ def parse_records(text: str) -> tuple[list, list[str]]:
         if text.startswith("["):
             return [], [f"sample records: not valid JSON: {_json_problem(e)}"]
         data = None
+    problems: list[str]
     if isinstance(data, list):
         records, problems = data, []
     elif data is not None:
@@ -465,7 +466,7 @@ def mapping_preview(request, slug):
     doc = body.get("document")
     input_problems: list[str] = []
     errors = mapping_rules.validate(doc)
-    if errors:
+    if errors or not isinstance(doc, dict):  # (validate refuses anything but an object)
         preview = Preview(errors=errors)  # never read a source for a document that cannot be used
     elif body.get("job") not in (None, ""):
         # Reading a job's source is the job page's preview: it needs the permission to view jobs too.
@@ -486,11 +487,12 @@ def mapping_preview(request, slug):
     state = editor_state(doc)
     place_messages(state, preview_messages(preview))
     by_path: dict[str, list[dict]] = {}
-    for target in [*state.rows, *state.events]:
+    targets: list[Row | EventBlock] = [*state.rows, *state.events]
+    for target in targets:
         if target.messages:
             by_path[target.path] = [{"level": m.level, "text": m.text} for m in target.messages]
     samples = []
-    if not preview.errors and doc.get("samples"):
+    if not preview.errors and isinstance(doc, dict) and doc.get("samples"):
         samples = [{"ok": r.ok, "text": str(r)} for r in mapping_rules.check_samples(doc)]
     result = preview.as_dict()
     result.update(

@@ -155,8 +155,8 @@ def run(request, run_id):
     if not may(request, "view_rejectedrecord"):
         rejects = rejects.none()
     status = live_status(run)
-    deliveries = Paginator(deliveries, PER_PAGE).get_page(request.GET.get("page"))
-    rejects = Paginator(rejects, PER_PAGE).get_page(request.GET.get("rpage"))
+    delivery_page = Paginator(deliveries, PER_PAGE).get_page(request.GET.get("page"))
+    reject_page = Paginator(rejects, PER_PAGE).get_page(request.GET.get("rpage"))
     context = {
         "run": run,
         "status": status,
@@ -165,10 +165,10 @@ def run(request, run_id):
         "state": state,
         "deliveries_total": sum(by_state.values()),
         "percent": round((status["progress"] or 0) * 100),
-        "deliveries": deliveries,
-        "deliveries_pager": _pager(request, deliveries, "page", "deliveries", "Pages of deliveries"),
-        "rejects": rejects,
-        "rejects_pager": _pager(request, rejects, "rpage", "rejects", "Pages of rejected records"),
+        "deliveries": delivery_page,
+        "deliveries_pager": _pager(request, delivery_page, "page", "deliveries", "Pages of deliveries"),
+        "rejects": reject_page,
+        "rejects_pager": _pager(request, reject_page, "rpage", "rejects", "Pages of rejected records"),
         "failed": by_state.get(Delivery.State.FAILED, 0),
         "can_replay": may(request, REPLAY),
     }

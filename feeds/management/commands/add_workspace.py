@@ -27,10 +27,9 @@ class Command(BaseCommand):
         parser.add_argument("--no-credentials", action="store_true", help="Create it awaiting credentials.")
 
     def handle(self, *args, **options):
-        workspace = Workspace.objects.filter(name=options["name"]).first()
-        created = workspace is None
-        if created:
-            workspace = Workspace(name=options["name"])
+        found = Workspace.objects.filter(name=options["name"]).first()
+        created = found is None
+        workspace = Workspace(name=options["name"]) if found is None else found
         workspace.pod = options["pod"]
         workspace.endpoint_url = options["endpoint_url"]
         if options["environment"]:

@@ -31,10 +31,10 @@ class Command(BaseCommand):
         if sandbox:
             # The built-in sandbox listens on loopback: let this local site and its workers send to it.
             env.setdefault("MPFEED_ALLOW_PRIVATE_ENDPOINTS", "true")
-        children = [
-            subprocess.Popen([*manage, "qcluster"], env=env),
-            subprocess.Popen([*manage, "runserver", "--noreload", options["addr"]], env=env),
-        ]
+        children = {
+            "qcluster": subprocess.Popen([*manage, "qcluster"], env=env),
+            "runserver": subprocess.Popen([*manage, "runserver", "--noreload", options["addr"]], env=env),
+        }
         self.stdout.write(f"Site: http://{options['addr']}/  (task cluster started; Ctrl-C stops everything)")
 
         def stop(*_):
@@ -42,23 +42,23 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, stop)
         try:
-            while all(child.poll() is None for child in children):
+            while all(child.poll() is None for child in children.values()):
                 time.sleep(0.5)
         except KeyboardInterrupt:
             pass
         finally:
-            for child in children:
+            for child in children.values():
                 if child.poll() is None:
                     child.send_signal(signal.SIGINT)
             deadline = time.monotonic() + 10
-            for child in children:
+            for child in children.values():
                 try:
                     child.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     child.kill()
             if sandbox:
                 sandbox.stop()
-        failed = [c.args[2] for c in children if c.returncode not in (0, -signal.SIGINT, -signal.SIGTERM, None)]
+        failed = [n for n, c in children.items() if c.returncode not in (0, -signal.SIGINT, -signal.SIGTERM, None)]
         if failed:
             self.stderr.write(f"Stopped because {', '.join(failed)} exited.")
             raise SystemExit(1)
