@@ -44,7 +44,7 @@ def start_sandbox(
         command.append("--no-use-header")
     for key, limit in (key_limits or {}).items():
         command += ["--key-limit", f"{key}={limit}"]
-    creds = credentials or {"bench-key": "bench-secret-not-real"}
+    creds = credentials or {KEY: SECRET}
     env = {**os.environ, "MPFEED_SANDBOX_CREDENTIALS": ",".join(f"{k}:{v}" for k, v in creds.items())}
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (the child keeps it)
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -130,3 +130,62 @@ def site_env(database_url: str, **extra: str) -> dict[str, str]:
     env.update(DJANGO_SETTINGS_MODULE="mpfeed_site.settings", LOG_LEVEL="WARNING", MPFEED_ALLOW_SANDBOX="true",
                MPFEED_ALLOW_PRIVATE_ENDPOINTS="true", MPFEED_SOURCE_ROOT=tempfile.gettempdir(), DATABASE_URL=database_url, **extra)  # fmt: skip
     return env
+
+
+# ------------------------------------------------------------------------ one file synced inline, in this process
+
+# The sandbox's credentials (start_sandbox's defaults).
+KEY, SECRET = "bench-key", "bench-secret-not-real"
+
+# The mapping of the order files that bench/memory.py and bench/grouping.py write: id,user,email,plan,ts,sku,amount.
+ORDER_RULES = {
+    "record_key": "id",
+    "identities": {"customer_id": "user", "email": "email"},
+    "user_attributes": {"plan": "plan"},
+    "events": [
+        {"name": "Order", "custom_event_type": "transaction", "timestamp": "ts",
+         "attributes": {"sku": "sku", "amount": {"field": "amount", "type": "float"}}}
+    ],
+}  # fmt: skip
+
+
+def child_site(workdir: Path) -> None:
+    """Settings for a benchmark child that runs the site in its own process: a fresh SQLite file in `workdir`,
+    which is also the source folder; quiet logs; the sandbox allowed on loopback."""
+    os.environ.update(
+        DATABASE_URL=f"sqlite:///{workdir / 'bench.sqlite3'}",
+        DJANGO_SETTINGS_MODULE="mpfeed_site.settings",
+        MPFEED_SOURCE_ROOT=str(workdir),
+        LOG_LEVEL="WARNING", DEBUG="false", MPFEED_ALLOW_SANDBOX="true", ALLOWED_HOSTS="localhost",
+        MPFEED_ALLOW_PRIVATE_ENDPOINTS="true",
+    )  # fmt: skip
+
+
+def sync_inline(name: str, data: Path, rules: dict = ORDER_RULES) -> tuple[object, float, int]:
+    """Set Django up (after child_site), migrate, and sync the file `data` with `rules` to a sandbox of its own
+    without a rate limit, as `run_sync --inline` does. Returns (the run, its seconds, the peak resident memory in
+    KB just before the sync)."""
+    import resource
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    from feeds import sync
+    from feeds.models import Mapping, SyncJob, Workspace
+
+    proc, url = start_sandbox(0)
+    try:
+        workspace = Workspace.objects.create(name=name, pod="sandbox", endpoint_url=f"{url}/v2", rate_limit=1e6)
+        workspace.set_credentials(KEY, SECRET)
+        mapping = Mapping.objects.create(workspace=workspace, rules=rules)
+        job = SyncJob.objects.create(workspace=workspace, name=name, mapping=mapping, source_config={"path": str(data)})
+        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = time.monotonic()
+        run = sync.run_inline(sync.start_run(job).pk)
+        return run, time.monotonic() - started, baseline
+    finally:
+        proc.terminate()
+        proc.wait()

@@ -14,35 +14,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import resource
 import subprocess
 import sys
 import tempfile
-import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-KEY, SECRET = "bench-key", "bench-secret-not-real"  # the sandbox's credentials (bench/common.py)
 LIMIT = 270  # mParticle's default batches per second per workspace
 OLD_CHUNK = 2000  # the grouping before: a user's records were grouped within a chunk of this many records
 
 
 def child(records: int, users: int) -> None:
-    from common import start_sandbox  # bench/common.py
+    from common import child_site, sync_inline  # bench/common.py
 
     workdir = Path(tempfile.mkdtemp(prefix="mpfeed-grouping-"))
-    os.environ.update(
-        DATABASE_URL=f"sqlite:///{workdir / 'bench.sqlite3'}",
-        DJANGO_SETTINGS_MODULE="mpfeed_site.settings",
-        MPFEED_SOURCE_ROOT=str(workdir),
-        LOG_LEVEL="WARNING", DEBUG="false", MPFEED_ALLOW_SANDBOX="true", ALLOWED_HOSTS="localhost",
-        MPFEED_ALLOW_PRIVATE_ENDPOINTS="true",
-    )  # fmt: skip
+    child_site(workdir)
     data = workdir / "orders.csv"
     rand = random.Random(1)
     start = datetime(2026, 10, 1, tzinfo=UTC)
@@ -60,38 +51,7 @@ def child(records: int, users: int) -> None:
                 seen = set()
             ts = (start + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%SZ")
             f.write(f"o{i},u{u},user{u}@example.com,pro,{ts},SKU-{i % 999},{i % 500}.25\n")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    from feeds import sync
-    from feeds.models import Mapping, SyncJob, Workspace
-
-    proc, url = start_sandbox(0)
-    try:
-        workspace = Workspace.objects.create(name="grouping", pod="sandbox", endpoint_url=f"{url}/v2", rate_limit=1e6)
-        workspace.set_credentials(KEY, SECRET)
-        rules = {
-            "record_key": "id",
-            "identities": {"customer_id": "user", "email": "email"},
-            "user_attributes": {"plan": "plan"},
-            "events": [
-                {"name": "Order", "custom_event_type": "transaction", "timestamp": "ts",
-                 "attributes": {"sku": "sku", "amount": {"field": "amount", "type": "float"}}}
-            ],
-        }  # fmt: skip
-        mapping = Mapping.objects.create(workspace=workspace, rules=rules)
-        job = SyncJob.objects.create(
-            workspace=workspace, name="grouping", mapping=mapping, source_config={"path": str(data)}
-        )
-        started = time.monotonic()
-        run = sync.run_inline(sync.start_run(job).pk)
-        seconds = time.monotonic() - started
-    finally:
-        proc.terminate()
-        proc.wait()
+    run, seconds, _ = sync_inline("grouping", data)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     distinct = len(everyone)
     print(json.dumps({

@@ -11,32 +11,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-KEY, SECRET = "bench-key", "bench-secret-not-real"  # the sandbox's credentials (bench/common.py)
 
 
 def child(records: int) -> None:
-    from common import start_sandbox  # bench/common.py
+    from common import child_site, sync_inline  # bench/common.py
 
     workdir = Path(tempfile.mkdtemp(prefix="mpfeed-mem-"))
-    os.environ.update(
-        DATABASE_URL=f"sqlite:///{workdir / 'bench.sqlite3'}",
-        DJANGO_SETTINGS_MODULE="mpfeed_site.settings",
-        MPFEED_SOURCE_ROOT=str(workdir),
-    )
-    os.environ.update(LOG_LEVEL="WARNING", DEBUG="false", MPFEED_ALLOW_SANDBOX="true", ALLOWED_HOSTS="localhost",
-                      MPFEED_ALLOW_PRIVATE_ENDPOINTS="true")  # fmt: skip
+    child_site(workdir)
     data = workdir / "orders.csv"
     rand = random.Random(1)
     with open(data, "w") as f:
@@ -46,39 +37,7 @@ def child(records: int) -> None:
             f.write(
                 f"o{i},u{u},user{u}@example.com,pro,2026-11-{1 + i % 20:02d}T10:00:00Z,SKU-{i % 999},{i % 500}.25\n"
             )
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
-    from feeds import sync
-    from feeds.models import Mapping, SyncJob, Workspace
-
-    proc, url = start_sandbox(0)
-    try:
-        workspace = Workspace.objects.create(name="mem", pod="sandbox", endpoint_url=f"{url}/v2", rate_limit=1e6)
-        workspace.set_credentials(KEY, SECRET)
-        rules = {
-            "record_key": "id",
-            "identities": {"customer_id": "user", "email": "email"},
-            "user_attributes": {"plan": "plan"},
-            "events": [
-                {"name": "Order", "custom_event_type": "transaction", "timestamp": "ts",
-                 "attributes": {"sku": "sku", "amount": {"field": "amount", "type": "float"}}}
-            ],
-        }  # fmt: skip
-        mapping = Mapping.objects.create(workspace=workspace, rules=rules)
-        job = SyncJob.objects.create(
-            workspace=workspace, name="mem", mapping=mapping, source_config={"path": str(data)}
-        )
-        baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        started = time.monotonic()
-        run = sync.run_inline(sync.start_run(job).pk)
-        seconds = time.monotonic() - started
-    finally:
-        proc.terminate()
-        proc.wait()
+    run, seconds, baseline = sync_inline("mem", data)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"records": records, "status": run.status, "events": run.events_accepted, "seconds": seconds,
                       "peak_kb": peak, "before_sync_kb": baseline}))  # fmt: skip
