@@ -312,6 +312,9 @@ class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
                 "fields": [
                     "situation",
                     "status",
+                    "failed_before_at",
+                    "failed_before_error",
+                    "cancelled_by",
                     "resume_at",
                     "job",
                     "workspace",
