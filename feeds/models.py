@@ -1001,6 +1001,10 @@ class DeliveryQuerySet(models.QuerySet):
     def pending(self):
         return self.filter(state=Delivery.State.PENDING)
 
+    def to_send(self):
+        """Pending and still to be sent: not those a cancelled run keeps (SyncRun.cancel)."""
+        return self.pending().exclude(run__status=SyncRun.Status.CANCELLED)
+
     def failed(self):
         return self.filter(state=Delivery.State.FAILED)
 

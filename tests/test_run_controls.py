@@ -12,8 +12,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from feeds import scheduling, sync
-from feeds.models import Delivery, DeliveryAttempt, SyncJob, SyncRun, Workspace
+from feeds import health, scheduling, sync
+from feeds.models import AlertEvent, Delivery, DeliveryAttempt, SyncJob, SyncRun, Workspace
 from feeds.sweeper import resume_stalled
 from feeds.views import runs
 from sandbox.server import FaultConfig
@@ -96,7 +96,7 @@ def test_a_run_cancelled_while_it_sends_stops_after_the_request_in_flight(sandbo
         if len(clock.waits) == 2:
             assert SyncRun.objects.get(pk=run.pk).cancel(by="bob")
 
-    clock.sleep = cancel_on_the_second_wait  # type: ignore[method-assign]
+    clock.sleep = cancel_on_the_second_wait
     ended = sync.run_inline(run.pk, sync.Pacing(sleep=clock.sleep, clock=clock.time, rand=random.Random(1)))
     assert ended is not None and ended.status == SyncRun.Status.CANCELLED and ended.cancelled_by == "bob"
     sent = len(sandbox.requests_log())
@@ -132,6 +132,15 @@ def test_a_sender_drops_a_run_cancelled_under_it(sandbox, tmp_path, small_chunks
     run.refresh_from_db()
     assert run.status == SyncRun.Status.CANCELLED
     assert len(sandbox.requests_log()) < ROWS // 2 and run.deliveries.pending().exists()
+
+
+def test_what_a_cancelled_run_keeps_is_not_counted_as_failing(sandbox, tmp_path, small_chunks):
+    run = read_only(sync.start_run(orders_job(sandbox, tmp_path)))
+    run.deliveries.update(first_failure_at=timezone.now() - timedelta(hours=2), last_error="HTTP 503")
+    assert health.of(run.workspace).cause == AlertEvent.Kind.DELIVERIES_FAILING
+    run.cancel(by="alice")
+    assert health.of(run.workspace).cause != AlertEvent.Kind.DELIVERIES_FAILING
+    assert run.deliveries.pending().count() == ROWS // 2 and not Delivery.objects.to_send().exists()
 
 
 def test_blocked_and_queued_runs_can_be_cancelled_but_ended_ones_not(staff, sandbox, tmp_path):
