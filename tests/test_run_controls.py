@@ -334,7 +334,9 @@ def test_a_scheduled_look_at_an_empty_inbox_is_counted_too(sandbox):
 
 
 def test_a_scheduled_run_of_a_whole_file_is_kept_even_when_empty(sandbox, tmp_path):
-    job = make_job(make_workspace(sandbox), write_csv(tmp_path / "empty.csv", [], list(purchase_rows(1)[0])), schedule_minutes=5)
+    job = make_job(
+        make_workspace(sandbox), write_csv(tmp_path / "empty.csv", [], list(purchase_rows(1)[0])), schedule_minutes=5
+    )
     run = scheduling.start_scheduled_run(job.pk)
     assert isinstance(run, SyncRun)
     ended = sync.run_inline(run.pk)
@@ -380,3 +382,18 @@ def test_the_chart_buckets_are_summed_over_long_runs(sandbox, tmp_path):
     points, step = runs.chart_series(run)
     assert step > 1 and len(points) <= runs.CHART_POINTS
     assert points[0]["server_errors"] == 1 and points[0]["network_errors"] == 1 and points[0]["latency_ms"] == 100
+
+
+def test_the_admin_cancels_selected_runs(staff, client, sandbox, tmp_path):
+    from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+
+    run = sync.start_run(orders_job(sandbox, tmp_path))
+    changelist = reverse("admin:feeds_syncrun_changelist")
+    data = {"action": "cancel_runs", ACTION_CHECKBOX_NAME: [run.pk], "index": 0}
+    response = staff.post(changelist, data, follow=True)
+    assert any(f"Run #{run.pk} of " in m and "is cancelled" in m for m in messages_of(response))
+    run.refresh_from_db()
+    assert run.status == SyncRun.Status.CANCELLED and run.cancelled_by == "alice"
+    # Without the permission to change runs the action is not offered.
+    client.force_login(make_staff("viewer", "view_syncrun"))
+    assert "cancel_runs" not in client.get(changelist).content.decode()
