@@ -18,7 +18,7 @@ from django.contrib import messages
 from django.utils import timezone
 
 from feeds import sync
-from feeds.models import CredentialLink, Workspace
+from feeds.models import CredentialLink, SyncRun, Workspace
 from feeds.mparticle.client import Answer
 from feeds.notices import verify_credentials
 
@@ -120,3 +120,19 @@ def hand_over(link: CredentialLink, probe: Workspace) -> Handover:
     log.info("credential link %s (workspace %s): credentials received and verified; runs resumed: %s", link.pk,
              stored.pk, resumed or "none")  # fmt: skip
     return Handover(answer, stored, resumed)
+
+
+# ------------------------------------------------------------------------------------------------- a run
+
+
+def cancel_run(run: SyncRun, user) -> Done:
+    """End a run for good (SyncRun.cancel): what is not sent yet is not sent — its deliveries are kept, pending —
+    and the readers and senders working on it stop at their next step."""
+    if not run.cancel(by=user.get_username()):
+        status = run.get_status_display().lower()
+        return Done(False, messages.WARNING, f"Run #{run.pk} had ended already ({status}); left as it is.")
+    pending = run.deliveries.pending().count()
+    kept = (
+        f" {pending} deliver{'y' if pending == 1 else 'ies'} not sent are kept and will not be sent." if pending else ""
+    )
+    return Done(True, messages.SUCCESS, f"Run #{run.pk} of {run.job} is cancelled.{kept}")

@@ -304,7 +304,7 @@ class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
     date_hierarchy = "created_at"
     exclude = ["mapping_rules"]
     readonly_fields = ["situation", "deliveries_link", "rejects_link"]
-    actions = ["replay_failed"]
+    actions = ["replay_failed", "cancel_runs"]
     fieldsets = [
         (
             None,
@@ -312,6 +312,9 @@ class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
                 "fields": [
                     "situation",
                     "status",
+                    "failed_before_at",
+                    "failed_before_error",
+                    "cancelled_by",
                     "resume_at",
                     "job",
                     "workspace",
@@ -418,6 +421,16 @@ class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     def has_replay_permission(self, request) -> bool:
         return may(request, REPLAY)
+
+    @admin.action(description="Cancel selected runs (nothing not yet sent is sent)", permissions=["cancel"])
+    def cancel_runs(self, request, queryset):
+        for run in queryset.select_related("job"):
+            done = actions.cancel_run(run, request.user)
+            self.message_user(request, done.text, done.level)
+
+    def has_cancel_permission(self, request) -> bool:
+        # The run pages' rule (feeds:run_cancel), though the admin's run pages are read-only.
+        return may(request, "change_syncrun")
 
 
 # ----------------------------------------------------------------------------------------------- deliveries

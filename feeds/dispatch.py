@@ -241,7 +241,10 @@ class Dispatcher:
         if isinstance(step, Park):
             run.wait_until(step.until, step.reason, sender=self.sender)
         elif step is Stop.IDLE:
-            run.refresh_from_db(fields=["read_done", "status"])
+            try:
+                run.refresh_from_db(fields=["read_done", "status"])
+            except SyncRun.DoesNotExist:
+                return  # its reader ended it as nothing new (feeds.sync._fold_nothing_new): nothing left of it
             if run.read_done:
                 sync.conclude_if_done(run)
             else:

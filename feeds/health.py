@@ -238,7 +238,7 @@ def _finished(run: SyncRun) -> tuple:
 
 def _failing_deliveries(by_id: dict, now: datetime) -> dict[int, _Failing]:
     """Requests still pending whose first failure is over FAILING_FOR old: how many, and the oldest, per workspace."""
-    failing = Delivery.objects.pending().filter(workspace__in=by_id, first_failure_at__lt=now - FAILING_FOR)
+    failing = Delivery.objects.to_send().filter(workspace__in=by_id, first_failure_at__lt=now - FAILING_FOR)
     counts = dict(failing.values("workspace_id").annotate(n=Count("pk")).order_by().values_list("workspace_id", "n"))
     if not counts:
         return {}

@@ -467,6 +467,10 @@ class SyncJob(models.Model):
     schedule_cron = models.CharField(max_length=100, blank=True, help_text="e.g. '*/15 * * * *' (UTC).")
     # Where the next run starts reading: the last position of the last finished run (incremental sources).
     cursor = models.JSONField(null=True, blank=True)
+    # Scheduled runs of an incremental source that found nothing new are not kept as runs: they are counted here
+    # (since the last run that found something) — "checked N times, nothing new, last at T" (feeds.sync).
+    nothing_new_checks = models.PositiveIntegerField(default=0, editable=False)
+    nothing_new_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Push inbox: the URL id and the hash of the secret token (the token itself is shown once).
     inbox_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     inbox_token_hash = models.CharField(max_length=64, blank=True, editable=False)
@@ -552,6 +556,11 @@ class SyncJob(models.Model):
     def source_is_remote(self) -> bool:
         """Reading the source asks a partner's system (a query, an API call), declared with its kind."""
         return source_registry.source_kind(self.source_kind).remote
+
+    def count_nothing_new(self, when: datetime | None = None) -> None:
+        """A scheduled look found nothing new: one more check on the job's count, not a run (feeds.sync)."""
+        when = when or timezone.now()
+        SyncJob.objects.filter(pk=self.pk).update(nothing_new_checks=F("nothing_new_checks") + 1, nothing_new_at=when)
 
     def new_inbox_token(self) -> str:
         """A new secret token for the push inbox; only its hash is kept. Returns it to show once."""
@@ -675,6 +684,7 @@ class SyncRun(models.Model):
         SUCCEEDED_WITH_REJECTS = "succeeded_with_rejects", "Succeeded with rejected records"
         BLOCKED = "blocked", "Blocked (credentials)"
         FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
 
     class Trigger(models.TextChoices):
         MANUAL = "manual", "Staff"
@@ -691,6 +701,9 @@ class SyncRun(models.Model):
     FINISHED_STATUSES = (*SUCCEEDED_STATUSES, Status.FAILED)
     # Stopped short of success, with an error a person should read.
     STOPPED_STATUSES = (Status.FAILED, Status.BLOCKED)
+    # Ended by staff (SyncRun.cancel): never worked on again, its pending deliveries kept but never sent. Not one
+    # of FINISHED_STATUSES, whose runs the sweeper reopens when they hold pending deliveries (replays).
+    ENDED_STATUSES = (*FINISHED_STATUSES, Status.CANCELLED)
 
     job = models.ForeignKey(SyncJob, on_delete=models.CASCADE, related_name="runs")
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="runs")
@@ -760,6 +773,12 @@ class SyncRun(models.Model):
         help_text="The status a finished or blocked run had when it was put back to work (a replay, new "
         "credentials), until it finishes again.",
     )
+    # A failed run put back to work (a replay) keeps the record that it failed, and why, after it recovers.
+    failed_before_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the run last ended failed before it was replayed."
+    )
+    failed_before_error = models.TextField(blank=True, help_text="Why it had failed then.")
+    cancelled_by = models.CharField(max_length=150, blank=True, help_text="Who cancelled the run.")
 
     objects = SyncRunQuerySet.as_manager()
 
@@ -941,6 +960,34 @@ class SyncRun(models.Model):
                 setattr(self, name, value)
         return bool(changed)
 
+    def cancel(self, by: str) -> bool:
+        """End the run for good, whatever it was doing (queued, running, waiting or blocked): nothing not yet sent is
+        sent — its pending deliveries are kept, never sent — and readers and senders stop at their next step, as
+        they do for a paused workspace (they look at the run's status). False when the run had ended already."""
+        now = timezone.now()
+        fields = {
+            "status": self.Status.CANCELLED,
+            "error": f"Cancelled by {by} at {timezone.localtime(now):%Y-%m-%d %H:%M:%S %Z}; the deliveries not "
+            "sent are kept and not sent.",
+            "cancelled_by": by,
+            "finished_at": now,
+            "resume_at": None,
+            "send_lease_until": None,
+            "sender": None,
+            "reopened_from": "",
+        }
+        # The reading lease stays, as in finish(): a reader in the middle of a chunk sees the run stopped.
+        with transaction.atomic():
+            changed = SyncRun.objects.filter(pk=self.pk, status__in=self.ACTIVE_STATUSES).update(**fields)
+            if changed:
+                SetAsideRecord.objects.filter(run=self).delete()  # never built now
+        if changed:
+            for name, value in fields.items():
+                setattr(self, name, value)
+        else:
+            self.refresh_from_db()
+        return bool(changed)
+
     def requeue(self) -> None:
         """Give the worker back with work left (the end of a time slice of process_run)."""
         self.status = self.Status.QUEUED
@@ -953,6 +1000,10 @@ class SyncRun(models.Model):
 class DeliveryQuerySet(models.QuerySet):
     def pending(self):
         return self.filter(state=Delivery.State.PENDING)
+
+    def to_send(self):
+        """Pending and still to be sent: not those a cancelled run keeps (SyncRun.cancel)."""
+        return self.pending().exclude(run__status=SyncRun.Status.CANCELLED)
 
     def failed(self):
         return self.filter(state=Delivery.State.FAILED)

@@ -65,7 +65,7 @@ def metrics() -> list[Metric]:
         "mpfeed_oldest_pending_delivery_seconds", "gauge", "Age of each workspace's oldest delivery still to send."
     )
     for row in (
-        Delivery.objects.pending().values("workspace_id").annotate(first=Min("created_at")).order_by("workspace_id")
+        Delivery.objects.to_send().values("workspace_id").annotate(first=Min("created_at")).order_by("workspace_id")
     ):
         oldest.add(round((now - row["first"]).total_seconds(), 3), workspace=slugs.get(row["workspace_id"]))
 

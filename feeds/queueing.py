@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import Case, F, When
 from django.utils import timezone
 
 from feeds.models import SyncRun
@@ -46,10 +46,17 @@ def reopen_run(run: SyncRun) -> bool:
         with transaction.atomic():
             changed = (
                 SyncRun.objects.filter(pk=run.pk)
-                .exclude(status__in=SyncRun.WORKING_STATUSES)
+                .exclude(status__in=(*SyncRun.WORKING_STATUSES, SyncRun.Status.CANCELLED))  # cancelled: for good
                 .update(
                     status=SyncRun.Status.QUEUED,
                     reopened_from=F("status"),  # a failed run stays one for the alerts until it finishes again
+                    # ...and keeps the record that it failed, when and why, after it recovers.
+                    failed_before_at=Case(
+                        When(status=SyncRun.Status.FAILED, then=F("finished_at")), default=F("failed_before_at")
+                    ),
+                    failed_before_error=Case(
+                        When(status=SyncRun.Status.FAILED, then=F("error")), default=F("failed_before_error")
+                    ),
                     finished_at=None,
                     error="",
                     resume_at=None,

@@ -13,7 +13,11 @@ from feeds.queueing import enqueue_run, reopen_run
 def replay(deliveries) -> tuple[int, list[int]]:
     """Send failed deliveries again — their stored bodies, byte for byte, so a replay cannot duplicate.
     Returns (deliveries replayed, runs queued)."""
-    ids = list(deliveries.filter(state=Delivery.State.FAILED, payload__isnull=False).values_list("pk", flat=True))
+    # Not a cancelled run's: staff ended it for good, and a replay would send its pending deliveries too.
+    failed = deliveries.filter(state=Delivery.State.FAILED, payload__isnull=False).exclude(
+        run__status=SyncRun.Status.CANCELLED
+    )
+    ids = list(failed.values_list("pk", flat=True))
     if not ids:
         return 0, []
     with transaction.atomic():

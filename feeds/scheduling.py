@@ -45,7 +45,10 @@ def start_scheduled_run(job_id: int) -> SyncRun | str:
     if job is None or not job.enabled:
         return "job missing or disabled"
     if not has_new(job.source_kind, job.pk, job.cursor):
-        return "nothing new in the inbox"  # only kinds that hold records can tell: the inbox
+        # Only kinds that hold records can tell before reading (the inbox); the others' runs that read nothing
+        # are counted the same way when they end (feeds.sync).
+        job.count_nothing_new()
+        return "nothing new in the inbox"
     try:
         return sync.start_run(job, trigger=SyncRun.Trigger.SCHEDULE)
     except sync.SyncError as e:

@@ -263,7 +263,10 @@ def request_reading(run_id: int) -> bool:
 def conclude_if_done(run: SyncRun) -> bool:
     """End a run that is fully read and has nothing left to send (called by whoever may have done the last of
     it: the reader, a sender). Only one caller ends it; True for that one."""
-    run.refresh_from_db()
+    try:
+        run.refresh_from_db()
+    except SyncRun.DoesNotExist:
+        return False  # another caller ended it as nothing new (folded into its job's count)
     if run.status not in SyncRun.STARTED_STATUSES or not run.read_done:
         return False
     if run.deliveries.pending().exists():
@@ -279,12 +282,45 @@ def conclude_if_done(run: SyncRun) -> bool:
             f"{failed} request(s) could not be delivered and are kept as failed; replay them once the cause is fixed."
         )
     else:
+        if _found_nothing_new(run):
+            return _fold_nothing_new(run)
         advance_job_cursor(run)
         status = SyncRun.Status.SUCCEEDED_WITH_REJECTS if run.records_rejected else SyncRun.Status.SUCCEEDED
         error = ""
     if not run.finish(status, error):
         return False
+    if run.records_read:  # the job's count of checks that found nothing new is since the last run that did
+        SyncJob.objects.filter(pk=run.job_id, nothing_new_checks__gt=0).update(nothing_new_checks=0)
     log.info("run %s finished: %s", run.pk, run.status)
+    return True
+
+
+def _found_nothing_new(run: SyncRun) -> bool:
+    """A scheduled run of an incremental source that read nothing, moved nothing and sent nothing: not worth a
+    line among the job's runs (a staff or command-line run is always kept: someone asked for it)."""
+    return (
+        run.trigger == SyncRun.Trigger.SCHEDULE
+        and not run.reopened_from
+        and run.records_read == 0
+        and run.records_rejected == 0
+        and run.cursor == run.cursor_before
+        and is_incremental(run.source_kind, run.source_config)
+        and not run.deliveries.exists()
+        and not run.rejects.exists()
+    )
+
+
+def _fold_nothing_new(run: SyncRun) -> bool:
+    """End a run that found nothing new by counting it on its job ("checked N times, nothing new, last at T")
+    instead of keeping it: in one transaction, and only by the one caller that still finds it being worked on."""
+    now = timezone.now()
+    with transaction.atomic():
+        deleted, _ = SyncRun.objects.filter(pk=run.pk, status__in=SyncRun.STARTED_STATUSES).delete()
+        if not deleted:
+            return False
+        run.job.count_nothing_new(now)
+    run.status, run.finished_at = SyncRun.Status.SUCCEEDED, now  # (in memory: what the caller reports)
+    log.info("run %s of job %s found nothing new: counted on the job, not kept", run.pk, run.job_id)
     return True
 
 
@@ -309,9 +345,13 @@ def process_run(run_id: int, *, pacing: Pacing | None = None, time_slice: float 
         raise
     finally:
         inline.lane.close()
-        run.refresh_from_db()
+        gone = not SyncRun.objects.filter(pk=run.pk).exists()  # it found nothing new (_fold_nothing_new)
+        if not gone:
+            run.refresh_from_db()
         # Finished, failed, blocked or waiting: alert on a change of the workspace's health (never raises).
         alerts.evaluate_safely(run.workspace)
+    if gone:
+        return None
     _let_go(run)
     return run
 
@@ -407,12 +447,20 @@ class _Inline:
             if moment >= self.renew_at:  # the leases, a third of their length before they run out
                 self.run.extend_lease(lease(), sending=True)
                 self.renew_at = moment + lease().total_seconds() / 3
-            if moment >= self.check_at:  # staff may pause the workspace: looked at once a second
+            if moment >= self.check_at:  # staff may pause the workspace or cancel the run: looked at once a second
                 self.check_at = moment + 1.0
-                if self.paused():
+                if self.cancelled() or self.paused():
                     return False
             if self.out_of_time():
                 return False
+
+    def cancelled(self) -> bool:
+        """Staff cancelled the run (or it stopped otherwise) while it was sending: stop after the current request."""
+        status = SyncRun.objects.filter(pk=self.run.pk).values_list("status", flat=True).first()
+        if status in SyncRun.WORKING_STATUSES:
+            return False
+        self.lane.give_up_reservation()
+        return True
 
     def paused(self) -> bool:
         """Staff paused the workspace while the run was sending: stop after the current request."""

@@ -21,6 +21,8 @@ urlpatterns = [
     path("workspaces/<slug:slug>/links/<int:link_id>/revoke/", staff.link_revoke, name="link_revoke"),
     path("workspaces/<slug:slug>/jobs/<int:job_id>/run/", staff.job_run, name="job_run"),
     path("workspaces/<slug:slug>/promote/", staff.promote, name="promote"),
+    path("workspaces/<slug:slug>/pause/", staff.workspace_pause, name="workspace_pause"),
+    path("workspaces/<slug:slug>/resume/", staff.workspace_resume, name="workspace_resume"),
     path("workspaces/<slug:slug>/credentials/confirm/", staff.credentials_confirm, name="credentials_confirm"),
     path("workspaces/<slug:slug>/credentials/discard/", staff.credentials_discard, name="credentials_discard"),
     # The client's credential page: the one-time link, then the same page by the session (no token in the URL).
@@ -31,9 +33,11 @@ urlpatterns = [
     path("workspaces/<slug:slug>/jobs/<int:job_id>/", jobs.job_edit, name="job_edit"),
     path("workspaces/<slug:slug>/jobs/<int:job_id>/inbox-token/", jobs.job_inbox_token, name="job_inbox_token"),
     path("workspaces/<slug:slug>/jobs/<int:job_id>/preview/", jobs.job_preview, name="job_preview"),
-    # Sync runs: their page, live status, replay and CSV exports.
+    # Sync runs: their page, live status and lists, cancel, replay and CSV exports.
     path("runs/<int:run_id>/", runs.run, name="run"),
     path("runs/<int:run_id>/status.json", runs.run_status, name="run_status"),
+    path("runs/<int:run_id>/lists/", runs.run_lists, name="run_lists"),
+    path("runs/<int:run_id>/cancel/", runs.run_cancel, name="run_cancel"),
     path("runs/<int:run_id>/replay/", runs.run_replay, name="run_replay"),
     path("runs/<int:run_id>/deliveries.csv", runs.deliveries_csv, name="run_deliveries_csv"),
     path("runs/<int:run_id>/rejects.csv", runs.rejects_csv, name="run_rejects_csv"),

@@ -79,6 +79,80 @@ def mixed_run(sandbox, tmp_path, settings, good: int, name: str = "orders") -> S
     return run
 
 
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_the_run_page_moves_during_a_run(chromium, live_server, client, alice, sandbox, tmp_path, settings):
+    """A real run against the sandbox, worked on a slice at a time while the page is open: its counters and its
+    lists (deliveries, rejected records) move without a reload, and the chart with them."""
+    settings.MPFEED_CHUNK_SIZE = 2
+    settings.MPFEED_GROUP_WINDOW_RECORDS = 1  # each chunk: one delivery and one rejected record
+    good = 6
+    job = make_job(make_workspace(sandbox), write_csv(tmp_path / "orders.csv", mixed_rows(good)), name="orders")
+    run = sync.start_run(job)
+
+    def work_until(deliveries: int) -> SyncRun:
+        """Slices of the run's work (a worker's time slices, here), until it has this many deliveries."""
+        while run.deliveries.count() < deliveries:
+            worked = sync.process_run(run.pk, time_slice=0.001)
+            assert worked is not None and worked.status == SyncRun.Status.QUEUED, worked and worked.status
+        return SyncRun.objects.get(pk=run.pk)
+
+    now = work_until(2)
+    client.force_login(alice)
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    context.add_cookies(
+        [{"name": settings.SESSION_COOKIE_NAME, "value": client.cookies[settings.SESSION_COOKIE_NAME].value,
+          "url": live_server.url}]
+    )  # fmt: skip
+    browser_page = context.new_page()
+    browser_page.goto(f"{live_server.url}{url('run', run)}")
+    shots = browser.Shots("run-page-moving")
+    assert browser_page.get_attribute("#run", "data-live") == "1"
+    rows = "document.querySelectorAll('#deliveries tr[data-delivery]').length"
+    rejects = "document.querySelectorAll('#rejects tbody tr').length"
+    counter = "document.querySelector('[data-counter=\"{}\"]').textContent"
+    assert browser_page.evaluate(rows) == now.deliveries.count()
+    assert browser_page.evaluate(rejects) == now.rejects.count()
+    shots.take(browser_page, "started")
+
+    browser_page.evaluate("window.stillTheSamePage = true")
+    for deliveries in (4, good):
+        now = work_until(deliveries)
+        expected = {
+            rows: now.deliveries.count(),
+            rejects: now.rejects.count(),
+            counter.format("records_read"): str(now.records_read),
+            counter.format("records_rejected"): str(now.records_rejected),
+            counter.format("events_accepted"): str(now.events_accepted),
+        }
+        for expression, value in expected.items():
+            browser.wait_js(browser_page, f"String({expression}) === {str(value)!r}", timeout=10_000)
+        # The list's own count and its states move too, and the newest delivery is in the table.
+        last = now.deliveries.order_by("-sequence").first()
+        assert browser_page.locator(f'#deliveries tr[data-delivery="{last.sequence}"]').count() == 1
+        assert f"{now.deliveries.count()} request" in browser_page.inner_text("#deliveries-h")
+        assert browser_page.evaluate("window.stillTheSamePage") is True
+        shots.take(browser_page, f"{deliveries}-deliveries")
+
+    # A filter stays while the lists move: only accepted deliveries, as the page's query says.
+    browser_page.goto(f"{live_server.url}{url('run', run)}?state=accepted")
+    browser_page.evaluate("window.stillTheSamePage = true")
+    Delivery.objects.filter(run=run, sequence=1).update(state=Delivery.State.FAILED)
+    browser.wait_js(browser_page, f"{rows} === {good - 1}", timeout=10_000)
+    assert browser_page.evaluate("window.stillTheSamePage") is True
+
+    # The run ends: the page reloads once, with everything.
+    Delivery.objects.filter(run=run, sequence=1).update(state=Delivery.State.ACCEPTED)
+    ended = sync.run_inline(run.pk)
+    assert ended is not None and ended.status == SyncRun.Status.SUCCEEDED_WITH_REJECTS, ended and ended.error
+    browser.wait_js(browser_page, "window.stillTheSamePage === undefined", timeout=10_000)
+    browser_page.wait_for_load_state()
+    assert browser_page.inner_text('[data-run="status"]') == "Succeeded with rejected records"
+    assert browser_page.evaluate(rejects) == good
+    shots.take(browser_page, "ended")
+    context.close()
+
+
 @pytest.fixture
 def finished_run(sandbox, tmp_path, settings) -> SyncRun:
     return mixed_run(sandbox, tmp_path, settings, ROWS)

@@ -153,7 +153,8 @@ def test_the_one_run_per_job_constraint_holds_the_active_statuses():
 
 def test_the_named_status_sets_fit_together():
     Status = SyncRun.Status
-    assert set(SyncRun.ACTIVE_STATUSES) | set(SyncRun.FINISHED_STATUSES) == set(Status)
+    assert set(SyncRun.ACTIVE_STATUSES) | set(SyncRun.ENDED_STATUSES) == set(Status)
+    assert set(SyncRun.ENDED_STATUSES) == {*SyncRun.FINISHED_STATUSES, Status.CANCELLED}
     assert set(SyncRun.WORKING_STATUSES) == set(SyncRun.ACTIVE_STATUSES) - {Status.BLOCKED}
     assert set(SyncRun.STARTED_STATUSES) == set(SyncRun.WORKING_STATUSES) - {Status.QUEUED}
     assert set(SyncRun.FINISHED_STATUSES) == {*SyncRun.SUCCEEDED_STATUSES, Status.FAILED}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from django.contrib import messages
+from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.urls import reverse
 
@@ -13,9 +14,10 @@ from feeds.forms import JobForm
 from feeds.models import SyncJob
 from feeds.preview import preview_job
 from feeds.sources import registry as source_registry
-from feeds.views.access import get_job, get_workspace, staff_required
+from feeds.views.access import get_job, get_workspace, may, staff_required
 
 Kind = SyncJob.SourceKind
+RUNS_PER_PAGE = 20
 
 
 def _context(request, workspace, form, job=None, new_token: str | None = None) -> dict:
@@ -36,6 +38,12 @@ def _context(request, workspace, form, job=None, new_token: str | None = None) -
     context = {"workspace": workspace, "form": form, "job": job, "kinds": kinds, "new_token": new_token}
     if job is not None:
         context["schedule"] = tasks.kept_schedule(job)
+        context["runs"] = None  # not shown without the permission to view runs
+        if may(request, "view_syncrun"):
+            runs = job.runs.order_by("-created_at", "-pk").defer(
+                "mapping_rules", "source_config", "cursor", "cursor_before"
+            )
+            context["runs"] = Paginator(runs, RUNS_PER_PAGE).get_page(request.GET.get("runs"))
         if job.source_kind == Kind.INBOX:
             context["push_url"] = request.build_absolute_uri(reverse("feeds:inbox", args=[job.inbox_id]))
     return context

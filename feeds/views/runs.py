@@ -15,8 +15,9 @@ from django.http import HttpResponseBadRequest, JsonResponse, StreamingHttpRespo
 from django.shortcuts import redirect, render
 from django.utils import timezone
 
-from feeds import sync
+from feeds import actions, sync
 from feeds.models import Delivery, DeliveryAttempt, RejectedRecord, SyncRun
+from feeds.mparticle.client import Outcome
 from feeds.notices import replay_message
 from feeds.views.access import REPLAY, get_run, may, parse_id, staff_required
 
@@ -62,10 +63,16 @@ def status_message(run: SyncRun) -> str:
     return run.error
 
 
+# What the chart counts per bucket of the run's attempts: (key, what it counts).
+CHART_COUNTS = ("accepted", "throttled", "server_errors", "network_errors", "latency_sum", "answered")
+
+
 def chart_series(run: SyncRun) -> tuple[list[dict], int]:
-    """Events accepted and 429 answers per minute of the run's attempts (one query), oldest first. Minutes
+    """Per minute of the run's attempts (one query), oldest first: events accepted, 429 answers, 5xx answers,
+    network failures (no answer: timeout, reset, refused) and the mean latency of the requests answered. Minutes
     without attempts are zeros; a run longer than CHART_POINTS minutes is shown in wider buckets, whose width in
     minutes is returned with the points."""
+    answered = Q(status__isnull=False)
     rows = (
         DeliveryAttempt.objects.filter(delivery__run=run)
         .annotate(minute=TruncMinute("at"))
@@ -73,24 +80,31 @@ def chart_series(run: SyncRun) -> tuple[list[dict], int]:
         .annotate(
             accepted=Sum("events_accepted"),
             throttled=Count("id", filter=Q(status=429)),
+            server_errors=Count("id", filter=Q(status__gte=500, status__lt=600)),
+            network_errors=Count("id", filter=Q(outcome=Outcome.NETWORK_ERROR.value)),
+            latency_sum=Sum("latency_ms", filter=answered),
+            answered=Count("id", filter=answered),
         )
         .order_by("minute")
     )
     # In UTC, so that bucket arithmetic never crosses a daylight saving change.
-    per_minute = {row["minute"].astimezone(UTC): (row["accepted"] or 0, row["throttled"]) for row in rows}
+    per_minute = {row["minute"].astimezone(UTC): [row[key] or 0 for key in CHART_COUNTS] for row in rows}
     if not per_minute:
         return [], 1
     first, last = min(per_minute), max(per_minute)
     step = max(1, math.ceil((_minutes(last - first) + 1) / CHART_POINTS))
-    buckets = [[0, 0] for _ in range(_minutes(last - first) // step + 1)]
-    for minute, (accepted, throttled) in per_minute.items():
+    buckets = [[0] * len(CHART_COUNTS) for _ in range(_minutes(last - first) // step + 1)]
+    for minute, counts in per_minute.items():
         bucket = buckets[_minutes(minute - first) // step]
-        bucket[0] += accepted
-        bucket[1] += throttled
+        for i, value in enumerate(counts):
+            bucket[i] += value
     points = []
-    for i, (accepted, throttled) in enumerate(buckets):
+    for i, bucket in enumerate(buckets):
         at = timezone.localtime(first + timedelta(minutes=i * step))
-        points.append({"label": f"{at:%H:%M}", "at": at.isoformat(), "accepted": accepted, "throttled": throttled})
+        totals = dict(zip(CHART_COUNTS, bucket, strict=True))
+        latency_sum, answers = totals.pop("latency_sum"), totals.pop("answered")
+        latency = round(latency_sum / answers) if answers else None
+        points.append({"label": f"{at:%H:%M}", "at": at.isoformat(), **totals, "latency_ms": latency})
     return points, step
 
 
@@ -139,9 +153,9 @@ def live_status(run: SyncRun) -> dict:
 # -------------------------------------------------------------------------------------------------- pages
 
 
-@staff_required(read="view_syncrun")
-def run(request, run_id):
-    run = get_run(run_id)
+def _lists(request, run: SyncRun) -> dict:
+    """The deliveries (by state, a page of them) and rejected records (a page) — the page's lists, and the
+    fragment the page fetches to keep them moving while the run works."""
     states = dict(Delivery.State.choices)
     state = request.GET.get("state") if request.GET.get("state") in states else None
     by_state = dict(run.deliveries.values_list("state").annotate(n=Count("id")).order_by())
@@ -154,25 +168,50 @@ def run(request, run_id):
         deliveries = deliveries.none()
     if not may(request, "view_rejectedrecord"):
         rejects = rejects.none()
-    status = live_status(run)
     delivery_page = Paginator(deliveries, PER_PAGE).get_page(request.GET.get("page"))
     reject_page = Paginator(rejects, PER_PAGE).get_page(request.GET.get("rpage"))
-    context = {
+    return {
         "run": run,
-        "status": status,
-        "counters": [(key, label, status["counters"][key]) for key, label in COUNTERS],
         "states": [(value, label, by_state.get(value, 0)) for value, label in states.items()],
         "state": state,
         "deliveries_total": sum(by_state.values()),
-        "percent": round((status["progress"] or 0) * 100),
         "deliveries": delivery_page,
         "deliveries_pager": _pager(request, delivery_page, "page", "deliveries", "Pages of deliveries"),
         "rejects": reject_page,
         "rejects_pager": _pager(request, reject_page, "rpage", "rejects", "Pages of rejected records"),
         "failed": by_state.get(Delivery.State.FAILED, 0),
-        "can_replay": may(request, REPLAY),
+        # A cancelled run is over for good: nothing of it is sent again.
+        "can_replay": may(request, REPLAY) and run.status != SyncRun.Status.CANCELLED,
+    }
+
+
+@staff_required(read="view_syncrun")
+def run(request, run_id):
+    run = get_run(run_id)
+    status = live_status(run)
+    context = {
+        **_lists(request, run),
+        "status": status,
+        "counters": [(key, label, status["counters"][key]) for key, label in COUNTERS],
+        "percent": round((status["progress"] or 0) * 100),
+        "can_cancel": run.is_active and may(request, "change_syncrun"),
+        "can_pause": may(request, "change_workspace"),
     }
     return render(request, "feeds/run.html", context)
+
+
+@staff_required(read="view_syncrun")
+def run_lists(request, run_id):
+    """The run page's two lists alone (the same query: state, page, rpage), which run.js swaps in as it polls."""
+    return render(request, "feeds/run_lists.html", _lists(request, get_run(run_id)))
+
+
+@staff_required(write="change_syncrun")
+def run_cancel(request, run_id):
+    """End the run for good: what is not sent yet is not sent (its deliveries are kept)."""
+    done = actions.cancel_run(get_run(run_id), request.user)
+    messages.add_message(request, done.level, done.text)
+    return redirect("feeds:run", run_id=run_id)
 
 
 def _pager(request, page, param: str, anchor: str, label: str) -> dict:

@@ -11,7 +11,7 @@ from django.utils.cache import add_never_cache_headers
 from feeds import actions, health, sync
 from feeds.forms import WorkspaceForm
 from feeds.models import CredentialLink, SyncRun, WorkspacePace
-from feeds.views.access import get_job, get_workspace, may, staff_required
+from feeds.views.access import get_job, get_workspace, may, parse_id, staff_required
 
 
 @staff_required(read="view_workspace")
@@ -120,3 +120,25 @@ def credentials_confirm(request, slug):
 def credentials_discard(request, slug):
     _tell(request, actions.discard_credentials(get_workspace(slug)))
     return redirect("feeds:workspace", slug=slug)
+
+
+def _back(request, slug):
+    """Back to the run page the button was on (a `run` id posted with it), else the workspace page."""
+    run_id = parse_id(request.POST.get("run", ""))
+    if run_id is not None and SyncRun.objects.filter(pk=run_id, workspace__slug=slug).exists():
+        return redirect("feeds:run", run_id=run_id)
+    return redirect("feeds:workspace", slug=slug)
+
+
+@staff_required(write="change_workspace")
+def workspace_pause(request, slug):
+    """No new run starts, and the unfinished ones stop (blocked) at their next step (feeds.actions.pause)."""
+    _tell(request, actions.pause(get_workspace(slug), request.user))
+    return _back(request, slug)
+
+
+@staff_required(write="change_workspace")
+def workspace_resume(request, slug):
+    """The workspace sends again once its credentials pass a test; the runs the pause blocked go on."""
+    _tell(request, actions.resume(get_workspace(slug)))
+    return _back(request, slug)

@@ -73,7 +73,7 @@ class Command(BaseCommand):
                     time.sleep(0.5)
         run.refresh_from_db()
         self.stdout.write(orjson.dumps(run.summary()).decode())
-        if run.status in SyncRun.STOPPED_STATUSES:
+        if run.status in (*SyncRun.STOPPED_STATUSES, SyncRun.Status.CANCELLED):  # cancelled by staff meanwhile
             raise SystemExit(1)
         if options["fail_on_rejects"] and run.records_rejected:
             raise SystemExit(1)
