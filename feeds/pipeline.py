@@ -164,11 +164,13 @@ def build(
     on their own."""
     requests: list[Request] = []
     refusals: list[Refusal] = []
+    # The context is spliced into every batch after grouping: the batch limit leaves room for it.
+    max_batch_bytes = schema.MAX_BATCH_BYTES - (len(orjson.dumps(context)) + len(',"context":') if context else 0)
     for path, path_rows in groupby(rows, key=lambda r: r[0]):
         of_path = list(path_rows)
         first_user, first_seq = of_path[0][1], of_path[0][2]
         # (Rows may carry more after these columns, as the engine's do: its primary keys.)
-        grouper = group_set_aside([(r[1], r[2], r[3], r[4], r[5]) for r in of_path])
+        grouper = group_set_aside([(r[1], r[2], r[3], r[4], r[5]) for r in of_path], max_batch_bytes)
         batches = grouper.batches
         refusals += [Refusal(MAPPING, record.ref[:300], reason) for record, reason in grouper.refused]
         srids = ids(len(batches), path, first_user, first_seq)

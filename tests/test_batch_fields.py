@@ -606,3 +606,20 @@ def test_a_preview_shows_the_batches_as_a_run_sends_them():
     assert batch["context"] == {"data_plan": {"plan_id": "ws_plan"}}
     assert batch["ip"] == "203.0.113.9" and batch["device_info"]["ios_advertising_id"] == IDFA
     assert validate_batch(batch) == []
+
+
+def test_the_batch_limit_leaves_room_for_the_context():
+    from feeds import pipeline
+    from feeds.mparticle.schema import MAX_BATCH_BYTES
+
+    context = {"data_plan": {"plan_id": "p" * 100, "plan_version": 2**31 - 1}}
+    event = {"event_type": "custom_event", "data": {"event_name": "E", "custom_event_type": "other"}}
+    rows = []
+    for seq in range(4000):  # one user, small events: several batches, each filled to a few bytes of the limit
+        user, data = set_aside_form(UserRecord(f"r{seq}", {"customer_id": "u"}, events=[event]))
+        rows.append((BULK_PATH, user, seq, f"r{seq}", data, 1))
+    requests, refused = pipeline.build(rows, "production", lambda n, *_: [f"id-{i}" for i in range(n)], context=context)
+    assert refused == []
+    sizes = [len(orjson.dumps(b)) for r in requests for b in orjson.loads(r.body)]
+    assert len(sizes) > 2 and max(sizes) <= MAX_BATCH_BYTES
+    assert all(b["context"] == context for r in requests for b in orjson.loads(r.body))
