@@ -50,8 +50,9 @@ _Rule = tuple[str, str, Callable[[dict], object], Callable[[str], str | None] | 
 
 
 def batch_fields_reader(doc: dict) -> Callable[[dict], dict | None] | None:
-    """A function of the record giving its batch-level fields (a dict of BATCH_FIELDS, or None when the record
-    has none); None when the mapping maps none of them, so that the common case costs nothing."""
+    """A function of the record giving its batch-level fields (device_info, mp_deviceid, ip,
+    partner_identities; None when the record has none); None when the mapping maps none of them, so that the
+    common case costs nothing."""
     device: list[_Rule] = [
         (
             key,

@@ -78,14 +78,10 @@ class UserRecord:
     deleted_user_attributes: list[str] = field(default_factory=list)
     events: list[dict] = field(default_factory=list)
     mpid: int | None = None
-    # The batch-level fields of BATCH_FIELDS the record has (device_info, mp_deviceid, partner_identities, ip),
-    # None when it has none (the common case).
+    # The batch-level fields the record has (device_info, mp_deviceid, partner_identities, ip), None when it has
+    # none (the common case). They describe the device and request the data came from, so records of one user
+    # with different values never share a batch (see Grouper).
     batch_fields: dict | None = None
-
-
-# Batch-level fields a record may carry beside its identities. They describe the device and request the data
-# came from, so records of one user with different values never share a batch (see Grouper).
-BATCH_FIELDS: tuple[str, ...] = ("device_info", "mp_deviceid", "partner_identities", "ip")
 
 
 @dataclass(slots=True)
