@@ -71,6 +71,8 @@ class WorkspaceAdmin(admin.ModelAdmin):
                     "current_health",
                     "rate_limit",
                     "learned_pace",
+                    "data_plan_id",
+                    "data_plan_version",
                 ]
             },
         ),

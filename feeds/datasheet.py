@@ -127,6 +127,10 @@ class DataSheet:
     user_attributes: list[Line] = field(default_factory=list)
     deleted_user_attributes: list[str] = field(default_factory=list)  # names that may be deleted
     user_attributes_from: str = ""
+    # device_info.*, mp_deviceid, partner_identities.*, ip: sent once per batch
+    batch_fields: list[Line] = field(default_factory=list)
+    batch_fields_note: str = ""
+    data_plan: str = ""  # "web_plan, version 2 (set by the mapping; …)", or "" without one
     events: list[EventSheet] = field(default_factory=list)
     samples: int = 0  # records the examples were taken from
     refused_samples: list[str] = field(default_factory=list)
@@ -298,9 +302,9 @@ def _values(items: list[dict], *path: str) -> list:
 # ------------------------------------------------------------------------------------------------- build
 
 
-def build(doc: object, records: list[dict] | None = None) -> DataSheet:
+def build(doc: object, records: list[dict] | None = None, *, data_plan: dict | None = None) -> DataSheet:
     """The data sheet of a mapping document. Examples come from `records` when given, else from the
-    document's golden samples."""
+    document's golden samples. `data_plan` is the workspace's, used when the mapping names none."""
     errors = mapping_rules.validate(doc)
     if errors:
         return DataSheet(errors=errors)
@@ -337,9 +341,47 @@ def build(doc: object, records: list[dict] | None = None) -> DataSheet:
         sheet.user_attributes_from = f"every key of the object in {code(source)}"
         if isinstance(spec, dict) and spec.get("on_null") == "delete":
             sheet.user_attributes_from += " (keys with an empty or null value are deleted)"
+    _batch_fields(sheet, doc, users)
+    sheet.batch_fields_note = BATCH_FIELDS_NOTE if sheet.batch_fields else ""
+    plan, origin = (doc["data_plan"], "the mapping") if "data_plan" in doc else (data_plan, "the workspace")
+    if plan:
+        version = f", version {plan['plan_version']}" if plan.get("plan_version") is not None else ", active version"
+        sheet.data_plan = f"{plan['plan_id']}{version} (set by {origin}; sent as context.data_plan)"
     for i, rule in enumerate(doc.get("events", [])):
         sheet.events.append(_event_sheet(i, rule, outputs.events[i]))
     return sheet
+
+
+BATCH_FIELDS_NOTE = (
+    "Sent once per batch, which carries one device: a user's records with different values go in different "
+    "batches, never merged."
+)
+
+
+def _batch_fields(sheet: DataSheet, doc: dict, users: list[dict]) -> None:
+    for key, spec in doc.get("device_info", {}).items():
+        uuid = key in schema.UUID_DEVICE_IDS
+        sheet.batch_fields.append(
+            Line(
+                f"device_info.{key}",
+                describe_source(spec),
+                "string (UUID)" if uuid else "string",
+                _example(_values(users, "device_info", key)),
+            )
+        )
+    if "mp_deviceid" in doc:
+        examples = _values(users, "mp_deviceid")
+        sheet.batch_fields.append(
+            Line("mp_deviceid", describe_source(doc["mp_deviceid"]), "string (UUID)", _example(examples))
+        )
+    for name, spec in doc.get("partner_identities", {}).items():
+        examples = _values(users, "partner_identities", name)
+        sheet.batch_fields.append(
+            Line(f"partner_identities.{name}", describe_source(spec), "string", _example(examples))
+        )
+    if "ip" in doc:
+        examples = _values(users, "ip")
+        sheet.batch_fields.append(Line("ip", describe_source(doc["ip"]), "string (IPv4 or IPv6)", _example(examples)))
 
 
 def _name_info(spec: object, when: object) -> tuple[str, str, list[str]]:
@@ -415,8 +457,66 @@ def _event_sheet(index: int, rule: dict, made: list[dict]) -> EventSheet:
         spec = rule["attributes_from"]
         sheet.attributes_from = f"every key of the object in {code(spec if isinstance(spec, str) else spec['field'])}"
     if event_type == "commerce_event":
-        _commerce(sheet, rule["product_action"], made)
+        if "promotion_action" in rule:
+            _promotions(sheet, rule["promotion_action"], made)
+        elif "product_impressions" in rule:
+            _impressions(sheet, rule["product_impressions"], made)
+        else:
+            _commerce(sheet, rule["product_action"], made)
     return sheet
+
+
+def _promotions(sheet: EventSheet, action: dict, made: list[dict]) -> None:
+    spec = action["action"]
+    sheet.product_action.append(
+        Line(
+            "promotion_action.action",
+            f"constant {show(spec)}" if isinstance(spec, str) else describe_source(spec),
+            "one of " + ", ".join(schema.PROMOTION_ACTIONS) if not isinstance(spec, str) else "string",
+            _example(_values(made, "promotion_action", "action")),
+        )
+    )
+    promotions = action["promotions"]
+    specs = [promotions] if isinstance(promotions, dict) else promotions
+    items = [item for listed in _values(made, "promotion_action", "promotions") for item in listed]
+    source = (
+        f"one per item of the list in {code(promotions['from'])}"
+        if isinstance(promotions, dict)
+        else f"up to {len(promotions)} from columns"
+    )
+    for key in schema.PROMOTION_FIELDS:
+        if any(key in one for one in specs):
+            line = Line(f"promotion_action.promotions[].{key}", _product_sources(specs, key), "string")
+            line.example = _example(_values(items, key))
+            line.note = f"promotions: {source}"
+            sheet.product_action.append(line)
+
+
+def _impressions(sheet: EventSheet, impressions: list[dict], made: list[dict]) -> None:
+    shown = [one for listed in _values(made, "product_impressions") for one in listed]
+    lists = [spec["product_impression_list"] for spec in impressions]
+    sheet.product_action.append(
+        Line(
+            "product_impressions[].product_impression_list",
+            ", ".join(f"constant {show(s)}" if isinstance(s, str) else describe_source(s) for s in lists),
+            "string",
+            _example(_values(shown, "product_impression_list")),
+        )
+    )
+    products = [p for one in shown for p in one.get("products", [])]
+    specs: list[dict] = []
+    for spec in impressions:
+        specs += [spec["products"]] if isinstance(spec["products"], dict) else spec["products"]
+    sheet.products_source = f"{len(impressions)} impression list{'s' if len(impressions) > 1 else ''}"
+    seen: set[str] = set()
+    for one in specs:
+        for key, default in PRODUCT_FIELDS.items():
+            if key in one and key not in seen:
+                seen.add(key)
+                examples = _values(products, key)
+                line = Line(f"products[].{key}", _product_sources(specs, key), value_type(one[key], examples, default))
+                line.example = _example(examples)
+                sheet.products.append(line)
 
 
 def _commerce(sheet: EventSheet, action: dict, made: list[dict]) -> None:
@@ -565,6 +665,13 @@ def to_markdown(sheet: DataSheet, *, title: str, details: Sequence[str] = ()) ->
         out += [f"Deletions: {names} may be sent in `deleted_user_attributes`.", ""]
     if not sheet.user_attributes and not sheet.user_attributes_from:
         out += ["No user attributes.", ""]
+
+    if sheet.batch_fields or sheet.data_plan:
+        out += ["## Device and batch fields", ""]
+        if sheet.batch_fields:
+            out += _table(sheet.batch_fields, "Field") + ["", BATCH_FIELDS_NOTE, ""]
+        if sheet.data_plan:
+            out += [f"Data plan: {_code(sheet.data_plan)}.", ""]
 
     out += ["## Events", ""]
     if not sheet.events:

@@ -50,6 +50,8 @@ class WorkspaceAdminForm(forms.ModelForm):
             "endpoint_url",
             "environment",
             "rate_limit",
+            "data_plan_id",
+            "data_plan_version",
             "confirm_new_credentials",
         ]  # the status is set by what staff do (pause, resume, credential tests), never typed in
 
@@ -204,7 +206,16 @@ class WorkspaceForm(forms.ModelForm):
 
     class Meta:
         model = Workspace
-        fields = ["name", "pod", "endpoint_url", "environment", "rate_limit", "confirm_new_credentials"]
+        fields = [
+            "name",
+            "pod",
+            "endpoint_url",
+            "environment",
+            "rate_limit",
+            "data_plan_id",
+            "data_plan_version",
+            "confirm_new_credentials",
+        ]
 
 
 class JobForm(JobSourceForm):

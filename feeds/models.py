@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.validators import MinValueValidator, RegexValidator
 from django.db import IntegrityError, models, transaction
 from django.db.models import Case, F, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce, Greatest
@@ -90,6 +91,25 @@ class Workspace(models.Model):
         default=schema.DEFAULT_BATCHES_PER_SECOND,
         help_text="Batches per second this workspace may receive (mParticle's default is 270).",
     )
+    data_plan_id = models.CharField(
+        max_length=100,
+        blank=True,
+        default="",
+        validators=[
+            RegexValidator(
+                r"\A[a-z0-9][a-z0-9_-]{0,99}\Z",
+                "A data plan id as mParticle shows it: lowercase letters, digits, _ and - (e.g. web_plan).",
+            )
+        ],
+        help_text="The client's mParticle data plan, sent as context.data_plan in every batch (a mapping may "
+        "name its own). Empty: no data plan.",
+    )
+    data_plan_version = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="The data plan's version; empty for the plan's active version.",
+    )
     credentials_updated_at = models.DateTimeField(null=True, blank=True)
     credentials_verified_at = models.DateTimeField(
         null=True, blank=True, help_text="When the stored credentials last passed a connection test."
@@ -141,6 +161,16 @@ class Workspace(models.Model):
                 raise ValidationError({"endpoint_url": reason})
         elif self.endpoint_url:
             raise ValidationError({"endpoint_url": "An endpoint URL is only used with the sandbox pod."})
+
+    @property
+    def data_plan(self) -> dict | None:
+        """The workspace's data plan setting, as a mapping's "data_plan" says it; None without one."""
+        if not self.data_plan_id:
+            return None
+        plan: dict = {"plan_id": self.data_plan_id}
+        if self.data_plan_version is not None:
+            plan["plan_version"] = self.data_plan_version
+        return plan
 
     def endpoint_refusal(self) -> str | None:
         """Why this workspace's custom endpoint may not be sent to (None: it may, or it is an mParticle pod):

@@ -105,7 +105,16 @@ def route(record: UserRecord, mode: str, now_ms: int) -> list[tuple[str, UserRec
         return [(schema.BULK_PATH, record)]
     recent = [e for e in record.events if e not in old]
     out = [
-        (schema.HISTORICAL_PATH, UserRecord(ref=record.ref, identities=record.identities, mpid=record.mpid, events=old))
+        (
+            schema.HISTORICAL_PATH,
+            UserRecord(
+                ref=record.ref,
+                identities=record.identities,
+                mpid=record.mpid,
+                events=old,
+                batch_fields=record.batch_fields,
+            ),
+        )
     ]
     if recent or record.user_attributes or record.deleted_user_attributes:
         record.events = recent
@@ -142,22 +151,30 @@ def in_building_order(rows: list[Aside]) -> list[Aside]:
 
 
 def build(
-    rows: Iterable[Aside], environment: str, ids: BatchIds, *, max_batches: int = schema.MAX_BATCHES_PER_REQUEST
+    rows: Iterable[Aside],
+    environment: str,
+    ids: BatchIds,
+    *,
+    max_batches: int = schema.MAX_BATCHES_PER_REQUEST,
+    context: dict | None = None,
 ) -> tuple[list[Request], list[Refusal]]:
     """Build set-aside records, in building order, into requests: every record of a user together, in time
     order, in as few batches as the batch limit allows, packed into bodies of at most `max_batches` batches.
-    Also returns the records too large to send on their own."""
+    `context` (the converter's: the data plan) goes in every batch. Also returns the records too large to send
+    on their own."""
     requests: list[Request] = []
     refusals: list[Refusal] = []
+    # The context is spliced into every batch after grouping: the batch limit leaves room for it.
+    max_batch_bytes = schema.MAX_BATCH_BYTES - (len(orjson.dumps(context)) + len(',"context":') if context else 0)
     for path, path_rows in groupby(rows, key=lambda r: r[0]):
         of_path = list(path_rows)
         first_user, first_seq = of_path[0][1], of_path[0][2]
         # (Rows may carry more after these columns, as the engine's do: its primary keys.)
-        grouper = group_set_aside([(r[1], r[2], r[3], r[4], r[5]) for r in of_path])
+        grouper = group_set_aside([(r[1], r[2], r[3], r[4], r[5]) for r in of_path], max_batch_bytes)
         batches = grouper.batches
         refusals += [Refusal(MAPPING, record.ref[:300], reason) for record, reason in grouper.refused]
         srids = ids(len(batches), path, first_user, first_seq)
-        bodies = serialize_batches(batches, environment, srids)
+        bodies = serialize_batches(batches, environment, srids, context)
         for group in pack([len(b) for b in bodies], max_batches=max_batches):
             requests.append(
                 Request(

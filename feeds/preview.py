@@ -55,6 +55,7 @@ def preview_items(
     environment: str = "development",
     id_salt: str = "preview",
     endpoint_mode: str = SyncJob.EndpointMode.REALTIME,
+    data_plan: dict | None = None,
 ) -> Preview:
     """What a run of `rules` in `endpoint_mode` makes of `items`. With the workspace's id as `id_salt`, events get
     the `source_message_id`s a sync of the same records sends (batch ids are placeholders: a run's depend on the
@@ -65,7 +66,11 @@ def preview_items(
         return result
     if warnings is not None:
         result.warnings = warnings(rules)
-    converter = mapping_rules.compile_mapping(rules, id_salt=id_salt)
+    try:
+        converter = mapping_rules.compile_mapping(rules, id_salt=id_salt, data_plan=data_plan)
+    except mapping_rules.MappingError as e:  # the workspace's data plan setting
+        result.errors = e.errors
+        return result
     items = list(items)
     result.records = len(items)
     aside, refused = pipeline.set_aside(converter, items, endpoint_mode, int(time.time() * 1000))
@@ -76,7 +81,7 @@ def preview_items(
         numbered += count
         return [f"preview-{i}" for i in range(numbered - count, numbered)]
 
-    requests, too_large = pipeline.build(pipeline.in_building_order(aside), environment, ids)
+    requests, too_large = pipeline.build(pipeline.in_building_order(aside), environment, ids, context=converter.context)
     result.rejected = [{"ref": r.ref, "reason": r.reason, "excerpt": r.excerpt} for r in refused + too_large]
     for request in requests:
         batches = orjson.loads(request.body)  # exactly what the run would send
@@ -111,4 +116,5 @@ def preview_job(job, rules: dict | None = None, limit: int = DEFAULT_LIMIT) -> P
         environment=workspace.environment,
         id_salt=str(workspace.pk),
         endpoint_mode=job.endpoint_mode,
+        data_plan=workspace.data_plan,
     )

@@ -168,7 +168,9 @@ class Reader:
             # first user and record), so its batches get the same ids.
             return batch_ids(count, workspace_id, run.pk, "w", window, path, first_user, first_seq)
 
-        requests, refusals = pipeline.build(rows, run.environment, ids, max_batches=self.max_batches)
+        requests, refusals = pipeline.build(
+            rows, run.environment, ids, max_batches=self.max_batches, context=self.converter.context
+        )
         rejects = [_rejected(run, refusal) for refusal in refusals]
         deliveries = [
             Delivery(

@@ -177,7 +177,7 @@ def max_batches_for(workspace: Workspace) -> int:
 def _reader(run: SyncRun) -> Reader | None:
     """The run's reader, or None when its mapping cannot be compiled (the run then ends failed)."""
     try:
-        converter = compile_mapping(run.mapping_rules, id_salt=str(run.workspace.pk))
+        converter = compile_mapping(run.mapping_rules, id_salt=str(run.workspace.pk), data_plan=run.workspace.data_plan)
     except MappingError as e:
         _reading_failed(run, f"The mapping is not valid: {e}")
         return None

@@ -4,19 +4,31 @@ the rules. No Django imports."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Any
 
 from feeds.mparticle.schema import (
+    ATT_AUTHORIZATION_STATUSES,
     CUSTOM_EVENT_TYPES,
+    DEVICE_INFO_BOOLEANS,
+    DEVICE_INFO_INTEGERS,
+    DEVICE_INFO_TEXT,
+    DEVICE_PLATFORMS,
     ENVIRONMENTS,
     EVENT_TYPES,
     IDENTITY_KEYS,
     MAX_USER_ATTRIBUTE_LIST_ENTRIES,
     PRODUCT_ACTIONS,
+    PROMOTION_ACTIONS,
+    PROMOTION_FIELDS,
+    UUID_DEVICE_IDS,
+    UUID_PATTERN,
 )
 from feeds.words import json_excerpt, json_type
 
 MAX_PROBLEMS_PER_MESSAGE = 10
+_UUID = re.compile(UUID_PATTERN)
 
 
 # -- per-batch validation ------------------------------------------------------------------------------------
@@ -69,6 +81,23 @@ def validate_batch(batch: Any) -> list[Problem]:
     if mpid is not None and (not isinstance(mpid, int) or isinstance(mpid, bool)):
         problems.append(("mpid", f"value must be an integer, got {json_type(mpid)}"))
 
+    _check_device_info(batch.get("device_info"), problems)
+    device_id = batch.get("mp_deviceid")
+    if device_id is not None and not _is_uuid(device_id):
+        problems.append(("mp_deviceid", f"value must be a UUID, got {json_excerpt(device_id, 60)}"))
+    ip = batch.get("ip")
+    if ip is not None and not _is_ip(ip):
+        problems.append(("ip", f"value must be an IPv4 or IPv6 address, got {json_excerpt(ip, 60)}"))
+    partners = batch.get("partner_identities")
+    if partners is not None:
+        if not isinstance(partners, dict):
+            problems.append(("partner_identities", f"value must be an object, got {json_type(partners)}"))
+        else:
+            for name, value in partners.items():
+                if not _is_scalar(value):
+                    problems.append((f"partner_identities.{name}", f"value must be a string, got {json_type(value)}"))
+    _check_context(batch.get("context"), problems)
+
     events = batch.get("events")
     if events is not None:
         if not isinstance(events, list):
@@ -77,6 +106,79 @@ def validate_batch(batch: Any) -> list[Problem]:
             for i, event in enumerate(events):
                 _check_event(f"events[{i}]", event, problems)
     return problems
+
+
+def _check_device_info(info: Any, problems: list[Problem]) -> None:
+    """device_info as the schema has it: known keys only, each of its type; the advertising and vendor ids
+    UUIDs."""
+    if info is None:
+        return
+    if not isinstance(info, dict):
+        problems.append(("device_info", f"value must be an object, got {json_type(info)}"))
+        return
+    for key, value in info.items():
+        where = f"device_info.{key}"
+        if value is None:
+            continue
+        if key in UUID_DEVICE_IDS:
+            if not _is_uuid(value):
+                problems.append((where, f"value must be a UUID, got {json_excerpt(value, 60)}"))
+        elif key in DEVICE_INFO_TEXT:
+            if not _is_scalar(value):
+                problems.append((where, f"value must be a string, got {json_type(value)}"))
+        elif key in DEVICE_INFO_INTEGERS:
+            if not isinstance(value, int) or isinstance(value, bool):
+                problems.append((where, f"value must be an integer, got {json_type(value)}"))
+        elif key in DEVICE_INFO_BOOLEANS:
+            if not isinstance(value, bool):
+                problems.append((where, f"value must be a boolean, got {json_type(value)}"))
+        elif key == "platform":
+            if value not in DEVICE_PLATFORMS:
+                problems.append((where, f"value is not a platform: {json_excerpt(value, 60)}"))
+        elif key == "att_authorization_status":
+            if value not in ATT_AUTHORIZATION_STATUSES:
+                problems.append((where, f"value is not an ATT status: {json_excerpt(value, 60)}"))
+        else:
+            problems.append((where, "is not a known device_info field"))
+
+
+def _check_context(context: Any, problems: list[Problem]) -> None:
+    if context is None:
+        return
+    if not isinstance(context, dict):
+        problems.append(("context", f"value must be an object, got {json_type(context)}"))
+        return
+    plan = context.get("data_plan")
+    if plan is None:
+        return
+    if not isinstance(plan, dict):
+        problems.append(("context.data_plan", f"value must be an object, got {json_type(plan)}"))
+        return
+    for key in plan:
+        if key not in ("plan_id", "plan_version"):
+            problems.append((f"context.data_plan.{key}", "is not a known data_plan field"))
+    plan_id = plan.get("plan_id")
+    if plan_id is None:
+        problems.append(("context.data_plan.plan_id", "is required"))
+    elif not isinstance(plan_id, str) or not plan_id:
+        problems.append(("context.data_plan.plan_id", "value must be a non-empty string"))
+    version = plan.get("plan_version")
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+        problems.append(("context.data_plan.plan_version", f"value must be an integer, got {json_type(version)}"))
+
+
+def _is_uuid(value: Any) -> bool:
+    return isinstance(value, str) and _UUID.fullmatch(value) is not None
+
+
+def _is_ip(value: Any) -> bool:
+    if not isinstance(value, str) or "%" in value or "/" in value:
+        return False
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _check_user_attribute(where: str, value: Any, problems: list[Problem]) -> None:
@@ -171,11 +273,72 @@ def _check_commerce(where: str, data: dict[str, Any], problems: list[Problem]) -
                                 f"{at}.custom_attributes", product.get("custom_attributes"), problems
                             )
     promotion = data.get("promotion_action")
-    if promotion is not None and not isinstance(promotion, dict):
-        problems.append((f"{where}.promotion_action", f"value must be an object, got {json_type(promotion)}"))
+    if promotion is not None:
+        _check_promotion_action(f"{where}.promotion_action", promotion, problems)
     impressions = data.get("product_impressions")
-    if impressions is not None and not isinstance(impressions, list):
-        problems.append((f"{where}.product_impressions", f"value must be an array, got {json_type(impressions)}"))
+    if impressions is not None:
+        if not isinstance(impressions, list):
+            problems.append((f"{where}.product_impressions", f"value must be an array, got {json_type(impressions)}"))
+        else:
+            for i, impression in enumerate(impressions):
+                _check_impression(f"{where}.product_impressions[{i}]", impression, problems)
+
+
+def _check_promotion_action(where: str, promotion: Any, problems: list[Problem]) -> None:
+    if not isinstance(promotion, dict):
+        problems.append((where, f"value must be an object, got {json_type(promotion)}"))
+        return
+    for key in promotion:
+        if key not in ("action", "promotions"):
+            problems.append((f"{where}.{key}", "is not a known promotion_action field"))
+    if promotion.get("action") is None:
+        problems.append((f"{where}.action", "is required"))
+    elif promotion["action"] not in PROMOTION_ACTIONS:
+        problems.append(
+            (f"{where}.action", f"value is not a promotion action: {json_excerpt(promotion['action'], 60)}")
+        )
+    promotions = promotion.get("promotions")
+    if promotions is None:
+        return
+    if not isinstance(promotions, list):
+        problems.append((f"{where}.promotions", f"value must be an array, got {json_type(promotions)}"))
+        return
+    for i, one in enumerate(promotions):
+        at = f"{where}.promotions[{i}]"
+        if not isinstance(one, dict):
+            problems.append((at, f"value must be an object, got {json_type(one)}"))
+            continue
+        for key, value in one.items():
+            if key not in PROMOTION_FIELDS:
+                problems.append((f"{at}.{key}", "is not a known promotion field"))
+            elif not (isinstance(value, str) if key in ("id", "name") else _is_scalar(value)):
+                problems.append((f"{at}.{key}", f"value must be a string, got {json_type(value)}"))
+
+
+def _check_impression(where: str, impression: Any, problems: list[Problem]) -> None:
+    if not isinstance(impression, dict):
+        problems.append((where, f"value must be an object, got {json_type(impression)}"))
+        return
+    for key in impression:
+        if key not in ("product_impression_list", "products"):
+            problems.append((f"{where}.{key}", "is not a known product impression field"))
+    name = impression.get("product_impression_list")
+    if name is None:
+        problems.append((f"{where}.product_impression_list", "is required"))
+    elif not isinstance(name, str):
+        problems.append((f"{where}.product_impression_list", f"value must be a string, got {json_type(name)}"))
+    products = impression.get("products")
+    if products is None:
+        problems.append((f"{where}.products", "is required"))
+    elif not isinstance(products, list):
+        problems.append((f"{where}.products", f"value must be an array, got {json_type(products)}"))
+    else:
+        for i, product in enumerate(products):
+            at = f"{where}.products[{i}]"
+            if not isinstance(product, dict):
+                problems.append((at, f"value must be an object, got {json_type(product)}"))
+            else:
+                _check_custom_attributes(f"{at}.custom_attributes", product.get("custom_attributes"), problems)
 
 
 def _check_custom_attributes(where: str, attributes: Any, problems: list[Problem]) -> None:

@@ -137,8 +137,8 @@ def test_a_sample_mismatch_is_not_a_validation_error_but_a_malformed_sample_is()
     errors = validate(edited(samples=[{"record": [], "expect": {"identity": {}, "rejected": 1}}]))
     assert errors == [
         "samples[0].record: must be the source record, an object",
-        "samples[0].expect: unknown keys ['identity'] (allowed: ['deleted_user_attributes', 'events', 'identities', "
-        "'mpid', 'rejected', 'user_attributes'])",
+        "samples[0].expect: unknown keys ['identity'] (allowed: ['deleted_user_attributes', 'device_info', 'events', "
+        "'identities', 'ip', 'mp_deviceid', 'mpid', 'partner_identities', 'rejected', 'user_attributes'])",
         "samples[0].expect.rejected: must be (part of) the reason, as text",
         "samples[0].expect: a rejected sample expects nothing else",
     ]

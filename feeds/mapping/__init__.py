@@ -12,6 +12,7 @@ by `check_samples()`, and `compare_outputs()` shows what an edit changes.
     specs.py       value specs and name templates → functions of the record
     conditions.py  "when" conditions
     validation.py  validate()
+    batchfields.py device_info, mp_deviceid, partner_identities, ip; the data plan (context)
     risks.py       warnings()
     limits.py      mParticle's limits on what is sent, and the counters of what was cut
     events.py      event rules: custom events, screen views, commerce events

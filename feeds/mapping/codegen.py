@@ -27,6 +27,7 @@ from feeds.mparticle import schema
 from feeds.mparticle.batch import VARIANT_DIGIT, UserRecord
 from feeds.words import kind
 
+from .batchfields import batch_fields_reader
 from .conditions import compile_condition
 from .events import attributes_reader, choice_reader, event_rule, id_start, name_reader
 from .limits import (
@@ -108,6 +109,7 @@ _USER_RECORD_FIELDS = (
     ("deleted_user_attributes", "deleted"),
     ("events", "events"),
     ("mpid", "mpid"),
+    ("batch_fields", "batch_fields"),
 )
 if tuple(name for name, _ in _USER_RECORD_FIELDS) != UserRecord.__slots__:
     raise RuntimeError("UserRecord's fields changed: update _USER_RECORD_FIELDS in feeds/mapping/codegen.py")
@@ -151,8 +153,14 @@ def generate_converter(
     _user_attributes(w, doc, limits)
     _record_key(w, doc)
     _events(w, doc, limits, id_salt)
+    # Batch-level fields (device_info, ip…): rare, so not written out; None costs one store.
+    read_batch_fields = batch_fields_reader(doc)
+    if read_batch_fields is None:
+        w(2, "batch_fields = None")
+    else:
+        w(2, f"batch_fields = {w.bind(read_batch_fields, 'x')}(record)")
     # UserRecord(ref, identities, …) without the call to its generated __init__ (a Python function): the same
-    # six fields stored here, at half the cost per record (test_mapping_compiled checks the records are equal).
+    # seven fields stored here, at half the cost per record (test_mapping_compiled checks the records are equal).
     w(2, "out = new_object(UserRecord)")
     for name, value in _USER_RECORD_FIELDS:
         w(2, f"out.{name} = {value}")

@@ -19,6 +19,7 @@ from typing import cast
 from feeds.mparticle.batch import UserRecord
 from feeds.words import kind
 
+from .batchfields import batch_fields_reader, data_plan_context, data_plan_problems
 from .codegen import generate_converter
 from .events import event_rule
 from .limits import Limits, Stats, identity_text, mpid_value, no_identity_error, no_identity_message
@@ -38,6 +39,8 @@ class Converter:
     convert: Callable[[dict, str], UserRecord]
     stats: Stats = field(default_factory=Stats)
     source: str = ""  # the generated Python source of `convert`, for reading when in doubt
+    # The `context` of every batch (the data plan: the mapping's, else the workspace's), or None.
+    context: dict | None = None
 
 
 def conversion_bug(error: Exception, ref: str) -> RecordError:
@@ -47,18 +50,22 @@ def conversion_bug(error: Exception, ref: str) -> RecordError:
     return RecordError(f"the record could not be converted ({type(error).__name__}: {str(error)[:200]})")
 
 
-def compile_mapping(doc: dict, *, id_salt: str = "", codegen: bool = True) -> Converter:
+def compile_mapping(doc: dict, *, id_salt: str = "", codegen: bool = True, data_plan: dict | None = None) -> Converter:
     """Compile a mapping document. `id_salt` (e.g. the workspace id) makes event ids unique per workspace.
+    `data_plan` ({"plan_id", "plan_version"?}, the workspace's) is used when the mapping names none.
     `codegen=False` gives the converter made of closures only (same output, slower)."""
     errors = validate(doc)
+    if data_plan and "data_plan" not in doc:
+        errors += data_plan_problems(data_plan, "the workspace's data plan")
     if errors:
         raise MappingError(errors)
     stats = Stats()
     limits = Limits(doc.get("options", {}).get("long_values", "reject") == "truncate", stats)
+    context = data_plan_context(doc.get("data_plan", data_plan))
     if codegen:
         convert, source = generate_converter(doc, limits, id_salt, conversion_bug)
-        return Converter(doc=doc, convert=convert, stats=stats, source=source)
-    return Converter(doc=doc, convert=_closure_converter(doc, limits, id_salt), stats=stats)
+        return Converter(doc=doc, convert=convert, stats=stats, source=source, context=context)
+    return Converter(doc=doc, convert=_closure_converter(doc, limits, id_salt), stats=stats, context=context)
 
 
 def _closure_converter(doc: dict, limits: Limits, id_salt: str) -> Callable[[dict, str], UserRecord]:
@@ -72,6 +79,7 @@ def _closure_converter(doc: dict, limits: Limits, id_salt: str) -> Callable[[dic
     read_mpid = value_reader(doc["mpid"], "mpid") if "mpid" in doc else None
     no_identity = no_identity_message(doc)
     user_attributes = user_attributes_reader(doc, limits)
+    batch_fields = batch_fields_reader(doc)
     event_rules = [event_rule(i, rule, limits, id_salt) for i, rule in enumerate(doc.get("events", []))]
     # Without a `when`, every rule makes its event: then their builders never return None.
     unconditional = not any("when" in rule for rule in doc.get("events", []))
@@ -106,7 +114,8 @@ def _closure_converter(doc: dict, limits: Limits, id_salt: str) -> Callable[[dic
                 events = [build(record, event_ref) for build in always]
             else:
                 events = [e for e in (build(record, event_ref) for build in event_rules) if e is not None]
-            return UserRecord(ref, identities, attributes, deleted, events, mpid)
+            fields = batch_fields(record) if batch_fields is not None else None
+            return UserRecord(ref, identities, attributes, deleted, events, mpid, fields)
         except RecordError:
             raise
         except Exception as e:

@@ -170,6 +170,10 @@ def event_rule(index: int, rule: dict, limits: Limits, id_salt: str) -> Callable
         def head(record: dict) -> dict:
             return {"screen_name": read_screen(record)}
 
+    elif "promotion_action" in rule:
+        head = _promotion_action(rule["promotion_action"], f"{where}.promotion_action", limits)
+    elif "product_impressions" in rule:
+        head = _product_impressions(rule["product_impressions"], f"{where}.product_impressions", limits)
     else:
         head = _product_action(rule["product_action"], f"{where}.product_action", limits)
 
@@ -307,3 +311,97 @@ def _products(spec: dict | list, where: str, limits: Limits) -> Callable[[dict],
         return products
 
     return from_list
+
+
+def _promotion_action(spec: dict, where: str, limits: Limits) -> Callable[[dict], dict]:
+    """The data of a commerce event about promotions: {"promotion_action": {"action", "promotions"}}."""
+    constant_action, read_action = choice_reader(
+        spec["action"], schema.PROMOTION_ACTIONS, f"{where}.action", "promotion action"
+    )
+    promotions = spec["promotions"]
+    at = f"{where}.promotions"
+    if isinstance(promotions, list):
+        builders = [_promotion(one, f"{at}[{i}]") for i, one in enumerate(promotions)]
+
+        def read_promotions(record: dict) -> list[dict]:
+            return [p for p in (build(record) for build in builders) if p is not None]
+
+    else:
+        source = promotions["from"]
+        get_items = getter(source)
+        build_one = _promotion(promotions, at)
+
+        def read_promotions(record: dict) -> list[dict]:
+            items = json_container(get_items(record), list, f"{at}.from: field '{source}'")
+            out = []
+            for i, item in enumerate(items or ()):
+                if not isinstance(item, dict):
+                    raise RecordError(f"{at}: item {i + 1} of '{source}' is {kind(item)}, not an object")
+                try:
+                    promotion = build_one(item)
+                except RecordError as e:
+                    raise RecordError(f"{e} (item {i + 1} of '{source}')") from None
+                if promotion is None:
+                    raise RecordError(f"{at}: item {i + 1} of '{source}' has none of the mapped promotion fields")
+                out.append(promotion)
+            return out
+
+    def build(record: dict) -> dict:
+        action: dict[str, object] = {"action": constant_action if constant_action is not None else read_action(record)}
+        found = read_promotions(record)
+        if found:
+            action["promotions"] = found
+        return {"promotion_action": action}
+
+    return build
+
+
+def _promotion(spec: dict, where: str) -> Callable[[dict], dict | None]:
+    """One promotion (id, name, creative, position: all text): None when it has no values at all."""
+    fields = [
+        (key, value_reader(spec[key], f"{where}.{key}", "string"), f"{where}.{key}")
+        for key in schema.PROMOTION_FIELDS
+        if key in spec
+    ]
+
+    def build(source: dict) -> dict | None:
+        promotion: dict[str, object] = {}
+        for key, read, at in fields:
+            value = read(source)
+            if value is not MISSING and value is not None:
+                text = scalar_text(value, at)
+                if len(text) > MAX_VALUE:
+                    raise RecordError(f"{at}: {len(text)} characters, mParticle takes at most {MAX_VALUE}")
+                promotion[key] = text
+        if not promotion:
+            return None
+        if "id" not in promotion and "name" not in promotion:
+            raise RecordError(f"{where}: a promotion needs an id or a name, and both are missing")
+        return promotion
+
+    return build
+
+
+def _product_impressions(specs: list, where: str, limits: Limits) -> Callable[[dict], dict]:
+    """The data of a commerce event about products shown: {"product_impressions": [{list name, products}]}.
+    An impression whose products are all missing is left out; a record with none at all is refused, as
+    mParticle takes no commerce event without one of its three parts."""
+    impressions = []
+    for i, spec in enumerate(specs):
+        at = f"{where}[{i}]"
+        _, read_name = name_reader(
+            spec["product_impression_list"], f"{at}.product_impression_list", limits, "list name"
+        )
+        impressions.append((read_name, _products(spec["products"], f"{at}.products", limits)))
+
+    def build(record: dict) -> dict:
+        out = []
+        for read_name, read_products in impressions:
+            products = read_products(record)
+            if products:
+                out.append({"product_impression_list": read_name(record), "products": products})
+        if not out:
+            raise RecordError(f"{where}: no products were shown (every impression's products are missing)")
+        return {"product_impressions": out}
+
+    return build

@@ -31,7 +31,7 @@ def warnings(doc: dict) -> list[str]:
         where = f"events[{i}]"
         event_type = rule.get("event_type", "custom_event")
         if event_type == "commerce_event":
-            spec = rule["product_action"].get("currency_code")
+            spec = rule.get("product_action", {}).get("currency_code")
             if isinstance(spec, str) and len(spec) == 3 and spec.isupper():
                 found.append(
                     f"{where}.product_action.currency_code: {spec!r} is read as a field name; "

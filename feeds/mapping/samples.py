@@ -28,7 +28,23 @@ _EMPTY: dict[str, object] = {
     "deleted_user_attributes": [],
     "events": [],
     "mpid": None,
+    "device_info": {},
+    "mp_deviceid": None,
+    "partner_identities": {},
+    "ip": None,
 }
+# What a sample's expectation compares, in this order.
+_COMPARED = (
+    "identities",
+    "mpid",
+    "user_attributes",
+    "deleted_user_attributes",
+    "events",
+    "device_info",
+    "mp_deviceid",
+    "partner_identities",
+    "ip",
+)
 
 
 def sample_output(record: UserRecord) -> dict:
@@ -43,6 +59,8 @@ def sample_output(record: UserRecord) -> dict:
         out["user_attributes"] = dict(record.user_attributes)
     if record.deleted_user_attributes:
         out["deleted_user_attributes"] = list(record.deleted_user_attributes)
+    if record.batch_fields:
+        out.update(record.batch_fields)
     if record.events:
         out["events"] = [
             {
@@ -120,7 +138,7 @@ def check_samples(doc: dict, *, id_salt: str = "") -> list[SampleResult]:
         elif rejected is not None:
             differences.append(f"refused: {rejected}")
         else:
-            for key in ("identities", "mpid", "user_attributes", "deleted_user_attributes", "events"):
+            for key in _COMPARED:
                 for where, want, got in diff(expect.get(key, _EMPTY[key]), outcome.get(key, _EMPTY[key]), key):
                     if got is _ABSENT:
                         differences.append(f"{where}: missing (expected {_show(want)})")
@@ -150,7 +168,7 @@ def compare_outputs(old_doc: dict, new_doc: dict, *, id_salt: str = "") -> list[
             elif before["rejected"] != after["rejected"]:
                 differences.append(f"refused for another reason: {before['rejected']!r} → {after['rejected']!r}")
         else:
-            for key in ("identities", "mpid", "user_attributes", "deleted_user_attributes", "events"):
+            for key in _COMPARED:
                 for where, was, now in diff(before.get(key, _EMPTY[key]), after.get(key, _EMPTY[key]), key):
                     differences.append(f"{where}: {_show(was, 'absent')} → {_show(now, 'absent')}")
         if differences:

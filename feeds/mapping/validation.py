@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 from feeds.mparticle import schema
 
+from .batchfields import MAX_PARTNER_IDENTITIES, data_plan_problems, ip_problem, uuid_problem
 from .conditions import check_condition
 from .specs import TRANSFORMS, VALUE_TYPES, finisher, is_template, parse_template
 from .timestamps import TIMESTAMP_FORMATS, parse_zone
@@ -24,6 +25,20 @@ TOP_LEVEL_KEYS = {
     "events",
     "options",
     "samples",
+    "device_info",
+    "mp_deviceid",
+    "partner_identities",
+    "ip",
+    "data_plan",
+}
+# Batch fields a mapping may not set, and why (said to whoever writes one).
+REFUSED_KEYS = {
+    "consent_state": (
+        "mpfeed does not send consent. Consent state (GDPR and CCPA purposes) is the client's legal record of "
+        "what each user agreed to, with the document, time and place it was given; mParticle applies it to "
+        "every output, so it must come from the client's own consent management (its SDKs or its own API "
+        "calls), not be copied from a partner's data. Leave it out of the mapping"
+    ),
 }
 VALUE_KEYS = {"field", "value", "type", "transform", "required", "default", "format", "timezone"}
 USER_VALUE_KEYS = VALUE_KEYS | {"on_null", "split"}
@@ -40,7 +55,10 @@ EVENT_KEYS = {
     "attributes",
     "attributes_from",
     "product_action",
+    "promotion_action",
+    "product_impressions",
 }
+COMMERCE_KINDS = ("product_action", "promotion_action", "product_impressions")
 # Fields of a product action and of a product, with the type used when the spec does not give one.
 ACTION_FIELDS = {
     "transaction_id": "string",
@@ -62,7 +80,18 @@ PRODUCT_FIELDS = {
     "coupon_code": "string",
 }
 SAMPLE_KEYS = {"name", "note", "record", "expect"}
-EXPECT_KEYS = {"identities", "mpid", "user_attributes", "deleted_user_attributes", "events", "rejected"}
+EXPECT_KEYS = {
+    "identities",
+    "mpid",
+    "user_attributes",
+    "deleted_user_attributes",
+    "events",
+    "rejected",
+    "device_info",
+    "mp_deviceid",
+    "partner_identities",
+    "ip",
+}
 
 
 _PATTERN_PROBE = datetime(2026, 11, 20, 10, 30, 15, tzinfo=UTC)
@@ -320,6 +349,126 @@ def _check_product_action(spec: object, where: str, errors: list[str]) -> None:
         _check_products(spec["products"], f"{where}.products", errors)
 
 
+def _check_promotion_action(spec: object, where: str, errors: list[str]) -> None:
+    if not isinstance(spec, dict):
+        errors.append(f'{where}: must be an object with an "action" (view or click) and "promotions"')
+        return
+    unknown = set(spec) - {"action", "promotions"}
+    if unknown:
+        errors.append(f"{where}: unknown keys {sorted(unknown)} (allowed: action, promotions)")
+    action = spec.get("action")
+    if action is None:
+        errors.append(f'{where}.action: needed, one of {", ".join(schema.PROMOTION_ACTIONS)} (or {{"field": ...}})')
+    elif isinstance(action, str):
+        if action not in schema.PROMOTION_ACTIONS:
+            errors.append(f"{where}.action: {action!r} is not one of {', '.join(schema.PROMOTION_ACTIONS)}")
+    else:
+        _check_choice_spec(action, schema.PROMOTION_ACTIONS, f"{where}.action", errors)
+    promotions = spec.get("promotions")
+    at = f"{where}.promotions"
+    if isinstance(promotions, dict):
+        if not isinstance(promotions.get("from"), str) or not promotions["from"]:
+            errors.append(f"{at}.from: name the field holding the list of promotions (or give a list of specs)")
+        _check_promotion(promotions, at, errors, extra={"from"})
+    elif isinstance(promotions, list) and promotions:
+        for i, promotion in enumerate(promotions):
+            if not isinstance(promotion, dict):
+                errors.append(f"{at}[{i}]: must be an object of promotion field → value")
+            else:
+                _check_promotion(promotion, f"{at}[{i}]", errors, extra=set())
+    else:
+        errors.append(
+            f'{at}: either {{"from": "promos", "id": ..., ...}} for a list in the record, '
+            f"or a list of promotion specs read from columns"
+        )
+
+
+def _check_promotion(spec: dict, where: str, errors: list[str], extra: set[str]) -> None:
+    allowed = set(schema.PROMOTION_FIELDS) | extra
+    unknown = set(spec) - allowed
+    if unknown:
+        errors.append(f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})")
+    if "id" not in spec and "name" not in spec:
+        errors.append(f"{where}: a promotion needs an 'id' or a 'name'")
+    for key in schema.PROMOTION_FIELDS:
+        if key in spec:
+            _check_text_spec(spec[key], f"{where}.{key}", errors)
+
+
+def _check_product_impressions(spec: object, where: str, errors: list[str]) -> None:
+    if not isinstance(spec, list) or not spec:
+        errors.append(f'{where}: a list of {{"product_impression_list": "Search results", "products": ...}}')
+        return
+    for i, impression in enumerate(spec):
+        at = f"{where}[{i}]"
+        if not isinstance(impression, dict):
+            errors.append(f"{at}: must be an object with product_impression_list and products")
+            continue
+        unknown = set(impression) - {"product_impression_list", "products"}
+        if unknown:
+            errors.append(f"{at}: unknown keys {sorted(unknown)} (allowed: product_impression_list, products)")
+        if "product_impression_list" not in impression:
+            errors.append(f"{at}.product_impression_list: needed, the name of the list the products were shown in")
+        else:
+            _check_name_spec(
+                impression["product_impression_list"], f"{at}.product_impression_list", errors, "list name"
+            )
+        if "products" not in impression:
+            errors.append(f"{at}.products: needed, the products shown")
+        else:
+            _check_products(impression["products"], f"{at}.products", errors)
+
+
+def _check_text_spec(spec: object, where: str, errors: list[str], check=None) -> None:
+    """A value sent as text (device ids, partner ids, ip…): type auto or string; a constant is checked with
+    `check(text) -> problem or None`."""
+    before = len(errors)
+    _check_value_spec(spec, where, errors)
+    if len(errors) > before or not isinstance(spec, dict):
+        return
+    if spec.get("type", "auto") not in ("auto", "string"):
+        errors.append(f"{where}.type: this is sent as text; use auto or string")
+    if check is not None:
+        for key in ("value", "default"):
+            value = spec.get(key)
+            if isinstance(value, str) and value and (problem := check(value)) is not None:
+                errors.append(f"{where}.{key}: {problem}")
+            elif value is not None and not isinstance(value, str):
+                errors.append(f"{where}.{key}: must be text")
+
+
+def _check_batch_fields(doc: dict, errors: list[str]) -> None:
+    """device_info, mp_deviceid, partner_identities, ip and data_plan."""
+    device = doc.get("device_info", {})
+    if not isinstance(device, dict):
+        errors.append("device_info: must be an object of device identity → field")
+        device = {}
+    for key, spec in device.items():
+        if key not in schema.DEVICE_IDS:
+            errors.append(
+                f"device_info.{key}: not a device identity mParticle takes (allowed: {', '.join(schema.DEVICE_IDS)})"
+            )
+            continue
+        _check_text_spec(spec, f"device_info.{key}", errors, uuid_problem if key in schema.UUID_DEVICE_IDS else None)
+    if "mp_deviceid" in doc:
+        _check_text_spec(doc["mp_deviceid"], "mp_deviceid", errors, uuid_problem)
+    if "ip" in doc:
+        _check_text_spec(doc["ip"], "ip", errors, ip_problem)
+    partners = doc.get("partner_identities", {})
+    if not isinstance(partners, dict):
+        errors.append("partner_identities: must be an object of partner identity name → field")
+        partners = {}
+    if len(partners) > MAX_PARTNER_IDENTITIES:
+        errors.append(f"partner_identities: {len(partners)} names, at most {MAX_PARTNER_IDENTITIES}")
+    for name, spec in partners.items():
+        if not name or len(name) > schema.MAX_NAME_LENGTH:
+            errors.append(f"partner_identities: a name must have 1 to {schema.MAX_NAME_LENGTH} characters")
+            continue
+        _check_text_spec(spec, f"partner_identities.{name}", errors)
+    if "data_plan" in doc:
+        errors += data_plan_problems(doc["data_plan"], "data_plan")
+
+
 def _check_event(rule: object, where: str, errors: list[str]) -> None:
     if not isinstance(rule, dict):
         errors.append(f"{where}: must be an object")
@@ -345,10 +494,25 @@ def _check_event(rule: object, where: str, errors: list[str]) -> None:
     elif event_type == "commerce_event":
         for key in ("name", "screen_name", "custom_event_type"):
             if key in rule:
-                errors.append(f"{where}.{key}: not used by a commerce_event (it is described by its product_action)")
-        _check_product_action(rule.get("product_action"), f"{where}.product_action", errors)
-    if "product_action" in rule and event_type != "commerce_event":
-        errors.append(f'{where}.product_action: only for "event_type": "commerce_event"')
+                errors.append(
+                    f"{where}.{key}: not used by a commerce_event (it is described by its product_action, "
+                    f"promotion_action or product_impressions)"
+                )
+        kinds = [key for key in COMMERCE_KINDS if key in rule]
+        if len(kinds) != 1:
+            errors.append(
+                f"{where}: a commerce_event needs exactly one of product_action, promotion_action or "
+                f"product_impressions" + (f" (found {', '.join(kinds)})" if kinds else "")
+            )
+        if "product_action" in rule or not kinds:
+            _check_product_action(rule.get("product_action"), f"{where}.product_action", errors)
+        if "promotion_action" in rule:
+            _check_promotion_action(rule["promotion_action"], f"{where}.promotion_action", errors)
+        if "product_impressions" in rule:
+            _check_product_impressions(rule["product_impressions"], f"{where}.product_impressions", errors)
+    for key in COMMERCE_KINDS:
+        if key in rule and event_type != "commerce_event":
+            errors.append(f'{where}.{key}: only for "event_type": "commerce_event"')
     if "when" in rule:
         check_condition(rule["when"], f"{where}.when", errors)
     if "timestamp" in rule:
@@ -385,7 +549,7 @@ def _check_samples(samples: object, errors: list[str]) -> None:
                 errors.append(f"{where}.expect.rejected: must be (part of) the reason, as text")
             if len(expect) > 1:
                 errors.append(f"{where}.expect: a rejected sample expects nothing else")
-        for key in ("identities", "user_attributes"):
+        for key in ("identities", "user_attributes", "device_info", "partner_identities"):
             if key in expect and not isinstance(expect[key], dict):
                 errors.append(f"{where}.expect.{key}: must be an object")
         for key in ("deleted_user_attributes", "events"):
@@ -401,7 +565,10 @@ def validate(doc: object) -> list[str]:
     errors: list[str] = []
     if not isinstance(doc, dict):
         return ["the mapping must be a JSON object"]
-    unknown = set(doc) - TOP_LEVEL_KEYS
+    for key, reason in REFUSED_KEYS.items():
+        if key in doc:
+            errors.append(f"{key}: {reason}")
+    unknown = set(doc) - TOP_LEVEL_KEYS - set(REFUSED_KEYS)
     if unknown:
         errors.append(f"unknown top-level keys {sorted(unknown)} (allowed: {sorted(TOP_LEVEL_KEYS)})")
     if "record_key" in doc and (not isinstance(doc["record_key"], str) or not doc["record_key"]):
@@ -421,6 +588,7 @@ def validate(doc: object) -> list[str]:
         _check_value_spec(spec, f"identities.{key}", errors)
     if "mpid" in doc:
         _check_mpid(doc["mpid"], errors)
+    _check_batch_fields(doc, errors)
 
     attributes = doc.get("user_attributes", {})
     if not isinstance(attributes, dict):

@@ -78,6 +78,10 @@ class UserRecord:
     deleted_user_attributes: list[str] = field(default_factory=list)
     events: list[dict] = field(default_factory=list)
     mpid: int | None = None
+    # The batch-level fields the record has (device_info, mp_deviceid, partner_identities, ip), None when it has
+    # none (the common case). They describe the device and request the data came from, so records of one user
+    # with different values never share a batch (see Grouper).
+    batch_fields: dict | None = None
 
 
 @dataclass(slots=True)
@@ -96,10 +100,15 @@ class Batch:
     event_count: int = 0
     refs: list[str] = field(default_factory=list)
     size: int = 0  # estimated serialized bytes
+    batch_fields: dict | None = None  # as UserRecord.batch_fields: the same for every record of the batch
     whole: ClassVar[None] = None  # see OneRecordBatch
 
-    def _head(self, environment: str, source_request_id: str) -> dict:
+    def _head(self, environment: str, source_request_id: str, context: dict | None = None) -> dict:
         body: dict = {"source_request_id": source_request_id, "environment": environment}
+        if context:
+            body["context"] = context
+        if self.batch_fields:
+            body.update(self.batch_fields)
         if self.identities:
             body["user_identities"] = self.identities
         if self.mpid is not None:
@@ -110,15 +119,16 @@ class Batch:
             body["deleted_user_attributes"] = self.deleted_user_attributes
         return body
 
-    def serialize(self, environment: str, source_request_id: str) -> bytes:
-        """The batch as JSON bytes: the head serialized, the already serialized events spliced in."""
-        head = orjson.dumps(self._head(environment, source_request_id))
+    def serialize(self, environment: str, source_request_id: str, context: dict | None = None) -> bytes:
+        """The batch as JSON bytes: the head serialized, the already serialized events spliced in. `context` is
+        the batch's `context` (the run's data plan), the same for every batch of a run."""
+        head = orjson.dumps(self._head(environment, source_request_id, context))
         if not self.event_json:
             return head
         return head[:-1] + b',"events":[' + b",".join(self.event_json) + b"]}"
 
-    def to_dict(self, environment: str, source_request_id: str) -> dict:
-        body = self._head(environment, source_request_id)
+    def to_dict(self, environment: str, source_request_id: str, context: dict | None = None) -> dict:
+        body = self._head(environment, source_request_id, context)
         if self.event_json:
             body["events"] = orjson.loads(b"[" + b",".join(self.event_json) + b"]")
         return body
@@ -139,6 +149,7 @@ class OneRecordBatch:
     refs: list[str]
     size: int
     mpid = None
+    batch_fields = None
 
     def _data(self) -> dict:
         return orjson.loads(b"{" + self.whole)
@@ -170,27 +181,38 @@ class OneRecordBatch:
             size=self.size,
         )
 
-    def serialize(self, environment: str, source_request_id: str) -> bytes:
+    def serialize(self, environment: str, source_request_id: str, context: dict | None = None) -> bytes:
         head = b'{"source_request_id":' + orjson.dumps(source_request_id) + b',"environment":'
-        return head + orjson.dumps(environment) + b"," + self.whole
+        head += orjson.dumps(environment) + b","
+        if context:
+            head += b'"context":' + orjson.dumps(context) + b","
+        return head + self.whole
 
-    def to_dict(self, environment: str, source_request_id: str) -> dict:
-        return {"source_request_id": source_request_id, "environment": environment, **self._data()}
+    def to_dict(self, environment: str, source_request_id: str, context: dict | None = None) -> dict:
+        body: dict = {"source_request_id": source_request_id, "environment": environment}
+        if context:
+            body["context"] = context
+        return {**body, **self._data()}
 
 
 def serialize_batches(
-    batches: Sequence[Batch | OneRecordBatch], environment: str, source_request_ids: Sequence[str]
+    batches: Sequence[Batch | OneRecordBatch],
+    environment: str,
+    source_request_ids: Sequence[str],
+    context: dict | None = None,
 ) -> list[bytes]:
-    """`[b.serialize(environment, i) for b, i in zip(batches, source_request_ids)]`, with what is the same for
-    every batch serialized once. The ids must need no JSON escaping (as `batch_ids` and `deterministic_id`
-    make them: hex digits and dashes); they are spliced in as they are."""
+    """`[b.serialize(environment, i, context) for b, i in zip(batches, source_request_ids)]`, with what is the
+    same for every batch (the environment, the context) serialized once. The ids must need no JSON escaping (as
+    `batch_ids` and `deterministic_id` make them: hex digits and dashes); they are spliced in as they are."""
     start = b'{"source_request_id":"'
     middle = b'","environment":' + orjson.dumps(environment) + b","
+    if context:
+        middle += b'"context":' + orjson.dumps(context) + b","
     concat = b"".join
     return [
         concat((start, srid.encode(), middle, batch.whole))
         if batch.whole is not None
-        else batch.serialize(environment, srid)
+        else batch.serialize(environment, srid, context)
         for batch, srid in zip(batches, source_request_ids, strict=True)
     ]
 
@@ -248,11 +270,20 @@ class Grouper:
         # The user: identities in a canonical form, as bytes (which the garbage collector need not follow).
         ids_json = dumps(identities, option=sort_keys)[1:]
         key: object = ids_json if mpid is None else (mpid, ids_json)
+        batch_fields = record.batch_fields
+        fields_size = 0
+        if batch_fields is not None:
+            # Records of one user with different device info, ip or partner ids are sent in different batches:
+            # a batch says which device and request its data came from, so merging them would attribute
+            # events to the wrong device (and "latest wins" would silently rewrite earlier records' data).
+            fields_json = dumps(batch_fields, option=sort_keys)
+            key = (mpid, ids_json, fields_json)
+            fields_size = len(fields_json)
         index = self.open_batches.get(key)
         attributes = record.user_attributes
         events = record.events
         max_batch_bytes = self.max_batch_bytes
-        if index is None and identities and mpid is None and not record.deleted_user_attributes:
+        if index is None and identities and mpid is None and not record.deleted_user_attributes and not fields_size:
             # The common case, a user's first record: serialized whole, once, it is measured and ready to send.
             if attributes and events:
                 data: dict = {"user_identities": identities, "user_attributes": attributes, "events": events}
@@ -286,14 +317,19 @@ class Grouper:
         attrs_size = _size(attributes) if attributes else 0
         deleted_size = _size(record.deleted_user_attributes) if record.deleted_user_attributes else 0
         ids_size = 1 + len(ids_json) + 20
-        own_size = _BATCH_OVERHEAD + ids_size + events_size + attrs_size + deleted_size
+        own_size = _BATCH_OVERHEAD + ids_size + events_size + attrs_size + deleted_size + fields_size
         if own_size > max_batch_bytes:
             self.refused.append((record, _too_large(own_size, max_batch_bytes)))
             return
         # Attributes merge (later values win), so adding them can only grow the batch by attrs_size.
         added = events_size + attrs_size + deleted_size
         if index is None or (batch := self.batches[index]).size + added > max_batch_bytes:
-            batch = Batch(identities=dict(identities), mpid=mpid, size=_BATCH_OVERHEAD + ids_size)
+            batch = Batch(
+                identities=dict(identities),
+                mpid=mpid,
+                size=_BATCH_OVERHEAD + ids_size + fields_size,
+                batch_fields=batch_fields,
+            )
             self.open_batches[key] = len(self.batches)
             self.batches.append(batch)
         elif isinstance(batch, OneRecordBatch):
@@ -378,7 +414,8 @@ def pack(
 
 
 # A record set aside is kept as bytes in one of two forms: "W" (or "A" when it has user attributes) + the batch
-# JSON of a record that can be a one-record batch as it is (identities, no mpid, no deletions: the common case),
+# JSON of a record that can be a one-record batch as it is (identities, no mpid, no deletions, no batch-level
+# fields: the common case),
 # so that a user with a single record needs no parsing at all when built; "R" + the record's fields otherwise.
 _WHOLE, _WHOLE_WITH_ATTRIBUTES, _FIELDS = b"W", b"A", b"R"
 
@@ -395,7 +432,7 @@ def set_aside_form(
     events = record.events
     if mpid is None:
         user = sha1(ids_json, usedforsecurity=False).hexdigest()
-        if identities and not record.deleted_user_attributes:
+        if identities and not record.deleted_user_attributes and record.batch_fields is None:
             if attributes and events:
                 return user, b"A" + dumps(
                     {"user_identities": identities, "user_attributes": attributes, "events": events}
@@ -417,6 +454,8 @@ def set_aside_form(
         fields["d"] = record.deleted_user_attributes
     if events:
         fields["e"] = events
+    if record.batch_fields is not None:
+        fields["x"] = record.batch_fields
     return user, _FIELDS + dumps(fields)
 
 
@@ -430,7 +469,7 @@ def load_record(data, ref: str) -> UserRecord:
         )  # fmt: skip
     return UserRecord(
         ref=ref, identities=d["i"], user_attributes=d.get("a", {}), deleted_user_attributes=d.get("d", []),
-        events=d.get("e", []), mpid=d.get("m"),
+        events=d.get("e", []), mpid=d.get("m"), batch_fields=d.get("x"),
     )  # fmt: skip
 
 

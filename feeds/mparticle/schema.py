@@ -127,3 +127,83 @@ POD_BASE_URLS: dict[str, str] = {
     "eu1": "https://s2s.eu1.mparticle.com/v2",
     "au1": "https://s2s.au1.mparticle.com/v2",
 }
+
+# Batch-level fields beyond the user's identities (https://docs.mparticle.com/developers/server/json-reference/
+# #device_info, #partner_identities, #context, and the Events API's JSON schema,
+# https://docs.mparticle.com/schema/mparticle.inbound.eventsapi.schema.json).
+# The device identities of `device_info`, as mParticle names them: those typed Uuid in the schema must be
+# UUIDs in the 8-4-4-4-12 hex form; the others are text.
+UUID_DEVICE_IDS: tuple[str, ...] = (
+    "ios_advertising_id",
+    "ios_idfv",
+    "android_advertising_id",
+    "roku_advertising_id",
+    "roku_publisher_id",
+    "fire_advertising_id",
+)
+TEXT_DEVICE_IDS: tuple[str, ...] = (
+    "android_uuid",
+    "push_token",
+    "microsoft_advertising_id",
+    "microsoft_publisher_id",
+    "amp_id",
+)
+DEVICE_IDS: tuple[str, ...] = UUID_DEVICE_IDS + TEXT_DEVICE_IDS
+# What else device_info may hold (the schema's additionalProperties is false), by JSON type, for the sandbox.
+DEVICE_INFO_TEXT: tuple[str, ...] = TEXT_DEVICE_IDS + (
+    "brand",
+    "product",
+    "device",
+    "device_manufacturer",
+    "os_version",
+    "device_model",
+    "device_country",
+    "locale_language",
+    "locale_country",
+    "network_country",
+    "network_carrier",
+    "network_code",
+    "network_mobile_country_code",
+    "build_identifier",
+    "http_header_user_agent",
+    "cpu_architecture",
+    "radio_access_technology",
+    "bluetooth_version",
+    "build_version_release",
+)
+DEVICE_INFO_INTEGERS: tuple[str, ...] = (
+    "screen_height",
+    "screen_width",
+    "screen_dpi",
+    "timezone_offset",
+    "att_timestamp_unixtime_ms",
+)
+DEVICE_INFO_BOOLEANS: tuple[str, ...] = (
+    "is_tablet",
+    "push_notification_sound_enabled",
+    "push_notification_vibrate_enabled",
+    "supports_telephony",
+    "has_nfc",
+    "bluetooth_enabled",
+    "limit_ad_tracking",
+    "is_dst",
+)
+DEVICE_PLATFORMS: tuple[str, ...] = (
+    "iOS",
+    "Android",
+    "web",
+    "tvOS",
+    "roku",
+    "out_of_band",
+    "alexa",
+    "smart_tv",
+    "fire_tv",
+    "xbox",
+)
+ATT_AUTHORIZATION_STATUSES: tuple[str, ...] = ("authorized", "denied", "not_determined", "restricted")
+# The UUID form of the schema's Uuid type (device ids, mp_deviceid).
+UUID_PATTERN = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+# Commerce events beside product_action (#promotion_action, #product_impressions).
+PROMOTION_ACTIONS: tuple[str, ...] = ("view", "click")
+PROMOTION_FIELDS: tuple[str, ...] = ("id", "name", "creative", "position")

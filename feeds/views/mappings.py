@@ -482,7 +482,9 @@ def mapping_preview(request, slug):
         if not isinstance(text, str):
             text = json.dumps(text)
         records, input_problems = parse_records(text)
-        preview = preview_records(doc, records, environment=workspace.environment, id_salt=str(workspace.pk))
+        preview = preview_records(
+            doc, records, environment=workspace.environment, id_salt=str(workspace.pk), data_plan=workspace.data_plan
+        )
 
     state = editor_state(doc)
     place_messages(state, preview_messages(preview))
@@ -540,7 +542,7 @@ def datasheet(request, slug, mapping_id):
     context = {
         "workspace": mapping.workspace,
         "mapping": mapping,
-        "sheet": sheets.build(mapping.rules),
+        "sheet": sheets.build(mapping.rules, data_plan=mapping.workspace.data_plan),
         "title": _sheet_title(mapping),
         "details": _sheet_details(mapping),
     }
@@ -550,7 +552,7 @@ def datasheet(request, slug, mapping_id):
 @staff_required(read="view_mapping")
 def datasheet_markdown(request, slug, mapping_id):
     mapping = get_mapping(get_workspace(slug), mapping_id)
-    sheet = sheets.build(mapping.rules)
+    sheet = sheets.build(mapping.rules, data_plan=mapping.workspace.data_plan)
     text = sheets.to_markdown(sheet, title=_sheet_title(mapping), details=_sheet_details(mapping))
     response = HttpResponse(text, content_type="text/markdown; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="{_filename(mapping, "-datasheet", "md")}"'

@@ -148,9 +148,14 @@
       delete rule.screen_name;
       delete rule.custom_event_type;
       if (parsed.productAction !== undefined) rule.product_action = parsed.productAction;
-      else if (!("product_action" in rule)) rule.product_action = { action: "purchase" };
+      // A promotion or impressions event (edited in the JSON) is a commerce event without a product action.
+      else if (!["product_action", "promotion_action", "product_impressions"].some((k) => k in rule)) {
+        rule.product_action = { action: "purchase" };
+      }
     } else {
       delete rule.product_action;
+      delete rule.promotion_action;
+      delete rule.product_impressions;
       if (!block.nameJsonOnly) {
         if (type === "screen_view") {
           const keepName = orig.event_type === "screen_view" && "name" in orig && !("screen_name" in orig);
