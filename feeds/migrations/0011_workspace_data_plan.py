@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('feeds', '0009_remove_checkpoint_fix_set_aside_help'),
+        ('feeds', '0010_run_records'),
     ]
 
     operations = [
