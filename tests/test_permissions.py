@@ -33,6 +33,7 @@ STAFF_PAGES = {
     "job_preview": ("slug job_id", "view_syncjob", None),
     "mapping_new": ("slug", "add_mapping", "add_mapping"),
     "mapping_preview": ("slug", None, "view_mapping"),
+    "mapping_test_record": ("slug", None, "change_mapping"),
     "mapping_edit": ("slug mapping_id", "view_mapping", "change_mapping"),
     "mapping_export": ("slug mapping_id", "view_mapping", None),
     "datasheet": ("slug mapping_id", "view_mapping", None),
