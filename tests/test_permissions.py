@@ -120,7 +120,7 @@ def requests(objects):
 
 
 def call(client, method: str, address: str):
-    if method == "post" and address.endswith("/preview"):
+    if method == "post" and address.endswith(("/preview", "/test-record")):  # JSON endpoints
         return client.post(address, "{}", content_type="application/json")
     return getattr(client, method)(address)
 
