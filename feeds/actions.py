@@ -11,16 +11,21 @@ follows from it — a connection test, the blocked runs going on — and says wh
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+import uuid
+from dataclasses import dataclass, field
 from datetime import datetime
 
+import orjson
 from django.contrib import messages
 from django.utils import timezone
 
-from feeds import sync
-from feeds.models import CredentialLink, SyncRun, Workspace
+from feeds import mapping as mapping_rules
+from feeds import pipeline, sync
+from feeds.models import CredentialLink, SyncJob, SyncRun, Workspace
 from feeds.mparticle.client import Answer
 from feeds.notices import verify_credentials
+from feeds.preview import Sample
 
 log = logging.getLogger(__name__)
 
@@ -136,3 +141,88 @@ def cancel_run(run: SyncRun, user) -> Done:
         f" {pending} deliver{'y' if pending == 1 else 'ies'} not sent are kept and will not be sent." if pending else ""
     )
     return Done(True, messages.SUCCESS, f"Run #{run.pk} of {run.job} is cancelled.{kept}")
+
+
+# ------------------------------------------------------------------------------------ one test record
+
+
+@dataclass(frozen=True)
+class Sent:
+    """One request of a test record: where it went, the batches it carried and mParticle's answer."""
+
+    path: str
+    batches: list[dict]
+    answer: Answer
+
+
+@dataclass(frozen=True)
+class TestRecord:
+    """What "send one test record" did: `text` for staff; `sent` empty when it was refused before sending."""
+
+    text: str
+    sent: list[Sent] = field(default_factory=list)
+    ref: str = ""  # the sample record that was sent
+
+    @property
+    def delivered(self) -> bool:
+        return bool(self.sent) and all(s.answer.delivered for s in self.sent)
+
+
+def send_test_record(workspace: Workspace, rules: object, sample: Sample) -> TestRecord:
+    """Send the sample's first record, converted by `rules` as a run converts it (feeds.pipeline), to the
+    workspace's Events API with its credentials — only in the development environment, where mParticle keeps it
+    apart from production data. Refused, with the reason and nothing sent, anywhere else, without credentials,
+    while paused, for a mapping that is not valid and for a first record that cannot be read or is refused."""
+    if workspace.environment != Workspace.Environment.DEVELOPMENT:
+        return TestRecord(
+            f"Not sent: {workspace} sends to mParticle's {workspace.get_environment_display().lower()} "
+            "environment. A test record goes only to a workspace in development, so that it never becomes "
+            "production data."
+        )
+    if not workspace.has_credentials:
+        return TestRecord(f"Not sent: {workspace} has no credentials yet (send the client a credential link).")
+    if workspace.status == Workspace.Status.PAUSED:
+        return TestRecord(f"Not sent: {workspace} is paused; resume it to send.")
+    errors = mapping_rules.validate(rules)
+    if errors or not isinstance(rules, dict):
+        return TestRecord(f"Not sent: the mapping is not valid ({len(errors)} error(s), listed under Problems).")
+    if not sample.items:
+        reason = "; ".join(sample.errors[:2]) if sample.errors else "it is empty"
+        return TestRecord(f"Not sent: the sample has no record to send ({reason}).")
+    first = sample.items[0]
+    if first.record is None:
+        return TestRecord(f"Not sent: the sample's first record cannot be read ({first.error}).", ref=first.ref)
+    converter = mapping_rules.compile_mapping(rules, id_salt=str(workspace.pk), data_plan=workspace.data_plan)
+    now_ms = int(time.time() * 1000)
+    aside, refused = pipeline.set_aside(converter, [first], SyncJob.EndpointMode.REALTIME, now_ms)
+    if refused:
+        return TestRecord(f"Not sent: the mapping refuses the first record ({refused[0].reason}).", ref=first.ref)
+
+    def ids(count: int, *_) -> list[str]:
+        return [str(uuid.uuid4()) for _ in range(count)]
+
+    requests, too_large = pipeline.build(
+        pipeline.in_building_order(aside), workspace.environment, ids, context=converter.context
+    )
+    if too_large or not requests:
+        reason = too_large[0].reason if too_large else "it makes no data to send"
+        return TestRecord(f"Not sent: the first record cannot be sent ({reason}).", ref=first.ref)
+    try:
+        client = workspace.client()
+    except ValueError as e:  # e.g. an endpoint this deployment may not send to: nothing was sent
+        return TestRecord(f"Not sent: {e}.", ref=first.ref)
+    sent = []
+    try:
+        for request in requests:
+            answer = client.post(request.path, request.body)
+            sent.append(Sent(request.path, orjson.loads(request.body), answer))
+            log.info("workspace %s: test record %s to %s: %s", workspace.pk, first.ref, request.path,
+                     answer.describe())  # fmt: skip
+    finally:
+        client.close()
+    answers = "; ".join(f"{s.path}: {s.answer.describe()}" for s in sent)
+    if all(s.answer.delivered for s in sent):
+        text = f"Sent {first.ref} to {workspace}'s development environment; mParticle accepted it ({answers})."
+    else:
+        text = f"Sent {first.ref}, but mParticle did not accept it ({answers})."
+    return TestRecord(text, sent, first.ref)

@@ -12,7 +12,16 @@ from django.core.exceptions import ValidationError
 from django.http import QueryDict
 
 from feeds import mapping as mapping_rules
-from feeds.models import Mapping, MappingConflict, OutputChanged, SyncJob, Workspace, validate_one_line
+from feeds.models import (
+    MAX_SAMPLE_CHARS,
+    Mapping,
+    MappingConflict,
+    OutputChanged,
+    SampleFormat,
+    SyncJob,
+    Workspace,
+    validate_one_line,
+)
 
 
 class WorkspaceAdminForm(forms.ModelForm):
@@ -292,6 +301,13 @@ class MappingForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 24, "spellcheck": "false", "autocapitalize": "off"}),
     )
     version = forms.IntegerField(required=False, widget=forms.HiddenInput)
+    sample = forms.CharField(
+        required=False,
+        strip=False,
+        max_length=MAX_SAMPLE_CHARS,
+        label="Sample records: CSV with a header line, NDJSON (one JSON object per line), or JSON",
+    )
+    sample_format = forms.ChoiceField(required=False, choices=SampleFormat.choices, label="Read as")
     accept_changes = forms.BooleanField(required=False, label="Accept changed sample outputs")
     changes_digest = forms.CharField(required=False, widget=forms.HiddenInput)
 
@@ -319,6 +335,12 @@ class MappingForm(forms.Form):
         if not isinstance(doc, dict):
             raise forms.ValidationError("The mapping must be a JSON object ({...}).")
         return doc
+
+    def clean_sample(self) -> str:
+        return self.cleaned_data["sample"].replace("\r\n", "\n")  # (NUL characters are refused already)
+
+    def clean_sample_format(self) -> str:
+        return self.cleaned_data["sample_format"] or SampleFormat.AUTO
 
 
 # ------------------------------------------------------------------------------------- the client's credential page

@@ -354,6 +354,16 @@ def key_hint(api_key: str) -> str:
     return f"…{api_key[-4:]}" if len(api_key) >= 12 else ("…" if api_key else "")
 
 
+class SampleFormat(models.TextChoices):
+    AUTO = "auto", "Detect"
+    CSV = "csv", "CSV"
+    NDJSON = "ndjson", "NDJSON"
+    JSON = "json", "JSON"
+
+
+MAX_SAMPLE_CHARS = 512 * 1024
+
+
 class Mapping(models.Model):
     """Versioned rules from a partner record to identities, user attributes and events (see the README)."""
 
@@ -361,6 +371,13 @@ class Mapping(models.Model):
     name = models.CharField(max_length=200, default="default", validators=[validate_one_line])
     version = models.PositiveIntegerField(default=1, help_text="Goes up by one with every change of the rules.")
     rules = models.JSONField(help_text="The mapping document (JSON).")
+    sample = models.TextField(
+        blank=True,
+        default="",
+        max_length=MAX_SAMPLE_CHARS,
+        help_text="Records pasted or uploaded in the editor (CSV, NDJSON or JSON), kept to map and preview from.",
+    )
+    sample_format = models.CharField(max_length=10, choices=SampleFormat.choices, default=SampleFormat.AUTO)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -398,6 +415,15 @@ class Mapping(models.Model):
                 return True
         except IntegrityError:
             raise MappingConflict(f"This workspace already has a mapping named {self.name!r}.") from None
+
+    def keep_sample(self, text: str, fmt: str) -> bool:
+        """Keep `text` (read as `fmt`) as the sample staff map from; the rules and version are untouched.
+        Returns whether it changed."""
+        if (text, fmt) == (self.sample, self.sample_format):
+            return False
+        self.sample, self.sample_format = text, fmt
+        self.save(update_fields=["sample", "sample_format", "updated_at"])
+        return True
 
     def prepare_rules(self, doc: dict, *, version: int | None = None, accept_changes: bool | str = False):
         """What update_rules would store as the rules: `doc`, with the golden samples' new outputs recorded as

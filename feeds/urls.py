@@ -44,6 +44,7 @@ urlpatterns = [
     # Mappings: the editor and its live preview, the JSON export, the feed data sheet.
     path("workspaces/<slug:slug>/mappings/new/", mappings.mapping_new, name="mapping_new"),
     path("workspaces/<slug:slug>/mappings/preview", mappings.mapping_preview, name="mapping_preview"),
+    path("workspaces/<slug:slug>/mappings/test-record", mappings.mapping_test_record, name="mapping_test_record"),
     path("workspaces/<slug:slug>/mappings/<int:mapping_id>/", mappings.mapping_edit, name="mapping_edit"),
     path(
         "workspaces/<slug:slug>/mappings/<int:mapping_id>/export.json", mappings.mapping_export, name="mapping_export"

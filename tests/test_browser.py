@@ -157,7 +157,9 @@ def map_fields_run_and_watch(page, site, sandbox, shots, tmp_path):
     page.get_by_label("Name", exact=True).fill("orders")
     page.locator("#json-details summary").click()
     page.fill("#id_document", json.dumps(MAPPING, indent=2))
-    page.locator("#preview-records").fill(json.dumps(rows[:3] + [rows[7]]))
+    # Mapping from a CSV sample: the file's header and a few of its lines, the bad one among them.
+    lines = data.read_text().splitlines(keepends=True)
+    page.locator("#preview-records").fill("".join(lines[:4] + [lines[8]]))
     page.locator("#preview-run").click()
     wait_js(page, "document.querySelector('#preview-batches').textContent.includes('Purchase Completed')")
     # The refused sample is shown with the reason, next to the rule that refused it.
@@ -166,8 +168,11 @@ def map_fields_run_and_watch(page, site, sandbox, shots, tmp_path):
     page.get_by_role("button", name="Save mapping").click()
     page.wait_for_load_state()
     assert "Mapping saved" in page.inner_text("body")
-    ((mapping_id, rules),) = processes.query(site.db, "SELECT id, rules FROM feeds_mapping WHERE name = 'orders'")
+    ((mapping_id, rules, sample),) = processes.query(
+        site.db, "SELECT id, rules, sample FROM feeds_mapping WHERE name = 'orders'"
+    )
     assert json.loads(rules)["identities"] == MAPPING["identities"]
+    assert sample.splitlines() == [line.rstrip("\r\n") for line in lines[:4] + [lines[8]]]  # kept with it
 
     # A job over the file.
     page.goto(f"{site.url}/workspaces/acme-shoes/jobs/new/")

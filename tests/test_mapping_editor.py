@@ -16,7 +16,16 @@ from django.urls import reverse
 
 from feeds.models import Mapping
 from tests.browser import wait_js
-from tests.helpers import MAPPING, make_job, make_mapping, make_staff, make_workspace, purchase_rows, write_csv
+from tests.helpers import (
+    MAPPING,
+    SANDBOX_SECRET,
+    make_job,
+    make_mapping,
+    make_staff,
+    make_workspace,
+    purchase_rows,
+    write_csv,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -300,10 +309,10 @@ def test_the_preview_shows_batches_and_keys_refusals_by_rule_path(staff, workspa
     assert batch["events"][0]["data"]["event_name"] == "Purchase Completed"
     assert '"event_name": "Purchase Completed"' in result["batches_text"]
     [refused] = result["rejected"]
-    assert refused["ref"] == "record 2" and refused["path"] == "events[0].attributes.amount"
+    assert refused["ref"] == "line 2" and refused["path"] == "events[0].attributes.amount"
     assert result["by_path"] == {
         "events[0].attributes.amount": [
-            {"level": "rejected", "text": "record 2: events[0].attributes.amount: 'n/a' is not a number"}
+            {"level": "rejected", "text": "line 2: events[0].attributes.amount: 'n/a' is not a number"}
         ]
     }
     assert [s["ok"] for s in result["samples"]] == [True, True]
@@ -331,16 +340,83 @@ def test_the_preview_keys_validation_errors_and_warnings_by_rule_path(staff, wor
 
 
 def test_the_preview_says_which_pasted_lines_are_not_json(staff, workspace):
+    # NDJSON is read by the runs' own reader: a bad line is an error of the sample, the others are previewed.
     result = preview(staff, workspace, DEMO, records='{"customer_id": "a"}\nnot json\n\n{"x": 1').json()
-    assert result["input_errors"] == [
-        "sample records, line 2: not valid JSON (Expecting value)",
-        "sample records, line 4: not valid JSON (Expecting ',' delimiter)",
+    assert [e.split(" (")[0] for e in result["input_errors"]] == [
+        "sample, line 2: the line is not valid JSON",
+        "sample, line 4: the line is not valid JSON",
     ]
-    assert result["records"] == 1
+    assert result["records"] == 1 and result["sample"]["format"] == "ndjson"
     result = preview(staff, workspace, DEMO, records='[{"a": 1},]').json()
-    assert result["input_errors"][0].startswith("sample records: not valid JSON: Expecting value")
+    assert result["input_errors"][0].startswith("sample: not valid JSON: Expecting value")
     result = preview(staff, workspace, DEMO, records="[1, 2]").json()
-    assert [r["reason"] for r in result["rejected"]] == ["expected an object, got a number"] * 2
+    assert result["input_errors"] == [
+        "sample, record 1: expected an object, got a number",
+        "sample, record 2: expected an object, got a number",
+    ]
+    assert result["records"] == 0 and result["rejected"] == []
+
+
+def test_the_preview_reads_a_csv_sample_as_a_run_reads_a_csv_file(staff, workspace):
+    doc = {
+        "identities": {"email": "email"},
+        "user_attributes": {"plan": "plan", "orders": {"field": "n", "type": "int"}},
+    }
+    text = "email;plan;n\nann@example.com;pro;3\nbob@example.com;free\n\ncat@example.com;pro;x\n"
+    result = preview(staff, workspace, doc, records=text).json()
+    # Its columns, to pick from; the delimiter sniffed as a run sniffs it.
+    assert result["sample"]["format"] == "csv" and result["sample"]["columns"] == ["email", "plan", "n"]
+    # A row that cannot be read is an error of the sample (beside it), a record the mapping refuses is refused.
+    assert result["input_errors"] == ["sample, line 3: the row has 2 fields, the header has 3"]
+    assert [(r["ref"], r["path"]) for r in result["rejected"]] == [("line 5", "user_attributes.orders")]
+    assert [b["user_attributes"] for b in result["batches"]] == [{"plan": "pro", "orders": 3}]
+    # Warnings are kept apart from errors.
+    assert any("CSV values are all text" in w for w in result["input_warnings"])
+    assert not any("CSV" in e for e in result["errors"] + result["input_errors"])
+    # Read as what staff chose; a header a run refuses is refused here too, and the document still checked.
+    result = preview(staff, workspace, doc, records="a,b\n1,2", format="ndjson").json()
+    assert result["sample"]["format"] == "ndjson" and len(result["input_errors"]) == 2
+    result = preview(staff, workspace, {"identities": []}, records="a,a\n1,2").json()
+    assert result["input_errors"] == ["sample: the header names a column more than once: 'a' (columns 1, 2)"]
+    assert result["errors"]
+    result = preview(staff, workspace, doc, records="a\n1", format="xml").json()
+    assert result["input_errors"][0].startswith("sample: unknown format 'xml'")
+    # Nested JSON offers dotted field names, as the mapping reads them.
+    result = preview(staff, workspace, doc, records='[{"id": 1, "address": {"city": "Oslo", "geo": {"lat": 1}}}]')
+    assert result.json()["sample"]["columns"] == ["id", "address.city", "address.geo.lat"]
+
+
+def test_the_sample_is_kept_with_the_mapping(staff, workspace, mapping):
+    url = edit_url(mapping)
+    # Where none is kept, the golden samples' records are offered; saving them unchanged changes nothing.
+    from feeds.views.mappings import sample_records_text
+
+    assert "Ada.Lovelace42@Example.com" in text_of(staff.get(url), "preview-records")
+    offered = sample_records_text(mapping.rules).replace("\n", "\r\n")  # as a browser posts a textarea
+    response = staff.post(
+        url, {"name": "default", "document": json.dumps(mapping.rules), "sample": offered}, follow=True
+    )
+    assert "No changes (version 1)." in response.content.decode()
+    mapping.refresh_from_db()
+    assert mapping.sample == ""
+    text = "email,plan\nann@example.com,pro\n"
+    response = save(staff, url, mapping.rules, sample=text, sample_format="csv", version=mapping.version)
+    assert response.status_code == 302
+    mapping.refresh_from_db()
+    # The rules did not change: the version neither; the sample is kept.
+    assert (mapping.sample, mapping.sample_format, mapping.version) == (text, "csv", 1)
+    page = staff.get(url)
+    assert "ann@example.com,pro" in text_of(page, "preview-records")
+    assert json.loads(text_of(page, "sample-columns-data")) == ["email", "plan"]
+    assert 'data-saved="true"' in page.content.decode()
+    # A new mapping keeps its sample from its first version; a sample that is not text is refused.
+    new = reverse("feeds:mapping_new", args=[workspace.slug])
+    assert save(staff, new, MAPPING, name="second", sample='{"a": 1}', sample_format="json").status_code == 302
+    assert Mapping.objects.get(name="second").sample == '{"a": 1}'
+    response = save(staff, new, MAPPING, name="third", sample="a\x00b")
+    assert response.status_code == 200 and "Null characters are not allowed" in text_of(response, "save-failed")
+    assert 'data-saved="false"' in response.content.decode()
+    assert not Mapping.objects.filter(name="third").exists()
 
 
 def test_the_preview_reads_the_first_10_records_of_a_job(staff, workspace, tmp_path):
@@ -407,6 +483,7 @@ def all_urls(mapping):
         ("get", reverse("feeds:mapping_edit", args=[slug, mapping.pk])),
         ("post", reverse("feeds:mapping_edit", args=[slug, mapping.pk])),
         ("post", reverse("feeds:mapping_preview", args=[slug])),
+        ("post", reverse("feeds:mapping_test_record", args=[slug])),
         ("get", reverse("feeds:mapping_export", args=[slug, mapping.pk])),
         ("get", reverse("feeds:datasheet", args=[slug, mapping.pk])),
         ("get", reverse("feeds:datasheet_md", args=[slug, mapping.pk])),
@@ -740,3 +817,160 @@ def test_64_bit_numbers_survive_the_browser(browser_page, live_server):
     assert "No changes (version 1)." in page.inner_text(".messages")
     mapping.refresh_from_db()
     assert mapping.rules == doc
+
+
+# ------------------------------------------------------------------------------------------ one test record
+
+
+def send_test(client, workspace, doc: object, records: str, **body):
+    url = reverse("feeds:mapping_test_record", args=[workspace.slug])
+    return client.post(url, json.dumps({"document": doc, "records": records, **body}), content_type="application/json")
+
+
+CSV_SAMPLE = "email,plan,order\nann@example.com,pro,o-1\nbob@example.com,free,o-2\n"
+TEST_DOC = {
+    "identities": {"email": "email"},
+    "user_attributes": {"plan": "plan"},
+    "events": [{"name": "Order Placed", "attributes": {"order": "order"}}],
+}
+
+
+def test_one_test_record_goes_to_the_sandbox_in_development(staff, sandbox):
+    workspace = make_workspace(sandbox, name="Dev Co")
+    assert workspace.environment == "development"
+    response = send_test(staff, workspace, TEST_DOC, CSV_SAMPLE)
+    assert response.status_code == 200
+    result = response.json()
+    assert result["sent"] and result["delivered"] and result["ref"] == "line 2"
+    assert "mParticle accepted it" in result["text"]
+    [answer] = result["answers"]
+    assert answer["status"] == 202 and answer["outcome"] == "accepted"
+    # Exactly the first record, converted by the mapping, over HTTP with the workspace's credentials.
+    [batch] = sandbox.batches()
+    assert batch["environment"] == "development"
+    assert batch["user_identities"] == {"email": "ann@example.com"}
+    assert batch["user_attributes"] == {"plan": "pro"}
+    [event] = sandbox.events()
+    assert event["data"]["event_name"] == "Order Placed" and event["data"]["custom_attributes"] == {"order": "o-1"}
+    assert '"event_name": "Order Placed"' in result["batches_text"]
+    assert SANDBOX_SECRET not in response.content.decode()
+
+
+def test_a_test_record_is_refused_outside_development_and_for_bad_input(staff, sandbox):
+    workspace = make_workspace(sandbox, name="Prod Co", environment="production")
+    result = send_test(staff, workspace, TEST_DOC, CSV_SAMPLE).json()
+    assert (
+        not result["sent"] and "production" in result["text"] and "only to a workspace in development" in result["text"]
+    )
+    dev = make_workspace(sandbox, name="Dev Co")
+    cases = [
+        ({"identities": []}, CSV_SAMPLE, "the mapping is not valid"),
+        (TEST_DOC, "", "the sample has no record to send (it is empty)"),
+        (TEST_DOC, "email,plan\nann,pro,extra\n", "the sample's first record cannot be read (the row has 3 fields"),
+        ({"identities": {"email": "missing"}, "events": [{"name": "X"}]}, CSV_SAMPLE, "the mapping refuses"),
+    ]
+    for doc, records, reason in cases:
+        result = send_test(staff, dev, doc, records).json()
+        assert not result["sent"] and reason in result["text"], (reason, result["text"])
+    assert sandbox.batches() == []
+    assert "unknown format 'xml'" in send_test(staff, dev, TEST_DOC, "a\n1", format="xml").json()["text"]
+
+
+@pytest.mark.browser
+@pytest.mark.django_db(transaction=True)
+def test_mapping_from_a_pasted_csv_sample_in_a_browser(browser_page, live_server, sandbox, tmp_path):
+    """The editor's sample paste and column pick: paste a CSV sample, pick its columns for the rows, watch the
+    preview, send one test record to the sandbox, save, reload and find the sample kept."""
+    from tests.browser import Shots
+
+    page, shots = browser_page, Shots("mapping-from-sample")
+    workspace = make_workspace(sandbox, name="Acme")
+    page.goto(live_server.url + reverse("feeds:mapping_new", args=[workspace.slug]))
+    page.get_by_label("Name", exact=True).fill("orders")
+    assert page.inner_text("#save-state") == "Not saved yet."  # a new mapping
+    page.fill("#preview-records", CSV_SAMPLE)
+    # The sample's columns are offered in each row.
+    wait_js(page, "document.getElementById('sample-columns-note').textContent.includes('email, plan, order')")
+    assert page.get_by_label("Read as").input_value() == "auto"
+    page.get_by_role("button", name="Add an identity").click()
+    row = page.locator("#rows .map-row").last
+    pick = row.get_by_label("Pick a column of the sample")
+    assert pick.is_visible()
+    assert pick.locator("option").all_inner_texts() == ["pick a column…", "email", "plan", "order"]
+    pick.select_option("email")
+    row.locator(".f-target-identity").select_option("email")
+    assert row.locator(".f-source").input_value() == "email"
+    page.get_by_role("button", name="Add a user attribute").click()
+    row = page.locator("#rows .map-row").last
+    row.get_by_label("Pick a column of the sample").select_option("plan")
+    row.locator(".f-target-name").fill("plan")
+    assert document_in(page)["identities"] == {"email": "email"}
+    assert document_in(page)["user_attributes"] == {"plan": "plan"}
+    # The preview follows: one batch per row of the sample.
+    wait_js(page, "document.getElementById('preview-batches').textContent.includes('bob@example.com')")
+    assert '"plan": "pro"' in page.inner_text("#preview-batches")
+    assert "2 records → 2 batches" in page.inner_text("#preview-status")
+    # Warnings beside the sample, apart from errors (there are none).
+    assert "CSV values are all text" in page.inner_text("#sample-warnings")
+    assert page.locator("#sample-errors-wrap").is_hidden()
+    assert "CSV values are all text" in page.inner_text("#warning-list")
+    assert "CSV values" not in page.inner_text("#problem-list")
+    shots.take(page, "picked")
+
+    # A row that cannot be read is an error beside the sample; the good rows are still previewed.
+    page.fill("#preview-records", CSV_SAMPLE + "cat@example.com\n")
+    wait_js(page, "!document.getElementById('sample-errors-wrap').hidden")
+    assert "sample, line 4: the row has 1 fields, the header has 3" in page.inner_text("#sample-errors")
+    assert "line 4" not in page.inner_text("#sample-warnings")
+    shots.take(page, "sample-error")
+    page.fill("#preview-records", CSV_SAMPLE)
+    wait_js(page, "document.getElementById('sample-errors-wrap').hidden")
+
+    # One test record to the workspace's development environment: the sandbox gets the first row.
+    page.get_by_role("button", name="Send one test record").click()
+    wait_js(page, "document.getElementById('test-record-status').textContent.includes('accepted')")
+    assert "HTTP 202" in page.inner_text("#test-record-answer")
+    [batch] = sandbox.batches()
+    assert batch["user_identities"] == {"email": "ann@example.com"} and batch["environment"] == "development"
+    assert SANDBOX_SECRET not in page.content()
+    shots.take(page, "test-record")
+
+    # Save, reload: the sample is kept with the mapping, its columns offered again; nothing is unsaved.
+    page.get_by_role("button", name="Save mapping").click()
+    assert "Mapping saved (version 1)." in page.inner_text(".messages")
+    mapping = Mapping.objects.get(name="orders")
+    assert mapping.sample == CSV_SAMPLE and mapping.rules["identities"] == {"email": "email"}
+    page.reload()
+    assert page.input_value("#preview-records") == CSV_SAMPLE
+    wait_js(page, "document.getElementById('preview-status').textContent.includes('batch')")
+    assert page.inner_text("#save-state") == ""
+    assert "not saved yet" not in page.inner_text("body")
+    pick = page.locator("#row-identities-email").get_by_label("Pick a column of the sample")
+    assert pick.input_value() == "email"
+    # "not saved yet" only while something differs from what is stored.
+    page.locator("#row-user_attributes-plan").get_by_label("upper").check()
+    wait_js(page, "document.getElementById('save-state').textContent === 'Not saved yet.'")
+    wait_js(page, "document.getElementById('problems-source').textContent.includes('not saved yet')")
+    page.locator("#row-user_attributes-plan").get_by_label("upper").uncheck()
+    wait_js(page, "document.getElementById('save-state').textContent === ''")
+    shots.take(page, "kept")
+
+    # An uploaded sample file (NDJSON): read into the box, its format from its name.
+    upload = tmp_path / "more.ndjson"
+    upload.write_text('{"email": "dan@example.com", "plan": "pro", "address": {"city": "Oslo"}}\n')
+    page.locator("#sample-file").set_input_files(str(upload))
+    wait_js(page, "document.getElementById('sample-columns-note').textContent.includes('address.city')")
+    assert page.get_by_label("Read as").input_value() == "ndjson"
+    wait_js(page, "document.getElementById('preview-batches').textContent.includes('dan@example.com')")
+
+    # A production workspace never takes a test record: refused, with the reason, nothing sent.
+    prod = make_workspace(sandbox, name="Prod", environment="production")
+    page.goto(live_server.url + reverse("feeds:mapping_new", args=[prod.slug]))
+    page.fill("#preview-records", CSV_SAMPLE)
+    page.get_by_role("button", name="Add an identity").click()
+    page.locator("#rows .map-row").last.get_by_label("Pick a column of the sample").select_option("email")
+    page.get_by_role("button", name="Send one test record").click()
+    wait_js(page, "document.getElementById('test-record-status').textContent.startsWith('Not sent')")
+    assert "production" in page.inner_text("#test-record-status")
+    assert len(sandbox.batches()) == 1
+    shots.take(page, "refused-in-production")

@@ -35,6 +35,7 @@ STAFF_PAGES = {
     "job_preview": ("slug job_id", "view_syncjob", None),
     "mapping_new": ("slug", "add_mapping", "add_mapping"),
     "mapping_preview": ("slug", None, "view_mapping"),
+    "mapping_test_record": ("slug", None, "change_mapping"),
     "mapping_edit": ("slug mapping_id", "view_mapping", "change_mapping"),
     "mapping_export": ("slug mapping_id", "view_mapping", None),
     "datasheet": ("slug mapping_id", "view_mapping", None),
@@ -123,7 +124,7 @@ def requests(objects):
 
 
 def call(client, method: str, address: str):
-    if method == "post" and address.endswith("/preview"):
+    if method == "post" and address.endswith(("/preview", "/test-record")):  # JSON endpoints
         return client.post(address, "{}", content_type="application/json")
     return getattr(client, method)(address)
 

@@ -65,6 +65,7 @@ from __future__ import annotations
 import codecs
 import csv
 import glob
+import io
 import os
 import re
 import stat
@@ -620,6 +621,22 @@ class FileSource:
                     continue
                 error = f"expected a JSON object, got {kind(record)}"
             yield Item(ref=f"{name}:{n}", error=error, excerpt=_excerpt(text), position=self._position(name, lines))
+
+
+def read_text(data: bytes, fmt: str, *, name: str = "sample", delimiter: str = "auto") -> Iterator[Item]:
+    """The items of CSV or NDJSON held in memory (a sample pasted in the mapping editor), read as a UTF-8 file of
+    that format is read by a run: the same header checks, delimiter sniffing and item errors. Raises SourceError
+    as a run would for the whole file (a bad header, a binary text)."""
+    if fmt not in FORMATS:
+        raise SourceError(f"unknown file format {fmt!r}: use csv or ndjson")
+    source = FileSource(path=name, format=fmt, delimiter=delimiter)
+    lines = _Lines(_Plain(io.BytesIO(data)), source.max_record_bytes)
+    if "\0" in data[:SNIFF_BYTES].decode("utf-8", "replace"):
+        raise SourceError(f"{name} is not text: it has NUL bytes")
+    if csv.field_size_limit() < source.max_record_bytes:
+        csv.field_size_limit(source.max_record_bytes)
+    items = source._csv_items if fmt == "csv" else source._ndjson_items
+    yield from items(name, lines, "utf-8", None)
 
 
 # ------------------------------------------------------------------------------------------------ helpers

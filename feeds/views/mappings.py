@@ -20,19 +20,19 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.text import slugify
 
+from feeds import actions
 from feeds import datasheet as sheets
 from feeds import mapping as mapping_rules
 from feeds.forms import MappingForm
 from feeds.mapping.specs import TRANSFORMS, VALUE_TYPES
 from feeds.mapping.timestamps import TIMESTAMP_FORMATS
 from feeds.mapping.validation import SUPPORTED_EVENT_TYPES
-from feeds.models import Mapping, MappingConflict, OutputChanged, changes_digest
+from feeds.models import Mapping, MappingConflict, OutputChanged, SampleFormat, changes_digest
 from feeds.mparticle import schema
-from feeds.preview import Preview, preview_job, preview_records
+from feeds.preview import SAMPLE_FORMATS, Preview, Sample, preview_job, preview_sample, read_sample
 from feeds.views.access import get_job, get_mapping, get_workspace, may, parse_id, staff_required
 
 JOB_PREVIEW_LIMIT = 10
-MAX_PREVIEW_RECORDS = 100
 ROW_DOC_KEYS = ("record_key", "identities", "mpid", "user_attributes", "events")
 BLOCK_RULE_KEYS = ("event_type", "name", "screen_name", "custom_event_type", "timestamp", "when", "attributes")
 
@@ -313,6 +313,7 @@ def sample_records_text(doc: object) -> str:
 
 def _editor(request, workspace, mapping: Mapping | None):
     initial_doc = mapping.rules if mapping else {"identities": {}, "user_attributes": {}, "events": []}
+    kept = bool(mapping and mapping.sample)
     form = MappingForm(
         request.POST or None,
         workspace=workspace,
@@ -321,6 +322,9 @@ def _editor(request, workspace, mapping: Mapping | None):
             "name": mapping.name if mapping else "default",
             "document": pretty(initial_doc),
             "version": mapping.version if mapping else None,
+            # The sample kept with the mapping; else the golden samples' records (kept once saved).
+            "sample": mapping.sample if mapping and kept else sample_records_text(initial_doc),
+            "sample_format": mapping.sample_format if mapping and kept else SampleFormat.AUTO,
         },
     )
     found: list[Message] = []
@@ -358,18 +362,26 @@ def _editor(request, workspace, mapping: Mapping | None):
     jobs = list(workspace.jobs.all())
     for job in jobs:
         job.remote_source = job.source_is_remote
+    sample_text = form["sample"].value() or ""
+    sample_fmt = form["sample_format"].value() or SampleFormat.AUTO
+    sample = read_sample(sample_text, sample_fmt if sample_fmt in SAMPLE_FORMATS else "auto")
     context = {
         "workspace": workspace,
         "mapping": mapping,
         "form": form,
         "state": state,
         "found": found,
+        "found_warnings": [m for m in found if m.level == "warning"],
         "changes": changes,
         # The checkbox accepts these changes only: a later edit that changes other outputs asks again.
         "changes_digest": changes_digest(changes) if changes else "",
         "jobs": jobs,
         "job_limit": JOB_PREVIEW_LIMIT,
-        "samples_text": sample_records_text(doc),
+        "sample": sample,
+        "sample_kept": kept,
+        "sample_formats": SampleFormat.choices,
+        # What the page holds is what is stored: the browser says "not saved yet" once it differs.
+        "saved": request.method != "POST" and mapping is not None,
         "choices": _choices(),
         "blank_row": Row(path="", kind="user_attribute", dom_id="row-__n__"),
         "blank_block": EventBlock(index=-1, rule={}),
@@ -397,7 +409,14 @@ def _save(workspace, mapping: Mapping | None, form: MappingForm) -> tuple[Mappin
     target = Mapping(workspace=workspace) if mapping is None else Mapping.objects.get(pk=mapping.pk)
     target.name = data["name"]
     accepted: bool | str = (data.get("changes_digest") or "") if data.get("accept_changes") else False
+    sample, fmt = data.get("sample") or "", data.get("sample_format") or SampleFormat.AUTO
+    if mapping is None:
+        target.sample, target.sample_format = sample, fmt  # stored with the new mapping's first version
     changed = target.update_rules(data["document"], version=data.get("version") or None, accept_changes=accepted)
+    # The golden samples' records, shown where no sample is kept, are not a sample staff gave: not kept.
+    offered = not mapping.sample and sample == sample_records_text(mapping.rules) if mapping else False
+    if mapping is not None and not offered:
+        changed = target.keep_sample(sample, fmt) or changed
     return target, changed
 
 
@@ -415,41 +434,21 @@ def mapping_edit(request, slug, mapping_id):
 # ----------------------------------------------------------------------------------------------- preview
 
 
-def _json_problem(e: Exception, where: bool = True) -> str:
-    if not isinstance(e, json.JSONDecodeError):
-        return "nested too deeply"
-    return f"{e.msg} (line {e.lineno}, column {e.colno})" if where else e.msg
-
-
-def parse_records(text: str) -> tuple[list, list[str]]:
-    """Pasted sample records: a JSON array, one JSON object, or NDJSON (one object per line)."""
-    text = text.strip()
-    if not text:
-        return [], []
+def _json_body(request) -> dict | None:
     try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
-        if text.startswith("["):
-            return [], [f"sample records: not valid JSON: {_json_problem(e)}"]
-        data = None
-    problems: list[str]
-    if isinstance(data, list):
-        records, problems = data, []
-    elif data is not None:
-        records, problems = [data], []
-    else:
-        records, problems = [], []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except (json.JSONDecodeError, RecursionError) as e:
-                problems.append(f"sample records, line {n}: not valid JSON ({_json_problem(e, where=False)})")
-    if len(records) > MAX_PREVIEW_RECORDS:
-        problems.append(f"sample records: only the first {MAX_PREVIEW_RECORDS} of {len(records)} are previewed")
-        records = records[:MAX_PREVIEW_RECORDS]
-    return records, problems
+        body = json.loads(request.body)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _sample_of(body: dict) -> Sample:
+    """The sample a preview request carries: "records" (the pasted text) read as "format"."""
+    text = body.get("records", "")
+    if not isinstance(text, str):
+        text = json.dumps(text)
+    fmt = body.get("format") or "auto"
+    return read_sample(text, fmt if isinstance(fmt, str) else repr(fmt))
 
 
 @staff_required(write="view_mapping")
@@ -457,18 +456,16 @@ def mapping_preview(request, slug):
     """JSON in: {"document": {...}, "records": "<pasted text>"} or {"document": {...}, "job": id}.
     JSON out: the preview, and the messages keyed by the rule path of the row they belong to."""
     workspace = get_workspace(slug)
-    try:
-        body = json.loads(request.body)
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        return JsonResponse({"error": "send a JSON object"}, status=400)
-    if not isinstance(body, dict):
+    body = _json_body(request)
+    if body is None:
         return JsonResponse({"error": "send a JSON object"}, status=400)
     doc = body.get("document")
-    input_problems: list[str] = []
+    from_job = body.get("job") not in (None, "")
+    sample = Sample() if from_job else _sample_of(body)  # read (its columns, its problems) even for a bad document
     errors = mapping_rules.validate(doc)
     if errors or not isinstance(doc, dict):  # (validate refuses anything but an object)
         preview = Preview(errors=errors)  # never read a source for a document that cannot be used
-    elif body.get("job") not in (None, ""):
+    elif from_job:
         # Reading a job's source is the job page's preview: it needs the permission to view jobs too.
         if not may(request, "view_syncjob"):
             raise PermissionDenied("Previewing a job's records needs the permission to view sync jobs.")
@@ -478,12 +475,8 @@ def mapping_preview(request, slug):
             return JsonResponse({"error": "job: not a job id"}, status=400)
         preview = preview_job(get_job(workspace, job_id), doc, limit=JOB_PREVIEW_LIMIT)
     else:
-        text = body.get("records", "")
-        if not isinstance(text, str):
-            text = json.dumps(text)
-        records, input_problems = parse_records(text)
-        preview = preview_records(
-            doc, records, environment=workspace.environment, id_salt=str(workspace.pk), data_plan=workspace.data_plan
+        preview = preview_sample(
+            doc, sample, environment=workspace.environment, id_salt=str(workspace.pk), data_plan=workspace.data_plan
         )
 
     state = editor_state(doc)
@@ -498,7 +491,9 @@ def mapping_preview(request, slug):
         samples = [{"ok": r.ok, "text": str(r)} for r in mapping_rules.check_samples(doc)]
     result = preview.as_dict()
     result.update(
-        input_errors=input_problems,
+        input_errors=sample.errors,
+        input_warnings=sample.warnings,
+        sample=sample.as_dict(),
         rejected=[{**r, "path": rule_path(r["reason"] or "", by_path)} for r in preview.rejected],
         by_path=by_path,
         samples=samples,
@@ -506,6 +501,37 @@ def mapping_preview(request, slug):
         batches_text=batches_text(preview),
     )
     return JsonResponse(result)
+
+
+@staff_required(write="change_mapping")
+def mapping_test_record(request, slug):
+    """JSON in: {"document": {...}, "records": "<pasted text>", "format": "auto"}. Sends the sample's first record,
+    converted by the document, to the workspace's Events API — in development only (actions.send_test_record).
+    JSON out: what happened, the batches sent and mParticle's answer to each."""
+    workspace = get_workspace(slug)
+    body = _json_body(request)
+    if body is None:
+        return JsonResponse({"error": "send a JSON object"}, status=400)
+    done = actions.send_test_record(workspace, body.get("document"), _sample_of(body))
+    return JsonResponse(
+        {
+            "sent": bool(done.sent),
+            "delivered": done.delivered,
+            "text": done.text,
+            "ref": done.ref,
+            "answers": [
+                {
+                    "path": s.path,
+                    "status": s.answer.status,
+                    "outcome": s.answer.outcome.value,
+                    "describe": s.answer.describe(),
+                    "body": s.answer.excerpt,
+                }
+                for s in done.sent
+            ],
+            "batches_text": "\n\n".join(f"// to {s.path}\n{pretty(s.batches)}" for s in done.sent),
+        }
+    )
 
 
 # ------------------------------------------------------------------------------------- export, data sheet

@@ -283,6 +283,11 @@
   const previewSource = $("#preview-source");
   const previewRecords = $("#preview-records");
   const previewStatus = $("#preview-status");
+  const sampleFormat = $("#id_sample_format");
+  const warningList = $("#warning-list");
+  const nameInput = $("#id_name");
+  const MAX_SAMPLE_CHARS = 512 * 1024;
+  let columns = [];
   let base = {};
   let rowsOk = form.dataset.rowsOk === "true";
   let counter = 0;
@@ -296,6 +301,12 @@
     base = JSON.parse(textarea.value);
   } catch (e) {
     rowsOk = false;
+  }
+  try {
+    // The sample's columns, as the server read them (a data block, never run: the CSP allows it).
+    columns = JSON.parse($("#sample-columns-data")?.textContent || "[]");
+  } catch (e) {
+    columns = [];
   }
   if (rowsOk) {
     // The server showed the rows; the browser must be able to write them back without losing anything.
@@ -395,7 +406,30 @@
   function newRowElement(id) {
     const el = rowTemplate.content.cloneNode(true).firstElementChild;
     renumber(el, "row-__n__", id);
+    fillColumns(el);
     return el;
+  }
+
+  // --- the sample's columns, to pick a row's source from
+
+  function fillColumns(el) {
+    const select = $(".f-column", el);
+    if (!select) return;
+    const source = $(".f-source", el).value;
+    select.replaceChildren(new Option(columns.length ? "pick a column…" : "no sample columns", ""), ...columns.map((c) => new Option(c, c)));
+    select.value = columns.includes(source) ? source : "";
+    const kind = $(".f-source-kind", el).value;
+    select.hidden = !columns.length || kind === "value";
+  }
+
+  function setColumns(list) {
+    const same = list.length === columns.length && list.every((c, i) => c === columns[i]);
+    columns = list;
+    if (!same) {
+      $("#sample-columns").replaceChildren(...list.map((c) => new Option("", c)));
+    }
+    $$(".map-row", rowsEl).forEach(fillColumns);
+    $("#sample-columns-note").textContent = list.length ? `Columns: ${list.join(", ")}` : "";
   }
 
   function setOption(select, value, label) {
@@ -425,6 +459,7 @@
     $$(".f-transform", el).forEach((c) => { c.checked = row.transforms.includes(c.value); });
     $(".extras", el).textContent = row.extras.length ? `Also in the JSON: ${row.extras.join(", ")}` : "";
     showKind(el);
+    fillColumns(el);
   }
 
   // Which target control a row shows, and what its kind allows.
@@ -576,6 +611,13 @@
   function onEditorEdit(event) {
     const row = event.target.closest(".map-row");
     if (row && event.target.classList.contains("f-kind")) showKind(row);
+    if (row && event.target.classList.contains("f-column") && event.target.value) {
+      // A column picked: it becomes the row's source field.
+      $(".f-source-kind", row).value = "field";
+      $(".f-source", row).value = event.target.value;
+      $(".f-source", row).dataset.constJson = "";
+    }
+    if (row && (event.target.classList.contains("f-source") || event.target.classList.contains("f-source-kind"))) fillColumns(row);
     const block = event.target.closest(".event-block");
     if (block && event.target.classList.contains("f-event-type")) {
       block.dataset.eventType = event.target.value;
@@ -710,7 +752,7 @@
       return;
     }
     // The document goes as written: the browser's numbers would round a 64-bit integer.
-    const body = `{"document": ${text}, ${job ? `"job": ${JSON.stringify(job)}` : `"records": ${JSON.stringify(previewRecords.value)}`}}`;
+    const body = `{"document": ${text}, ${job ? `"job": ${JSON.stringify(job)}` : sampleJson()}}`;
     inflight?.abort();
     inflight = new AbortController();
     previewStatus.textContent = "Previewing…";
@@ -733,6 +775,11 @@
       return;
     }
     showPreview(result);
+  }
+
+  // The sample's part of a request body: its text and the format to read it as.
+  function sampleJson() {
+    return `"records": ${JSON.stringify(previewRecords.value)}, "format": ${JSON.stringify(sampleFormat.value)}`;
   }
 
   function elementForPath(path) {
@@ -774,19 +821,27 @@
     for (const p of localProblems) {
       $(":scope > .row-msgs", p.el)?.appendChild(item("local", p.text));
     }
-    // The full list at the top.
+    // The sample's own problems beside it (errors apart from warnings), and its columns for the rows.
+    if (!previewSource.value) {
+      showSampleProblems(result.input_errors || [], result.input_warnings || []);
+      if (result.sample) setColumns(result.sample.columns || []);
+    }
+    // The full lists at the top: errors, then warnings apart.
     const rejected = (result.rejected || []).map((r) => `${r.ref}: ${r.reason}`);
     const all = [
       ...(result.input_errors || []).map((t) => ["error", t]),
       ...localProblems.map((p) => ["local", p.text, p.el]),
       ...(result.errors || []).map((t) => ["error", t]),
       ...rejected.map((t) => ["rejected", t]),
-      ...(result.warnings || []).map((t) => ["warning", t]),
     ];
+    const warnings = [...(result.input_warnings || []), ...(result.warnings || [])];
     problemList.replaceChildren(...all.map(([level, text, el]) => item(level, text, el || anchors.get(text))));
-    problems.hidden = all.length === 0;
-    $("#problems-h").textContent = `Problems (${all.length})`;
-    $("#problems-source").textContent = "From the live preview of the current document (not saved yet).";
+    warningList.replaceChildren(...warnings.map((text) => item("warning", text, anchors.get(text))));
+    $("#warnings-wrap").hidden = warnings.length === 0;
+    problems.hidden = all.length + warnings.length === 0;
+    $("#problems-h").textContent = `Problems (${all.length} error${all.length === 1 ? "" : "s"}, ${warnings.length} warning${warnings.length === 1 ? "" : "s"})`;
+    previewed = true;
+    showSaveState();
     // The preview itself.
     const batches = result.batches || [];
     $("#preview-output").hidden = Boolean(result.errors && result.errors.length) && !batches.length;
@@ -808,7 +863,46 @@
       : `${n(result.records, "record")} → ${n(batches.length, "batch")}, ${n((result.rejected || []).length, "refused record")}, ${n((result.warnings || []).length, "warning")}.`;
   }
 
-  problemList.addEventListener("click", (event) => {
+  function showSampleProblems(errors, warnings) {
+    $("#sample-errors").replaceChildren(...errors.map((t) => item("error", t)));
+    $("#sample-errors-wrap").hidden = errors.length === 0;
+    $("#sample-warnings").replaceChildren(...warnings.map((t) => item("warning", t)));
+    $("#sample-warnings-wrap").hidden = warnings.length === 0;
+  }
+
+  // --- saved or not: "not saved yet" only while the page differs from what is stored
+
+  let previewed = false;
+  const savedAsLoaded = form.dataset.saved === "true";
+  function snapshot() {
+    let doc = textarea.value;
+    try {
+      doc = JSON.stringify(JSON.parse(doc));
+    } catch (e) {
+      // compared as text
+    }
+    return JSON.stringify([nameInput ? nameInput.value : "", doc, previewRecords.value.replace(/\r\n/g, "\n"), sampleFormat.value]);
+  }
+  const loaded = snapshot();
+
+  function unsaved() {
+    return !savedAsLoaded || snapshot() !== loaded;
+  }
+
+  function showSaveState() {
+    const dirty = unsaved();
+    const state = $("#save-state");
+    if (state) state.textContent = dirty ? "Not saved yet." : "";
+    if (previewed) {
+      $("#problems-source").textContent = dirty
+        ? "From the live preview of the current document (not saved yet)."
+        : "From the live preview of the saved document.";
+    }
+  }
+  form.addEventListener("input", () => showSaveState());
+  form.addEventListener("change", () => showSaveState());
+
+  for (const list of [problemList, warningList]) list.addEventListener("click", (event) => {
     const link = event.target.closest("a[href^='#']");
     if (!link) return;
     const target = document.getElementById(link.getAttribute("href").slice(1));
@@ -820,6 +914,77 @@
     }
   });
 
+  // --- a sample file: read into the sample box, its format from its name
+
+  const sampleFile = $("#sample-file");
+  const FORMAT_BY_EXTENSION = { csv: "csv", tsv: "csv", txt: "csv", ndjson: "ndjson", jsonl: "ndjson", json: "json" };
+  sampleFile.addEventListener("change", () => {
+    const file = sampleFile.files[0];
+    if (!file) return;
+    if (file.size > MAX_SAMPLE_CHARS) {
+      showSampleProblems([`${file.name} is ${Math.ceil(file.size / 1024)} KiB: a sample may be up to ${MAX_SAMPLE_CHARS / 1024} KiB (cut it to its first rows).`], []);
+      return;
+    }
+    const reader = new FileReader();
+    reader.onload = () => {
+      previewRecords.value = String(reader.result);
+      const extension = (file.name.split(".").pop() || "").toLowerCase();
+      sampleFormat.value = FORMAT_BY_EXTENSION[extension] || "auto";
+      if (previewSource.value) {
+        previewSource.value = "";
+        $("#preview-records-wrap").hidden = false;
+      }
+      announce(`Read ${file.name}.`);
+      showSaveState();
+      schedulePreview(0, true);
+    };
+    reader.onerror = () => { showSampleProblems([`Could not read ${file.name}.`], []); };
+    reader.readAsText(file);
+  });
+  sampleFormat.addEventListener("change", () => schedulePreview(0, true));
+
+  // --- one test record, to the workspace's development environment
+
+  const testButton = $("#test-record");
+  const testStatus = $("#test-record-status");
+  const testAnswer = $("#test-record-answer");
+  testButton.addEventListener("click", async () => {
+    const text = textarea.value;
+    try {
+      JSON.parse(text);
+    } catch (e) {
+      testStatus.textContent = "Not sent: the JSON document is not valid yet.";
+      return;
+    }
+    testButton.disabled = true;
+    testStatus.textContent = "Sending…";
+    testAnswer.hidden = true;
+    try {
+      const response = await fetch(form.dataset.testRecordUrl, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken(), Accept: "application/json" },
+        body: `{"document": ${text}, ${sampleJson()}}`,
+      });
+      if (!response.ok || !(response.headers.get("Content-Type") || "").includes("json")) {
+        testStatus.textContent = `Not sent: the request failed (HTTP ${response.status}${response.status === 403 ? ": you may not change mappings" : ""}).`;
+        return;
+      }
+      const result = await response.json();
+      testStatus.textContent = result.text;
+      testStatus.className = `small ${result.sent ? (result.delivered ? "ok" : "error") : "warning"}`;
+      if (result.sent) {
+        const answers = result.answers.map((a) => `// mParticle's answer (${a.path}): ${a.describe}${a.body ? `\n${a.body}` : ""}`).join("\n");
+        testAnswer.textContent = `${answers}\n\n// sent\n${result.batches_text}`;
+        testAnswer.hidden = false;
+      }
+    } catch (e) {
+      testStatus.textContent = `Not sent: ${e.message}`;
+    } finally {
+      testButton.disabled = false;
+    }
+  });
+
   const previewPanel = $("#preview");
   previewSource.addEventListener("change", () => {
     $("#preview-records-wrap").hidden = Boolean(previewSource.value);
@@ -828,5 +993,6 @@
   previewRecords.addEventListener("input", () => schedulePreview());
   $("#preview-run").addEventListener("click", () => schedulePreview(0, true));
   previewPanel.hidden = false;
+  showSaveState();
   schedulePreview(0);
 })();
