@@ -378,7 +378,7 @@ class SentSearchForm(forms.Form):
                 "spellcheck": "false",
             }
         ),
-        help_text="Matched exactly as it was sent (case included).",
+        help_text="Matched exactly as it was sent (case included; an e-mail address also in lower case).",
     )
     workspace = forms.ModelChoiceField(
         queryset=Workspace.objects.order_by("name"),

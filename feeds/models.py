@@ -1052,7 +1052,7 @@ class Delivery(models.Model):
 
     def body(self) -> bytes:
         if self.payload is None:
-            raise ValueError("the payload was released after the delivery was accepted")
+            raise ValueError("the payload was released: split, or answered longer ago than MPFEED_BODY_RETENTION_DAYS")
         return zlib.decompress(bytes(self.payload))
 
     def keeps_body_after(self, state: str) -> bool:
@@ -1104,8 +1104,8 @@ class SentKeyQuerySet(models.QuerySet):
 
     def matching(self, value: str, workspace: Workspace | None = None):
         """The batches (delivery id, batch index) holding `value` as an identity, an mpid, a source_request_id or
-        an event's source_message_id — exactly as it was sent — newest first, across runs (and workspaces)."""
-        rows = self.filter(value=value[: SentKey.VALUE_LENGTH])
+        an event's source_message_id — as it was sent — newest first, across runs (and workspaces)."""
+        rows = self.filter(value__in=SentKey.candidates(value))
         if workspace is not None:
             rows = rows.filter(workspace=workspace)
         return rows.values("delivery_id", "batch").distinct().order_by("-delivery_id", "batch")
@@ -1140,6 +1140,13 @@ class SentKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}={self.value} (delivery {self.delivery_id}, batch {self.batch})"
+
+    @classmethod
+    def candidates(cls, value: str) -> list[str]:
+        """The stored values a searched one matches: itself, exactly (ids are case-sensitive), and for an e-mail
+        address its lower-case form too (mappings usually lower them; people type them as they come)."""
+        value = value[: cls.VALUE_LENGTH]
+        return list(dict.fromkeys([value, value.lower()])) if "@" in value else [value]
 
 
 class RejectedRecord(models.Model):

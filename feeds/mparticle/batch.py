@@ -520,6 +520,9 @@ def search_keys(body: bytes) -> list[list[tuple[str, str]]]:
     found: list[list[tuple[str, str]]] = []
     for batch in orjson.loads(body):
         keys: list[tuple[str, str]] = []
+        if not isinstance(batch, dict):  # not a batch (mParticle refuses the request): nothing to find it by
+            found.append(keys)
+            continue
         for kind, value in (batch.get("user_identities") or {}).items():
             if value is not None and value != "":
                 keys.append((kind, str(value)))

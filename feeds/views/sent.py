@@ -43,7 +43,7 @@ def _results(found: list[dict], query: str) -> list[dict]:
     deliveries = Delivery.objects.select_related("run__job", "workspace").in_bulk(ids)
     matched: dict[tuple[int, int], list[str]] = {}
     for delivery_id, batch, kind in SentKey.objects.filter(
-        delivery_id__in=ids, value=query[: SentKey.VALUE_LENGTH]
+        delivery_id__in=ids, value__in=SentKey.candidates(query)
     ).values_list("delivery_id", "batch", "kind"):
         matched.setdefault((delivery_id, batch), []).append(kind)
     refused = dict(
