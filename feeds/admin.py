@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import orjson
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import Count
@@ -589,7 +590,11 @@ class DeliveryAdmin(ReadOnlyMixin, admin.ModelAdmin):
         )
         if obj.payload is None:
             verb = RELEASED.get(obj.state)
-            body = format_html("<p>The body was released after it was {}.</p>", verb or "settled")
+            body = format_html(
+                "<p>The body was released after it was {} (bodies are kept {} day(s) after their answer).</p>",
+                verb or "settled",
+                f"{settings.MPFEED_BODY_RETENTION_DAYS:g}",
+            )
         else:
             pretty = pretty_json(obj.body())
             note = ""

@@ -392,3 +392,30 @@ class ConnectForm(forms.Form):
             api_key=data["api_key"],
             api_secret=data["api_secret"],
         )
+
+
+class SentSearchForm(forms.Form):
+    """The search of what was sent: a value as it was sent (an e-mail, a customer id, an mpid, any identity, a
+    source_message_id or source_request_id), optionally in one workspace."""
+
+    q = forms.CharField(
+        label="Identity or id",
+        max_length=500,
+        required=False,
+        strip=True,
+        widget=forms.TextInput(
+            attrs={
+                "type": "search",
+                "placeholder": "e-mail, customer id, mpid, source_message_id…",
+                "autocapitalize": "none",
+                "spellcheck": "false",
+            }
+        ),
+        help_text="Matched exactly as it was sent (case included; an e-mail address also in lower case).",
+    )
+    workspace = forms.ModelChoiceField(
+        queryset=Workspace.objects.order_by("name"),
+        to_field_name="slug",
+        required=False,
+        empty_label="Every workspace",
+    )

@@ -12,6 +12,7 @@ import zlib
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
+import orjson
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator
@@ -1067,6 +1068,22 @@ class DeliveryQuerySet(models.QuerySet):
     def delivered(self):
         return self.filter(state__in=Delivery.DELIVERED_STATES)
 
+    def bodies_past_retention(self, now: datetime | None = None):
+        """Answered deliveries whose body is still kept, answered longer than MPFEED_BODY_RETENTION_DAYS ago."""
+        cutoff = (now or timezone.now()) - timedelta(days=settings.MPFEED_BODY_RETENTION_DAYS)
+        return self.filter(state__in=Delivery.BODY_KEPT_STATES, payload__isnull=False, finished_at__lt=cutoff)
+
+    def release_old_bodies(self, now: datetime | None = None, *, chunk: int = 500) -> int:
+        """Drop the bodies past the retention period, keeping every result (state, answers, refs, ids); a chunk
+        of rows per statement, so that no transaction is long. Failed deliveries keep theirs: replays resend them.
+        Returns how many bodies were dropped."""
+        released = 0
+        while True:
+            pks = list(self.bodies_past_retention(now).values_list("pk", flat=True)[:chunk])
+            if not pks:
+                return released
+            released += Delivery.objects.filter(pk__in=pks).update(payload=None)
+
 
 class Delivery(models.Model):
     """One HTTP request of up to 100 batches: the outbox row, written before its first send."""
@@ -1081,13 +1098,18 @@ class Delivery(models.Model):
 
     # Accepted by mParticle, whole or with some batches refused: what counts as delivered (the staff home's figures).
     DELIVERED_STATES = (State.ACCEPTED, State.PARTIAL)
+    # Answered for good: their bodies are kept for MPFEED_BODY_RETENTION_DAYS for people to see (the sent-data
+    # search), then dropped. A split delivery's batches are its parts' bodies; a failed one keeps its body for
+    # replays, however old; a pending one needs it to be sent.
+    BODY_KEPT_STATES = (State.ACCEPTED, State.PARTIAL, State.REJECTED)
 
     run = models.ForeignKey(SyncRun, on_delete=models.CASCADE, related_name="deliveries")
     workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="deliveries")
     parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="parts")
     sequence = models.PositiveIntegerField(help_text="Order of the request within its run.")
     path = models.CharField(max_length=40, default=schema.BULK_PATH)
-    # The exact body (zlib), kept until accepted so that every retry sends the same bytes.
+    # The exact body (zlib): kept while pending or failed so that every retry and replay sends the same bytes, and
+    # once answered for MPFEED_BODY_RETENTION_DAYS (for the sent-data search), then dropped (BODY_KEPT_STATES).
     payload = models.BinaryField(null=True, blank=True)
     payload_bytes = models.PositiveIntegerField(default=0)
     batch_count = models.PositiveIntegerField(default=0)
@@ -1120,6 +1142,12 @@ class Delivery(models.Model):
             models.Index(fields=["run", "state", "sequence"], name="delivery_run_state"),
             # Replays: a workspace's failed deliveries since a time.
             models.Index(fields=["workspace", "state", "created_at"], name="delivery_workspace_state"),
+            # Retention: the answered deliveries whose body is still kept, by when they were answered.
+            models.Index(
+                fields=["finished_at"],
+                name="delivery_kept_body",
+                condition=Q(payload__isnull=False, state__in=["accepted", "partial", "rejected"]),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -1131,8 +1159,101 @@ class Delivery(models.Model):
 
     def body(self) -> bytes:
         if self.payload is None:
-            raise ValueError("the payload was released after the delivery was accepted")
+            raise ValueError("the payload was released: split, or answered longer ago than MPFEED_BODY_RETENTION_DAYS")
         return zlib.decompress(bytes(self.payload))
+
+    def keeps_body_after(self, state: str) -> bool:
+        """Whether the body stays once the delivery settles in `state` (MPFEED_BODY_RETENTION_DAYS 0: dropped as
+        soon as it is answered for good)."""
+        if state in (self.State.FAILED, self.State.PENDING):
+            return True
+        return state in self.BODY_KEPT_STATES and settings.MPFEED_BODY_RETENTION_DAYS > 0
+
+    def batches(self) -> list[dict] | None:
+        """The delivery's batches exactly as they were sent, while the body is kept; None after. (The body holds
+        no credential: they go in the request's Authorization header, never stored here.)"""
+        return orjson.loads(self.body()) if self.payload is not None else None
+
+    def endpoint(self) -> str:
+        return self.workspace.base_url.rstrip("/") + self.path
+
+    def batch_outcome(self, source_request_id: str, refused: dict[str, str]) -> tuple[str, str]:
+        """What became of one of its batches, for people: (a level — ok, warn, bad, muted — and a text).
+        `refused` maps the source_request_ids mParticle refused to its reason (the server's RejectedRecords)."""
+        if self.state == self.State.PENDING:
+            return "muted", "not answered yet" if self.attempts else "waiting to be sent"
+        if self.state == self.State.FAILED:
+            return "bad", f"failed, replayable: {self.last_error or 'no answer'}"
+        if self.state == self.State.SPLIT:
+            return "muted", "split into smaller requests"
+        if source_request_id in refused or self.state == self.State.REJECTED:
+            return "bad", f"refused by mParticle: {refused.get(source_request_id) or self.last_error}"
+        return "ok", "accepted"
+
+
+class SentKeyQuerySet(models.QuerySet):
+    def past_retention(self, now: datetime | None = None):
+        """Keys of batches built longer than MPFEED_SEARCH_RETENTION_DAYS ago, once their delivery is answered for
+        good (a pending or failed delivery may still be sent, or replayed: its batches stay searchable)."""
+        cutoff = (now or timezone.now()) - timedelta(days=settings.MPFEED_SEARCH_RETENTION_DAYS)
+        return self.filter(created_at__lt=cutoff).exclude(
+            delivery__state__in=[Delivery.State.PENDING, Delivery.State.FAILED]
+        )
+
+    def prune(self, now: datetime | None = None, *, chunk: int = 2000) -> int:
+        """Delete the keys past retention, a chunk at a time; returns how many."""
+        deleted = 0
+        while True:
+            pks = list(self.past_retention(now).values_list("pk", flat=True)[:chunk])
+            if not pks:
+                return deleted
+            deleted += SentKey.objects.filter(pk__in=pks).delete()[0]
+
+    def matching(self, value: str, workspace: Workspace | None = None):
+        """The batches (delivery id, batch index) holding `value` as an identity, an mpid, a source_request_id or
+        an event's source_message_id — as it was sent — newest first, across runs (and workspaces)."""
+        rows = self.filter(value__in=SentKey.candidates(value))
+        if workspace is not None:
+            rows = rows.filter(workspace=workspace)
+        return rows.values("delivery_id", "batch").distinct().order_by("-delivery_id", "batch")
+
+
+class SentKey(models.Model):
+    """What a sent batch can be found by: one of its user's identities (e-mail, customer id, … as named in
+    user_identities), its mpid, a device or partner identity, its source_request_id, or one of its events'
+    source_message_ids. Written with the delivery (feeds.reading), moved with its batch when a delivery is split,
+    deleted MPFEED_SEARCH_RETENTION_DAYS after (SentKeyQuerySet.prune). Values are kept as sent, in plain text and
+    indexed: staff search by a client's customer's plain e-mail address, so a hash would not do; they are kept
+    no longer than the retention period."""
+
+    VALUE_LENGTH = 255
+
+    delivery = models.ForeignKey(Delivery, on_delete=models.CASCADE, related_name="keys")
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="+")
+    batch = models.PositiveIntegerField(help_text="The batch's place in the delivery's body.")
+    kind = models.CharField(max_length=60, help_text="e.g. email, customer_id, mpid, source_message_id.")
+    value = models.CharField(max_length=VALUE_LENGTH)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = SentKeyQuerySet.as_manager()
+
+    class Meta:
+        indexes = [
+            # The search: a value's batches, newest delivery first.
+            models.Index(fields=["value", "delivery", "batch"], name="sentkey_value"),
+            # Retention.
+            models.Index(fields=["created_at"], name="sentkey_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}={self.value} (delivery {self.delivery_id}, batch {self.batch})"
+
+    @classmethod
+    def candidates(cls, value: str) -> list[str]:
+        """The stored values a searched one matches: itself, exactly (ids are case-sensitive), and for an e-mail
+        address its lower-case form too (mappings usually lower them; people type them as they come)."""
+        value = value[: cls.VALUE_LENGTH]
+        return list(dict.fromkeys([value, value.lower()])) if "@" in value else [value]
 
 
 class RejectedRecord(models.Model):

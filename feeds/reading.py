@@ -26,9 +26,9 @@ from django.utils import timezone
 
 from feeds import db, pipeline
 from feeds.mapping import Converter
-from feeds.models import Delivery, RejectedRecord, SetAsideRecord, SyncRun
+from feeds.models import Delivery, RejectedRecord, SentKey, SetAsideRecord, SyncRun
 from feeds.mparticle import schema
-from feeds.mparticle.batch import batch_ids
+from feeds.mparticle.batch import batch_ids, search_keys
 from feeds.sources import Item
 from feeds.sources.build import build_source
 
@@ -188,6 +188,8 @@ class Reader:
             )
             for request in requests
         ]
+        # What each batch can be found by (identities, mpid, ids), from one parse of each body.
+        keys = [search_keys(request.body) for request in requests]
         batch_total = sum(d.batch_count for d in deliveries)
         event_total = sum(d.event_count for d in deliveries)
 
@@ -201,6 +203,7 @@ class Reader:
                 delivery.sequence = first + offset
             RejectedRecord.objects.bulk_create(rejects)
             Delivery.objects.bulk_create(deliveries)
+            SentKey.objects.bulk_create(_sent_keys(run, deliveries, keys), batch_size=2000)
             pks = [r[6] for r in rows]
             for start in range(0, len(pks), 500):
                 SetAsideRecord.objects.filter(pk__in=pks[start : start + 500]).delete()
@@ -233,6 +236,28 @@ class Reader:
 ROW = ("path", "user", "seq", "ref", "data", "events", "pk")
 # A user's records beyond the slice are taken with it up to this many; past that, the rest form the next slice.
 MAX_USER_EXTENSION = 100_000
+
+
+def _sent_keys(run: SyncRun, deliveries: list[Delivery], keys: list[list[list[tuple[str, str]]]]) -> list[SentKey]:
+    if any(d.pk is None for d in deliveries):  # a database that does not return ids from bulk inserts
+        by_sequence = dict(
+            Delivery.objects.filter(run=run, sequence__in=[d.sequence for d in deliveries]).values_list(
+                "sequence", "pk"
+            )
+        )
+        for delivery in deliveries:
+            delivery.pk = by_sequence[delivery.sequence]
+    now = timezone.now()
+    length = SentKey.VALUE_LENGTH
+    return [
+        SentKey(
+            delivery_id=delivery.pk, workspace_id=run.workspace_id, batch=index, kind=kind[:60], value=value[:length],
+            created_at=now,
+        )
+        for delivery, batches in zip(deliveries, keys, strict=True)
+        for index, pairs in enumerate(batches)
+        for kind, value in pairs
+    ]  # fmt: skip
 
 
 def _rejected(run: SyncRun, refusal: pipeline.Refusal) -> RejectedRecord:

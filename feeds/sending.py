@@ -2,7 +2,7 @@
 
 | answer           | action                                                                        |
 |------------------|-------------------------------------------------------------------------------|
-| 202              | accepted; the stored body is released                                         |
+| 202              | accepted; the stored body is kept MPFEED_BODY_RETENTION_DAYS, then released    |
 | 202 with errors  | the named batches become RejectedRecords with the server's message            |
 | 400, 413         | split in halves until the refused batch is isolated, the others delivered     |
 | 401, 403         | workspace → credentials rejected, run → blocked; the delivery stays pending   |
@@ -27,10 +27,11 @@ from datetime import datetime, timedelta
 
 import orjson
 from django.conf import settings
+from django.db.models import F
 from django.utils import timezone
 
 from feeds import db
-from feeds.models import Delivery, DeliveryAttempt, RejectedRecord, SyncRun, Workspace
+from feeds.models import Delivery, DeliveryAttempt, RejectedRecord, SentKey, SyncRun, Workspace
 from feeds.mparticle.batch import join, serialize
 from feeds.mparticle.client import CREDENTIALS, SERVER_FAULTS, Answer, EventsClient, Outcome
 from feeds.mparticle.pace import Reservation
@@ -323,7 +324,7 @@ class Lane:
     def _settle(self, delivery: Delivery, state: str, *, keep_payload: bool = False) -> None:
         delivery.state = state
         delivery.finished_at = timezone.now()
-        if not keep_payload:
+        if not (keep_payload or delivery.keeps_body_after(state)):
             delivery.payload = None
         delivery.save(update_fields=SETTLED_FIELDS)
 
@@ -396,12 +397,16 @@ class Lane:
                 )
             )
         parts = Delivery.objects.bulk_create(parts)
+        if any(p.pk is None for p in parts):  # a database that does not return ids from bulk inserts
+            parts = list(
+                Delivery.objects.filter(run=self.run, sequence__in=[sequence, sequence + 1]).order_by("sequence")
+            )
+        # The batches are found in the halves now (the search shows where each was sent last).
+        SentKey.objects.filter(delivery=delivery, batch__lt=half).update(delivery=parts[0])
+        SentKey.objects.filter(delivery=delivery, batch__gte=half).update(delivery=parts[1], batch=F("batch") - half)
         self._settle(delivery, Delivery.State.SPLIT)
         self._count(requests=len(parts))
-        if all(p.pk is not None for p in parts):
-            self.queue.extendleft(reversed(parts))
-        else:  # a database that does not return ids from bulk inserts: look them up again
-            self.queue.clear()
+        self.queue.extendleft(reversed(parts))
 
     def _blocked(self, delivery: Delivery, answer: Answer) -> bool:
         """The credentials sent were refused: the workspace's are rejected and the run blocked — unless they are

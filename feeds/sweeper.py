@@ -10,7 +10,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from feeds import alerts
-from feeds.models import Delivery, InboxPush, Sender, SyncRun
+from feeds.models import Delivery, InboxPush, Sender, SentKey, SyncRun
 from feeds.queueing import enqueue_run, reopen_run
 from feeds.sync import conclude_if_done
 
@@ -20,6 +20,13 @@ def forget_old_push_keys(now: datetime | None = None) -> int:
     cutoff = (now or timezone.now()) - timedelta(hours=settings.MPFEED_IDEMPOTENCY_HOURS)
     deleted, _ = InboxPush.objects.filter(created_at__lt=cutoff).delete()
     return deleted
+
+
+def prune_sent(now: datetime | None = None) -> tuple[int, int]:
+    """What was sent, past its retention: bodies of answered deliveries older than MPFEED_BODY_RETENTION_DAYS,
+    and the search keys of batches older than MPFEED_SEARCH_RETENTION_DAYS. The results (state, answers, record
+    refs, ids) stay. Returns (bodies dropped, keys deleted). Hourly (feeds.tasks), and the prune_sent command."""
+    return Delivery.objects.release_old_bodies(now), SentKey.objects.prune(now)
 
 
 def resume_stalled(now: datetime | None = None) -> list[int]:

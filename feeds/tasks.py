@@ -23,10 +23,12 @@ from feeds.models import SyncJob, SyncRun
 from feeds.scheduling import JobSchedule
 
 SWEEPER = "mpfeed: resume stalled runs"
+PRUNER = "mpfeed: prune what was sent past its retention"
 # The tasks by their dotted paths, as django-q2 stores them in its queue and schedules.
 PROCESS_RUN = f"{__name__}.process_run"
 RUN_SCHEDULED_JOB = f"{__name__}.run_scheduled_job"
 RESUME_STALLED = f"{__name__}.resume_stalled"
+PRUNE_SENT = f"{__name__}.prune_sent"
 
 
 # ------------------------------------------------------------------------------------------------- tasks
@@ -59,6 +61,12 @@ def resume_stalled() -> str:
     resumed = sweeper.resume_stalled()
     forgotten = sweeper.forget_old_push_keys()
     return f"resumed {len(resumed)} run(s), forgot {forgotten} push key(s)"
+
+
+def prune_sent() -> str:
+    """Every hour: drop the request bodies and search keys past their retention period (the results stay)."""
+    bodies, keys = sweeper.prune_sent()
+    return f"dropped {bodies} body(ies), {keys} search key(s)"
 
 
 # ------------------------------------------------------------------------------------------------- queue
@@ -97,10 +105,14 @@ def clusters_reporting() -> int:
 
 
 def ensure_sweeper() -> None:
-    """The periodic sweeper that resumes stalled runs; created idempotently after every migrate."""
+    """The periodic sweeper that resumes stalled runs, and the hourly pruning of what was sent past its
+    retention; created idempotently after every migrate."""
     Schedule.objects.update_or_create(
         name=SWEEPER,
         defaults={"func": RESUME_STALLED, "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1},
+    )
+    Schedule.objects.update_or_create(
+        name=PRUNER, defaults={"func": PRUNE_SENT, "schedule_type": Schedule.HOURLY, "repeats": -1}
     )
 
 

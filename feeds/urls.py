@@ -3,7 +3,7 @@ the views live in feeds/views/, one module per area."""
 
 from django.urls import path
 
-from feeds.views import connect, jobs, mappings, runs, staff, system
+from feeds.views import connect, jobs, mappings, runs, sent, staff, system
 
 app_name = "feeds"
 urlpatterns = [
@@ -41,6 +41,8 @@ urlpatterns = [
     path("runs/<int:run_id>/replay/", runs.run_replay, name="run_replay"),
     path("runs/<int:run_id>/deliveries.csv", runs.deliveries_csv, name="run_deliveries_csv"),
     path("runs/<int:run_id>/rejects.csv", runs.rejects_csv, name="run_rejects_csv"),
+    # What was sent: batches found by a user's identity or an event's source_message_id, across runs.
+    path("sent/", sent.sent_search, name="sent_search"),
     # Mappings: the editor and its live preview, the JSON export, the feed data sheet.
     path("workspaces/<slug:slug>/mappings/new/", mappings.mapping_new, name="mapping_new"),
     path("workspaces/<slug:slug>/mappings/preview", mappings.mapping_preview, name="mapping_preview"),

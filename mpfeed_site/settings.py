@@ -245,6 +245,10 @@ MPFEED_BACKOFF_CAP = envfloat("MPFEED_BACKOFF_CAP", "60")
 MPFEED_MAX_RETRY_AFTER = envfloat("MPFEED_MAX_RETRY_AFTER", "3600")
 # How long transient failures (5xx, network) are retried before the delivery is parked as failed-retryable.
 MPFEED_RETRY_HORIZON = envfloat("MPFEED_RETRY_HORIZON", str(24 * 3600))
+# What was sent: an answered delivery's exact body is kept this many days (0: dropped as soon as it is answered),
+# its batches searchable by identity and source_message_id this many days; then only the results stay.
+MPFEED_BODY_RETENTION_DAYS = envfloat("MPFEED_BODY_RETENTION_DAYS", "7")
+MPFEED_SEARCH_RETENTION_DAYS = envfloat("MPFEED_SEARCH_RETENTION_DAYS", "7")
 # The only folder file sources read from (relative paths start there; created when missing). Files outside it,
 # through '..' or symbolic links included, are refused whatever made the job.
 MPFEED_SOURCE_ROOT = Path(os.getenv("MPFEED_SOURCE_ROOT") or BASE_DIR / "var" / "sources").resolve()

@@ -32,7 +32,7 @@ def test_every_record_arrives_once_grouped_per_user_across_the_run(sandbox, tmp_
     assert sorted(users) == [f"u{i}" for i in range(10)]
     assert all(len(k.batch["events"]) == 10 for k in sandbox.kept())
     assert sandbox.duplicates() == []
-    assert all(d.state == Delivery.State.ACCEPTED and d.payload is None for d in run.deliveries.all())
+    assert all(d.state == Delivery.State.ACCEPTED and d.payload is not None for d in run.deliveries.all())
     assert sandbox.kept()[0].batch["environment"] == "development"
     assert not run.set_aside.exists() and run.windows == 1
 

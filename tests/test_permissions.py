@@ -48,6 +48,7 @@ STAFF_PAGES = {
     "run_deliveries_csv": ("run_id", "view_delivery", None),
     "run_rejects_csv": ("run_id", "view_rejectedrecord", None),
     "metrics": ("", "view_workspace", None),
+    "sent_search": ("", "view_delivery", None),
 }
 # URLs with a rule of their own, tested where the rule is.
 OWN_RULES = {

@@ -74,7 +74,7 @@ def assert_delivered_once(run: SyncRun, sandbox, events: int = ROWS) -> None:
     ids = message_ids(sandbox)
     assert len(ids) == len(set(ids)) == events
     assert sandbox.duplicates() == []
-    assert all(d.state == Delivery.State.ACCEPTED and d.payload is None for d in run.deliveries.all())
+    assert all(d.state == Delivery.State.ACCEPTED and d.payload is not None for d in run.deliveries.all())
 
 
 # ------------------------------------------------------------------------------------------------ the cast
@@ -220,11 +220,21 @@ def test_the_inspector_shows_a_failed_deliverys_body_as_pretty_json(staff, faile
 
 
 def test_the_inspector_says_an_accepted_body_was_released(staff, failed_run, sandbox, sync_q):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from feeds import sweeper
+
     healthy(sandbox)
     act(staff, SyncRun, "replay_failed", [failed_run])
     delivery = failed_run.deliveries.get(sequence=1)
+    # Kept for the retention period, then released.
+    assert "request-body" in page(staff, url(Delivery, "change", delivery.pk))
+    Delivery.objects.filter(pk=delivery.pk).update(finished_at=timezone.now() - timedelta(days=8))
+    sweeper.prune_sent()
     text = page(staff, url(Delivery, "change", delivery.pk))
-    assert "The body was released after it was accepted." in text
+    assert "The body was released after it was accepted (bodies are kept 7 day(s) after their answer)." in text
     assert "request-body" not in text
     assert "<strong>Last answer:</strong> HTTP 202</p>" in text
 

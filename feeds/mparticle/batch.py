@@ -533,3 +533,51 @@ def in_time_order(records: list[tuple[int, UserRecord]]) -> list[UserRecord]:
         keyed.append((last, seq, record))
     keyed.sort(key=lambda k: (k[0], k[1]))
     return [record for _, _, record in keyed]
+
+
+# ------------------------------------------------------------------------------------ what a sent batch is found by
+
+# The device identities of a batch's device_info (https://docs.mparticle.com/developers/server/json-reference/#device_info).
+DEVICE_IDENTITY_KEYS: tuple[str, ...] = (
+    "android_advertising_id",
+    "android_uuid",
+    "ios_advertising_id",
+    "ios_idfv",
+    "push_token",
+    "roku_advertising_id",
+    "roku_publisher_id",
+    "fire_advertising_id",
+    "microsoft_advertising_id",
+    "microsoft_publisher_id",
+)
+
+
+def search_keys(body: bytes) -> list[list[tuple[str, str]]]:
+    """For each batch of a bulk request body, what staff may find it by, as (kind, value) pairs with the values
+    as sent: each user identity (its key as the kind: email, customer_id, …), the mpid, device and partner
+    identities, the batch's source_request_id and each event's source_message_id. One parse of the body."""
+    found: list[list[tuple[str, str]]] = []
+    for batch in orjson.loads(body):
+        keys: list[tuple[str, str]] = []
+        if not isinstance(batch, dict):  # not a batch (mParticle refuses the request): nothing to find it by
+            found.append(keys)
+            continue
+        for kind, value in (batch.get("user_identities") or {}).items():
+            if value is not None and value != "":
+                keys.append((kind, str(value)))
+        if batch.get("mpid") is not None:
+            keys.append(("mpid", str(batch["mpid"])))
+        device = batch.get("device_info")
+        if isinstance(device, dict):
+            keys += [(k, str(device[k])) for k in DEVICE_IDENTITY_KEYS if device.get(k) not in (None, "")]
+        partner = batch.get("partner_identities")
+        if isinstance(partner, dict):
+            keys += [(f"partner:{k}", str(v)) for k, v in partner.items() if v not in (None, "")]
+        if batch.get("source_request_id"):
+            keys.append(("source_request_id", str(batch["source_request_id"])))
+        for event in batch.get("events") or ():
+            data = event.get("data") if isinstance(event, dict) else None
+            if isinstance(data, dict) and data.get("source_message_id"):
+                keys.append(("source_message_id", str(data["source_message_id"])))
+        found.append(list(dict.fromkeys(keys)))
+    return found
