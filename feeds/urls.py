@@ -21,6 +21,8 @@ urlpatterns = [
     path("workspaces/<slug:slug>/links/<int:link_id>/revoke/", staff.link_revoke, name="link_revoke"),
     path("workspaces/<slug:slug>/jobs/<int:job_id>/run/", staff.job_run, name="job_run"),
     path("workspaces/<slug:slug>/promote/", staff.promote, name="promote"),
+    path("workspaces/<slug:slug>/demote/", staff.demote, name="demote"),
+    path("workspaces/<slug:slug>/alerts/", staff.workspace_alerts, name="workspace_alerts"),
     path("workspaces/<slug:slug>/credentials/confirm/", staff.credentials_confirm, name="credentials_confirm"),
     path("workspaces/<slug:slug>/credentials/discard/", staff.credentials_discard, name="credentials_discard"),
     # The client's credential page: the one-time link, then the same page by the session (no token in the URL).
