@@ -18,6 +18,7 @@ from datetime import datetime
 
 import orjson
 from django.contrib import messages
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from feeds import mapping as mapping_rules
@@ -67,6 +68,42 @@ def resume(workspace: Workspace) -> Done:
     return Done(True, level, f"{workspace} is active again. {text}")
 
 
+# ------------------------------------------------------------------------------- promotion and the way back
+
+# What going to production, and back, does: the confirmation pages and the admin's say it before staff do it.
+PROMOTE_WARNING = (
+    "Runs that start from now on send to the client's production environment: their data shows in the client's "
+    "live mParticle workspace, its audiences and its connected outputs.",
+    "Runs already started finish in the environment they were built for.",
+    "“Move back to development” undoes it for the runs that start after it.",
+)
+DEMOTE_WARNING = (
+    "Runs that start from now on send to the client's development environment again; nothing is sent to "
+    "production until the workspace is promoted again.",
+    "What was sent to production stays there: moving back does not take data out of mParticle.",
+)
+
+
+def promote(workspace: Workspace) -> Done:
+    """Development → production (Workspace.promote: only after a successful run)."""
+    try:
+        changed = workspace.promote()
+    except ValidationError as e:
+        return Done(False, messages.ERROR, f"{workspace}: {' '.join(e.messages)}")
+    if not changed:
+        return Done(False, messages.WARNING, f"{workspace} sends to production already.")
+    log.info("workspace %s: promoted to production", workspace.pk)
+    return Done(True, messages.SUCCESS, f"{workspace.name} now sends to the production environment.")
+
+
+def demote(workspace: Workspace) -> Done:
+    """Production → development: the way back from a promotion."""
+    if not workspace.demote():
+        return Done(False, messages.WARNING, f"{workspace} sends to development already.")
+    log.info("workspace %s: moved back to development", workspace.pk)
+    return Done(True, messages.SUCCESS, f"{workspace.name} now sends to the development environment again.")
+
+
 # ---------------------------------------------------------------------------- credentials held for staff
 
 
@@ -93,23 +130,45 @@ def discard_credentials(workspace: Workspace) -> Done:
 
 @dataclass(frozen=True)
 class Handover:
-    answer: Answer  # the connection test of the credentials handed over
+    answer: Answer | None  # the connection test of the credentials handed over; None: refused before testing
     workspace: Workspace | None  # as stored; None: the test failed, or the link was used or revoked meanwhile
     resumed: list[int]  # blocked runs that go on (none while the credentials wait for staff)
+    refused: str = ""  # before any test: ADDRESS_LIMIT, LINK_LIMIT or LINK_GONE
 
     @property
     def held(self) -> bool:
         return self.workspace is not None and self.workspace.confirm_new_credentials
 
 
-def hand_over(link: CredentialLink, probe: Workspace) -> Handover:
-    """A client's contact hands over credentials through `link` (one counted attempt, see
-    CredentialLink.count_attempt): `probe` is an unsaved copy of the workspace with them, tested before anything
-    is stored. When mParticle accepts them the link is used up with them (CredentialLink.redeem: used at once,
-    or held for staff to confirm) and the runs they unblock go on."""
+ADDRESS_LIMIT = "address-limit"  # this address tried MPFEED_LINK_TESTS_PER_ADDRESS tests in the hour
+LINK_LIMIT = "link-limit"  # the link had MPFEED_CREDENTIAL_LINK_ATTEMPTS tests
+LINK_GONE = "link-gone"  # used, revoked or expired meanwhile
+
+
+def hand_over(link: CredentialLink, probe: Workspace, address: str) -> Handover:
+    """A client's contact hands over credentials through `link` from network `address`: `probe` is an unsaved
+    copy of the workspace with them, tested before anything is stored. When mParticle accepts them the link is
+    used up with them (CredentialLink.redeem: used at once, or held for staff to confirm) and the runs they
+    unblock go on.
+
+    Only tests that mParticle judged count against the link's and the address's limits
+    (CredentialLink.count_attempt, test_allowed_from): the attempt is taken before the test — so concurrent
+    requests cannot overrun a limit — and given back when the test never reached mParticle (a network error,
+    an endpoint this deployment refuses) or reached it without a word on the credentials (a throttle, a 5xx)."""
+    window = CredentialLink.test_allowed_from(address)
+    if window is None:
+        log.warning("credential link %s (workspace %s): tests from one address over the hourly limit", link.pk,
+                    link.workspace_id)  # fmt: skip
+        return Handover(None, None, [], refused=ADDRESS_LIMIT)
+    if not link.count_attempt():
+        CredentialLink.refund_test_from(address, window)
+        return Handover(None, None, [], refused=LINK_GONE if not link.usable else LINK_LIMIT)
     tested: datetime = timezone.now()
     answer = sync.test_connection(probe)
     log.info("credential link %s (workspace %s): connection test %s", link.pk, link.workspace_id, answer.describe())
+    if not answer.judged_credentials:
+        link.refund_attempt()
+        CredentialLink.refund_test_from(address, window)
     if not answer.delivered:
         return Handover(answer, None, [])
     stored = link.redeem(probe.pod, probe.api_key, probe.api_secret, tested)

@@ -5,9 +5,11 @@ from datetime import timedelta
 import orjson
 from django.conf import settings
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.contrib.admin.views.main import ChangeList
 from django.db.models import Count
 from django.template.defaultfilters import filesizeformat
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -55,7 +57,8 @@ class WorkspaceAdmin(admin.ModelAdmin):
         "learned_pace",
     ]  # fmt: skip
     actions = [
-        "replay_last_day", "test_credentials", "pause", "resume", "confirm_credentials", "discard_credentials"
+        "replay_last_day", "test_credentials", "pause", "resume", "confirm_credentials", "discard_credentials",
+        "promote", "demote",
     ]  # fmt: skip
     fieldsets = [
         (
@@ -90,10 +93,27 @@ class WorkspaceAdmin(admin.ModelAdmin):
                 ]
             },
         ),
+        (
+            "Alerts (beside MPFEED_ALERT_EMAILS and MPFEED_ALERT_WEBHOOK_URL)",
+            {
+                "fields": [
+                    "alert_emails",
+                    "alert_webhook_url",
+                    "new_alert_webhook_secret",
+                    "clear_alert_webhook_secret",
+                ]
+            },
+        ),
     ]
 
     def get_changelist(self, request, **kwargs):
         return WorkspaceChangeList
+
+    def get_readonly_fields(self, request, obj=None):
+        # Once a workspace exists, its environment changes only through "Promote" and "Move back to
+        # development", each after a confirmation (below, and on the staff pages).
+        fields = list(super().get_readonly_fields(request, obj))
+        return [*fields, "environment"] if obj is not None else fields
 
     @admin.display(description="Health")
     def current_health(self, obj: Workspace) -> str:
@@ -140,6 +160,45 @@ class WorkspaceAdmin(admin.ModelAdmin):
             self._tell(
                 request, workspace, actions.discard_credentials(workspace), "Discarded the credentials received."
             )
+
+    def _confirmed(self, request, queryset, action: str, title: str, lines, button: str):
+        """None once staff confirmed (the intermediate page's POST), else that page: what will happen, to
+        which workspaces, as Django's "delete selected" asks."""
+        if request.POST.get("confirmed") == "yes":
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "lines": lines,
+            "button": button,
+            "action": action,
+            "workspaces": queryset,
+            "opts": self.model._meta,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/feeds/workspace/confirm_action.html", context)
+
+    @admin.action(description="Promote to production…", permissions=["change"])
+    def promote(self, request, queryset):
+        page = self._confirmed(
+            request, queryset, "promote", "Promote to production?", actions.PROMOTE_WARNING, "Promote to production"
+        )
+        if page is not None:
+            return page
+        for workspace in queryset:
+            self._tell(request, workspace, actions.promote(workspace), "Promoted to production.")
+        return None
+
+    @admin.action(description="Move back to development…", permissions=["change"])
+    def demote(self, request, queryset):
+        page = self._confirmed(
+            request, queryset, "demote", "Move back to development?", actions.DEMOTE_WARNING, "Move back to development"
+        )
+        if page is not None:
+            return page
+        for workspace in queryset:
+            self._tell(request, workspace, actions.demote(workspace), "Moved back to development.")
+        return None
 
     def save_model(self, request, obj, form, change):
         super().save_model(request, obj, form, change)

@@ -10,8 +10,14 @@ The engine calls `evaluate_safely` when a worker lets go of a run, and the every
 `evaluate_all`, which is how "deliveries failing for over an hour" and recoveries are noticed between runs.
 Sending never raises: what happened is recorded on the AlertEvent (email_result, webhook_result).
 
+Besides the global recipients and webhook (MPFEED_ALERT_EMAILS, MPFEED_ALERT_WEBHOOK_URL and _SECRET), each
+workspace may name its own (Workspace.alert_emails, alert_webhook_url and alert_webhook_secret, set on the
+workspace page and in the admin): an alert goes to both. A workspace's webhook must be a public endpoint, as the
+Events API endpoints must (unless MPFEED_ALLOW_PRIVATE_ENDPOINTS), checked when saved and again when sent. The
+e-mail links to the workspace page at MPFEED_SITE_URL, and says so when that is not set.
+
 The webhook is a POST of JSON {"event", "workspace": {"name", "slug"}, "message", "at"} with
-`X-Mpfeed-Signature: sha256=<hex HMAC-SHA256 of the exact body, keyed with MPFEED_ALERT_WEBHOOK_SECRET>` and
+`X-Mpfeed-Signature: sha256=<hex HMAC-SHA256 of the exact body, keyed with MPFEED_ALERT_WEBHOOK_SECRET, or the workspace's secret for its own webhook>` and
 `X-Mpfeed-Timestamp` (Unix seconds). The body's "at" is covered by the signature: receivers can refuse old ones.
 """
 
@@ -21,6 +27,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import time
 import unicodedata
 from dataclasses import dataclass
@@ -28,7 +35,9 @@ from datetime import datetime
 
 import requests
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.mail import get_connection, send_mail
+from django.core.validators import validate_email
 from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -67,6 +76,8 @@ def evaluate(workspace: Workspace, now: datetime | None = None) -> AlertEvent | 
         return None
     workspace = fresh
     previous = workspace.health
+    # A workspace starts "ok" before anything ran: that is no OK an alert may claim it was in.
+    was_ok = previous != OK or workspace.health_changed_at is not None or workspace.runs.succeeded().exists()
     state = current_state(workspace, now)
     if state.health == previous:
         return None
@@ -83,7 +94,7 @@ def evaluate(workspace: Workspace, now: datetime | None = None) -> AlertEvent | 
         event = AlertEvent.objects.create(workspace=workspace, kind=kind, message=message, created_at=changed_at)
     workspace.health, workspace.health_changed_at = state.health, changed_at
     log.info("workspace %s: %s -> %s (alert %s)", workspace.pk, previous, state.health, event.pk)
-    send(event, workspace, previous=previous, run_id=state.run_id)
+    send(event, workspace, previous=previous if was_ok else "", run_id=state.run_id)
     return event
 
 
@@ -130,7 +141,12 @@ def _message(workspace: Workspace, state: State, previous: str) -> str:
 
 def _secrets(workspace: Workspace) -> list[str]:
     """Values that must never leave in an alert, should an error message ever quote one."""
-    values = [workspace.api_key, workspace.api_secret, settings.MPFEED_ALERT_WEBHOOK_SECRET]
+    values = [
+        workspace.api_key,
+        workspace.api_secret,
+        settings.MPFEED_ALERT_WEBHOOK_SECRET,
+        workspace.alert_webhook_secret,
+    ]
     for header in SyncJob.objects.filter(workspace=workspace).values_list("source_secret", flat=True):
         values.append(header)
         values.extend(header.split(None, 1)[1:])  # "Bearer <token>": the token alone, too
@@ -151,21 +167,52 @@ def _result(text: str) -> str:
 
 
 def send(event: AlertEvent, workspace: Workspace, *, previous: str = "", run_id: int | None = None) -> None:
-    """E-mail and webhook; each outcome is stored on the event, nothing is raised."""
+    """E-mail and webhooks; each outcome is stored on the event, nothing is raised. `previous`: the health the
+    workspace was in ("" when it was in none yet, e.g. its first run failed: the e-mail claims no "OK")."""
     event.email_result = _send_email(event, workspace, previous, run_id)
-    event.webhook_result = _send_webhook(event, workspace)
+    event.webhook_result = _send_webhooks(event, workspace)
     event.save(update_fields=["email_result", "webhook_result"])
 
 
+def recipients(workspace: Workspace) -> list[str]:
+    """Who gets the workspace's alert e-mails: MPFEED_ALERT_EMAILS and the workspace's own recipients."""
+    try:
+        own = workspace.alert_email_list
+    except ValidationError:  # stored before the check, or edited in the database: the valid ones still get it
+        own = [a for a in re.split(r"[,;\s]+", workspace.alert_emails) if a and _is_email(a)]
+    return list(dict.fromkeys([*settings.MPFEED_ALERT_EMAILS, *(a.strip() for a in own)]))
+
+
+def _is_email(text: str) -> bool:
+    try:
+        validate_email(text.strip())
+    except ValidationError:
+        return False
+    return True
+
+
+def workspace_link(workspace: Workspace) -> str:
+    """The workspace page's address for people reading an alert: MPFEED_SITE_URL and the page's path, or a
+    sentence saying why there is none (never a link that cannot work)."""
+    if not settings.MPFEED_SITE_URL:
+        return "(no link: MPFEED_SITE_URL, the site's public address, is not set on this deployment)"
+    return f"{settings.MPFEED_SITE_URL}{reverse('feeds:workspace', args=[workspace.slug])}"
+
+
 def _send_email(event: AlertEvent, workspace: Workspace, previous: str, run_id: int | None) -> str:
-    recipients = list(settings.MPFEED_ALERT_EMAILS)
-    if not recipients:
-        return "not configured (MPFEED_ALERT_EMAILS is empty)"
+    to = recipients(workspace)
+    if not to:
+        return "not configured (MPFEED_ALERT_EMAILS is empty, and the workspace has no alert recipients)"
     site = getattr(settings, "SITE_NAME", "mpfeed")
     # One line whatever the name holds (a line break in a header is refused by the mail library, or worse).
     subject = _one_line(f"[{site}] {workspace.name}: {event.get_kind_display()}")
+    now = LABELS[workspace.health]
+    if previous:
+        change = f"{workspace.name} changed state: {LABELS.get(previous, previous)} → {now}."
+    else:  # nothing was OK before (e.g. its first run failed): no "OK →" that never was
+        change = f"{workspace.name}: {now}."
     lines = [
-        f"{workspace.name} changed state: {LABELS.get(previous, previous)} → {LABELS[workspace.health]}.",
+        change,
         "",
         f"Workspace: {workspace.name} ({workspace.slug})",
         f"Alert: {event.get_kind_display()}",
@@ -177,18 +224,18 @@ def _send_email(event: AlertEvent, workspace: Workspace, previous: str, run_id: 
         "",
         event.message,
         "",
-        f"Workspace page: {settings.MPFEED_SITE_URL}{reverse('feeds:workspace', args=[workspace.slug])}",
+        f"Workspace page: {workspace_link(workspace)}",
         "",
         "You get one message per change of state, not one per run.",
     ]
     try:
         # An explicit timeout: EMAIL_TIMEOUT when set, else TIMEOUT (a hung SMTP server must not hold a worker).
         connection = get_connection(timeout=getattr(settings, "EMAIL_TIMEOUT", None) or TIMEOUT)
-        sent = send_mail(subject, "\n".join(lines), settings.DEFAULT_FROM_EMAIL, recipients, connection=connection)
+        sent = send_mail(subject, "\n".join(lines), settings.DEFAULT_FROM_EMAIL, to, connection=connection)
     except Exception as e:
         log.warning("alert %s: e-mail failed: %s", event.pk, type(e).__name__)
         return _result(f"failed: {type(e).__name__}: {_redact(str(e), _mail_secrets())}")
-    return f"sent to {len(recipients)} recipient(s)" if sent else "failed: the mail backend sent nothing"
+    return f"sent to {len(to)} recipient(s)" if sent else "failed: the mail backend sent nothing"
 
 
 def _one_line(text: str) -> str:
@@ -215,20 +262,38 @@ def sign(body: bytes, secret: str) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def _send_webhook(event: AlertEvent, workspace: Workspace) -> str:
-    url = settings.MPFEED_ALERT_WEBHOOK_URL
-    if not url:
-        return "not configured (MPFEED_ALERT_WEBHOOK_URL is empty)"
+def _send_webhooks(event: AlertEvent, workspace: Workspace) -> str:
+    """The global webhook (MPFEED_ALERT_WEBHOOK_URL) and the workspace's own, each with its own key."""
+    own_url = workspace.alert_webhook_url
+    if not settings.MPFEED_ALERT_WEBHOOK_URL and not own_url:
+        return "not configured (MPFEED_ALERT_WEBHOOK_URL is empty, and the workspace has no webhook)"
+    results = []
+    if settings.MPFEED_ALERT_WEBHOOK_URL:
+        secret = settings.MPFEED_ALERT_WEBHOOK_SECRET
+        unsigned = "" if secret else " (unsigned: MPFEED_ALERT_WEBHOOK_SECRET is empty)"
+        results.append(_send_webhook(event, workspace, settings.MPFEED_ALERT_WEBHOOK_URL, secret, unsigned))
+    if own_url:
+        # Checked again: the host's name may point elsewhere since the workspace was saved.
+        refusal = workspace.webhook_refusal()
+        if refusal:
+            log.warning("alert %s: the workspace's webhook refused: not a public endpoint", event.pk)
+            result = f"not sent: {refusal}"
+        else:
+            secret = workspace.alert_webhook_secret
+            result = _send_webhook(event, workspace, own_url, secret, "" if secret else " (unsigned: no secret set)")
+        results.append(result if len(results) == 0 else f"workspace's: {result}")
+    return _result("; ".join(results))
+
+
+def _send_webhook(event: AlertEvent, workspace: Workspace, url: str, secret: str, unsigned: str) -> str:
     body = webhook_body(event, workspace)
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "mpfeed-alerts",
         "X-Mpfeed-Timestamp": str(int(time.time())),
     }
-    secret = settings.MPFEED_ALERT_WEBHOOK_SECRET
     if secret:
         headers["X-Mpfeed-Signature"] = sign(body, secret)
-    unsigned = "" if secret else " (unsigned: MPFEED_ALERT_WEBHOOK_SECRET is empty)"
     try:
         with requests.post(url, data=body, headers=headers, timeout=TIMEOUT, allow_redirects=False) as response:
             status = response.status_code

@@ -35,6 +35,14 @@ def check_keys(app_configs=None, **kwargs) -> list[CheckMessage]:
                 id="mpfeed.W002",
             )
         )
+    if not settings.MPFEED_SITE_URL:
+        errors.append(
+            Warning(
+                "MPFEED_SITE_URL is not set: alert e-mails cannot link to the workspace page.",
+                hint="Set MPFEED_SITE_URL to the site's public address, e.g. https://feeds.partner.example.",
+                id="mpfeed.W003",
+            )
+        )
     if settings.MPFEED_ALLOW_SANDBOX:
         errors.append(
             Warning(

@@ -24,7 +24,64 @@ from feeds.models import (
 )
 
 
-class WorkspaceAdminForm(forms.ModelForm):
+class AlertSettingsMixin(forms.ModelForm):
+    """A workspace's own alert recipients and webhook, beside the global settings (feeds.alerts): the workspace
+    page's form and the admin's. The webhook's secret is write-only (the input is always empty; empty keeps it),
+    and the rules (e-mail addresses, a public webhook URL) are Workspace.clean's."""
+
+    alert_emails = forms.CharField(
+        label="Alert e-mails",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false"}),
+        help_text="Addresses separated by commas or lines; they get this workspace's alerts beside "
+        "MPFEED_ALERT_EMAILS.",
+    )
+    alert_webhook_url = forms.URLField(
+        label="Alert webhook URL",
+        required=False,
+        assume_scheme="https",
+        max_length=500,
+        help_text="This workspace's alerts are POSTed here too, beside MPFEED_ALERT_WEBHOOK_URL (a public address).",
+    )
+    new_alert_webhook_secret = forms.CharField(
+        label="Webhook secret",
+        required=False,
+        strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="The key of the X-Mpfeed-Signature HMAC for this webhook. Write-only; leave empty to keep it.",
+    )
+    clear_alert_webhook_secret = forms.BooleanField(label="Remove the stored webhook secret", required=False)
+
+    def clean(self):
+        super().clean()
+        data = self.cleaned_data
+        if data.get("new_alert_webhook_secret") and data.get("clear_alert_webhook_secret"):
+            self.add_error("clear_alert_webhook_secret", "Either enter a new secret or remove the stored one.")
+        return data
+
+    def _apply_alert_secret(self, workspace: Workspace) -> None:
+        if self.cleaned_data.get("new_alert_webhook_secret"):
+            workspace.alert_webhook_secret = self.cleaned_data["new_alert_webhook_secret"]
+        elif self.cleaned_data.get("clear_alert_webhook_secret"):
+            workspace.alert_webhook_secret = ""
+
+
+class WorkspaceAlertsForm(AlertSettingsMixin):
+    """The workspace page's alert settings."""
+
+    class Meta:
+        model = Workspace
+        fields = ["alert_emails", "alert_webhook_url"]
+
+    def save(self, commit=True):
+        workspace = super().save(commit=False)
+        self._apply_alert_secret(workspace)
+        if commit:
+            workspace.save()
+        return workspace
+
+
+class WorkspaceAdminForm(AlertSettingsMixin):
     """Credentials are write-only: the inputs are always empty, and empty means "keep what is stored". The status
     only changes through the actions (pause, resume, test credentials), and production is reached as the staff
     page's "Promote" reaches it."""
@@ -62,6 +119,8 @@ class WorkspaceAdminForm(forms.ModelForm):
             "data_plan_id",
             "data_plan_version",
             "confirm_new_credentials",
+            "alert_emails",
+            "alert_webhook_url",
         ]  # the status is set by what staff do (pause, resume, credential tests), never typed in
 
     def clean_environment(self) -> str:
@@ -86,6 +145,7 @@ class WorkspaceAdminForm(forms.ModelForm):
 
     def save(self, commit=True):
         workspace = super().save(commit=False)
+        self._apply_alert_secret(workspace)
         key, secret = self.cleaned_data.get("new_api_key"), self.cleaned_data.get("new_api_secret")
         if key or secret:
             workspace.set_credentials(key or workspace.api_key, secret or workspace.api_secret)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 import unicodedata
@@ -15,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 import orjson
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator, RegexValidator
+from django.core.validators import MinValueValidator, RegexValidator, validate_email
 from django.db import IntegrityError, models, transaction
 from django.db.models import Case, F, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce, Greatest
@@ -125,6 +126,21 @@ class Workspace(models.Model):
     pending_api_key = EncryptedTextField(blank=True, default="")
     pending_api_secret = EncryptedTextField(blank=True, default="")
     pending_received_at = models.DateTimeField(null=True, blank=True)
+    # Alerts for this workspace go to these as well as to the global MPFEED_ALERT_EMAILS / _WEBHOOK_URL.
+    alert_emails = models.TextField(
+        blank=True,
+        default="",
+        help_text="Who else gets this workspace's alert e-mails: addresses separated by commas or lines, beside "
+        "MPFEED_ALERT_EMAILS.",
+    )
+    alert_webhook_url = models.URLField(
+        max_length=500,
+        blank=True,
+        default="",
+        help_text="A webhook for this workspace's alerts, beside MPFEED_ALERT_WEBHOOK_URL: a public https address.",
+    )
+    # Write-only (never rendered): the HMAC key of this workspace's webhook. Encrypted with FERNET_KEYS.
+    alert_webhook_secret = EncryptedTextField(blank=True, default="")
     # What alerts last said about this workspace (feeds.alerts): one alert per change, never one per run.
     health = models.CharField(max_length=30, default="ok", editable=False)
     health_changed_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -162,6 +178,35 @@ class Workspace(models.Model):
                 raise ValidationError({"endpoint_url": reason})
         elif self.endpoint_url:
             raise ValidationError({"endpoint_url": "An endpoint URL is only used with the sandbox pod."})
+        try:
+            _ = self.alert_email_list
+        except ValidationError as e:
+            raise ValidationError({"alert_emails": e.messages}) from None
+        reason = self.webhook_refusal()
+        if reason:
+            raise ValidationError({"alert_webhook_url": reason})
+
+    @property
+    def alert_email_list(self) -> list[str]:
+        """This workspace's own alert recipients (raises ValidationError naming an address that is not one)."""
+        addresses = [a.strip() for a in re.split(r"[,;\s]+", self.alert_emails or "") if a.strip()]
+        for address in addresses:
+            try:
+                validate_email(address)
+            except ValidationError:
+                raise ValidationError(f"{address[:100]} is not an e-mail address.") from None
+        return list(dict.fromkeys(addresses))
+
+    def webhook_refusal(self) -> str | None:
+        """Why this workspace's alert webhook may not be called (None: it may, or there is none): as for the
+        endpoints, loopback, private and link-local hosts only where MPFEED_ALLOW_PRIVATE_ENDPOINTS allows them."""
+        if not self.alert_webhook_url or settings.MPFEED_ALLOW_PRIVATE_ENDPOINTS:
+            return None
+        reason = non_public_reason(self.alert_webhook_url)
+        if not reason:
+            return None
+        reason = reason.replace("the endpoint URL", "the webhook URL")
+        return f"{reason[:1].upper()}{reason[1:]} (MPFEED_ALLOW_PRIVATE_ENDPOINTS is off)."
 
     @property
     def data_plan(self) -> dict | None:
@@ -348,6 +393,16 @@ class Workspace(models.Model):
         Workspace.objects.filter(pk=self.pk).update(environment=self.Environment.PRODUCTION, updated_at=timezone.now())
         self.refresh_from_db(fields=["environment", "updated_at"])
         return True
+
+    def demote(self) -> bool:
+        """Production → development: the way back from a promotion (runs that start from now on send to the
+        client's development environment; batches already built keep the environment they were built with).
+        False when the workspace is in development already."""
+        changed = Workspace.objects.filter(pk=self.pk, environment=self.Environment.PRODUCTION).update(
+            environment=self.Environment.DEVELOPMENT, updated_at=timezone.now()
+        )
+        self.refresh_from_db(fields=["environment", "updated_at"])
+        return bool(changed)
 
 
 def key_hint(api_key: str) -> str:
@@ -688,6 +743,18 @@ class AddressAttempt(models.Model):
     @classmethod
     def allow(cls, scope: str, address: str, limit: int, window_seconds: float) -> bool:
         """Count one attempt of `address` in the current window; False once it has had `limit` of them."""
+        return cls.take(scope, address, limit, window_seconds) is not None
+
+    @classmethod
+    def release(cls, scope: str, address: str, window_start: datetime) -> None:
+        """Give back one attempt counted by `take` in the window it returned (one that turned out not to count)."""
+        cls.objects.filter(scope=scope, address=address, window_start=window_start, count__gt=0).update(
+            count=F("count") - 1
+        )
+
+    @classmethod
+    def take(cls, scope: str, address: str, limit: int, window_seconds: float) -> datetime | None:
+        """`allow`, answering the window the attempt was counted in (None: not counted, over the limit)."""
         now = timezone.now()
         start = datetime.fromtimestamp(now.timestamp() // window_seconds * window_seconds, tz=UTC)
         with transaction.atomic():
@@ -697,9 +764,9 @@ class AddressAttempt(models.Model):
             if created:  # a new window: forget the old ones
                 cls.objects.filter(scope=scope, window_start__lt=start - timedelta(days=1)).delete()
             if row.count >= limit:
-                return False
+                return None
             cls.objects.filter(pk=row.pk).update(count=F("count") + 1)
-        return True
+        return start
 
 
 class SetAsideRecord(models.Model):
@@ -1409,7 +1476,9 @@ class CredentialLink(models.Model):
     expires_at = models.DateTimeField()
     used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
-    attempts = models.PositiveIntegerField(default=0, help_text="Connection tests tried through this link.")
+    attempts = models.PositiveIntegerField(
+        default=0, help_text="Connection tests through this link that mParticle answered (accepted or refused)."
+    )
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     # What the client handed over (never the secret): the pod and the key's last characters.
     received_pod = models.CharField(max_length=20, blank=True, default="")
@@ -1473,11 +1542,27 @@ class CredentialLink(models.Model):
         self.refresh_from_db(fields=["attempts", "last_attempt_at", "used_at", "revoked_at"])
         return bool(counted)
 
-    @staticmethod
-    def test_allowed_from(address: str) -> bool:
-        """Count a connection test from this network address: False once it tried MPFEED_LINK_TESTS_PER_ADDRESS
-        in the hour, whatever links (one network trying many links, or one link from many tabs, is slowed down)."""
-        return AddressAttempt.allow("link-test", address, settings.MPFEED_LINK_TESTS_PER_ADDRESS, 3600)
+    def refund_attempt(self) -> None:
+        """Give back an attempt counted by count_attempt for a test that never reached mParticle (a network
+        error, an endpoint this deployment refuses): only tests mParticle judged use the link up."""
+        CredentialLink.objects.filter(pk=self.pk, attempts__gt=0).update(attempts=F("attempts") - 1)
+        self.refresh_from_db(fields=["attempts"])
+
+    ADDRESS_SCOPE = "link-test"
+    ADDRESS_WINDOW = 3600  # seconds
+
+    @classmethod
+    def test_allowed_from(cls, address: str) -> datetime | None:
+        """Count a connection test from this network address: None once it tried MPFEED_LINK_TESTS_PER_ADDRESS
+        in the hour, whatever links (one network trying many links, or one link from many tabs, is slowed down);
+        else the window it was counted in (for `refund_test_from`)."""
+        return AddressAttempt.take(
+            cls.ADDRESS_SCOPE, address, settings.MPFEED_LINK_TESTS_PER_ADDRESS, cls.ADDRESS_WINDOW
+        )
+
+    @classmethod
+    def refund_test_from(cls, address: str, window_start: datetime) -> None:
+        AddressAttempt.release(cls.ADDRESS_SCOPE, address, window_start)
 
     def revoke(self) -> None:
         CredentialLink.objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())

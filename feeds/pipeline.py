@@ -141,6 +141,15 @@ def excerpt(record: dict) -> str:
     return text if len(text) <= EXCERPT else text[:EXCERPT] + "…"
 
 
+def _data_excerpt(data) -> str:
+    """The start of a set-aside record's data (JSON after its one-byte form marker, see set_aside_form)."""
+    if not data:
+        return ""
+    raw = bytes(data[1 : 1 + EXCERPT + 1])
+    text = raw[:EXCERPT].decode("utf-8", "replace")
+    return text + "…" if len(raw) > EXCERPT else text
+
+
 # ----------------------------------------------------------------------------------------- group, pack
 
 
@@ -172,7 +181,14 @@ def build(
         # (Rows may carry more after these columns, as the engine's do: its primary keys.)
         grouper = group_set_aside([(r[1], r[2], r[3], r[4], r[5]) for r in of_path], max_batch_bytes)
         batches = grouper.batches
-        refusals += [Refusal(MAPPING, record.ref[:300], reason) for record, reason in grouper.refused]
+        if grouper.refused:  # rare: records too large on their own, shown with what they were converted to
+            data_of: dict[str, bytes] = {}
+            for r in of_path:
+                data_of.setdefault(r[3], r[4])
+            refusals += [
+                Refusal(MAPPING, record.ref[:300], reason, _data_excerpt(data_of.get(record.ref[:300])))
+                for record, reason in grouper.refused
+            ]
         srids = ids(len(batches), path, first_user, first_seq)
         bodies = serialize_batches(batches, environment, srids, context)
         for group in pack([len(b) for b in bodies], max_batches=max_batches):

@@ -18,7 +18,7 @@ from feeds.models import SyncJob
 from feeds.sources import Item, SourceError
 from feeds.sources.build import build_source
 from feeds.sources.files import read_text
-from feeds.words import kind
+from feeds.words import json_excerpt, kind
 
 DEFAULT_LIMIT = 20
 SAMPLE_FORMATS = ("auto", "csv", "ndjson", "json")  # the formats a pasted sample may be read as
@@ -101,7 +101,7 @@ def preview_records(rules: dict, records: list, **kwargs) -> Preview:
     items = [
         Item(ref=f"record {i + 1}", record=r)
         if isinstance(r, dict)
-        else Item(ref=f"record {i + 1}", error=f"expected an object, got {kind(r)}")
+        else Item(ref=f"record {i + 1}", error=f"expected an object, got {kind(r)}", excerpt=json_excerpt(r, 200))
         for i, r in enumerate(records)
     ]
     return preview_items(rules, items, **kwargs)

@@ -355,5 +355,6 @@ EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "False")
 EMAIL_TIMEOUT = envfloat("EMAIL_TIMEOUT", "10")
 # /metrics (Prometheus text format) answers staff, and scrapers sending this token as "Authorization: Bearer".
 MPFEED_METRICS_TOKEN = os.getenv("MPFEED_METRICS_TOKEN", "")
-# The site's public address, for links in alert e-mails (e.g. https://feeds.partner.example).
-MPFEED_SITE_URL = os.getenv("MPFEED_SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+# The site's public address, for links in alert e-mails (e.g. https://feeds.partner.example). Unset, the e-mails
+# say there is no link rather than point at an address that cannot work (`manage.py serve` sets its own).
+MPFEED_SITE_URL = os.getenv("MPFEED_SITE_URL", "").rstrip("/")

@@ -15,7 +15,7 @@ from django.views.debug import ExceptionReporter
 from feeds import sweeper
 from feeds.models import AddressAttempt, CredentialLink, InboxPush, InboxRecord, SyncJob
 from feeds.security import client_ip
-from tests.helpers import SANDBOX_KEY, make_mapping, make_staff, make_workspace
+from tests.helpers import SANDBOX_KEY, SANDBOX_SECRET, make_mapping, make_staff, make_workspace
 
 pytestmark = pytest.mark.django_db
 
@@ -104,6 +104,27 @@ def test_link_tests_are_limited_per_address_whatever_the_link(client, sandbox, s
     # Another address still may.
     other = client.post(reverse("feeds:connect", args=[tokens[3]]), data, REMOTE_ADDR="203.0.113.10")
     assert other.status_code == 200 and len(sandbox.requests_log()) == 4
+
+
+def test_an_address_is_counted_only_for_tests_that_reached_mparticle(client, sandbox, settings):
+    settings.MPFEED_LINK_TESTS_PER_ADDRESS = 1
+    _, token = CredentialLink.issue(make_workspace(sandbox, name="W"))
+    data = {"api_key": SANDBOX_KEY, "api_secret": "wrong-secret-1"}
+    sandbox.queue_faults(["503", "429"])
+    right = {"api_key": SANDBOX_KEY, "api_secret": SANDBOX_SECRET}
+    for _ in range(2):  # mParticle busy: these say nothing of the credentials, and are not counted
+        busy = client.post(reverse("feeds:connect", args=[token]), right, REMOTE_ADDR="203.0.113.9")
+        assert busy.status_code == 200 and "busy" in busy.content.decode()
+    assert (
+        client.post(reverse("feeds:connect", args=[token]), {"api_key": ""}, REMOTE_ADDR="203.0.113.9").status_code
+        == 200
+    )
+    assert AddressAttempt.objects.get(address="203.0.113.9").count == 0
+    judged = client.post(reverse("feeds:connect", args=[token]), data, REMOTE_ADDR="203.0.113.9")
+    assert judged.status_code == 200 and AddressAttempt.objects.get(address="203.0.113.9").count == 1
+    refused = client.post(reverse("feeds:connect", args=[token]), data, REMOTE_ADDR="203.0.113.9")
+    assert refused.status_code == 429
+    assert CredentialLink.objects.get().attempts == 1  # the link too counted the judged test only
 
 
 def test_the_address_counts_start_again_each_window(monkeypatch):

@@ -10,7 +10,7 @@ from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.mail.backends.base import BaseEmailBackend
 from django.utils import timezone
 
@@ -121,7 +121,9 @@ def test_two_failed_runs_in_a_row_send_one_alert(tmp_path, mailoutbox):
     [event] = AlertEvent.objects.all()
     assert f"Run #{first.pk} of job orders failed" in event.message
     assert event.email_result == "sent to 2 recipient(s)"
-    assert event.webhook_result == "not configured (MPFEED_ALERT_WEBHOOK_URL is empty)"
+    assert (
+        event.webhook_result == "not configured (MPFEED_ALERT_WEBHOOK_URL is empty, and the workspace has no webhook)"
+    )
     # The sweeper sees the same state: still nothing new.
     sweeper.resume_stalled()
     assert AlertEvent.objects.count() == 1
@@ -266,9 +268,12 @@ def test_two_workers_noticing_the_same_change_send_it_once(tmp_path, monkeypatch
 # ------------------------------------------------------------------------------------------------- e-mail
 
 
-def test_the_email_says_what_changed_where_and_why(tmp_path, mailoutbox):
-    workspace = make_workspace(name="Acme Retail")
-    run = run_job(failing_job(workspace, tmp_path))
+def test_the_email_says_what_changed_where_and_why(tmp_path, mailoutbox, settings, sandbox):
+    settings.MPFEED_SITE_URL = "https://feeds.partner.example"
+    workspace = make_workspace(sandbox, name="Acme Retail")
+    good = good_job(workspace, tmp_path)
+    assert run_job(good).status == SyncRun.Status.SUCCEEDED  # it was OK
+    run = run_job(make_job(workspace, tmp_path / "missing.csv", name="orders", mapping=good.mapping))
     [mail] = mailoutbox
     assert mail.subject == "[mpfeed] Acme Retail: Run failed"
     assert mail.from_email == "mpfeed@partner.example"
@@ -277,8 +282,83 @@ def test_the_email_says_what_changed_where_and_why(tmp_path, mailoutbox):
     assert "Workspace: Acme Retail (acme-retail)" in mail.body
     assert f"Run: #{run.pk}" in mail.body
     assert run.error and run.error in mail.body
-    assert f"Workspace page: {settings.MPFEED_SITE_URL}/workspaces/acme-retail/" in mail.body
+    assert "Workspace page: https://feeds.partner.example/workspaces/acme-retail/" in mail.body
     assert mail.alternatives == []  # plain text
+
+
+def test_a_first_run_that_fails_claims_no_previous_ok(tmp_path, mailoutbox):
+    run_job(failing_job(make_workspace(name="Acme Retail"), tmp_path))
+    [mail] = mailoutbox
+    assert mail.subject == "[mpfeed] Acme Retail: Run failed"
+    assert mail.body.startswith("Acme Retail: Run failed.\n")
+    assert "OK" not in mail.body and "changed state" not in mail.body
+
+
+def test_without_a_site_url_the_email_says_so_rather_than_link_nowhere(tmp_path, mailoutbox, settings):
+    settings.MPFEED_SITE_URL = ""
+    run_job(failing_job(make_workspace(name="Acme Retail"), tmp_path))
+    [mail] = mailoutbox
+    assert "Workspace page: (no link: MPFEED_SITE_URL, the site's public address, is not set" in mail.body
+    assert "/workspaces/acme-retail/" not in mail.body and "http" not in mail.body
+
+
+def test_a_workspace_has_its_own_recipients_beside_the_global_ones(tmp_path, mailoutbox, settings):
+    workspace = make_workspace(alert_emails="client-ops@acme.example,\nops@partner.example")
+    run_job(failing_job(workspace, tmp_path))
+    [mail] = mailoutbox
+    assert mail.to == ["ops@partner.example", "oncall@partner.example", "client-ops@acme.example"]
+    assert AlertEvent.objects.get().email_result == "sent to 3 recipient(s)"
+    # Its own are enough, with no global ones.
+    settings.MPFEED_ALERT_EMAILS = []
+    other = make_workspace(name="Other", alert_emails="team@other.example")
+    run_job(failing_job(other, tmp_path, name="other"))
+    assert mailoutbox[-1].to == ["team@other.example"]
+
+
+def test_a_workspace_has_its_own_webhook_signed_with_its_own_secret(tmp_path, receiver, settings):
+    own = Receiver()
+    own.thread.start()
+    try:
+        workspace = make_workspace(alert_webhook_url=own.url, alert_webhook_secret="ws-hook-secret-PLAIN-9d1e")
+        run_job(failing_job(workspace, tmp_path))
+        [(_, global_body)] = receiver.received  # the global webhook still gets it
+        [(headers, body)] = own.received
+        assert body == global_body
+        expected = hmac.new(b"ws-hook-secret-PLAIN-9d1e", body, hashlib.sha256).hexdigest()
+        assert headers["X-Mpfeed-Signature"] == f"sha256={expected}"
+        event = AlertEvent.objects.get()
+        assert event.webhook_result == "sent: HTTP 204; workspace's: sent: HTTP 204"
+        assert "ws-hook-secret" not in event.message + event.webhook_result
+    finally:
+        own.server.shutdown()
+        own.server.server_close()
+
+
+def test_a_workspace_webhook_must_be_public(settings):
+    settings.MPFEED_ALLOW_PRIVATE_ENDPOINTS = False
+    workspace = Workspace(name="Acme", pod=Workspace.Pod.PARTNER, alert_webhook_url="http://127.0.0.1:9/hook")
+    with pytest.raises(ValidationError) as e:
+        workspace.full_clean()
+    assert "loopback, private or link-local" in e.value.message_dict["alert_webhook_url"][0]
+    workspace.alert_webhook_url, workspace.alert_emails = "", "not-an-address"
+    with pytest.raises(ValidationError) as e:
+        workspace.full_clean()
+    assert e.value.message_dict["alert_emails"] == ["not-an-address is not an e-mail address."]
+
+
+def test_a_stored_private_webhook_is_not_called(tmp_path, settings):
+    own = Receiver()
+    own.thread.start()
+    try:
+        workspace = make_workspace(alert_webhook_url=own.url)
+        settings.MPFEED_ALLOW_PRIVATE_ENDPOINTS = False  # e.g. the name points at a private address by now
+        event = AlertEvent.objects.create(workspace=workspace, kind=AlertEvent.Kind.RUN_FAILED, message="m")
+        alerts.send(event, workspace, previous="ok")
+        assert own.received == []
+        assert AlertEvent.objects.get().webhook_result.startswith("not sent: 127.0.0.1 is a loopback")
+    finally:
+        own.server.shutdown()
+        own.server.server_close()
 
 
 def test_no_recipients_means_no_email(tmp_path, settings, mailoutbox):
@@ -286,7 +366,10 @@ def test_no_recipients_means_no_email(tmp_path, settings, mailoutbox):
     workspace = make_workspace()
     run_job(failing_job(workspace, tmp_path))
     assert mailoutbox == []
-    assert AlertEvent.objects.get().email_result == "not configured (MPFEED_ALERT_EMAILS is empty)"
+    assert (
+        AlertEvent.objects.get().email_result
+        == "not configured (MPFEED_ALERT_EMAILS is empty, and the workspace has no alert recipients)"
+    )
 
 
 class BrokenMailBackend(BaseEmailBackend):

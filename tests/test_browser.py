@@ -213,3 +213,86 @@ def map_fields_run_and_watch(page, site, sandbox, shots, tmp_path):
     assert page.locator("tr[data-delivery]").count() == deliveries
     assert len({e["data"]["source_message_id"] for e in sandbox.events()}) == 299
     assert SANDBOX_SECRET not in page.content()
+
+
+def test_each_confirmation_and_the_copy_button(chromium, site, sandbox):
+    """Promoting, moving back to development and revoking a link each ask first, on a page that works without
+    JavaScript (Cancel changes nothing); the copy button says "Copied", then its own label again."""
+    shell(
+        site,
+        "from feeds.models import *\n"
+        "w = Workspace.objects.create(name='Acme Shoes', pod='sandbox', endpoint_url='http://127.0.0.1:9/v2')\n"
+        "m = Mapping.objects.create(workspace=w, rules={})\n"
+        "j = SyncJob.objects.create(workspace=w, mapping=m, name='orders', source_kind='file',"
+        " source_config={'path': 'x.csv'})\n"
+        "SyncRun.objects.create(job=j, workspace=w, status='succeeded', source_kind='file',"
+        " endpoint_mode='realtime', environment='development', mapping_version=1, mapping_rules={})\n",
+    )
+    shots = Shots("confirmations")
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=site.url)
+    violations: list[str] = []
+    try:
+        page = context.new_page()
+        page.on("console", lambda m: violations.append(m.text[:80]) if "Content Security Policy" in m.text else None)
+        login(page, site.url)
+        workspace_url = f"{site.url}/workspaces/acme-shoes/"
+
+        # Promote: asked, cancelled (nothing changes), asked again, done.
+        page.goto(workspace_url)
+        page.get_by_role("link", name="Promote to production…").click()
+        page.wait_for_url(re.compile(r"/promote/$"))
+        assert "client's production environment" in page.inner_text("#confirm-what")
+        shots.take(page, "promote-asked")
+        page.get_by_role("link", name="Cancel").click()
+        page.wait_for_url(workspace_url)
+        assert "environment development" in page.inner_text("main")
+        page.get_by_role("link", name="Promote to production…").click()
+        page.get_by_role("button", name="Promote to production").click()
+        page.wait_for_url(workspace_url)
+        assert "now sends to the production environment" in page.inner_text("main")
+        assert "environment production" in page.inner_text("main")
+
+        # And the way back.
+        page.get_by_role("link", name="Move back to development…").click()
+        page.wait_for_url(re.compile(r"/demote/$"))
+        assert "does not take data out of mParticle" in page.inner_text("#confirm-what")
+        shots.take(page, "demote-asked")
+        page.get_by_role("button", name="Move back to development").click()
+        page.wait_for_url(workspace_url)
+        assert "environment development" in page.inner_text("main")
+
+        # A credential link: the copy button, then revoking it (asked first).
+        page.get_by_role("button", name="Create a credential link").click()
+        copy = page.locator("button[data-copy='#new-link']")
+        copy.click()
+        wait_js(page, "document.querySelector(\"button[data-copy='#new-link']\").textContent === 'Copied'")
+        assert page.evaluate("navigator.clipboard.readText()") == page.input_value("#new-link")
+        shots.take(page, "copied")
+        copy.click()  # clicked again while it says "Copied": it still goes back to its own label
+        wait_js(page, "document.querySelector(\"button[data-copy='#new-link']\").textContent === 'Copy'", 5000)
+        page.get_by_role("link", name="Revoke…").click()
+        page.wait_for_url(re.compile(r"/revoke/$"))
+        assert "stops working at once" in page.inner_text("#confirm-what")
+        shots.take(page, "revoke-asked")
+        page.get_by_role("button", name="Revoke the link").click()
+        page.wait_for_url(workspace_url)
+        assert "The link was revoked." in page.inner_text("main")
+        assert "revoked" in page.inner_text("table")
+        assert page.get_by_role("link", name="Revoke…").count() == 0
+
+        # The admin asks too, before it promotes.
+        page.goto(f"{site.url}/admin/feeds/workspace/")
+        page.locator("input[name='_selected_action']").first.check()
+        page.locator("select[name='action']").select_option("promote")
+        page.get_by_role("button", name="Go").click()
+        assert "client's production environment" in page.inner_text("#confirm-what")
+        shots.take(page, "admin-promote-asked")
+        page.get_by_role("button", name="Promote to production").click()
+        assert "now sends to the production environment" in page.inner_text("body")
+        assert violations == []
+    except Exception:
+        print(site.log()[-5000:])
+        raise
+    finally:
+        context.close()

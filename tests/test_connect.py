@@ -262,18 +262,46 @@ def test_an_unreachable_endpoint_is_explained_and_nothing_is_stored(client, awai
     awaiting.refresh_from_db()
     assert not awaiting.has_credentials and awaiting.status == Workspace.Status.AWAITING_CREDENTIALS
     link.refresh_from_db()
-    assert link.usable and link.attempts == 1
+    assert link.usable and link.attempts == 0  # the test never reached mParticle: not counted
 
 
 @pytest.mark.parametrize("fault", ["429", "503"])
 def test_a_busy_mparticle_is_explained_and_nothing_is_stored(client, awaiting, sandbox, fault):
-    _, token = CredentialLink.issue(awaiting)
+    link, token = CredentialLink.issue(awaiting)
     sandbox.queue_faults([fault])
     response = post(client, token, sandbox)
     assert response.status_code == 200
     assert UNREACHABLE in text(response) and fault not in text(response)
     awaiting.refresh_from_db()
     assert not awaiting.has_credentials
+    link.refresh_from_db()
+    assert link.attempts == 0  # mParticle said nothing of the credentials: not counted
+
+
+def test_only_tests_that_mparticle_judged_use_up_the_link(client, awaiting, sandbox, settings):
+    """A link's limit counts the tests mParticle answered about the credentials (401/403, 2xx), not network
+    errors, throttles, faults of the server or refusals of this deployment."""
+    settings.MPFEED_CREDENTIAL_LINK_ATTEMPTS = 2
+    settings.MPFEED_LINK_TESTS_PER_ADDRESS = 2
+    link, token = CredentialLink.issue(awaiting)
+    sandbox.queue_faults(["429", "503", "500"])
+    for _ in range(3):
+        assert UNREACHABLE in text(post(client, token, sandbox))
+    Workspace.objects.filter(pk=awaiting.pk).update(endpoint_url=f"http://127.0.0.1:{free_port()}/v2")
+    assert UNREACHABLE in text(post(client, token))  # a network error
+    settings.MPFEED_ALLOW_PRIVATE_ENDPOINTS = False  # this deployment refuses the endpoint: nothing is sent
+    assert UNREACHABLE in text(post(client, token))
+    link.refresh_from_db()
+    assert link.attempts == 0 and link.usable
+    # The address's count was given back too: two judged tests still may run from it.
+    settings.MPFEED_ALLOW_PRIVATE_ENDPOINTS = True
+    Workspace.objects.filter(pk=awaiting.pk).update(endpoint_url=f"{sandbox.url}/v2")
+    assert REFUSED in text(post(client, token, sandbox, api_secret=WRONG_SECRET))  # a 401/403: counted
+    link.refresh_from_db()
+    assert link.attempts == 1
+    assert "mParticle accepted" in text(post(client, token, sandbox))  # a 2xx: counted, and the link used
+    link.refresh_from_db()
+    assert link.attempts == 2 and link.state == "used"
 
 
 def test_an_incomplete_form_is_shown_again_without_a_test(client, awaiting, sandbox):
@@ -289,7 +317,7 @@ def test_an_incomplete_form_is_shown_again_without_a_test(client, awaiting, sand
     assert_nothing_secret(response)
     assert sandbox.requests_log() == []
     link.refresh_from_db()
-    assert link.attempts == 2  # every POST counts
+    assert link.attempts == 0  # nothing was tested: nothing counted
 
 
 def test_a_link_revoked_or_used_during_the_test_stores_nothing(client, awaiting, sandbox, monkeypatch):

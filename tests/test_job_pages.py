@@ -38,6 +38,10 @@ def _sources(settings, tmp_path):
     settings.MPFEED_SOURCE_DATABASES = {"crm": f"sqlite:///{db}"}
     settings.MPFEED_HTTP_SOURCE_HOSTS = ["api.partner.example"]
     settings.MPFEED_SOURCE_ROOT = tmp_path
+    # The files these jobs name exist: a path that matches no file is refused when saved.
+    (tmp_path / "exports").mkdir()
+    for name in ("orders.csv", "other.ndjson"):
+        (tmp_path / name).write_bytes(b"")
 
 
 def new_url(workspace) -> str:
@@ -249,6 +253,8 @@ def test_file_paths_stay_inside_the_source_root(staff, workspace, mapping, setti
         response = staff.post(new_url(workspace), form_data(mapping, source_config=json.dumps({"path": path})))
         assert response.status_code == 200, path
         assert "MPFEED_SOURCE_ROOT" in errors_of(response, "source_config")[0]
+    (tmp_path / "exports" / "2026").mkdir()
+    (tmp_path / "exports" / "2026" / "a.csv").write_bytes(b"")
     path = f"{tmp_path}/exports/**/*.csv"
     assert (
         staff.post(new_url(workspace), form_data(mapping, source_config=json.dumps({"path": path}))).status_code == 302

@@ -33,7 +33,11 @@ def _sources(settings, tmp_path):
         conn.execute("CREATE TABLE customers (id TEXT, email TEXT, plan TEXT, updated_at TEXT)")
     settings.MPFEED_SOURCE_DATABASES = {"crm": f"sqlite:///{db}"}
     settings.MPFEED_HTTP_SOURCE_HOSTS = ["api.partner.example"]
-    settings.MPFEED_SOURCE_ROOT = tmp_path / "root"
+    root = settings.MPFEED_SOURCE_ROOT = tmp_path / "root"
+    # The files these jobs name exist (a path that matches no file is refused when saved), the example's too.
+    (root / "exports").mkdir(parents=True)
+    for name in ("orders.csv", "other.csv", "exports/orders-1.csv.gz"):
+        (root / name).write_bytes(b"")
 
 
 @pytest.fixture
@@ -314,3 +318,33 @@ def test_an_empty_settings_box_means_no_settings_on_both_faces(client, alice, jo
     assert FACES[face](client, job, source_kind="inbox", source_config="").status_code == 302
     job.refresh_from_db()
     assert job.source_kind == "inbox" and job.source_config == {} and job.cursor is None
+
+
+# --------------------------------------------------------------------------------- a path that matches no file
+
+
+@pytest.mark.parametrize("face", FACES)
+@pytest.mark.parametrize(
+    "config, reason",
+    [
+        ({"path": "missing.csv"}, "does not exist"),
+        ({"path": "nowhere/*.csv", "incremental": True}, "nowhere does not exist"),
+        ({"path": "exports/*.ndjson"}, "matches no file"),
+    ],
+)
+def test_a_file_job_whose_path_matches_no_file_is_refused_when_saved(client, alice, job, face, config, reason):
+    client.force_login(alice)
+    response = FACES[face](client, job, source_config=json.dumps(config))
+    assert response.status_code == 200
+    [error] = errors_of(response, "source_config")
+    assert reason in error
+    job.refresh_from_db()
+    assert job.source_config == {"path": "orders.csv"}  # nothing changed
+
+
+def test_an_incremental_glob_may_match_nothing_yet_its_files_arrive_later(job):
+    job.set_source("file", {"path": "exports/*.ndjson", "incremental": True})
+    assert job.source_config["path"] == "exports/*.ndjson"
+    with pytest.raises(ValidationError) as e:
+        job.set_source("file", {"path": "exports/*.ndjson"})  # a whole-file job with nothing to read: a typo
+    assert 'set "incremental": true' in e.value.message_dict["source_config"][0]

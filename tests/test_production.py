@@ -40,6 +40,7 @@ def production_env(tmp_path: Path, port: int) -> dict[str, str]:
         STATIC_ROOT=str(tmp_path / "static"),
         SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_PROTO",
         MPFEED_PROXY_COUNT="1",
+        MPFEED_SITE_URL="https://feeds.partner.example",
         MPFEED_SOURCE_ROOT=str(tmp_path / "sources"),
         PORT=str(port),
         HOST="127.0.0.1",

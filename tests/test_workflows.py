@@ -114,22 +114,64 @@ def test_confirming_resumes_the_runs_the_old_credentials_blocked(sandbox, tmp_pa
 # ------------------------------------------------------------------------------------------------ promotion
 
 
-def test_the_page_and_the_admin_form_promote_alike(staff, sandbox, tmp_path):
+def confirm_in_admin(client, action: str, *workspaces):
+    """An admin action that asks first: the confirmation page, then its POST."""
+    page = act(client, action, *workspaces)
+    data = {"action": action, ACTION_CHECKBOX_NAME: [w.pk for w in workspaces], "index": 0, "confirmed": "yes"}
+    return page, client.post(admin_url(Workspace, "changelist"), data, follow=True)
+
+
+def test_the_page_and_the_admin_promote_alike_each_after_a_confirmation(staff, sandbox, tmp_path):
     on_page, in_admin = make_workspace(sandbox, name="Page Co"), make_workspace(sandbox, name="Admin Co")
     refusal = "Promote after at least one successful run in development."
-    assert messages_of(page_action(staff, "promote", on_page)) == [refusal]
-    response = staff.post(admin_url(Workspace, "change", in_admin.pk), form_data(in_admin, environment="production"))
-    assert response.status_code == 200
-    assert response.context["adminform"].form.errors["environment"] == [refusal]
+    # The page's GET only asks, and says why it cannot be done yet; the POST refuses with the same words.
+    asked = staff.get(reverse("feeds:promote", args=[on_page.slug]))
+    assert asked.status_code == 200 and refusal in asked.content.decode()
+    assert messages_of(page_action(staff, "promote", on_page)) == [f"Page Co: {refusal}"]
+    _, done = confirm_in_admin(staff, "promote", in_admin)
+    assert messages_of(done) == [f"Admin Co: {refusal}"]
     assert set(Workspace.objects.values_list("environment", flat=True)) == {"development"}
 
     for workspace in (on_page, in_admin):
         run = run_job(make_job(workspace, write_csv(tmp_path / f"{workspace.slug}.csv", purchase_rows(2))))
         assert run.status == SyncRun.Status.SUCCEEDED
+    # Asking changes nothing, on the page or in the admin.
+    asked = staff.get(reverse("feeds:promote", args=[on_page.slug]))
+    assert "production environment: their data" in asked.content.decode()
+    assert 'type="submit">Promote to production</button>' in asked.content.decode()
+    page, done = confirm_in_admin(staff, "promote", in_admin)
+    assert page.status_code == 200 and "production environment: their data" in page.content.decode()
+    assert "Admin Co" in page.content.decode()
     assert messages_of(page_action(staff, "promote", on_page)) == ["Page Co now sends to the production environment."]
-    response = staff.post(admin_url(Workspace, "change", in_admin.pk), form_data(in_admin, environment="production"))
-    assert response.status_code == 302
+    assert messages_of(done) == ["Admin Co now sends to the production environment."]
     assert set(Workspace.objects.values_list("environment", flat=True)) == {"production"}
+
+
+def test_the_way_back_from_production_on_the_page_and_in_the_admin(staff, sandbox):
+    on_page = make_workspace(sandbox, name="Page Co", environment="production")
+    in_admin = make_workspace(sandbox, name="Admin Co", environment="production")
+    workspace_page = staff.get(reverse("feeds:workspace", args=[on_page.slug])).content.decode()
+    assert reverse("feeds:demote", args=[on_page.slug]) in workspace_page
+    asked = staff.get(reverse("feeds:demote", args=[on_page.slug]))
+    assert asked.status_code == 200 and "development environment again" in asked.content.decode()
+    page, done = confirm_in_admin(staff, "demote", in_admin)
+    assert "development environment again" in page.content.decode()
+    assert Workspace.objects.get(pk=on_page.pk).environment == "production"  # asking changed nothing
+    assert messages_of(page_action(staff, "demote", on_page)) == [
+        "Page Co now sends to the development environment again."
+    ]
+    assert messages_of(done) == ["Admin Co now sends to the development environment again."]
+    assert set(Workspace.objects.values_list("environment", flat=True)) == {"development"}
+    # Twice is said, not done twice; and back to production needs the promotion's rule again.
+    assert messages_of(page_action(staff, "demote", on_page)) == ["Page Co sends to development already."]
+    assert "sends to development already" in staff.get(reverse("feeds:demote", args=[on_page.slug])).content.decode()
+
+
+def test_the_admin_form_does_not_change_the_environment_of_a_workspace(staff, sandbox):
+    workspace = make_workspace(sandbox, name="Admin Co")
+    response = staff.post(admin_url(Workspace, "change", workspace.pk), form_data(workspace, environment="production"))
+    assert response.status_code == 302
+    assert Workspace.objects.get().environment == "development"  # only the actions, after a confirmation
 
 
 def test_a_workspace_may_be_created_in_production_on_the_page_and_in_the_admin(staff):

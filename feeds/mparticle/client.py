@@ -71,6 +71,12 @@ class Answer:
     def delivered(self) -> bool:
         return self.outcome in DELIVERED
 
+    @property
+    def judged_credentials(self) -> bool:
+        """Whether mParticle said something of the credentials: accepted them (2xx) or refused them (401/403).
+        Not a network error, nor a throttle or fault of the server that says nothing about them."""
+        return self.delivered or self.outcome in CREDENTIALS
+
     def describe(self) -> str:
         if self.outcome is Outcome.NETWORK_ERROR:
             return f"network error: {self.error}"

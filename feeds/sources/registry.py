@@ -69,6 +69,22 @@ def _file(config: dict, secret: str, job_id: int | None) -> Source:
     return FileSource.from_config(config, root=source_root())
 
 
+def _check_file(config: dict) -> None:
+    """A path that matches no file is refused when the job is saved, not found out by its first run: a plain
+    path must be an existing file, and a glob's folder must exist. A glob that matches nothing in an existing
+    folder is refused too, except for an incremental job, whose files may arrive later (each run reads the
+    ones added since the last)."""
+    from feeds.sources.files import FileSource
+
+    source = FileSource.from_config(config, root=source_root())
+    found = source.files()  # SourceError: no such file, a folder, no glob folder, outside the root
+    if not found and not source.incremental:
+        raise SourceError(
+            f"{config['path']} matches no file in the source folder {source.root or source_root()} (MPFEED_SOURCE_ROOT); "
+            'for a job whose files arrive later, set "incremental": true'
+        )
+
+
 def _sql(config: dict, secret: str, job_id: int | None) -> Source:
     from feeds.sources.sql import SQLSource
 
@@ -120,10 +136,12 @@ KINDS = (
             "it or absolute; nothing outside it is read, links included. Files are read in name order. format: csv "
             "or ndjson (by default from the extension). delimiter: one character, tab or auto. encoding: a Python "
             "codec (utf-8). compression: auto, gzip or none. incremental: true to read only lines and files added "
-            "since the last run."
+            "since the last run. A path that matches no file is refused (a glob matching nothing yet only for an "
+            "incremental job)."
         ),
         # By default each run of a file job reads its files whole.
         incremental_setting="incremental",
+        check=_check_file,
     ),
     SourceKind(
         "sql",

@@ -140,19 +140,21 @@ def connect(request, token: str | None = None):
         initial = {"pod": workspace.pod} if workspace.pod in dict(pod_choices()) else {}
         return _form_page(request, workspace, ConnectForm(workspace, initial=initial))
 
-    if not CredentialLink.test_allowed_from(client_ip(request) or "unknown"):
-        log.warning("credential link %s (workspace %s): tests from one address over the hourly limit", link.pk,
-                    link.workspace_id)  # fmt: skip
-        return _page(request, "feeds/connect_too_many.html", {"per_address": True}, status=429)
-    if not link.count_attempt():  # one attempt per POST
-        return _gone(request, 410) if not link.usable else _too_many(request, link)
-
+    if link.exhausted:
+        return _too_many(request, link)
     form = ConnectForm(workspace, request.POST)
-    if not form.is_valid():
+    if not form.is_valid():  # nothing was tested: no attempt counted
         _fresh_inputs(form)
         return _form_page(request, workspace, form)
 
-    handover = actions.hand_over(link, form.probe())  # the new credentials are tested before anything is stored
+    # The new credentials are tested before anything is stored; only a test mParticle judged is counted.
+    handover = actions.hand_over(link, form.probe(), client_ip(request) or "unknown")
+    if handover.refused == actions.ADDRESS_LIMIT:
+        return _page(request, "feeds/connect_too_many.html", {"per_address": True}, status=429)
+    if handover.refused == actions.LINK_GONE:
+        return _gone(request, 410)
+    if handover.refused or handover.answer is None:
+        return _too_many(request, link)
     explanation = explain(handover.answer)
     if not handover.answer.delivered:
         _fresh_inputs(form)

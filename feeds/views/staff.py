@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import ValidationError
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
 from feeds import actions, health, sync
-from feeds.forms import WorkspaceForm
-from feeds.models import CredentialLink, SyncRun, WorkspacePace
+from feeds.forms import WorkspaceAlertsForm, WorkspaceForm
+from feeds.models import CredentialLink, SyncRun, Workspace, WorkspacePace
 from feeds.views.access import get_job, get_workspace, may, parse_id, staff_required
 
 
@@ -47,11 +48,31 @@ def workspace(request, slug):
         "alerts": shown("view_alertevent", workspace.alerts.all()[:5]),
         "pace": WorkspacePace.objects.filter(workspace=workspace).first(),
         "new_link": request.session.pop(f"new-link-{workspace.pk}", None),
+        "alerts_form": WorkspaceAlertsForm(instance=workspace) if may(request, "change_workspace") else None,
+        "global_alerts": _global_alerts(),
     }
     response = render(request, "feeds/workspace.html", context)
     if context["new_link"]:
         add_never_cache_headers(response)  # the page shows a link's token: kept in no cache
     return response
+
+
+def _global_alerts() -> dict:
+    """What the deployment's own alert settings are, shown beside a workspace's (never the webhook's secret)."""
+    return {"emails": settings.MPFEED_ALERT_EMAILS, "webhook": bool(settings.MPFEED_ALERT_WEBHOOK_URL)}
+
+
+@staff_required(read="change_workspace", write="change_workspace")
+def workspace_alerts(request, slug):
+    """A workspace's own alert recipients and webhook (beside the global settings)."""
+    workspace = get_workspace(slug)
+    form = WorkspaceAlertsForm(request.POST or None, instance=workspace)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, f"Alert settings of {workspace.name} saved.")
+        return redirect("feeds:workspace", slug=workspace.slug)
+    context = {"workspace": workspace, "alerts_form": form, "global_alerts": _global_alerts()}
+    return render(request, "feeds/workspace_alerts.html", context)
 
 
 @staff_required(write="add_credentiallink")
@@ -70,14 +91,29 @@ def link_issue(request, slug):
     return redirect("feeds:workspace", slug=workspace.slug)
 
 
-@staff_required(write="change_credentiallink")
+@staff_required(read="change_credentiallink", write="change_credentiallink")
 def link_revoke(request, slug, link_id):
+    """GET: what revoking the link does, and a button; POST: revoke it."""
     workspace = get_workspace(slug)
-    link = workspace.credential_links.filter(pk=link_id).first()
-    if link is not None:
+    link = get_object_or_404(workspace.credential_links.select_related("created_by"), pk=link_id)
+    if request.method == "POST":
         link.revoke()
         messages.success(request, "The link was revoked.")
-    return redirect("feeds:workspace", slug=workspace.slug)
+        return redirect("feeds:workspace", slug=workspace.slug)
+    return _confirm(
+        request,
+        workspace,
+        title=f"Revoke a credential link of {workspace.name}?",
+        lines=[
+            f"The link created {timezone.localtime(link.created_at):%Y-%m-%d %H:%M}"
+            + (f" by {link.created_by}" if link.created_by else "")
+            + f" is {link.state}.",
+            "Once revoked it stops working at once, also for a client's contact who has it open; there is no "
+            "undo: create a new link to send instead.",
+        ],
+        button="Revoke the link",
+        refusal="" if link.usable else f"This link is {link.state} already: there is nothing to revoke.",
+    )
 
 
 @staff_required(write="change_syncjob")
@@ -93,16 +129,47 @@ def job_run(request, slug, job_id):
     return redirect("feeds:run", run_id=run.pk)
 
 
-@staff_required(write="change_workspace")
+@staff_required(read="change_workspace", write="change_workspace")
 def promote(request, slug):
-    """Development → production, once staff have checked the first runs."""
+    """Development → production, once staff have checked the first runs. GET: what it does, and a button."""
     workspace = get_workspace(slug)
-    try:
-        if workspace.promote():
-            messages.success(request, f"{workspace.name} now sends to the production environment.")
-    except ValidationError as e:
-        messages.error(request, " ".join(e.messages))
-    return redirect("feeds:workspace", slug=slug)
+    if request.method == "POST":
+        _tell(request, actions.promote(workspace))
+        return redirect("feeds:workspace", slug=slug)
+    production = workspace.environment == Workspace.Environment.PRODUCTION
+    return _confirm(
+        request,
+        workspace,
+        title=f"Promote {workspace.name} to production?",
+        lines=actions.PROMOTE_WARNING,
+        button="Promote to production",
+        refusal=f"{workspace.name} sends to production already." if production else workspace.promotion_refusal(),
+    )
+
+
+@staff_required(read="change_workspace", write="change_workspace")
+def demote(request, slug):
+    """Production → development: the way back from a promotion. GET: what it does, and a button."""
+    workspace = get_workspace(slug)
+    if request.method == "POST":
+        _tell(request, actions.demote(workspace))
+        return redirect("feeds:workspace", slug=slug)
+    development = workspace.environment == Workspace.Environment.DEVELOPMENT
+    return _confirm(
+        request,
+        workspace,
+        title=f"Move {workspace.name} back to development?",
+        lines=actions.DEMOTE_WARNING,
+        button="Move back to development",
+        refusal=f"{workspace.name} sends to development already." if development else "",
+    )
+
+
+def _confirm(request, workspace, *, title: str, lines, button: str, refusal: str | None):
+    """A confirmation page: what will happen, a button that POSTs to the same address, and a way out. With a
+    refusal, only why it cannot be done."""
+    context = {"workspace": workspace, "title": title, "lines": lines, "button": button, "refusal": refusal or ""}
+    return render(request, "feeds/confirm.html", context)
 
 
 def _tell(request, done: actions.Done) -> None:

@@ -1,21 +1,25 @@
 // mpfeed: small helpers for every page (no framework, no build step).
 "use strict";
 
-// Copy buttons: <button data-copy="#input-id">Copy</button>
+// Copy buttons: <button data-copy="#input-id">Copy</button>. The button says "Copied" for a moment (or that
+// the copy failed), then its own label again; clicked again meanwhile, it still goes back to its own label.
 document.addEventListener("click", async (event) => {
   const button = event.target.closest("[data-copy]");
   if (!button) return;
   const field = document.querySelector(button.dataset.copy);
   if (!field) return;
+  if (button.dataset.label === undefined) button.dataset.label = button.textContent;
   field.select();
+  let copied = false;
   try {
     await navigator.clipboard.writeText(field.value);
+    copied = true;
   } catch (e) {
-    document.execCommand("copy");
+    try { copied = document.execCommand("copy"); } catch (e2) { copied = false; }
   }
-  const label = button.textContent;
-  button.textContent = "Copied";
-  setTimeout(() => { button.textContent = label; }, 1500);
+  button.textContent = copied ? "Copied" : "Not copied: press Ctrl+C";
+  clearTimeout(Number(button.dataset.timer || 0));
+  button.dataset.timer = String(setTimeout(() => { button.textContent = button.dataset.label; }, 1500));
 });
 
 // Bar charts: <svg class="chart" data-series='[{"label": "2026-11-01", "value": 12}, ...]' data-color="#2450d4">

@@ -28,6 +28,7 @@ class Command(BaseCommand):
             self.stdout.write(f"Sandbox Events API: {url}/v2 (state at {url}/_sandbox/state)")
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
         env = dict(os.environ)
+        env.setdefault("MPFEED_SITE_URL", f"http://{options['addr']}")  # the links in alert e-mails
         if sandbox:
             # The built-in sandbox listens on loopback: let this local site and its workers send to it.
             env.setdefault("MPFEED_ALLOW_PRIVATE_ENDPOINTS", "true")
