@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib import messages
+from django.db import transaction
 from django.utils import timezone
 
 from feeds import sync
@@ -119,4 +120,28 @@ def hand_over(link: CredentialLink, probe: Workspace) -> Handover:
     resumed = sync.resume_blocked_runs(stored)
     log.info("credential link %s (workspace %s): credentials received and verified; runs resumed: %s", link.pk,
              stored.pk, resumed or "none")  # fmt: skip
+    return Handover(answer, stored, resumed)
+
+
+# ----------------------------------------------------------------------------- replacing them server-to-server
+
+
+def replace_credentials(workspace: Workspace, pod: str, api_key: str, api_secret: str) -> Handover:
+    """A partner's platform sets or replaces a workspace's key and secret (the partner API): the rule of the
+    hand-over without a link — the *new* credentials are tested on an unsaved copy first, the ones in use are
+    kept until they pass, then used at once or held for staff (Workspace.receive_tested_credentials) and the
+    runs they unblock go on."""
+    tested: datetime = timezone.now()
+    answer = sync.test_connection(workspace.with_credentials(pod, api_key, api_secret))
+    log.info("workspace %s: connection test of new credentials %s", workspace.pk, answer.describe())
+    if not answer.delivered:
+        return Handover(answer, None, [])
+    with transaction.atomic():
+        stored = Workspace.objects.select_for_update().get(pk=workspace.pk)
+        stored.receive_tested_credentials(pod, api_key, api_secret, tested)
+    if stored.confirm_new_credentials:
+        log.info("workspace %s: new credentials verified, held for staff", stored.pk)
+        return Handover(answer, stored, [])
+    resumed = sync.resume_blocked_runs(stored)
+    log.info("workspace %s: new credentials verified and in use; runs resumed: %s", stored.pk, resumed or "none")
     return Handover(answer, stored, resumed)

@@ -68,8 +68,15 @@ def url_names(resolver=None, namespace: str = "") -> set[str]:
     return names
 
 
+# The partner API answers its token only, never a session (tests/test_partner_api.py tries every endpoint).
+API_RULE = "a partner API token with the operation's scope (tests/test_partner_api.py)"
+
+
 def test_every_url_is_in_the_table():
-    assert url_names() == {f"feeds:{n}" for n in (*STAFF_PAGES, *OWN_RULES)}
+    from partner_api.urls import urlpatterns as api_urls
+
+    api = {f"partner_api:{p.name}" for p in api_urls}
+    assert url_names() == {f"feeds:{n}" for n in (*STAFF_PAGES, *OWN_RULES)} | api
 
 
 def test_each_view_declares_the_permissions_of_the_table():
