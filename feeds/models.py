@@ -702,6 +702,7 @@ class SyncRun(models.Model):
         MANUAL = "manual", "Staff"
         CLI = "cli", "Command line"
         SCHEDULE = "schedule", "Schedule"
+        API = "api", "Partner API"
 
     # Not finished: at most one such run per job (syncrun_one_active_per_job).
     ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING, Status.WAITING, Status.BLOCKED)

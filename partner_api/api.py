@@ -156,7 +156,8 @@ def credentials_set(request, token, slug):
     the hand-over's rule). Never echoed: the answer names the key's last characters at most."""
     ws = _workspace(token, slug)
     data = read_json(request)
-    form = ConnectForm(ws, {k: data.get(k) for k in ("pod", "api_key", "api_secret") if data.get(k) is not None})
+    given = {k: data[k] for k in ("pod", "api_key", "api_secret") if data.get(k) is not None}
+    form = ConnectForm(ws, {"pod": ws.pod, **given})  # the pod: the workspace's unless another is given
     if not form.is_valid():
         raise _form_errors(form)
     pod = form.cleaned_data.get("pod") or ws.pod
@@ -335,7 +336,7 @@ def job_update(request, token, slug, job_id):
 def job_run(request, token, slug, job_id):
     job = _job(token, slug, job_id)
     try:
-        run = sync.start_run(job, trigger=SyncRun.Trigger.MANUAL, user=None)
+        run = sync.start_run(job, trigger=SyncRun.Trigger.API, user=None)
     except sync.AlreadyRunning as e:
         raise ApiError(409, "already_running", str(e)) from None
     except sync.SyncError as e:

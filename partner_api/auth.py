@@ -127,6 +127,10 @@ def endpoint(operations: list[Operation]) -> Callable[..., HttpResponse]:
             api_error = invalid(e)
             response = error_response(422, api_error.code, api_error.message, fields=api_error.fields)
             code = api_error.code
+        except Exception:
+            # Answered in JSON all the same, and in the trail; the traceback (never a body) goes to the log.
+            log.exception("partner API: %s %s failed", request.method, request.path)
+            response, code = error_response(500, "server_error", "Something went wrong; try again."), "server_error"
         response["Cache-Control"] = "no-store"
         ApiCall.objects.create(
             token=token,

@@ -47,7 +47,7 @@ def document() -> dict:
                 code: {"description": text, "content": {"application/json": {}}} for code, text in op.responses.items()
             }
             responses["default"] = {
-                "description": "An error (400, 401, 403, 404, 405, 409, 413, 422, 429, 503)",
+                "description": "An error (400, 401, 403, 404, 405, 409, 413, 422, 429, 500, 503)",
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
             }
             operation = {

@@ -239,7 +239,9 @@ def test_no_response_carries_a_secret(client, objects):
 # ------------------------------------------------------------------------------------------ the resources
 
 
-def test_workspace_lifecycle(client, sandbox):
+def test_workspace_lifecycle(sandbox, alice):
+    client = Client(enforce_csrf_checks=True)  # a token call needs no CSRF token, even beside a session
+    client.force_login(alice)
     _, raw = ApiToken.issue("t", ALL)
     created = api(client, "POST", reverse("partner_api:workspaces"), raw,
                   {"name": "Beta Co", "pod": "sandbox", "endpoint_url": f"{sandbox.url}/v2"})  # fmt: skip
@@ -254,6 +256,13 @@ def test_workspace_lifecycle(client, sandbox):
     assert resumed["changed"] and resumed["workspace"]["status"] == "awaiting_credentials"
     refused = api(client, "POST", reverse("partner_api:workspace_promote", args=["beta-co"]), raw)
     assert refused.status_code == 409 and error_code(refused) == "promotion_refused"
+    sandbox.add_credentials("beta-feed-key-0001", "beta-secret")
+    keys = {"api_key": "beta-feed-key-0001", "api_secret": "beta-secret"}  # no pod: the workspace's (sandbox)
+    assert (
+        api(client, "PUT", reverse("partner_api:workspace_credentials", args=["beta-co"]), raw, keys).status_code == 200
+    )
+    read = api(client, "GET", reverse("partner_api:workspace", args=["beta-co"]), raw).json()
+    assert read["status"] == "active" and read["credentials"]["verified_at"] and read["health"]["state"] == "new"
 
 
 def test_links_are_created_and_revoked(client, objects):
@@ -382,3 +391,62 @@ def test_the_readme_example_onboards_a_client_and_runs_its_first_sync(live_serve
     stored = Workspace.objects.get(slug="acme-shoes")
     assert stored.status == Workspace.Status.ACTIVE and stored.credentials_verified_at is not None
     assert SANDBOX_SECRET not in done.stdout and not ApiCall.objects.filter(status__gte=400).exists()
+
+
+# ------------------------------------------------------------------------------- staff: the page, the admin
+
+
+def test_the_token_page_applies_partner_apis_permissions(client, bob, objects):
+    token, _ = ApiToken.issue("t", ["read"])
+    pages = [("get", reverse("api_tokens:list"), "view_apitoken"), ("post", reverse("api_tokens:list"), "add_apitoken"),
+             ("post", reverse("api_tokens:revoke", args=[token.pk]), "change_apitoken")]  # fmt: skip
+    for method, address, _ in pages:
+        assert "/admin/login/" in getattr(client, method)(address)["Location"]
+    client.force_login(bob)
+    for method, address, _ in pages:
+        assert getattr(client, method)(address).status_code == 403
+    for method, address, needed in pages:
+        everything_else = [p for p in ("view_apitoken", "add_apitoken", "change_apitoken") if p != needed]
+        client.force_login(make_api_staff(f"no-{needed}", *everything_else))
+        assert getattr(client, method)(address).status_code == 403, (method, address)
+        client.force_login(make_api_staff(f"{method}-{needed}", needed))
+        assert getattr(client, method)(address).status_code in (200, 302), (method, address)
+    assert ApiToken.objects.get(pk=token.pk).state == "revoked"
+
+
+def make_api_staff(username: str, *codenames: str):
+    from django.contrib.auth.models import Permission, User
+
+    user = User.objects.create_user(username, is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="partner_api", codename__in=codenames))
+    return user
+
+
+def test_staff_create_a_token_on_the_page_shown_once(staff, objects):
+    answer = staff.post(reverse("api_tokens:list"), {"name": "Platform", "scopes": ["read", "sync"],
+                                                     "workspaces": [objects["workspace"].pk]})  # fmt: skip
+    assert answer.status_code == 302
+    page = staff.get(reverse("api_tokens:list")).content.decode()
+    raw = re.search(r'value="(mpf_[^"]+)"', page).group(1)
+    token = ApiToken.find(raw)
+    assert token.scopes == ["read", "sync"] and list(token.workspaces.all()) == [objects["workspace"]]
+    assert raw not in staff.get(reverse("api_tokens:list")).content.decode()  # once
+    assert token.token_hash != raw and raw not in json.dumps(list(ApiToken.objects.values()), default=str)
+    assert api(Client(), "GET", reverse("partner_api:workspaces"), raw).status_code == 200
+    past = staff.post(reverse("api_tokens:list"), {"name": "Old", "scopes": ["read"], "expires_at": "2020-01-01 00:00"})
+    assert past.status_code == 200 and "must be in the future" in past.content.decode()
+
+
+def test_staff_create_and_revoke_tokens_in_the_admin_and_see_the_calls(staff):
+    answer = staff.post(reverse("admin:partner_api_apitoken_add"), {"name": "Admin made", "scopes": ["read"]},
+                        follow=True)  # fmt: skip
+    raw = re.search(r"The token is (mpf_\S+)", answer.content.decode()).group(1)
+    token = ApiToken.find(raw)
+    assert token is not None and token.scopes == ["read"] and token.created_by.username == "alice"
+    api(Client(), "GET", reverse("partner_api:workspaces"), raw)
+    calls = staff.get(reverse("admin:partner_api_apicall_changelist")).content.decode()
+    assert "/api/v1/workspaces/" in calls
+    staff.post(reverse("admin:partner_api_apitoken_changelist"),
+               {"action": "revoke", "_selected_action": [token.pk]})  # fmt: skip
+    assert error_code(api(Client(), "GET", reverse("partner_api:workspaces"), raw)) == "token_revoked"
+    assert raw not in staff.get(reverse("admin:partner_api_apitoken_change", args=[token.pk])).content.decode()

@@ -73,9 +73,11 @@ API_RULE = "a partner API token with the operation's scope (tests/test_partner_a
 
 
 def test_every_url_is_in_the_table():
+    from partner_api.staff_urls import urlpatterns as token_pages
     from partner_api.urls import urlpatterns as api_urls
 
-    api = {f"partner_api:{p.name}" for p in api_urls}
+    # The API tokens' staff page applies partner_api's permissions (tests/test_partner_api.py).
+    api = {f"partner_api:{p.name}" for p in api_urls} | {f"api_tokens:{p.name}" for p in token_pages}
     assert url_names() == {f"feeds:{n}" for n in (*STAFF_PAGES, *OWN_RULES)} | api
 
 
@@ -220,7 +222,7 @@ def test_no_page_has_inline_script_or_style_which_the_policy_would_block(client,
         first = model.objects.first()
         if first is not None and opts.app_label == "feeds":
             addresses.append(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[first.pk]))
-    addresses.append(reverse("admin:index"))
+    addresses += [reverse("admin:index"), reverse("api_tokens:list")]
     for address in addresses:
         response = client.get(address)
         assert response.status_code == 200, address
