@@ -57,8 +57,9 @@ def _run(token: ApiToken, run_id: int) -> SyncRun:
     return get_object_or_404(SyncRun.objects.select_related("workspace"), pk=run_id, workspace__in=token.reachable())
 
 
-def _page(request: HttpRequest, rows: QuerySet, serialize) -> JsonResponse:
-    """A page of `rows`: ?page= (from 1) and ?page_size= (at most MAX_PAGE_SIZE), with the next page's address."""
+def _page(request: HttpRequest, rows: QuerySet, serialize, *, serialize_all=None) -> JsonResponse:
+    """A page of `rows`: ?page= (from 1) and ?page_size= (at most MAX_PAGE_SIZE), with the next page's address.
+    `serialize_all`, if given, answers the page's rows at once (e.g. their health in one assessment)."""
     try:
         number = int(request.GET.get("page", "1"))
         size = int(request.GET.get("page_size", str(PAGE_SIZE)))
@@ -80,7 +81,7 @@ def _page(request: HttpRequest, rows: QuerySet, serialize) -> JsonResponse:
             "count": paginator.count,
             "next": address(number + 1) if page.has_next() else None,
             "previous": address(number - 1) if page.has_previous() else None,
-            "results": [serialize(row) for row in page.object_list],
+            "results": serialize_all(list(page.object_list)) if serialize_all else [serialize(r) for r in page],
         }
     )
 
@@ -104,8 +105,11 @@ def _done(done: actions.Done, ws: Workspace) -> JsonResponse:
 
 
 def workspace_list(request, token):
-    rows = token.reachable().order_by("name")
-    return _page(request, rows, schemas.workspace)
+    def with_health(workspaces: list[Workspace]) -> list[dict]:
+        healths = health.assess(workspaces)
+        return [schemas.workspace(ws, healths[ws.pk]) for ws in workspaces]
+
+    return _page(request, token.reachable().order_by("name"), None, serialize_all=with_health)
 
 
 WORKSPACE_FIELDS = ("name", "pod", "endpoint_url", "environment", "rate_limit", "confirm_new_credentials")

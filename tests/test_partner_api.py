@@ -168,6 +168,7 @@ def test_lists_are_paged(client, objects):
     _, raw = ApiToken.issue("t", ["read"])
     first = api(client, "GET", reverse("partner_api:workspaces") + "?page_size=1", raw).json()
     assert first["count"] == 2 and len(first["results"]) == 1 and first["previous"] is None
+    assert first["results"][0]["health"]["state"] in ("ok", "new", "attention", "failing", "blocked")
     second = api(client, "GET", first["next"].replace("http://testserver", ""), raw).json()
     assert second["next"] is None and second["results"][0]["slug"] != first["results"][0]["slug"]
 
@@ -370,9 +371,10 @@ def readme_example() -> str:
 
 @pytest.mark.skipif(not (shutil.which("curl") and shutil.which("jq")), reason="the example needs curl and jq")
 @pytest.mark.django_db(transaction=True)
-def test_the_readme_example_onboards_a_client_and_runs_its_first_sync(live_server, sandbox, sync_q):
+def test_the_readme_example_onboards_a_client_and_runs_its_first_sync(live_server, sandbox, sync_q, caplog):
     """The README's block as a partner's engineer runs it: bash, curl and jq against a live site (its runs worked
     at once, sync_q) and the sandbox. Each answer is printed, with a line between them, to be checked here."""
+    caplog.set_level(logging.DEBUG)
     _, token = ApiToken.issue("partner platform", ALL)
     env = {"PATH": os.environ["PATH"], "MPFEED": live_server.url, "TOKEN": token, "SANDBOX": sandbox.url,
            "MP_KEY": SANDBOX_KEY, "MP_SECRET": SANDBOX_SECRET}  # fmt: skip
@@ -391,6 +393,7 @@ def test_the_readme_example_onboards_a_client_and_runs_its_first_sync(live_serve
     stored = Workspace.objects.get(slug="acme-shoes")
     assert stored.status == Workspace.Status.ACTIVE and stored.credentials_verified_at is not None
     assert SANDBOX_SECRET not in done.stdout and not ApiCall.objects.filter(status__gte=400).exists()
+    assert SANDBOX_SECRET not in caplog.text and SANDBOX_SECRET not in done.stderr
 
 
 # ------------------------------------------------------------------------------- staff: the page, the admin
