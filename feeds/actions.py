@@ -19,6 +19,7 @@ from datetime import datetime
 import orjson
 from django.contrib import messages
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.utils import timezone
 
 from feeds import mapping as mapping_rules
@@ -176,13 +177,17 @@ def hand_over(link: CredentialLink, probe: Workspace, address: str) -> Handover:
         # Revoked, or used by another request, while this one was testing.
         log.info("credential link %s (workspace %s): no longer usable after the test", link.pk, link.workspace_id)
         return Handover(answer, None, [])
+    return _verified(answer, stored, f"credential link {link.pk} (workspace {stored.pk})")
+
+
+def _verified(answer: Answer, stored: Workspace, who: str) -> Handover:
+    """New credentials passed their test and are stored: in use now (the runs they unblock go on), or held for
+    staff to confirm (Workspace.confirm_new_credentials)."""
     if stored.confirm_new_credentials:
-        log.info("credential link %s (workspace %s): credentials received and verified, held for staff", link.pk,
-                 stored.pk)  # fmt: skip
+        log.info("%s: new credentials verified, held for staff", who)
         return Handover(answer, stored, [])
     resumed = sync.resume_blocked_runs(stored)
-    log.info("credential link %s (workspace %s): credentials received and verified; runs resumed: %s", link.pk,
-             stored.pk, resumed or "none")  # fmt: skip
+    log.info("%s: new credentials verified and in use; runs resumed: %s", who, resumed or "none")
     return Handover(answer, stored, resumed)
 
 
@@ -285,3 +290,22 @@ def send_test_record(workspace: Workspace, rules: object, sample: Sample) -> Tes
     else:
         text = f"Sent {first.ref}, but mParticle did not accept it ({answers})."
     return TestRecord(text, sent, first.ref)
+
+
+# ----------------------------------------------------------------------------- replacing them server-to-server
+
+
+def replace_credentials(workspace: Workspace, pod: str, api_key: str, api_secret: str) -> Handover:
+    """A partner's platform sets or replaces a workspace's key and secret (the partner API): the rule of the
+    hand-over without a link — the *new* credentials are tested on an unsaved copy first, the ones in use are
+    kept until they pass, then used at once or held for staff (Workspace.receive_tested_credentials) and the
+    runs they unblock go on."""
+    tested: datetime = timezone.now()
+    answer = sync.test_connection(workspace.with_credentials(pod, api_key, api_secret))
+    log.info("workspace %s: connection test of new credentials %s", workspace.pk, answer.describe())
+    if not answer.delivered:
+        return Handover(answer, None, [])
+    with transaction.atomic():
+        stored = Workspace.objects.select_for_update().get(pk=workspace.pk)
+        stored.receive_tested_credentials(pod, api_key, api_secret, tested)
+    return _verified(answer, stored, f"workspace {stored.pk}")

@@ -442,16 +442,7 @@ class ConnectForm(forms.Form):
     def probe(self) -> Workspace:
         """An unsaved copy of the workspace with the new credentials: what the connection test runs against."""
         data, workspace = self.cleaned_data, self.workspace
-        pod = data.get("pod") or workspace.pod
-        return Workspace(
-            pk=workspace.pk,
-            name=workspace.name,
-            environment=workspace.environment,
-            pod=pod,
-            endpoint_url=workspace.endpoint_url if pod == Workspace.Pod.SANDBOX else "",
-            api_key=data["api_key"],
-            api_secret=data["api_secret"],
-        )
+        return workspace.with_credentials(data.get("pod") or workspace.pod, data["api_key"], data["api_secret"])
 
 
 class SentSearchForm(forms.Form):

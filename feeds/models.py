@@ -330,6 +330,28 @@ class Workspace(models.Model):
         updated.filter(status=self.Status.CREDENTIALS_REJECTED).update(status=self.Status.ACTIVE, status_message="")
         self.refresh_from_db(fields=["status", "status_message", "credentials_verified_at"])
 
+    def receive_tested_credentials(self, pod: str, api_key: str, api_secret: str, tested: datetime) -> None:
+        """Credentials handed over from outside (a credential link, the partner API) that passed a connection test
+        at `tested`: used at once, or held for staff when the workspace asks for confirmation. The caller holds
+        the row locked (select_for_update)."""
+        if self.confirm_new_credentials:
+            self.hold_credentials(pod, api_key, api_secret, tested)
+        else:
+            self.use_received_credentials(pod, api_key, api_secret, tested)
+
+    def with_credentials(self, pod: str, api_key: str, api_secret: str) -> Workspace:
+        """An unsaved copy of this workspace with other credentials (and pod): what a connection test of new
+        credentials runs against before anything is stored. A sandbox endpoint stays only on the sandbox pod."""
+        return Workspace(
+            pk=self.pk,
+            name=self.name,
+            environment=self.environment,
+            pod=pod,
+            endpoint_url=self.endpoint_url if pod == self.Pod.SANDBOX else "",
+            api_key=api_key,
+            api_secret=api_secret,
+        )
+
     def confirm_pending_credentials(self) -> bool:
         """Staff confirm the credentials held aside: they are used from now on. False when there were none."""
         with transaction.atomic():
@@ -814,6 +836,7 @@ class SyncRun(models.Model):
         MANUAL = "manual", "Staff"
         CLI = "cli", "Command line"
         SCHEDULE = "schedule", "Schedule"
+        API = "api", "Partner API"
 
     # Not finished: at most one such run per job (syncrun_one_active_per_job).
     ACTIVE_STATUSES = (Status.QUEUED, Status.RUNNING, Status.WAITING, Status.BLOCKED)
@@ -1580,10 +1603,7 @@ class CredentialLink(models.Model):
             if not claimed:
                 return None
             workspace = Workspace.objects.select_for_update().get(pk=self.workspace_id)
-            if workspace.confirm_new_credentials:
-                workspace.hold_credentials(pod, api_key, api_secret, tested)
-            else:
-                workspace.use_received_credentials(pod, api_key, api_secret, tested)
+            workspace.receive_tested_credentials(pod, api_key, api_secret, tested)
         self.refresh_from_db()
         return workspace
 

@@ -73,6 +73,7 @@ INSTALLED_APPS = [
     "axes",
     "django_q",
     "feeds",
+    "partner_api",
 ]
 
 MIDDLEWARE = [
@@ -339,6 +340,8 @@ MPFEED_CREDENTIAL_LINK_HOURS = envfloat("MPFEED_CREDENTIAL_LINK_HOURS", "72")
 MPFEED_CREDENTIAL_LINK_ATTEMPTS = envint("MPFEED_CREDENTIAL_LINK_ATTEMPTS", "10")
 # Connection tests from one address (MPFEED_PROXY_COUNT says how it is found) per hour, whatever the link.
 MPFEED_LINK_TESTS_PER_ADDRESS = envint("MPFEED_LINK_TESTS_PER_ADDRESS", "30")
+# Calls of the partner API per token and minute (a fixed window): over it, 429 with Retry-After.
+MPFEED_API_RATE_PER_MINUTE = envint("MPFEED_API_RATE_PER_MINUTE", "600")
 # How long a push's Idempotency-Key is remembered (a retry with the same key stores nothing).
 MPFEED_IDEMPOTENCY_HOURS = envfloat("MPFEED_IDEMPOTENCY_HOURS", "48")
 

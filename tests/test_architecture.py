@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("feeds", "sandbox", "mpfeed_site")
+PACKAGES = ("feeds", "sandbox", "mpfeed_site", "partner_api")
 
 
 @dataclass(frozen=True)

@@ -76,8 +76,17 @@ def url_names(resolver=None, namespace: str = "") -> set[str]:
     return names
 
 
+# The partner API answers its token only, never a session (tests/test_partner_api.py tries every endpoint).
+API_RULE = "a partner API token with the operation's scope (tests/test_partner_api.py)"
+
+
 def test_every_url_is_in_the_table():
-    assert url_names() == {f"feeds:{n}" for n in (*STAFF_PAGES, *OWN_RULES)}
+    from partner_api.staff_urls import urlpatterns as token_pages
+    from partner_api.urls import urlpatterns as api_urls
+
+    # The API tokens' staff page applies partner_api's permissions (tests/test_partner_api.py).
+    api = {f"partner_api:{p.name}" for p in api_urls} | {f"api_tokens:{p.name}" for p in token_pages}
+    assert url_names() == {f"feeds:{n}" for n in (*STAFF_PAGES, *OWN_RULES)} | api
 
 
 def test_each_view_declares_the_permissions_of_the_table():
@@ -221,7 +230,7 @@ def test_no_page_has_inline_script_or_style_which_the_policy_would_block(client,
         first = model.objects.first()
         if first is not None and opts.app_label == "feeds":
             addresses.append(reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[first.pk]))
-    addresses.append(reverse("admin:index"))
+    addresses += [reverse("admin:index"), reverse("api_tokens:list")]
     for address in addresses:
         response = client.get(address)
         assert response.status_code == 200, address

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db import connection
@@ -73,28 +74,43 @@ def inbox(request, inbox_id):
     # Same answer for an unknown inbox and a wrong token: the URL alone reveals nothing.
     if job is None or scheme.lower() != "bearer" or not job.inbox_token_matches(token.strip()):
         return _push_error(403, "the inbox token is not valid for this URL")
+    return receive_push(request, job, lambda status, code, message: _push_error(status, message))
+
+
+def receive_push(request, job: SyncJob, error: Callable[[int, str, str], HttpResponse]) -> HttpResponse:
+    """The inbox's rules for a push to `job` once its caller is authenticated (the inbox token, or a partner API
+    token): every record stored before 202 is answered. `error(status, code, message)` words a refusal as the
+    caller's face does."""
     if not job.enabled:
-        return _push_error(409, "this job is disabled; nothing was stored")
+        return error(409, "job_disabled", "this job is disabled; nothing was stored")
     declared = (request.headers.get("Content-Length") or "0").strip()
     if not (declared.isascii() and declared.isdigit()):
-        return _push_error(400, "the Content-Length header is not a number of bytes")
+        return error(400, "bad_content_length", "the Content-Length header is not a number of bytes")
     length = int(declared)
     if length > settings.MPFEED_INBOX_MAX_BYTES:
-        return _push_error(413, f"the body is over {settings.MPFEED_INBOX_MAX_BYTES} bytes; send smaller pushes")
+        return error(
+            413, "body_too_large", f"the body is over {settings.MPFEED_INBOX_MAX_BYTES} bytes; send smaller pushes"
+        )
     key = request.headers.get("Idempotency-Key", "").strip()
     if key and (len(key) > 255 or not key.isascii() or not key.isprintable()):
-        return _push_error(400, "the Idempotency-Key header must be at most 255 printable ASCII characters")
+        return error(
+            400, "bad_idempotency_key", "the Idempotency-Key header must be at most 255 printable ASCII characters"
+        )
     try:
         records = parse_push(request.body, request.content_type or "")
     except PushError as e:
-        return _push_error(400, str(e))
+        return error(400, "bad_records", str(e))
     if not key:
         first, last = store_push(job, records)
         return JsonResponse({"received": len(records), "first_id": first, "last_id": last}, status=202)
     try:
         stored = store_idempotent_push(job, key, request.body, records)
     except KeyReused:
-        return _push_error(422, "this Idempotency-Key was used for a push with another body; nothing was stored")
+        return error(
+            422,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a push with another body; nothing was stored",
+        )
     body = {"received": stored.received, "first_id": stored.first_id, "last_id": stored.last_id}
     response = JsonResponse({**body, "replayed": stored.replayed}, status=202)
     if stored.replayed:
