@@ -82,6 +82,7 @@ from __future__ import annotations
 import codecs
 import csv
 import glob
+import io
 import os
 import re
 import stat
@@ -579,7 +580,8 @@ class FileSource:
                     if magic.startswith(GZIP_MAGIC) and self.compression != "none":
                         raise SourceError(f"{name}: an .xlsx workbook cannot be read from a gzip archive")
                     note = partial(self._note, name)
-                    yield from xlsx_items(name, f, magic, self.sheet, cursor, self.max_record_bytes, note)
+                    buffered = io.BufferedReader(f, CHUNK)  # the zip reader reads in small pieces
+                    yield from xlsx_items(name, buffered, magic, self.sheet, cursor, self.max_record_bytes, note)
                     return
                 if self.compression == "gzip" and magic and not magic.startswith(GZIP_MAGIC):
                     raise SourceError(f"{name} is not a gzip archive")
