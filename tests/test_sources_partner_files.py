@@ -425,3 +425,37 @@ def test_an_xlsx_run_delivers_every_row(sandbox, tmp_path):
 def test_gzip_of_a_json_array(tmp_path):
     path = write(tmp_path / "e.json.gz", gzip.decompress(gzip.compress(b'[{"a": 1}]')), gz=True)
     assert [i.record for i in read(source(path))] == [{"a": 1}]
+
+
+def test_objects_appended_to_a_json_file_are_read_by_the_next_incremental_read(tmp_path, chunk):
+    path = write(tmp_path / "e.json", '{"a": 1}\n{"a": 2}\n')
+    items = read(source(path))
+    with open(path, "a") as f:
+        f.write('{\n  "a": 3\n}\n')
+    assert seen(read(source(path), items[-1].position)) == [("e.json:3", {"a": 3}, "")]
+    path.write_text('{"a": 9}\n{"a": 2}\n{"a": 3}\n')  # rewritten, not appended to
+    with pytest.raises(SourceError, match="e.json changed before line 1: it was replaced or rewritten"):
+        read(source(path), items[0].position)
+
+
+def test_bytes_that_are_not_utf16_stop_a_json_file_naming_the_line(tmp_path):
+    data = '\ufeff[\n{"a": 1},\n'.encode("utf-16-le") + b"\x00\xd8" + "]".encode("utf-16-le")
+    items = []
+    with pytest.raises(SourceError, match=r"e.json: line 3 is not valid utf-16-le text \(illegal UTF-16 surrogate"):
+        items.extend(source(write(tmp_path / "e.json", data)).read())
+    assert [i.record for i in items] == [{"a": 1}]
+
+
+def test_an_xlsx_workbook_is_not_read_from_gzip(tmp_path):
+    path = workbook(tmp_path / "o.xlsx", [["id"], [1]])
+    gz = write(tmp_path / "o.xlsx.gz", path.read_bytes(), gz=True)
+    with pytest.raises(SourceError, match="o.xlsx.gz: an .xlsx workbook cannot be read from a gzip archive"):
+        read(source(gz, format="xlsx"))
+
+
+def test_a_resumed_run_notes_each_choice_once():
+    from feeds.reading import MAX_SOURCE_NOTES, _merge_notes
+
+    assert _merge_notes(["a.csv: csv"], ["a.csv: csv", "b.csv: csv"]) == ["a.csv: csv", "b.csv: csv"]
+    assert len(_merge_notes([], [f"{i}.csv" for i in range(50)])) == MAX_SOURCE_NOTES
+    assert _merge_notes([], None) == []

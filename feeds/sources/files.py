@@ -828,13 +828,16 @@ class _JSONScan:
         depth = start = first = carry = 0
         while True:
             data = self.lines.chunk()
+            stop = None
             try:
                 text = decoder.decode(data, final=not data)
             except UnicodeDecodeError as e:
-                raise SourceError(
-                    f"{self.name}: the text after line {self.breaks + 1} is not valid {self.label} ({_reason(e)}); "
-                    "the rest of the file cannot be read"
-                ) from None
+                text = e.object[: e.start].decode(self.codec)  # the values before the bad bytes are read first
+                line = self.breaks + text.count("\n") + text.count("\r") - text.count("\r\n") + 1
+                stop = SourceError(
+                    f"{self.name}: line {line} is not valid {self.label} text ({_reason(e)}); the rest of the file "
+                    "cannot be read"
+                )
             if not text and not data:
                 break
             n = len(text)
@@ -912,6 +915,8 @@ class _JSONScan:
                 parts = [*parts, text[start:]] if size <= self.limit else []  # too big: only its end is looked for
                 start = 0
             self._advance(text, n)
+            if stop is not None:
+                raise stop
         if active:
             if scalar and not self.array and not in_str:
                 self.index += 1
