@@ -653,4 +653,5 @@ def test_memory_stays_flat_reading_a_50_mb_csv(tmp_path):
 def test_crc_is_of_the_bytes_before_the_position(tmp_path):
     path = write(tmp_path / "a.csv", "id\n1\n")
     [item] = read(source(path))
-    assert item.position == {"file": "a.csv", "offset": 5, "line": 2, "crc": zlib.crc32(b"id\n1\n")}
+    crc = zlib.crc32(b"id\n1\n")
+    assert item.position == {"file": "a.csv", "offset": 5, "line": 2, "crc": crc, "encoding": "utf-8"}

@@ -459,3 +459,17 @@ def test_a_resumed_run_notes_each_choice_once():
     assert _merge_notes(["a.csv: csv"], ["a.csv: csv", "b.csv: csv"]) == ["a.csv: csv", "b.csv: csv"]
     assert len(_merge_notes([], [f"{i}.csv" for i in range(50)])) == MAX_SOURCE_NOTES
     assert _merge_notes([], None) == []
+
+
+def test_a_resumed_read_keeps_the_encoding_detected_when_the_file_was_first_read(tmp_path):
+    path = write(tmp_path / "a.csv", "id,n\n1,Zoë\n")  # UTF-8
+    items = read(source(path))
+    assert items[-1].position["encoding"] == "utf-8"
+    with open(path, "ab") as f:
+        f.write("2,café\n".encode("cp1252") + "3,Zoë\n".encode())
+    # The file's start now reads as cp1252, but the read goes on in the UTF-8 it was begun in.
+    assert seen(read(source(path), items[-1].position)) == [
+        ("a.csv:3", None, "line 3 is not valid utf-8 text (invalid continuation byte at byte 6)"),
+        ("a.csv:4", {"id": "3", "n": "Zoë"}, ""),
+    ]
+    assert "encoding" not in read(source(path, encoding="utf-8"))[0].position  # named: nothing to keep

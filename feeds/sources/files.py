@@ -47,7 +47,8 @@ Files are read in sorted order of their name, where a file's name is its path re
 glob starts ("orders-2.csv" for "/data/*.csv", "2026-01/orders.csv" for "/data/*/orders.csv"). Each item's
 `position` is ``{"file": name, "offset": 5120, "line": 12, "crc": 2281748929}``: the bytes of the file's text
 (after decompression) up to the end of the item's last line, that line's number, and the CRC-32 of the 64
-bytes before `offset`. `read(position)` yields exactly the items after that item:
+bytes before `offset`; with "encoding": "auto", also the codec detected (``"encoding": "cp1252"``), which a
+read from that position uses again rather than detecting anew. `read(position)` yields exactly the items after that item:
 
 - the rest of the file `name` from `offset` (after its CSV header, read again), so lines appended since the
   position are read; a gzip file is decompressed from its start and the bytes before `offset` discarded,
@@ -213,6 +214,7 @@ class _Lines:
         self.line = 0  # number of the last line read
         self.eof = False
         self.damage: _Damaged | None = None
+        self.detected = ""  # the codec detected, kept in positions so that a resumed read uses it again
 
     @property
     def offset(self) -> int:
@@ -589,8 +591,16 @@ class FileSource:
                 lines = _Lines(_Gunzip(f) if gzipped else _Plain(f), self.max_record_bytes)
                 what = "gzip archive" if gzipped else "file"
                 head = lines.peek(DETECT_BYTES)
-                codec, how = _choose_codec(name, self.encoding, head, lines.eof, what)
+                kept = cursor.get("encoding") if cursor is not None and self.encoding == "auto" else None
+                if isinstance(kept, str):
+                    # Resuming: the codec detected when the file was first read, whatever its start looks like now
+                    # (rows appended within the sampled start must not change how the next ones are read).
+                    codec, how = _codec_for(kept, head)[0], "detected"
+                else:
+                    codec, how = _choose_codec(name, self.encoding, head, lines.eof, what)
                 lines.set_newline(codec)
+                if how == "detected":
+                    lines.detected = codec
                 if "\0" in codecs.getincrementaldecoder(codec)("replace").decode(head[:SNIFF_BYTES]):
                     raise SourceError(
                         f"{name} is not a text file: its first 8 KB have NUL bytes (a spreadsheet, an archive, "
@@ -624,7 +634,10 @@ class FileSource:
             self.notes.append(note)
 
     def _position(self, name: str, lines: _Lines) -> dict:
-        return {"file": name, "offset": lines.offset, "line": lines.line, "crc": lines.check()}
+        position = {"file": name, "offset": lines.offset, "line": lines.line, "crc": lines.check()}
+        if lines.detected:
+            position["encoding"] = lines.detected
+        return position
 
     def _csv_items(self, name: str, lines: _Lines, codec: str, chosen: str, cursor: dict | None) -> Iterator[Item]:
         feed = _Feed(lines, codec, codec, self.max_record_bytes)
@@ -809,7 +822,7 @@ class _JSONScan:
 
     def _position(self, text: str, i: int) -> dict:
         self._advance(text, i)
-        return {
+        position = {
             "file": self.name,
             "offset": self.offset,
             "line": self.breaks,
@@ -817,6 +830,9 @@ class _JSONScan:
             "array": self.array,
             "index": self.index,
         }
+        if self.lines.detected:
+            position["encoding"] = self.lines.detected
+        return position
 
     def values(self) -> Iterator[tuple[str | None, int, int, dict]]:
         """(text, first line, number, position after it) of each value; text None for one over the limit, which
