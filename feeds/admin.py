@@ -414,6 +414,7 @@ class SyncRunAdmin(ReadOnlyMixin, admin.ModelAdmin):
                 "fields": [
                     "source_kind",
                     "source_config",
+                    "source_notes",
                     "cursor_before",
                     "cursor",
                     "endpoint_mode",

@@ -868,6 +868,12 @@ class SyncRun(models.Model):
     # items (records and unreadable lines) were consumed is records_read.
     cursor_before = models.JSONField(null=True, blank=True, help_text="Where this run started reading.")
     cursor = models.JSONField(null=True, blank=True, help_text="Where this run resumes reading.")
+    source_notes = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="What the source chose for what it read: each file's format, encoding and delimiter, and how "
+        "(detected or named).",
+    )
     # Nothing left to turn into deliveries: the source is read to the end and nothing is set aside.
     read_done = models.BooleanField(default=False)
     # Records are set aside per user (SetAsideRecord) while the source is read, then built into deliveries, each

@@ -47,12 +47,14 @@ class Reader:
         # Fewer batches per request for a workspace whose limit is small (a request should fit its second).
         self.max_batches = max(1, min(schema.MAX_BATCHES_PER_REQUEST, max_batches))
         self.items: Iterator[Item] | None = None
+        self.source: object = None
 
     def chunks(self) -> Iterator[list[Item]]:
         """The source's items after the checkpoint, a chunk at a time. Sources read lazily: connection and paging
         failures surface while iterating, as SourceError."""
         run = self.run
         source = build_source(run.source_kind, run.source_config, secret=run.job.source_secret, job_id=run.job_id)
+        self.source = source
         items = iter(source.read(run.cursor))
         while True:
             chunk = list(islice(items, settings.MPFEED_CHUNK_SIZE))
@@ -106,12 +108,14 @@ class Reader:
         )
         building = bool(set_aside) and (source_done or full)
         read_done = source_done and not set_aside
+        notes = _merge_notes(run.source_notes, getattr(self.source, "notes", None))
         with db.atomic():
             self._still_mine(chunk_no)
             RejectedRecord.objects.bulk_create(rejects)
             SetAsideRecord.objects.bulk_create(rows, batch_size=1000)
             SyncRun.objects.filter(pk=run.pk, chunks=chunk_no).update(
                 cursor=cursor,
+                source_notes=notes,
                 chunks=chunk_no + 1,
                 source_done=source_done,
                 building=building,
@@ -128,6 +132,7 @@ class Reader:
             cursor, chunk_no + 1, source_done, building, read_done
         )  # fmt: skip
         run.set_aside_records, run.set_aside_bytes = set_aside, set_aside_bytes
+        run.source_notes = notes
         run.records_read += len(chunk)
 
     def _still_mine(self, chunk_no: int) -> None:
@@ -262,3 +267,16 @@ def _sent_keys(run: SyncRun, deliveries: list[Delivery], keys: list[list[list[tu
 
 def _rejected(run: SyncRun, refusal: pipeline.Refusal) -> RejectedRecord:
     return RejectedRecord(run=run, stage=refusal.stage, ref=refusal.ref, reason=refusal.reason, excerpt=refusal.excerpt)
+
+
+MAX_SOURCE_NOTES = 20
+
+
+def _merge_notes(kept: list, new: list | None) -> list:
+    """The run's notes with the source's new ones (a file's format and encoding, as chosen), the first
+    MAX_SOURCE_NOTES: a resumed run's source tells again what an earlier reader already noted."""
+    notes = list(kept or [])
+    for note in new or ():
+        if note not in notes and len(notes) < MAX_SOURCE_NOTES:
+            notes.append(note)
+    return notes

@@ -142,9 +142,9 @@ class TestInProcess:
         assert [r["ref"] for r in preview["rejected"]] == ["orders.csv:4"]
         previewed_ids = {e["data"]["source_message_id"] for b in preview["batches"] for e in b["events"]}
 
-        # Without the encoding, the accented line is refused for what it is.
+        # Named wrongly, the accented line is refused for what it is (left to "auto", it is detected).
         with pytest.raises(SystemExit) as exit_info:
-            command("run_sync", *args, "--delimiter", "|", "--inline", "--fail-on-rejects")
+            command("run_sync", *args, "--delimiter", "|", "--encoding", "utf-8", "--inline", "--fail-on-rejects")
         assert exit_info.value.code == 1
         first = SyncRun.objects.latest("pk")
         assert "not valid utf-8" in first.rejects.get(ref="orders.csv:2").reason

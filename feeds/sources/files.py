@@ -1,16 +1,33 @@
-"""CSV and NDJSON files, plain or gzip-compressed, one file or a glob, streamed from a cursor.
+"""CSV, NDJSON, JSON and .xlsx files, plain or gzip-compressed, one file or a glob, streamed from a cursor.
 
 Settings (a job's source config, checked by `FileSource.from_config`)::
 
     {"path": "/data/exports/*.csv.gz",  # one file, or a glob when it has * ? or [ ("**" descends folders)
-     "format": "csv",                   # "csv" | "ndjson"; default from the extension, also under .gz:
-                                        #   .csv .tsv → csv, .ndjson .jsonl → ndjson
+     "format": "csv",                   # "csv" | "ndjson" | "json" | "xlsx"; default from the extension, also
+                                        #   under .gz: .csv .tsv .txt → csv, .ndjson .jsonl → ndjson,
+                                        #   .json → json, .xlsx → xlsx
      "delimiter": "auto",               # csv only: one character, "tab", or "auto" (sniffed from the header
                                         #   line among , ; TAB |, "," when none is there); default "auto"
                                         #   (TAB for .tsv)
-     "encoding": "utf-8",               # any Python text codec; a byte-order mark at the start is dropped
+     "encoding": "auto",                # "auto" or any Python text codec; a byte-order mark is dropped
      "compression": "auto",             # "auto" (gzip when the file starts like gzip) | "gzip" | "none"
+     "sheet": "Orders",                 # xlsx only: the worksheet (default: the first)
      "incremental": false}              # for the engine (feeds.sources.build): runs go on from the last cursor
+
+Lines end at LF, CRLF or a bare CR, in any mix (a CR inside a quoted CSV field stays in the field). With
+"encoding": "auto" the codec is chosen per file from its first 64 KB: a byte-order mark (UTF-8, UTF-16 LE/BE,
+UTF-32), else UTF-16 without one when every other byte is NUL, else UTF-8 when those bytes are valid UTF-8, else
+the legacy encoding charset-normalizer finds (cp1252 when it fits as well as the best: Excel's "CSV" on Western
+Windows). What was chosen for each file (format, codec and how, delimiter and how) is in `notes`, which the engine
+keeps on the run. A file that changes encoding past its first 64 KB has those lines refused, by line.
+
+"json" reads a top-level array's elements as records, and outside an array each top-level value (one object,
+NDJSON, pretty-printed objects one after the other), streamed by `_JSONScan` without parsing more than the value
+at hand: only brackets, commas and quotes are looked at between values. An element that is not an object, is not
+JSON, or does not decode is an item error naming its number in the array and its first line; one over
+`max_record_bytes` is skipped, not held; a file that ends inside a value stops the read after the values before
+it. Positions in JSON files are the byte offset just after a value (within a line, for compact arrays), with
+"array" and "index" to go on in step. .xlsx workbooks: see feeds.sources.workbooks.
 
 The source folder
 -----------------
@@ -30,7 +47,8 @@ Files are read in sorted order of their name, where a file's name is its path re
 glob starts ("orders-2.csv" for "/data/*.csv", "2026-01/orders.csv" for "/data/*/orders.csv"). Each item's
 `position` is ``{"file": name, "offset": 5120, "line": 12, "crc": 2281748929}``: the bytes of the file's text
 (after decompression) up to the end of the item's last line, that line's number, and the CRC-32 of the 64
-bytes before `offset`. `read(position)` yields exactly the items after that item:
+bytes before `offset`; with "encoding": "auto", also the codec detected (``"encoding": "cp1252"``), which a
+read from that position uses again rather than detecting anew. `read(position)` yields exactly the items after that item:
 
 - the rest of the file `name` from `offset` (after its CSV header, read again), so lines appended since the
   position are read; a gzip file is decompressed from its start and the bytes before `offset` discarded,
@@ -71,7 +89,8 @@ import re
 import stat
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -87,10 +106,21 @@ SNIFF_BYTES = 8 * 1024  # the start of a file looked at to tell text from binary
 WINDOW = 64  # bytes before a position that must be unchanged to resume there
 EXCERPT = 300
 
-FORMATS = ("csv", "ndjson")
+FORMATS = ("csv", "ndjson", "json", "xlsx")
 COMPRESSIONS = ("auto", "gzip", "none")
-SETTINGS = ("path", "format", "delimiter", "encoding", "compression", "incremental")
-EXTENSIONS = {".csv": "csv", ".tsv": "csv", ".ndjson": "ndjson", ".jsonl": "ndjson"}
+SETTINGS = ("path", "format", "delimiter", "encoding", "compression", "incremental", "sheet")
+# .txt: Excel's "Unicode text" and "Text (tab delimited)" exports, CSV with a TAB found by "auto".
+EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
+    ".json": "json",
+    ".xlsx": "xlsx",
+}
+DETECT_BYTES = 64 * 1024  # the start of a file an encoding is detected from
+MAX_NOTES = 20
 SNIFFED = (",", ";", "\t", "|")  # in order of preference when counts tie
 GZIP_MAGIC = b"\x1f\x8b"
 MAGIC = re.compile(r"[*?[]")
@@ -170,30 +200,37 @@ class _Gunzip:
 
 
 class _Lines:
-    """The physical lines of a byte stream, numbered, with the offset after the last one read. `WINDOW` bytes
-    before the current offset are kept for `check()`; a line over `limit` bytes is skipped, not kept."""
+    """The physical lines of a byte stream, numbered, with the offset after the last one read. A line ends at
+    LF, CRLF or a bare CR, in any mix. `WINDOW` bytes before the current offset are kept for `check()`; a line
+    over `limit` bytes is skipped, not kept."""
 
     def __init__(self, stream, limit: int):
         self.stream = stream
         self.limit = limit
-        self.nl = b"\n"
-        self.unit = 1  # utf-16 and utf-32 split only at aligned line breaks
+        self.set_newline("utf-8")
         self.buf = bytearray()
         self.pos = 0  # index in buf of the next byte to read
         self.base = 0  # offset in the stream of buf[0]
         self.line = 0  # number of the last line read
         self.eof = False
         self.damage: _Damaged | None = None
+        self.detected = ""  # the codec detected, kept in positions so that a resumed read uses it again
 
     @property
     def offset(self) -> int:
         return self.base + self.pos
 
-    def check(self) -> int:
-        return zlib.crc32(self.buf[max(0, self.pos - WINDOW) : self.pos])
+    def check(self, offset: int | None = None) -> int:
+        """The CRC-32 of the WINDOW bytes before `offset` (the current one by default; it must be in the line
+        just read)."""
+        end = self.pos if offset is None else offset - self.base
+        return zlib.crc32(self.buf[max(0, end - WINDOW) : end])
 
-    def set_newline(self, nl: bytes) -> None:
-        self.nl, self.unit = nl, len(nl)
+    def set_newline(self, codec: str) -> None:
+        """Line breaks as `codec` writes them: utf-16 and utf-32 split only at aligned ones."""
+        self.cr, self.lf = "\r".encode(codec), "\n".encode(codec)
+        self.unit = len(self.lf)
+        self.breaks = re.compile(re.escape(self.cr) + b"|" + re.escape(self.lf))
 
     def _fill(self) -> bool:
         if self.eof:
@@ -219,24 +256,44 @@ class _Lines:
             pass
         return bytes(self.buf[self.pos : self.pos + n])
 
-    def _find(self, start: int) -> int:
-        i = self.buf.find(self.nl, start)
-        while i >= 0 and (self.base + i) % self.unit:
-            i = self.buf.find(self.nl, i + 1)
-        return i
+    def chunk(self) -> bytes:
+        """The bytes after the current offset that are at hand (b"" at the end); the offset moves past them.
+        Offsets in them can be checked until the next call."""
+        if self.pos >= len(self.buf) and not self._fill():
+            if self.damage:
+                raise self.damage
+            return b""
+        data = bytes(self.buf[self.pos :])
+        self.pos = len(self.buf)
+        return data
 
-    def _searched(self) -> int:
-        """The first index where a line break could still start once more bytes arrive."""
-        return len(self.buf) - (self.base + len(self.buf)) % self.unit
+    def _find(self, start: int) -> tuple[int, int]:
+        """(end, scan): the index just after the first line break from `start` (-1 if none yet), and where to
+        search again once more bytes arrive. A CR that ends the buffer waits for the next byte (a LF may follow)
+        unless the stream has ended."""
+        unit = self.unit
+        m = self.breaks.search(self.buf, start)
+        while m and (self.base + m.start()) % unit:
+            m = self.breaks.search(self.buf, m.start() + 1)
+        if m is None:
+            return -1, len(self.buf) - (self.base + len(self.buf)) % unit
+        i = m.start()
+        if m.group() == self.lf:
+            return i + unit, 0
+        after = i + unit
+        if after + unit <= len(self.buf):
+            return (after + unit if self.buf[after : after + unit] == self.lf else after), 0
+        if self.eof:
+            return after, 0
+        return -1, i
 
     def readline(self) -> bytes:
         """The next line with its line break; b"" at the end. Raises _TooLong after skipping a long line."""
         start = self.pos
         scan = start
         while True:
-            i = self._find(scan)
-            if i >= 0:
-                end = i + self.unit
+            end, again = self._find(scan)
+            if end >= 0:
                 self.pos = end
                 self.line += 1
                 if end - start > self.limit:
@@ -244,9 +301,12 @@ class _Lines:
                 return bytes(self.buf[start:end])
             if len(self.buf) - start > self.limit:
                 return self._skip_long()
-            scan = self._searched()
+            scan = again
             before = self.base
             if not self._fill():
+                end, _ = self._find(scan)  # the stream has ended: a last CR is a line break
+                if end >= 0:
+                    continue
                 if self.damage:
                     raise self.damage  # a last line without its line break is cut, not whole
                 if start == len(self.buf):
@@ -259,15 +319,19 @@ class _Lines:
 
     def _skip_long(self) -> bytes:
         while True:
-            self.pos = self._searched()  # what was searched can go
+            end, again = self._find(self.pos)
+            if end >= 0:
+                self.pos = end
+                break
+            self.pos = again  # what was searched can go
             if not self._fill():
+                end, _ = self._find(self.pos)
+                if end >= 0:
+                    self.pos = end
+                    break
                 if self.damage:
                     raise self.damage
                 self.pos = len(self.buf)
-                break
-            i = self._find(self.pos)
-            if i >= 0:
-                self.pos = i + self.unit
                 break
         self.line += 1
         raise self._too_long()
@@ -362,11 +426,14 @@ class FileSource:
     path: str
     format: str
     delimiter: str = ","
-    encoding: str = "utf-8"
+    encoding: str = "auto"
     compression: str = "auto"
     incremental: bool = False  # not used here: the engine's choice of cursor
+    sheet: str = ""  # xlsx only: the worksheet to read ("": the first)
     max_record_bytes: int = MAX_RECORD_BYTES
     root: str | None = None  # the folder every file read must be in, symbolic links resolved (None: anywhere)
+    # What was chosen for each file read (format, encoding, delimiter), for the run's page.
+    notes: list[str] = field(default_factory=list, compare=False)
 
     @classmethod
     def from_config(
@@ -383,9 +450,11 @@ class FileSource:
         extension = _extension(path)
         fmt = config.get("format") or EXTENSIONS.get(extension)
         if fmt is None:
-            raise SourceError(f"cannot tell the format of {path} from its extension: set format to csv or ndjson")
+            raise SourceError(
+                f"cannot tell the format of {path} from its extension: set format to csv, ndjson, json or xlsx"
+            )
         if not isinstance(fmt, str) or fmt.lower() not in FORMATS:
-            raise SourceError(f"unknown file format {fmt!r}: use csv or ndjson")
+            raise SourceError(f"unknown file format {fmt!r}: use csv, ndjson, json or xlsx")
         fmt = fmt.lower()
         default = "\t" if extension == ".tsv" else "auto"
         delimiter = config.get("delimiter") or default
@@ -398,11 +467,20 @@ class FileSource:
                 raise SourceError(f"{delimiter!r} cannot be the delimiter")
         elif delimiter != default:
             raise SourceError("a delimiter applies to CSV files only")
-        encoding = config.get("encoding") or "utf-8"
-        _codec_for(encoding, b"")  # raises SourceError
+        encoding = config.get("encoding") or "auto"
+        if encoding != "auto":
+            _codec_for(encoding, b"")  # raises SourceError
         compression = config.get("compression") or "auto"
         if compression not in COMPRESSIONS:
             raise SourceError(f"unknown compression {compression!r}: use auto, gzip or none")
+        sheet = config.get("sheet") or ""
+        if not isinstance(sheet, str):
+            raise SourceError(f"the sheet must be a worksheet's name, not {sheet!r}")
+        if fmt == "xlsx":
+            if config.get("encoding") not in (None, "", "auto") or compression == "gzip":
+                raise SourceError("an .xlsx workbook has no encoding or compression to set")
+        elif sheet:
+            raise SourceError("a sheet applies to xlsx workbooks only")
         incremental = config.get("incremental", False)
         if not isinstance(incremental, bool):
             raise SourceError(f"incremental must be true or false, not {incremental!r}")
@@ -419,11 +497,21 @@ class FileSource:
             start = str(Path(*parts[:wild])) if wild else real_root
             if not _inside(os.path.realpath(start), real_root):
                 raise SourceError(f"{config['path']} is outside the source folder {real_root} (MPFEED_SOURCE_ROOT)")
-        return cls(path, fmt, delimiter, encoding, compression, incremental, max_record_bytes, real_root)
+        return cls(
+            path=path,
+            format=fmt,
+            delimiter=delimiter,
+            encoding=encoding,
+            compression=compression,
+            incremental=incremental,
+            sheet=sheet,
+            max_record_bytes=max_record_bytes,
+            root=real_root,
+        )
 
     @property
     def config(self) -> dict:
-        return {name: getattr(self, name) for name in SETTINGS}
+        return {name: getattr(self, name) for name in SETTINGS if name != "sheet" or self.sheet}
 
     @property
     def is_glob(self) -> bool:
@@ -486,25 +574,47 @@ class FileSource:
         try:
             with _open_regular(path) as f:
                 self._check_inside(path, f.fileno())
-                magic = f.read(2)
+                magic = f.read(8)
                 f.seek(0)
-                if self.compression == "gzip" and magic and magic != GZIP_MAGIC:
+                if self.format == "xlsx":
+                    from feeds.sources.workbooks import xlsx_items
+
+                    if magic.startswith(GZIP_MAGIC) and self.compression != "none":
+                        raise SourceError(f"{name}: an .xlsx workbook cannot be read from a gzip archive")
+                    note = partial(self._note, name)
+                    buffered = io.BufferedReader(f, CHUNK)  # the zip reader reads in small pieces
+                    yield from xlsx_items(name, buffered, magic, self.sheet, cursor, self.max_record_bytes, note)
+                    return
+                if self.compression == "gzip" and magic and not magic.startswith(GZIP_MAGIC):
                     raise SourceError(f"{name} is not a gzip archive")
-                gzipped = magic == GZIP_MAGIC and self.compression != "none"
+                gzipped = magic.startswith(GZIP_MAGIC) and self.compression != "none"
                 lines = _Lines(_Gunzip(f) if gzipped else _Plain(f), self.max_record_bytes)
-                head = lines.peek(SNIFF_BYTES)
-                codec, nl = _codec_for(self.encoding, head)
-                lines.set_newline(nl)
-                if "\0" in codecs.getincrementaldecoder(codec)("replace").decode(head):
-                    what = "gzip archive" if gzipped else "file"
+                what = "gzip archive" if gzipped else "file"
+                head = lines.peek(DETECT_BYTES)
+                kept = cursor.get("encoding") if cursor is not None and self.encoding == "auto" else None
+                if isinstance(kept, str):
+                    # Resuming: the codec detected when the file was first read, whatever its start looks like now
+                    # (rows appended within the sampled start must not change how the next ones are read).
+                    codec, how = _codec_for(kept, head)[0], "detected"
+                else:
+                    codec, how = _choose_codec(name, self.encoding, head, lines.eof, what)
+                lines.set_newline(codec)
+                if how == "detected":
+                    lines.detected = codec
+                if "\0" in codecs.getincrementaldecoder(codec)("replace").decode(head[:SNIFF_BYTES]):
                     raise SourceError(
                         f"{name} is not a text file: its first 8 KB have NUL bytes (a spreadsheet, an archive, "
-                        f"or not {self.encoding}?); replace or remove the {what}"
+                        f"or not {codec}?); replace or remove the {what}"
                     )
+                chosen = f"{codec} ({how})"
                 if self.format == "csv":
-                    yield from self._csv_items(name, lines, codec, cursor)
+                    yield from self._csv_items(name, lines, codec, chosen, cursor)
+                elif self.format == "json":
+                    self._note(name, f"json, {chosen}{', gzip' if gzipped else ''}")
+                    yield from self._json_items(name, lines, codec, codec, cursor)
                 else:
-                    yield from self._ndjson_items(name, lines, codec, cursor)
+                    self._note(name, f"ndjson, {chosen}{', gzip' if gzipped else ''}")
+                    yield from self._ndjson_items(name, lines, codec, codec, cursor)
         except FileNotFoundError:
             if not self.is_glob:
                 raise SourceError(f"the file {self.path} does not exist") from None
@@ -517,11 +627,20 @@ class FileSource:
         except _Moved as e:
             raise SourceError(f"{name} {e}; reset the cursor to read it again") from None
 
-    def _position(self, name: str, lines: _Lines) -> dict:
-        return {"file": name, "offset": lines.offset, "line": lines.line, "crc": lines.check()}
+    def _note(self, name: str, text: str) -> None:
+        """What was chosen for a file (format, encoding, delimiter), for the run's page: the first MAX_NOTES."""
+        note = f"{name}: {text}"
+        if note not in self.notes and len(self.notes) < MAX_NOTES:
+            self.notes.append(note)
 
-    def _csv_items(self, name: str, lines: _Lines, codec: str, cursor: dict | None) -> Iterator[Item]:
-        feed = _Feed(lines, codec, self.encoding, self.max_record_bytes)
+    def _position(self, name: str, lines: _Lines) -> dict:
+        position = {"file": name, "offset": lines.offset, "line": lines.line, "crc": lines.check()}
+        if lines.detected:
+            position["encoding"] = lines.detected
+        return position
+
+    def _csv_items(self, name: str, lines: _Lines, codec: str, chosen: str, cursor: dict | None) -> Iterator[Item]:
+        feed = _Feed(lines, codec, codec, self.max_record_bytes)
         delimiter = self.delimiter
         try:
             if delimiter == "auto":
@@ -543,6 +662,9 @@ class FileSource:
             raise SourceError(f"{name}: the header cannot be read as CSV ({_csv_reason(e)})") from None
         if header is None:
             return
+        how = "detected" if self.delimiter == "auto" else "named"
+        gzipped = ", gzip" if isinstance(lines.stream, _Gunzip) else ""
+        self._note(name, f"csv, {chosen}, delimiter {_delimiter_name(delimiter)} ({how}){gzipped}")
         if feed.problem:
             raise SourceError(f"{name}: the header cannot be read: {feed.problem}")
         header = [h.strip() for h in header]
@@ -585,7 +707,7 @@ class FileSource:
             else:
                 yield Item(ref=ref, record=dict(zip(header, row)), position=position)
 
-    def _ndjson_items(self, name: str, lines: _Lines, codec: str, cursor: dict | None) -> Iterator[Item]:
+    def _ndjson_items(self, name: str, lines: _Lines, codec: str, label: str, cursor: dict | None) -> Iterator[Item]:
         if cursor is not None:
             lines.resume(cursor)
         while True:
@@ -602,7 +724,7 @@ class FileSource:
             except UnicodeError as e:
                 yield Item(
                     ref=f"{name}:{n}",
-                    error=f"line {n} is not valid {self.encoding} text ({_reason(e)})",
+                    error=f"line {n} is not valid {label} text ({_reason(e)})",
                     excerpt=_excerpt(raw.decode(codec, "backslashreplace")),
                     position=self._position(name, lines),
                 )
@@ -622,13 +744,213 @@ class FileSource:
                 error = f"expected a JSON object, got {kind(record)}"
             yield Item(ref=f"{name}:{n}", error=error, excerpt=_excerpt(text), position=self._position(name, lines))
 
+    # -------------------------------------------------------------------------------------------- json
+
+    def _json_items(self, name: str, lines: _Lines, codec: str, label: str, cursor: dict | None) -> Iterator[Item]:
+        """The objects of a JSON array, or of objects one after the other (one file, NDJSON, pretty-printed),
+        streamed: only the value being read is held (up to max_record_bytes)."""
+        scan = _JSONScan(name, lines, codec, label, self.max_record_bytes, cursor)
+        for text, first, index, position in scan.values():
+            ref = f"{name}:{first}"
+            where = f"element {index} of the array" if position["array"] else f"value {index}"
+            if text is None:
+                error = f"{where} is larger than {_size(self.max_record_bytes)}; it was skipped"
+                yield Item(ref=ref, error=error, position=position)
+                continue
+            if scan.undecodable(text):
+                error, excerpt = f"{where} is not valid {label} text", _excerpt(scan.shown(text))
+            else:
+                try:
+                    record = orjson.loads(text)
+                except orjson.JSONDecodeError as e:
+                    error = f"{where} is not valid JSON ({e})"
+                else:
+                    if isinstance(record, dict):
+                        yield Item(ref=ref, record=record, position=position)
+                        continue
+                    error = f"{where} is not a JSON object but {kind(record)}"
+                excerpt = _excerpt(text.strip())
+            yield Item(ref=ref, error=error, excerpt=excerpt, position=position)
+
+
+class _JSONScan:
+    """Finds where each value of a JSON text starts and ends without parsing it: outside strings only brackets,
+    commas and quotes matter. A top-level array's elements are the values; outside an array, each top-level value
+    is one. Positions are byte offsets in the file's text just after a value, with the line breaks before them,
+    whether an array is open, and the values counted so far."""
+
+    STRING = re.compile(r'["\\]')
+    # A whole string at once where it is in the text at hand; else its opening quote (read on in STRING).
+    TOKENS = re.compile(r'"(?:[^"\\]++|\\.)*+"|[\[\]{}",]', re.DOTALL)
+    TOKENS_TOP = re.compile(r'"(?:[^"\\]++|\\.)*+"|[\[\]{}",\r\n]', re.DOTALL)  # a bare value ends with its line
+    # Inside an object or array only brackets matter: strings (whole, where they are at hand) and the rest are
+    # passed over; an opening quote without its closing one is caught for STRING.
+    NESTED = re.compile(r'(?:"(?:[^"\\]++|\\.)*+"|[^"\[\]{}]++)*+([\[\]{}"])', re.DOTALL)
+    UNDECODABLE = re.compile("[\udc80-\udcff]")  # bytes that were not text, as surrogateescape gives them
+    START = re.compile(r"[^\s\ufeff]")
+
+    def __init__(self, name: str, lines: _Lines, codec: str, label: str, limit: int, cursor: dict | None):
+        self.name, self.lines, self.codec, self.label, self.limit = name, lines, codec, label, limit
+        # Bytes that are not text come through as lone surrogates, which encode back to the same bytes: offsets
+        # stay exact. UTF-16 and UTF-32 cannot carry them: there a bad byte stops the file.
+        self.errors = "strict" if codec.startswith(("utf-16", "utf-32")) else "surrogateescape"
+        self.array = bool(cursor and cursor.get("array"))
+        self.index = int(cursor.get("index", 0)) if cursor else 0
+        if cursor is not None:
+            lines.resume(cursor)
+        self.offset = lines.offset  # of text[self.at]
+        self.breaks = lines.line  # line breaks before self.offset
+        self.at = 0
+        self.cr = False  # the text before self.at ends with CR (a LF next is the same line break)
+
+    def undecodable(self, text: str) -> bool:
+        return self.errors == "surrogateescape" and self.UNDECODABLE.search(text) is not None
+
+    def shown(self, text: str) -> str:
+        return text.encode(self.codec, self.errors).decode(self.codec, "backslashreplace").strip()
+
+    def _advance(self, text: str, i: int) -> None:
+        piece = text[self.at : i]
+        if piece:
+            self.offset += len(piece.encode(self.codec, self.errors))
+            n = piece.count("\n") + piece.count("\r") - piece.count("\r\n")
+            if self.cr and piece[0] == "\n":
+                n -= 1
+            self.breaks += n
+            self.cr = piece[-1] == "\r"
+        self.at = i
+
+    def _position(self, text: str, i: int) -> dict:
+        self._advance(text, i)
+        position = {
+            "file": self.name,
+            "offset": self.offset,
+            "line": self.breaks,
+            "crc": self.lines.check(self.offset),
+            "array": self.array,
+            "index": self.index,
+        }
+        if self.lines.detected:
+            position["encoding"] = self.lines.detected
+        return position
+
+    def values(self) -> Iterator[tuple[str | None, int, int, dict]]:
+        """(text, first line, number, position after it) of each value; text None for one over the limit, which
+        is skipped, not held."""
+        decoder = codecs.getincrementaldecoder(self.codec)(self.errors)
+        parts: list[str] = []
+        size = 0
+        active = scalar = in_str = False
+        depth = start = first = carry = 0
+        while True:
+            data = self.lines.chunk()
+            stop = None
+            try:
+                text = decoder.decode(data, final=not data)
+            except UnicodeDecodeError as e:
+                text = e.object[: e.start].decode(self.codec)  # the values before the bad bytes are read first
+                line = self.breaks + text.count("\n") + text.count("\r") - text.count("\r\n") + 1
+                stop = SourceError(
+                    f"{self.name}: line {line} is not valid {self.label} text ({_reason(e)}); the rest of the file "
+                    "cannot be read"
+                )
+            if not text and not data:
+                break
+            n = len(text)
+            self.at, i, carry = 0, min(carry, n), carry - min(carry, n)  # the character after a backslash
+            while i < n:
+                if in_str:
+                    m = self.STRING.search(text, i)
+                    if m is None:
+                        i = n
+                    elif text[m.start()] == "\\":
+                        i = m.start() + 2
+                        if i > n:
+                            carry, i = i - n, n
+                    else:
+                        in_str = False
+                        i = m.start() + 1
+                    continue
+                if not active:
+                    m = self.START.search(text, i)
+                    if m is None:
+                        break
+                    j = m.start()
+                    c = text[j]
+                    i = j + 1
+                    if self.array and c in ",]":
+                        self.array = c == ","
+                        continue
+                    if not self.array and c == "[":
+                        self.array = True
+                        continue
+                    self._advance(text, j)
+                    active, parts, size, start = True, [], 0, j
+                    first = self.breaks + 1
+                    scalar = c not in "{["
+                    depth = 0 if scalar else 1
+                    in_str = c == '"'
+                    continue
+                if depth:
+                    m = self.NESTED.match(text, i)  # to the next bracket, past strings and commas
+                    j = m.start(1) if m else -1
+                else:
+                    m = (self.TOKENS_TOP if not self.array else self.TOKENS).search(text, i)
+                    j = m.start() if m else -1
+                if m is None:
+                    i = n
+                    continue
+                c = text[j]
+                end = -1
+                if c == '"':
+                    if m.end() - j > 1:  # the whole string
+                        i = m.end()
+                        continue
+                    in_str = True
+                elif c in "{[":
+                    depth += 1
+                elif c in "}]":
+                    if depth == 0:
+                        end = j  # a bare value ends at its array's bracket, which is read next
+                    else:
+                        depth -= 1
+                        if depth == 0 and not scalar:
+                            end = j + 1
+                elif depth == 0:  # a comma or a line break ends a bare value
+                    end = j
+                if end < 0:
+                    i = j + 1
+                    continue
+                self.index += 1
+                too_big = size + end - start > self.limit
+                value = None if too_big else "".join(parts) + text[start:end]
+                active, parts, i = False, [], end
+                yield value, first, self.index, self._position(text, end)
+            if active:
+                size += n - start
+                parts = [*parts, text[start:]] if size <= self.limit else []  # too big: only its end is looked for
+                start = 0
+            self._advance(text, n)
+            if stop is not None:
+                raise stop
+        if active:
+            if scalar and not self.array and not in_str:
+                self.index += 1
+                yield (None if size > self.limit else "".join(parts)), first, self.index, self._position("", 0)
+                return
+            what = f"element {self.index + 1}" if self.array else f"value {self.index + 1}"
+            raise SourceError(
+                f"{self.name} ends inside {what}, from line {first} (the file is cut short or still being "
+                "written); the values before it were read"
+            )
+
 
 def read_text(data: bytes, fmt: str, *, name: str = "sample", delimiter: str = "auto") -> Iterator[Item]:
     """The items of CSV or NDJSON held in memory (a sample pasted in the mapping editor), read as a UTF-8 file of
     that format is read by a run: the same header checks, delimiter sniffing and item errors. Raises SourceError
     as a run would for the whole file (a bad header, a binary text)."""
-    if fmt not in FORMATS:
-        raise SourceError(f"unknown file format {fmt!r}: use csv or ndjson")
+    if fmt not in ("csv", "ndjson"):
+        raise SourceError(f"unknown sample format {fmt!r}: use csv or ndjson")
     source = FileSource(path=name, format=fmt, delimiter=delimiter)
     lines = _Lines(_Plain(io.BytesIO(data)), source.max_record_bytes)
     if "\0" in data[:SNIFF_BYTES].decode("utf-8", "replace"):
@@ -636,10 +958,87 @@ def read_text(data: bytes, fmt: str, *, name: str = "sample", delimiter: str = "
     if csv.field_size_limit() < source.max_record_bytes:
         csv.field_size_limit(source.max_record_bytes)
     items = source._csv_items if fmt == "csv" else source._ndjson_items
-    yield from items(name, lines, "utf-8", None)
+    yield from items(name, lines, "utf-8", "utf-8", None)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+
+
+BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),  # before UTF-16's, which it starts with
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+ZIP_MAGIC = b"PK\x03\x04"
+OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # Excel 97-2003 .xls, Word .doc …
+PREFERRED = "cp1252"  # Windows' Western European: what Excel saves "CSV" in, and a superset of Latin-1's letters
+
+
+def _choose_codec(name: str, encoding: str, head: bytes, complete: bool, what: str) -> tuple[str, str]:
+    """The codec to decode a file with and how it was chosen: "named" (the setting), "byte-order mark", or
+    "detected" from `head`, the file's first DETECT_BYTES (`complete`: the whole file). Only the start is looked
+    at, so a file that changes encoding further on has those lines refused, each naming its line."""
+    if encoding != "auto":
+        return _codec_for(encoding, head)[0], "named"
+    for bom, codec in BOMS:
+        if head.startswith(bom):
+            return codec, "byte-order mark"
+    if head.startswith(ZIP_MAGIC):
+        raise SourceError(
+            f"{name} is a zip archive, not text (an Excel workbook? name it .xlsx or set format to xlsx); "
+            f"replace or remove the {what}"
+        )
+    if head.startswith(OLE_MAGIC):
+        raise SourceError(
+            f"{name} is an Excel 97-2003 (.xls) workbook or another binary document, not text: save it as .xlsx, "
+            f"CSV or Unicode text; replace or remove the {what}"
+        )
+    sample = head[:SNIFF_BYTES]
+    if b"\0" in sample:
+        pairs = len(sample) // 2
+        low, high = sample[1::2].count(0), sample[0::2].count(0)
+        # UTF-16 without a byte-order mark: text that is mostly ASCII has every other byte NUL, and only those.
+        if pairs >= 2 and high == 0 and low >= 0.9 * pairs:
+            return "utf-16-le", "detected"
+        if pairs >= 2 and low == 0 and high >= 0.9 * pairs:
+            return "utf-16-be", "detected"
+        raise SourceError(
+            f"{name} is not a text file: its first 8 KB have NUL bytes (a spreadsheet, an archive, or UTF-16 or "
+            f"UTF-32 without a byte-order mark? then set encoding, e.g. utf-16-le); replace or remove the {what}"
+        )
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=complete)
+    except UnicodeDecodeError:
+        pass
+    else:
+        return "utf-8", "detected"
+    legacy = _legacy(head)
+    if legacy is None:
+        raise SourceError(f"cannot tell the encoding of {name} (not UTF-8): set encoding, e.g. cp1252 or latin-1")
+    try:
+        return _codec_for(legacy, head)[0], "detected"
+    except SourceError:
+        raise SourceError(
+            f"{name} looks like {legacy}, which cannot be read line by line: set encoding if that is wrong"
+        ) from None
+
+
+def _legacy(head: bytes) -> str | None:
+    """The legacy encoding that charset-normalizer finds most likely for bytes that are not UTF-8; cp1252 when it
+    reads them as well as the best (short samples with a few accents tie between a dozen code pages)."""
+    from charset_normalizer import from_bytes
+
+    matches = list(from_bytes(head))
+    if not matches:
+        return None
+    best = matches[0]
+    for m in matches:
+        close = m.chaos <= best.chaos + 0.01 and m.coherence >= best.coherence - 0.1
+        if close and PREFERRED in m.could_be_from_charset:
+            return PREFERRED
+    return best.encoding
 
 
 def _codec_for(encoding: Any, head: bytes) -> tuple[str, bytes]:
@@ -744,13 +1143,15 @@ def _sniff(line: str) -> str:
     return best if counts[best] else ","
 
 
+def _delimiter_name(delimiter: str) -> str:
+    return {"\t": "TAB", " ": "space"}.get(delimiter, repr(delimiter))
+
+
 def _blank(row: list[str]) -> bool:
     return not row or (len(row) == 1 and not row[0].strip())
 
 
 def _csv_reason(e: csv.Error) -> str:
-    if "new-line character" in str(e):
-        return "a line break (CR) inside an unquoted field; lines must end with LF or CRLF"
     return str(e)
 
 

@@ -128,16 +128,19 @@ def _inbox_drop_forwarded(job_id: int, cursor: dict) -> None:
 KINDS = (
     SourceKind(
         "file",
-        "Files (CSV, NDJSON, gzip)",
+        "Files (CSV, JSON, Excel, gzip)",
         _file,
-        example={"path": "exports/orders-*.csv.gz", "format": "csv", "delimiter": ",", "incremental": False},
+        example={"path": "exports/orders-*.csv.gz", "format": "csv", "delimiter": "auto", "encoding": "auto"},
         help=(
             "path: one file or a glob (** for subfolders) in the source folder (MPFEED_SOURCE_ROOT), relative to "
             "it or absolute; nothing outside it is read, links included. Files are read in name order. format: csv "
-            "or ndjson (by default from the extension). delimiter: one character, tab or auto. encoding: a Python "
-            "codec (utf-8). compression: auto, gzip or none. incremental: true to read only lines and files added "
-            "since the last run. A path that matches no file is refused (a glob matching nothing yet only for an "
-            "incremental job)."
+            "(also .tsv and .txt, e.g. Excel's Unicode text), ndjson, json (an array of objects, or objects one "
+            "after the other) or xlsx; by default from the extension. delimiter: one character, tab or auto. "
+            "encoding: auto (a byte-order mark, else UTF-8, else the legacy encoding detected, e.g. cp1252) or a "
+            "Python codec such as latin-1 or utf-16-le; the run page shows what was chosen. Lines may end in CRLF, "
+            "LF or CR, mixed. sheet: for xlsx, the sheet's name (the first by default). compression: auto, gzip or "
+            "none. incremental: true to read only lines and files added since the last run. A path that matches no "
+            "file is refused (a glob matching nothing yet only for an incremental job)."
         ),
         # By default each run of a file job reads its files whole.
         incremental_setting="incremental",

@@ -29,20 +29,25 @@ def mapping_named(workspace: Workspace, name: str, hint: str = "") -> Mapping:
 def add_file_options(parser) -> None:
     parser.add_argument(
         "--format",
-        choices=["csv", "ndjson"],
-        help="Default: from the file name (.csv, .tsv, .ndjson, .jsonl, also .gz).",
+        choices=["csv", "ndjson", "json", "xlsx"],
+        help="Default: from the file name (.csv, .tsv, .txt, .ndjson, .jsonl, .json, .xlsx, also .gz).",
     )
     parser.add_argument(
         "--delimiter",
         help='CSV only: one character or "tab"; default: sniffed from the header line among , ; TAB | ("," when none).',
     )
-    parser.add_argument("--encoding", help="The file's text encoding, e.g. latin-1 or cp1252 (default: utf-8).")
+    parser.add_argument(
+        "--encoding",
+        help="The file's text encoding, e.g. latin-1 or utf-16-le (default: auto, from its byte-order mark or its "
+        "first 64 KB).",
+    )
+    parser.add_argument("--sheet", help="xlsx only: the sheet to read (default: the first).")
 
 
 def file_config(path: str, options: dict) -> dict:
     """A file source's settings for `path` and the options given."""
     config = {"path": os.path.abspath(path)}
-    for name in ("format", "delimiter", "encoding"):
+    for name in ("format", "delimiter", "encoding", "sheet"):
         if options.get(name):
             config[name] = options[name]
     return config
