@@ -22,8 +22,8 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from feeds import events, pipeline, sync
 from feeds import mapping as mapping_rules
-from feeds import pipeline, sync
 from feeds.models import CredentialLink, SyncJob, SyncRun, Workspace
 from feeds.mparticle.client import Answer
 from feeds.notices import verify_credentials
@@ -177,17 +177,19 @@ def hand_over(link: CredentialLink, probe: Workspace, address: str) -> Handover:
         # Revoked, or used by another request, while this one was testing.
         log.info("credential link %s (workspace %s): no longer usable after the test", link.pk, link.workspace_id)
         return Handover(answer, None, [])
-    return _verified(answer, stored, f"credential link {link.pk} (workspace {stored.pk})")
+    return _verified(answer, stored, f"credential link {link.pk} (workspace {stored.pk})", events.VIA_LINK)
 
 
-def _verified(answer: Answer, stored: Workspace, who: str) -> Handover:
+def _verified(answer: Answer, stored: Workspace, who: str, via: str) -> Handover:
     """New credentials passed their test and are stored: in use now (the runs they unblock go on), or held for
-    staff to confirm (Workspace.confirm_new_credentials)."""
+    staff to confirm (Workspace.confirm_new_credentials). The webhook hears of it (feeds.events)."""
     if stored.confirm_new_credentials:
         log.info("%s: new credentials verified, held for staff", who)
+        events.credentials_verified(stored, via, in_use=False)
         return Handover(answer, stored, [])
     resumed = sync.resume_blocked_runs(stored)
     log.info("%s: new credentials verified and in use; runs resumed: %s", who, resumed or "none")
+    events.credentials_verified(stored, via)
     return Handover(answer, stored, resumed)
 
 
@@ -308,4 +310,4 @@ def replace_credentials(workspace: Workspace, pod: str, api_key: str, api_secret
     with transaction.atomic():
         stored = Workspace.objects.select_for_update().get(pk=workspace.pk)
         stored.receive_tested_credentials(pod, api_key, api_secret, tested)
-    return _verified(answer, stored, f"workspace {stored.pk}")
+    return _verified(answer, stored, f"workspace {stored.pk}", events.VIA_API)

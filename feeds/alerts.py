@@ -264,6 +264,12 @@ def sign(body: bytes, secret: str) -> str:
 
 def _send_webhooks(event: AlertEvent, workspace: Workspace) -> str:
     """The global webhook (MPFEED_ALERT_WEBHOOK_URL) and the workspace's own, each with its own key."""
+    return deliver(webhook_body(event, workspace), workspace, f"alert {event.pk}")
+
+
+def deliver(body: bytes, workspace: Workspace, what: str) -> str:
+    """POST `body` to the global webhook and the workspace's own, each signed with its own key; what happened, in
+    one line (nothing is raised). `what` names the message in the log ("alert 12", "event run.finished")."""
     own_url = workspace.alert_webhook_url
     if not settings.MPFEED_ALERT_WEBHOOK_URL and not own_url:
         return "not configured (MPFEED_ALERT_WEBHOOK_URL is empty, and the workspace has no webhook)"
@@ -271,22 +277,21 @@ def _send_webhooks(event: AlertEvent, workspace: Workspace) -> str:
     if settings.MPFEED_ALERT_WEBHOOK_URL:
         secret = settings.MPFEED_ALERT_WEBHOOK_SECRET
         unsigned = "" if secret else " (unsigned: MPFEED_ALERT_WEBHOOK_SECRET is empty)"
-        results.append(_send_webhook(event, workspace, settings.MPFEED_ALERT_WEBHOOK_URL, secret, unsigned))
+        results.append(_send_webhook(body, what, settings.MPFEED_ALERT_WEBHOOK_URL, secret, unsigned))
     if own_url:
         # Checked again: the host's name may point elsewhere since the workspace was saved.
         refusal = workspace.webhook_refusal()
         if refusal:
-            log.warning("alert %s: the workspace's webhook refused: not a public endpoint", event.pk)
+            log.warning("%s: the workspace's webhook refused: not a public endpoint", what)
             result = f"not sent: {refusal}"
         else:
             secret = workspace.alert_webhook_secret
-            result = _send_webhook(event, workspace, own_url, secret, "" if secret else " (unsigned: no secret set)")
+            result = _send_webhook(body, what, own_url, secret, "" if secret else " (unsigned: no secret set)")
         results.append(result if len(results) == 0 else f"workspace's: {result}")
     return _result("; ".join(results))
 
 
-def _send_webhook(event: AlertEvent, workspace: Workspace, url: str, secret: str, unsigned: str) -> str:
-    body = webhook_body(event, workspace)
+def _send_webhook(body: bytes, what: str, url: str, secret: str, unsigned: str) -> str:
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "mpfeed-alerts",
@@ -299,9 +304,9 @@ def _send_webhook(event: AlertEvent, workspace: Workspace, url: str, secret: str
             status = response.status_code
     except Exception as e:
         # Only the error's type: its text names the URL, which may carry a token of the receiver's.
-        log.warning("alert %s: webhook failed: %s", event.pk, type(e).__name__)
+        log.warning("%s: webhook failed: %s", what, type(e).__name__)
         return _result(f"failed: {type(e).__name__}{unsigned}")
     if 200 <= status < 300:
         return _result(f"sent: HTTP {status}{unsigned}")
-    log.warning("alert %s: webhook answered HTTP %s", event.pk, status)
+    log.warning("%s: webhook answered HTTP %s", what, status)
     return _result(f"failed: HTTP {status}{unsigned}")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
+from feeds.security import ORIGIN
+
 
 @register(Tags.security, deploy=False)
 def check_keys(app_configs=None, **kwargs) -> list[CheckMessage]:
@@ -41,6 +43,15 @@ def check_keys(app_configs=None, **kwargs) -> list[CheckMessage]:
                 "MPFEED_SITE_URL is not set: alert e-mails cannot link to the workspace page.",
                 hint="Set MPFEED_SITE_URL to the site's public address, e.g. https://feeds.partner.example.",
                 id="mpfeed.W003",
+            )
+        )
+    bad = [o for o in settings.MPFEED_EMBED_ORIGINS if not ORIGIN.fullmatch(o.rstrip("/"))]
+    if bad:
+        errors.append(
+            Warning(
+                f"MPFEED_EMBED_ORIGINS holds values that are not origins, ignored: {', '.join(bad)}.",
+                hint="List origins only: scheme://host[:port], e.g. https://app.partner.example, no path.",
+                id="mpfeed.W004",
             )
         )
     if settings.MPFEED_ALLOW_SANDBOX:

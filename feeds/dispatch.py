@@ -34,7 +34,7 @@ from django.db.models import Exists, OuterRef, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from feeds import alerts, db, sync
+from feeds import alerts, db, events, sync
 from feeds.models import Delivery, Sender, SyncRun, Workspace
 from feeds.pacing import Pacing
 from feeds.sending import Again, Lane, Park, Step, Stop
@@ -285,11 +285,12 @@ class Dispatcher:
                 self.errors.pop(slot.run_id, None)
                 run = slot.lane.run
                 run.deliveries.pending().update(state=Delivery.State.FAILED, first_failure_at=timezone.now())
-                run.finish(
+                if run.finish(
                     SyncRun.Status.FAILED,
                     "Internal error while sending; see the worker log. The deliveries not sent are kept as failed: "
                     "replay them once the cause is fixed.",
-                )
+                ):
+                    events.run_ended(run)
                 slot.lane.close()
                 self._forget(slot)
                 return

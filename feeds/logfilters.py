@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import re
 
-_TOKEN_PATH = re.compile(r"(/connect/)[^/\s\"']+")
+# /connect/<token>/ and the embeddable form's /connect/embed/<token>/ (not /connect/embed/ itself, which has none).
+_TOKEN_PATH = re.compile(r"(/connect/(?:embed/)?)(?!embed/)[^/\s\"'?]+")
 
 
 def redact(text: str) -> str:

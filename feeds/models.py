@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import orjson
 from django.conf import settings
+from django.core import signing
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator, RegexValidator, validate_email
 from django.db import IntegrityError, models, transaction
@@ -1539,6 +1540,26 @@ class CredentialLink(models.Model):
         if not token:
             return None
         return cls.objects.select_related("workspace").filter(token_hash=token_hash(token)).first()
+
+    # The embeddable form (/connect/embed/<token>/) works inside a partner's frame, where the site's cookies are
+    # third-party (blocked or partitioned): instead of the session, its POST carries this signed ticket, naming
+    # the link and the partner page's origin, valid EMBED_TICKET_SECONDS. The ticket is the POST's only
+    # authority (no cookie is ever read), so a forged POST without one is refused: it stands for the CSRF token.
+    EMBED_TICKET_SALT = "mpfeed.credential-link.embed"
+    EMBED_TICKET_SECONDS = 3600
+
+    def embed_ticket(self, origin: str) -> str:
+        return signing.dumps({"link": self.pk, "origin": origin}, salt=self.EMBED_TICKET_SALT, compress=True)
+
+    @classmethod
+    def from_embed_ticket(cls, ticket: str) -> tuple[CredentialLink | None, str]:
+        """The link and the origin a ticket names; (None, "") when it is forged, altered or too old."""
+        try:
+            data = signing.loads(ticket, salt=cls.EMBED_TICKET_SALT, max_age=cls.EMBED_TICKET_SECONDS)
+            link_id, origin = int(data["link"]), str(data["origin"])
+        except (signing.BadSignature, KeyError, TypeError, ValueError):
+            return None, ""
+        return cls.objects.select_related("workspace").filter(pk=link_id).first(), origin
 
     @property
     def state(self) -> str:

@@ -33,6 +33,34 @@ class ContentSecurityPolicyMiddleware:
         return response
 
 
+ORIGIN = re.compile(r"https?://[a-z0-9.-]+(:[0-9]{1,5})?", re.I)
+
+
+def embed_origins() -> list[str]:
+    """The partner pages allowed to frame the embeddable credential form (MPFEED_EMBED_ORIGINS: full origins,
+    scheme://host[:port], no path); what is not an origin is left out (a system check says so)."""
+    values = getattr(settings, "MPFEED_EMBED_ORIGINS", [])
+    return [v.rstrip("/").lower() for v in values if ORIGIN.fullmatch(v.rstrip("/"))]
+
+
+def framed_policy(origins: list[str]) -> str:
+    """The site's policy for a page that the given origins — and only they — may frame ('none' without any)."""
+    ancestors = " ".join(origins) if origins else "'none'"
+    policy = getattr(settings, "MPFEED_CONTENT_SECURITY_POLICY", "") or DEFAULT_POLICY
+    parts = [p.strip() for p in policy.split(";") if p.strip() and not p.strip().startswith("frame-ancestors")]
+    return "; ".join([*parts, f"frame-ancestors {ancestors}"])
+
+
+def parent_origin(asked: str, allowed: list[str]) -> str | None:
+    """The partner page's origin the form may be framed by and tell when it is done: the one asked for
+    (`?origin=`) when allowed, else the only one allowed; "" when several are allowed and none was asked (framed
+    by any of them, telling none); None when the one asked for is not allowed."""
+    asked = asked.strip().rstrip("/").lower()
+    if asked:
+        return asked if asked in allowed else None
+    return allowed[0] if len(allowed) == 1 else ""
+
+
 class TrustedProxyMiddleware:
     """First of all: the headers a TLS proxy sets (SECURE_PROXY_SSL_HEADER, X-Forwarded-For) are dropped from a
     request that did not come from one of MPFEED_TRUSTED_PROXIES — someone reaching the server directly cannot

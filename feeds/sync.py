@@ -25,7 +25,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from feeds import alerts
+from feeds import alerts, events
 from feeds.mapping import MappingError, compile_mapping
 from feeds.models import SyncJob, SyncRun, Workspace
 from feeds.mparticle import schema
@@ -137,6 +137,7 @@ def verify_and_resume(workspace: Workspace) -> Verification:
         # Only the credentials that were tested: ones stored meanwhile wait for their own test.
         if workspace.mark_credentials_verified(tested):
             resumed = resume_blocked_runs(workspace)
+            events.credentials_verified(workspace, events.VIA_TEST)
     elif answer.outcome in CREDENTIALS:
         workspace.mark_credentials_rejected(f"The connection test was refused ({answer.describe()}).")
     return Verification(answer, resumed)
@@ -292,6 +293,7 @@ def conclude_if_done(run: SyncRun) -> bool:
     if run.records_read:  # the job's count of checks that found nothing new is since the last run that did
         SyncJob.objects.filter(pk=run.job_id, nothing_new_checks__gt=0).update(nothing_new_checks=0)
     log.info("run %s finished: %s", run.pk, run.status)
+    events.run_ended(run)  # the webhook hears of it (never raises)
     return True
 
 
@@ -340,7 +342,8 @@ def process_run(run_id: int, *, pacing: Pacing | None = None, time_slice: float 
     except Exception:
         log.exception("run %s failed unexpectedly", run.pk)
         run.refresh_from_db()
-        run.finish(SyncRun.Status.FAILED, "Internal error while syncing; see the worker log. Deliveries are kept.")
+        if run.finish(SyncRun.Status.FAILED, "Internal error while syncing; see the worker log. Deliveries are kept."):
+            events.run_ended(run)
         _let_go(run)
         raise
     finally:

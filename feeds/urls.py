@@ -29,6 +29,8 @@ urlpatterns = [
     path("workspaces/<slug:slug>/credentials/discard/", staff.credentials_discard, name="credentials_discard"),
     # The client's credential page: the one-time link, then the same page by the session (no token in the URL).
     path("connect/", connect.connect, name="connect_page"),
+    path("connect/embed/", connect.connect_embed, name="connect_embed_page"),
+    path("connect/embed/<str:token>/", connect.connect_embed, name="connect_embed"),
     path("connect/<str:token>/", connect.connect, name="connect"),
     # Sync jobs: their source, schedule and push inbox token; a preview.
     path("workspaces/<slug:slug>/jobs/new/", jobs.job_new, name="job_new"),

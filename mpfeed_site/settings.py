@@ -358,6 +358,9 @@ EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "False")
 EMAIL_TIMEOUT = envfloat("EMAIL_TIMEOUT", "10")
 # /metrics (Prometheus text format) answers staff, and scrapers sending this token as "Authorization: Bearer".
 MPFEED_METRICS_TOKEN = os.getenv("MPFEED_METRICS_TOKEN", "")
+# Partner pages (origins: https://app.partner.example) that may frame the embeddable credential form,
+# /connect/embed/<token>/; every other page keeps X-Frame-Options DENY and frame-ancestors 'none'.
+MPFEED_EMBED_ORIGINS = envlist("MPFEED_EMBED_ORIGINS", "")
 # The site's public address, for links in alert e-mails (e.g. https://feeds.partner.example). Unset, the e-mails
 # say there is no link rather than point at an address that cannot work (`manage.py serve` sets its own).
 MPFEED_SITE_URL = os.getenv("MPFEED_SITE_URL", "").rstrip("/")

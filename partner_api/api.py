@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from typing import cast
+from urllib.parse import urlencode
 
 from django.core.exceptions import ValidationError
 from django.core.paginator import EmptyPage, Paginator
@@ -19,6 +20,7 @@ from feeds import mapping as mapping_rules
 from feeds.forms import ConnectForm, JobForm, WorkspaceForm
 from feeds.models import CredentialLink, Mapping, MappingConflict, OutputChanged, SyncJob, SyncRun, Workspace
 from feeds.mparticle.client import TRANSIENT
+from feeds.security import embed_origins, parent_origin
 from feeds.views.connect import explain
 from feeds.views.system import receive_push
 from partner_api import schemas
@@ -195,9 +197,20 @@ def link_create(request, token, slug):
         not isinstance(hours, int | float) or isinstance(hours, bool) or not 0 < hours <= 24 * 30
     ):
         raise ApiError(422, "invalid", "hours is a number between 0 and 720.", fields={"hours": ["0 < hours ≤ 720"]})
+    origin = data.get("origin")
+    allowed = embed_origins()
+    if origin is not None and (not isinstance(origin, str) or parent_origin(origin, allowed) is None):
+        raise ApiError(422, "invalid", "origin is not one of the origins allowed to frame the form (MPFEED_EMBED_ORIGINS).",
+                       fields={"origin": ["not in MPFEED_EMBED_ORIGINS"]})  # fmt: skip
     link, secret = CredentialLink.issue(ws, None, hours)
     url = request.build_absolute_uri(reverse("feeds:connect", args=[secret]))
-    return JsonResponse({**schemas.link(link), "url": url}, status=201)
+    # The embeddable form's address (for an <iframe> in the partner's product), when any origin may frame it.
+    embed_url = None
+    if allowed:
+        embed_url = request.build_absolute_uri(reverse("feeds:connect_embed", args=[secret]))
+        if origin:
+            embed_url += "?" + urlencode({"origin": origin.strip().rstrip("/").lower()})
+    return JsonResponse({**schemas.link(link), "url": url, "embed_url": embed_url}, status=201)
 
 
 def link_revoke(request, token, slug, link_id):
@@ -438,7 +451,7 @@ JOB_BODY = {
     },
 }
 RECORDS_BODY = {"type": "array", "items": {"type": "object"}, "description": "A JSON array, or NDJSON."}
-LINK_BODY = {"type": "object", "properties": {"hours": {"type": "number"}}}
+LINK_BODY = {"type": "object", "properties": {"hours": {"type": "number"}, "origin": {"type": "string"}}}
 
 # (path, URL name, operations): the path in Django's syntax, under /api/v1/.
 ROUTES: list[tuple[str, str, list[Operation]]] = [

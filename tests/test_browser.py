@@ -296,3 +296,131 @@ def test_each_confirmation_and_the_copy_button(chromium, site, sandbox):
         raise
     finally:
         context.close()
+
+
+# ------------------------------------------------------------------------------------ the embeddable hand-over
+
+
+PARENT_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>Partner's product</title></head><body>
+<h1>Connect your mParticle workspace</h1>
+<iframe id="mpfeed" src="{src}" title="mParticle credentials" width="700" height="650"></iframe>
+<script>
+  window.received = [];
+  window.addEventListener("message", function (event) {{
+    if (event.origin !== "{site}") return;  // only the site's frame is listened to
+    window.received.push({{origin: event.origin, data: event.data}});
+  }});
+</script></body></html>"""
+
+
+class ParentPage:
+    """The partner's own product: a static page on another origin (another host name and port than the site's)."""
+
+    def __init__(self, html_for):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        page = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = page.html.encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.origin = f"http://localhost:{self.server.server_port}"
+        self.html = ""
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def parent_page():
+    page = ParentPage(None)
+    yield page
+    page.close()
+
+
+@pytest.fixture
+def embedding_site(tmp_path, parent_page):
+    """The site, allowing the partner's page (and only it) to frame the credential form."""
+    db = tmp_path / "site.sqlite3"
+    env = processes.site_env(db, MPFEED_EMBED_ORIGINS=parent_page.origin)
+    processes.manage(env, "migrate", "--noinput", "-v", "0")
+    site = processes.Site(env, tmp_path / "site.log")
+    site.db = db
+    try:
+        site.start()
+        yield site
+    finally:
+        site.stop()
+
+
+def test_the_credential_form_inside_a_partners_page(chromium, embedding_site, parent_page, sandbox):
+    """A partner's page on another origin frames the form; the client hands the credentials over inside it (no
+    cookie of the site is needed: a cross-site frame's are blocked or partitioned); the parent page hears of it
+    by a postMessage from the site's origin."""
+    site = embedding_site
+    token = shell(
+        site,
+        "import os; from feeds.models import CredentialLink, Workspace\n"
+        "w = Workspace.objects.create(name='Acme Shoes', pod='sandbox', endpoint_url=os.environ['ENDPOINT'])\n"
+        "print(CredentialLink.issue(w)[1])",
+        ENDPOINT=f"{sandbox.url}/v2",
+    )
+    src = f"{site.url}/connect/embed/{token}/?origin={parent_page.origin}"
+    parent_page.html = PARENT_PAGE.format(src=src, site=site.url)
+    shots = Shots("embedded-hand-over")
+    # localhost and 127.0.0.1 are two sites: the frame's SameSite=Lax cookies would not be sent; it needs none.
+    context = chromium.new_context(viewport={"width": 900, "height": 800})
+    try:
+        page = context.new_page()
+        page.goto(f"{parent_page.origin}/")
+        frame = page.frame_locator("#mpfeed")
+        frame.get_by_label("API key").fill(SANDBOX_KEY)
+        frame.get_by_label("API secret").fill(SANDBOX_SECRET)
+        shots.take(page, "framed-form")
+        frame.get_by_role("button", name="Test and save").click()
+        frame.get_by_text("mParticle accepted these credentials.").wait_for()
+        wait_js(page, "window.received.length > 0")
+        [message] = page.evaluate("window.received")
+        assert message == {
+            "origin": site.url,
+            "data": {"type": "mpfeed:credentials", "state": "in_use", "workspace": "acme-shoes"},
+        }
+        shots.take(page, "framed-done")
+        assert SANDBOX_SECRET not in page.frames[1].content()
+        assert (
+            shell(
+                site,
+                "import os; from feeds.models import Workspace; w = Workspace.objects.get(name='Acme Shoes'); "
+                "print(w.api_secret == os.environ['EXPECTED_SECRET'], w.credentials_verified_at is not None)",
+                EXPECTED_SECRET=SANDBOX_SECRET,
+            )
+            == "True True"
+        )
+
+        # Another origin cannot frame it: the browser refuses to show the page.
+        intruder = ParentPage(None)
+        try:
+            token2 = shell(site, "from feeds.models import *; print(CredentialLink.issue(Workspace.objects.get())[1])")
+            intruder.html = PARENT_PAGE.format(src=f"{site.url}/connect/embed/{token2}/", site=site.url)
+            page.goto(f"{intruder.origin}/")
+            page.wait_for_timeout(500)
+            framed = page.frames[1]
+            assert "Test and save" not in framed.content()
+        finally:
+            intruder.close()
+    finally:
+        context.close()

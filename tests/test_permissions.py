@@ -60,6 +60,8 @@ OWN_RULES = {
     "inbox": "the job's inbox token (tests/test_jobs.py)",
     "connect": "the one-time link's token (tests/test_connect.py)",
     "connect_page": "the link whose token this browser's session was given (tests/test_connect.py)",
+    "connect_embed": "the one-time link's token, in a partner's frame (tests/test_embed.py)",
+    "connect_embed_page": "the signed ticket the embedded form was given (tests/test_embed.py)",
 }
 
 

@@ -21,13 +21,14 @@ from django.contrib.auth.models import AnonymousUser
 from django.http import HttpResponseNotAllowed, QueryDict
 from django.shortcuts import redirect, render
 from django.utils.cache import add_never_cache_headers
-from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.clickjacking import xframe_options_exempt
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
 
 from feeds import actions
 from feeds.forms import ConnectForm, pod_choices
 from feeds.models import CredentialLink, Workspace
 from feeds.mparticle.client import CREDENTIALS, TRANSIENT, Answer
-from feeds.security import client_ip
+from feeds.security import client_ip, embed_origins, framed_policy, parent_origin
 
 log = logging.getLogger(__name__)
 
@@ -132,20 +133,24 @@ def connect(request, token: str | None = None):
     if token is not None and request.method == "GET":
         request.session[SESSION_KEY] = link.pk
         return redirect("feeds:connect_page")
-    workspace = link.workspace
+    return _hand_over(request, link)
 
+
+def _hand_over(request, link: CredentialLink, embed: dict | None = None):
+    """The form of an open link (GET) or its hand-over (POST), for the page and its embeddable variant."""
+    workspace = link.workspace
     if request.method == "GET":
         if link.exhausted:
             return _too_many(request, link)
         initial = {"pod": workspace.pod} if workspace.pod in dict(pod_choices()) else {}
-        return _form_page(request, workspace, ConnectForm(workspace, initial=initial))
+        return _form_page(request, workspace, ConnectForm(workspace, initial=initial), embed=embed)
 
     if link.exhausted:
         return _too_many(request, link)
     form = ConnectForm(workspace, request.POST)
     if not form.is_valid():  # nothing was tested: no attempt counted
         _fresh_inputs(form)
-        return _form_page(request, workspace, form)
+        return _form_page(request, workspace, form, embed=embed)
 
     # The new credentials are tested before anything is stored; only a test mParticle judged is counted.
     handover = actions.hand_over(link, form.probe(), client_ip(request) or "unknown")
@@ -158,16 +163,67 @@ def connect(request, token: str | None = None):
     explanation = explain(handover.answer)
     if not handover.answer.delivered:
         _fresh_inputs(form)
-        return _form_page(request, workspace, form, explanation=explanation)
+        return _form_page(request, workspace, form, explanation=explanation, embed=embed)
     if handover.workspace is None:
         return _gone(request, 410)  # revoked, or used by another request, while this one was testing
-    request.session.pop(SESSION_KEY, None)
-    context = {"workspace_name": workspace.name, "explanation": explanation, "held": handover.held}
+    if embed is None:
+        request.session.pop(SESSION_KEY, None)
+    context = {"workspace_name": workspace.name, "explanation": explanation, "held": handover.held, "embed": embed}
     return _page(request, "feeds/connect_done.html", context)
 
 
-def _form_page(request, workspace: Workspace, form: ConnectForm, explanation: str = ""):
-    context = {"workspace_name": workspace.name, "form": form, "explanation": explanation}
+def _form_page(request, workspace: Workspace, form: ConnectForm, explanation: str = "", embed: dict | None = None):
+    context = {"workspace_name": workspace.name, "form": form, "explanation": explanation, "embed": embed}
     response = _page(request, "feeds/connect.html", context)
     response.headers["Referrer-Policy"] = FORM_REFERRER_POLICY
     return response
+
+
+# ----------------------------------------------------------------------------------------- the embeddable form
+
+
+@csrf_exempt  # no cookie is read: the signed ticket is the POST's only authority (CredentialLink.embed_ticket)
+@xframe_options_exempt
+@_private
+def connect_embed(request, token: str | None = None):
+    """The credential form inside a partner's own product: GET /connect/embed/<token>/?origin=<partner page>,
+    then a POST to /connect/embed/ carrying the signed ticket instead of a session or a CSRF cookie (both are
+    third-party cookies in the partner's frame). When the credentials pass, the page tells the parent window —
+    at its origin only — with a postMessage (static/feeds/connect_embed.js).
+
+    Its answers may be framed only by the origin the form was opened for (or, without one, by every origin in
+    MPFEED_EMBED_ORIGINS); with none allowed, by nobody — X-Frame-Options DENY and frame-ancestors 'none', as
+    every other page."""
+    response, ancestors = _embed(request, token)
+    response.headers["Content-Security-Policy"] = framed_policy(ancestors)
+    if not ancestors:
+        response.headers["X-Frame-Options"] = "DENY"
+    return response
+
+
+def _embed(request, token: str | None):
+    allowed = embed_origins()
+    if request.method == "GET" and token is not None:
+        link = CredentialLink.find(token)
+        origin = parent_origin(request.GET.get("origin", ""), allowed)
+    elif request.method == "POST" and token is None:
+        link, origin = CredentialLink.from_embed_ticket(request.POST.get("ticket", ""))
+        if link is None:
+            log.info("embedded credential form: a POST without a valid ticket refused")
+            return _page(request, "feeds/connect_gone.html", {"stale": True}, status=403), allowed
+        if origin and origin not in allowed:
+            origin = None  # staff took the origin off the list meanwhile
+    else:
+        return HttpResponseNotAllowed(["GET"] if token is not None else ["POST"]), []
+    ancestors = ([origin] if origin else allowed) if origin is not None else []
+    if origin is None:
+        log.info("embedded credential form: asked for an origin that is not in MPFEED_EMBED_ORIGINS")
+        return _gone(request, 403), []
+    if link is None:
+        log.info("embedded credential form: unknown link")
+        return _gone(request, 404), ancestors
+    if not link.usable:
+        log.info("credential link %s (workspace %s): refused, %s", link.pk, link.workspace_id, link.state)
+        return _gone(request, GONE_STATUS[link.state]), ancestors
+    embed = {"ticket": link.embed_ticket(origin), "origin": origin, "workspace": link.workspace.slug}
+    return _hand_over(request, link, embed), ancestors
