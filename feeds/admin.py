@@ -104,6 +104,7 @@ class WorkspaceAdmin(admin.ModelAdmin):
                 ]
             },
         ),
+        ("Embedded credential form (beside MPFEED_EMBED_ORIGINS)", {"fields": ["embed_origins"]}),
     ]
 
     def get_changelist(self, request, **kwargs):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Tags, Warning, register
 
-from feeds.security import ORIGIN
+from feeds.security import parse_origins
 
 
 @register(Tags.security, deploy=False)
@@ -45,7 +45,7 @@ def check_keys(app_configs=None, **kwargs) -> list[CheckMessage]:
                 id="mpfeed.W003",
             )
         )
-    bad = [o for o in settings.MPFEED_EMBED_ORIGINS if not ORIGIN.fullmatch(o.rstrip("/"))]
+    _, bad = parse_origins(list(settings.MPFEED_EMBED_ORIGINS))
     if bad:
         errors.append(
             Warning(

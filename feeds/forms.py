@@ -81,6 +81,23 @@ class WorkspaceAlertsForm(AlertSettingsMixin):
         return workspace
 
 
+EMBED_ORIGINS_HELP = (
+    "Partner pages that may frame this workspace's embedded credential form, beside MPFEED_EMBED_ORIGINS: "
+    "origins (scheme://host[:port], no path, e.g. https://app.partner.example), separated by commas or lines."
+)
+
+
+class WorkspaceEmbedForm(forms.ModelForm):
+    """The workspace page's embed origins (the rule and the normalising are Workspace.clean's)."""
+
+    class Meta:
+        model = Workspace
+        fields = ["embed_origins"]
+        labels = {"embed_origins": "Embed origins"}
+        help_texts = {"embed_origins": EMBED_ORIGINS_HELP}
+        widgets = {"embed_origins": forms.Textarea(attrs={"rows": 3, "spellcheck": "false"})}
+
+
 class WorkspaceAdminForm(AlertSettingsMixin):
     """Credentials are write-only: the inputs are always empty, and empty means "keep what is stored". The status
     only changes through the actions (pause, resume, test credentials), and production is reached as the staff
@@ -109,6 +126,8 @@ class WorkspaceAdminForm(AlertSettingsMixin):
 
     class Meta:
         model = Workspace
+        help_texts = {"embed_origins": EMBED_ORIGINS_HELP}
+        widgets = {"embed_origins": forms.Textarea(attrs={"rows": 3, "spellcheck": "false"})}
         fields = [
             "name",
             "slug",
@@ -121,6 +140,7 @@ class WorkspaceAdminForm(AlertSettingsMixin):
             "confirm_new_credentials",
             "alert_emails",
             "alert_webhook_url",
+            "embed_origins",
         ]  # the status is set by what staff do (pause, resume, credential tests), never typed in
 
     def clean_environment(self) -> str:
@@ -275,6 +295,8 @@ class WorkspaceForm(forms.ModelForm):
 
     class Meta:
         model = Workspace
+        help_texts = {"embed_origins": EMBED_ORIGINS_HELP}
+        widgets = {"embed_origins": forms.Textarea(attrs={"rows": 3, "spellcheck": "false"})}
         fields = [
             "name",
             "pod",

@@ -30,6 +30,7 @@ from feeds import mapping as mapping_rules
 from feeds.mparticle import schema
 from feeds.mparticle.client import EventsClient, base_url_for
 from feeds.mparticle.endpoints import non_public_reason
+from feeds.security import embed_origins, parent_origin, parse_origins
 from feeds.sources import SourceError
 from feeds.sources import registry as source_registry
 
@@ -140,6 +141,13 @@ class Workspace(models.Model):
         default="",
         help_text="A webhook for this workspace's alerts, beside MPFEED_ALERT_WEBHOOK_URL: a public https address.",
     )
+    # The partner pages that may frame this workspace's embeddable credential form, beside MPFEED_EMBED_ORIGINS.
+    embed_origins = models.TextField(
+        blank=True,
+        default="",
+        help_text="Partner pages that may frame this workspace's embedded credential form, beside "
+        "MPFEED_EMBED_ORIGINS: origins (scheme://host[:port], no path), separated by commas or lines.",
+    )
     # Write-only (never rendered): the HMAC key of this workspace's webhook. Encrypted with FERNET_KEYS.
     alert_webhook_secret = EncryptedTextField(blank=True, default="")
     # What alerts last said about this workspace (feeds.alerts): one alert per change, never one per run.
@@ -186,6 +194,22 @@ class Workspace(models.Model):
         reason = self.webhook_refusal()
         if reason:
             raise ValidationError({"alert_webhook_url": reason})
+        origins, bad = parse_origins(self.embed_origins or "")
+        if bad:
+            shown = ", ".join(b[:100] for b in bad[:5])
+            raise ValidationError({"embed_origins": f"Not an origin (scheme://host[:port], no path): {shown}."})
+        self.embed_origins = "\n".join(origins)
+
+    @property
+    def allowed_embed_origins(self) -> list[str]:
+        """Who may frame this workspace's embeddable credential form: MPFEED_EMBED_ORIGINS, then the workspace's
+        own embed origins (what is not an origin is left out; the forms refuse it)."""
+        return embed_origins(parse_origins(self.embed_origins or "")[0])
+
+    def embed_origin(self, asked: str) -> str | None:
+        """The origin this workspace's embedded form is opened for (feeds.security.parent_origin over
+        allowed_embed_origins): the one asked when allowed, the only one allowed, "" for any, None when refused."""
+        return parent_origin(asked, self.allowed_embed_origins)
 
     @property
     def alert_email_list(self) -> list[str]:

@@ -36,11 +36,31 @@ class ContentSecurityPolicyMiddleware:
 ORIGIN = re.compile(r"https?://[a-z0-9.-]+(:[0-9]{1,5})?", re.I)
 
 
-def embed_origins() -> list[str]:
+def parse_origins(values: list[str] | str) -> tuple[list[str], list[str]]:
+    """Origins (scheme://host[:port], no path) normalised — trimmed, no trailing slash, lower case — and the
+    values that are not origins, as given. A string is split at commas and white space (one a line, or
+    comma-separated): the rule of MPFEED_EMBED_ORIGINS and of a workspace's own embed origins alike."""
+    if isinstance(values, str):
+        values = re.split(r"[,\s]+", values)
+    good: list[str] = []
+    bad: list[str] = []
+    for value in values:
+        origin = value.strip().rstrip("/").lower()
+        if not origin:
+            continue
+        if ORIGIN.fullmatch(origin):
+            good.append(origin)
+        else:
+            bad.append(value.strip())
+    return list(dict.fromkeys(good)), bad
+
+
+def embed_origins(extra: list[str] | None = None) -> list[str]:
     """The partner pages allowed to frame the embeddable credential form (MPFEED_EMBED_ORIGINS: full origins,
-    scheme://host[:port], no path); what is not an origin is left out (a system check says so)."""
-    values = getattr(settings, "MPFEED_EMBED_ORIGINS", [])
-    return [v.rstrip("/").lower() for v in values if ORIGIN.fullmatch(v.rstrip("/"))]
+    scheme://host[:port], no path), followed by `extra` (a workspace's own, Workspace.allowed_embed_origins);
+    what is not an origin is left out (a system check says so)."""
+    good, _ = parse_origins(list(getattr(settings, "MPFEED_EMBED_ORIGINS", [])))
+    return list(dict.fromkeys([*good, *(extra or [])]))
 
 
 def framed_policy(origins: list[str]) -> str:

@@ -25,6 +25,7 @@ urlpatterns = [
     path("workspaces/<slug:slug>/resume/", staff.workspace_resume, name="workspace_resume"),
     path("workspaces/<slug:slug>/demote/", staff.demote, name="demote"),
     path("workspaces/<slug:slug>/alerts/", staff.workspace_alerts, name="workspace_alerts"),
+    path("workspaces/<slug:slug>/embed-origins/", staff.workspace_embed, name="workspace_embed"),
     path("workspaces/<slug:slug>/credentials/confirm/", staff.credentials_confirm, name="credentials_confirm"),
     path("workspaces/<slug:slug>/credentials/discard/", staff.credentials_discard, name="credentials_discard"),
     # The client's credential page: the one-time link, then the same page by the session (no token in the URL).

@@ -20,7 +20,6 @@ from feeds import mapping as mapping_rules
 from feeds.forms import ConnectForm, JobForm, WorkspaceForm
 from feeds.models import CredentialLink, Mapping, MappingConflict, OutputChanged, SyncJob, SyncRun, Workspace
 from feeds.mparticle.client import TRANSIENT
-from feeds.security import embed_origins, parent_origin
 from feeds.views.connect import explain
 from feeds.views.system import receive_push
 from partner_api import schemas
@@ -198,10 +197,10 @@ def link_create(request, token, slug):
     ):
         raise ApiError(422, "invalid", "hours is a number between 0 and 720.", fields={"hours": ["0 < hours ≤ 720"]})
     origin = data.get("origin")
-    allowed = embed_origins()
-    if origin is not None and (not isinstance(origin, str) or parent_origin(origin, allowed) is None):
-        raise ApiError(422, "invalid", "origin is not one of the origins allowed to frame the form (MPFEED_EMBED_ORIGINS).",
-                       fields={"origin": ["not in MPFEED_EMBED_ORIGINS"]})  # fmt: skip
+    allowed = ws.allowed_embed_origins  # MPFEED_EMBED_ORIGINS and the workspace's own
+    if origin is not None and (not isinstance(origin, str) or ws.embed_origin(origin) is None):
+        raise ApiError(422, "invalid", "origin is not one of the origins allowed to frame the form (MPFEED_EMBED_ORIGINS or the workspace's embed origins).",
+                       fields={"origin": ["not in MPFEED_EMBED_ORIGINS nor the workspace's embed origins"]})  # fmt: skip
     link, secret = CredentialLink.issue(ws, None, hours)
     url = request.build_absolute_uri(reverse("feeds:connect", args=[secret]))
     # The embeddable form's address (for an <iframe> in the partner's product), when any origin may frame it.

@@ -123,6 +123,7 @@ def workspace_form_data(workspace: Workspace, **changes) -> dict:
         "environment": workspace.environment,
         "status": workspace.status,
         "rate_limit": workspace.rate_limit,
+        "embed_origins": workspace.embed_origins,
         "new_api_key": "",
         "new_api_secret": "",
         "_save": "Save",

@@ -18,7 +18,7 @@ from feeds.logfilters import redact
 from feeds.models import CredentialLink, Workspace
 from feeds.security import parent_origin
 from partner_api.models import ApiToken
-from tests.helpers import SANDBOX_KEY, SANDBOX_SECRET, make_workspace
+from tests.helpers import SANDBOX_KEY, SANDBOX_SECRET, make_workspace, messages_of, workspace_form_data
 
 pytestmark = pytest.mark.django_db
 
@@ -243,8 +243,92 @@ def test_the_api_gives_a_link_its_embed_url(client, sandbox, settings):
 
     refused = create({"origin": "https://evil.example"})
     assert refused.status_code == 422 and refused.json()["error"]["fields"] == {
-        "origin": ["not in MPFEED_EMBED_ORIGINS"]
+        "origin": ["not in MPFEED_EMBED_ORIGINS nor the workspace's embed origins"]
     }
     assert create({}).json()["embed_url"].endswith("/")  # no origin: framed by any allowed one
     settings.MPFEED_EMBED_ORIGINS = []
     assert create({}).json()["embed_url"] is None
+
+
+# ---------------------------------------------------------------------------------- a workspace's own origins
+OWN = "https://portal.client-partner.example"
+
+
+def test_an_origin_listed_on_the_workspace_frames_only_its_links(client, awaiting, sandbox):
+    awaiting.embed_origins = f"{OWN}/\n"
+    awaiting.full_clean()
+    awaiting.save()
+    other = make_workspace(sandbox, name="Other")
+    _, mine = CredentialLink.issue(awaiting)
+    _, theirs = CredentialLink.issue(other)
+    page = client.get(embed_url(mine, OWN))
+    assert page.status_code == 200 and ancestors(page) == f"frame-ancestors {OWN}"
+    assert ancestors(client.get(embed_url(mine, None))) == f"frame-ancestors {PARTNER} {OTHER} {OWN}"
+    refused = client.get(embed_url(theirs, OWN))
+    assert refused.status_code == 403 and refused["X-Frame-Options"] == "DENY"
+    # The hand-over goes through under the workspace's origin; taken off the workspace, its ticket is refused.
+    fresh = Client()
+    ticket = ticket_of(fresh.get(embed_url(mine, OWN)))
+    assert post(fresh, ticket).status_code == 200
+    _, again = CredentialLink.issue(awaiting)
+    ticket = ticket_of(fresh.get(embed_url(again, OWN)))
+    Workspace.objects.filter(pk=awaiting.pk).update(embed_origins="")
+    assert post(fresh, ticket).status_code == 403
+
+
+def test_the_workspace_page_sets_its_embed_origins_and_refuses_what_is_not_one(staff, sandbox):
+    workspace = make_workspace(sandbox)
+    page = staff.get(reverse("feeds:workspace", args=[workspace.slug])).content.decode()
+    assert "Embed origins" in page and PARTNER in page  # the deployment's own are shown beside
+    url = reverse("feeds:workspace_embed", args=[workspace.slug])
+    saved = staff.post(
+        url, {"embed_origins": f"HTTPS://Portal.Client-Partner.example/, {OTHER}\nhttp://localhost:8080"}
+    )
+    assert saved.status_code == 302
+    workspace.refresh_from_db()
+    assert workspace.embed_origins == f"{OWN}\n{OTHER}\nhttp://localhost:8080"
+    assert workspace.allowed_embed_origins == [PARTNER, OTHER, OWN, "http://localhost:8080"]
+    for bad in ("https://portal.example/with/path", "portal.example", "javascript:alert(1)"):
+        refused = staff.post(url, {"embed_origins": f"{OWN}\n{bad}"})
+        assert refused.status_code == 200
+        [error] = refused.context["embed_form"].errors["embed_origins"]
+        assert bad in error and "Not an origin" in error
+    workspace.refresh_from_db()
+    assert workspace.embed_origins.startswith(OWN)  # what was stored stays
+    assert staff.post(url, {"embed_origins": ""}).status_code == 302
+    workspace.refresh_from_db()
+    assert workspace.embed_origins == "" and workspace.allowed_embed_origins == [PARTNER, OTHER]
+    assert any("Embed origins" in m for m in messages_of(staff.get(reverse("feeds:workspace", args=[workspace.slug]))))
+
+
+def test_the_admin_sets_the_same_embed_origins(staff, sandbox):
+    workspace = make_workspace(sandbox)
+    url = reverse("admin:feeds_workspace_change", args=[workspace.pk])
+    assert "embed_origins" in staff.get(url).content.decode()
+    assert staff.post(url, workspace_form_data(workspace, embed_origins=f"{OWN}/")).status_code == 302
+    workspace.refresh_from_db()
+    assert workspace.embed_origins == OWN
+    refused = staff.post(url, workspace_form_data(workspace, embed_origins="https://x.example/path"))
+    assert refused.status_code == 200
+    assert "Not an origin" in refused.context["adminform"].form.errors["embed_origins"][0]
+
+
+def test_the_api_honours_the_workspaces_embed_origins(client, sandbox, settings):
+    settings.MPFEED_EMBED_ORIGINS = []
+    make_workspace(sandbox, name="Acme", embed_origins=OWN)
+    make_workspace(sandbox, name="Other")
+    _, raw = ApiToken.issue("t", ["onboard"])
+
+    def create(slug, body):
+        return client.post(
+            reverse("partner_api:links", args=[slug]), json.dumps(body), content_type="application/json",
+            HTTP_AUTHORIZATION=f"Bearer {raw}",
+        )  # fmt: skip
+
+    made = create("acme", {"origin": OWN})
+    assert made.status_code == 201
+    page = Client().get(made.json()["embed_url"].removeprefix("http://testserver"))
+    assert page.status_code == 200 and ancestors(page) == f"frame-ancestors {OWN}"
+    assert create("acme", {}).json()["embed_url"] is not None  # its only origin may frame it
+    assert create("other", {"origin": OWN}).status_code == 422
+    assert create("other", {}).json()["embed_url"] is None

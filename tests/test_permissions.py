@@ -29,6 +29,7 @@ STAFF_PAGES = {
     "workspace_resume": ("slug", None, "change_workspace"),
     "demote": ("slug", "change_workspace", "change_workspace"),
     "workspace_alerts": ("slug", "change_workspace", "change_workspace"),
+    "workspace_embed": ("slug", "change_workspace", "change_workspace"),
     "credentials_confirm": ("slug", None, "change_workspace"),
     "credentials_discard": ("slug", None, "change_workspace"),
     "job_new": ("slug", "add_syncjob", "add_syncjob"),

@@ -192,7 +192,7 @@ def connect_embed(request, token: str | None = None):
     at its origin only — with a postMessage (static/feeds/connect_embed.js).
 
     Its answers may be framed only by the origin the form was opened for (or, without one, by every origin in
-    MPFEED_EMBED_ORIGINS); with none allowed, by nobody — X-Frame-Options DENY and frame-ancestors 'none', as
+    MPFEED_EMBED_ORIGINS and the workspace's own embed origins); with none allowed, by nobody — X-Frame-Options DENY and frame-ancestors 'none', as
     every other page."""
     response, ancestors = _embed(request, token)
     response.headers["Content-Security-Policy"] = framed_policy(ancestors)
@@ -202,22 +202,24 @@ def connect_embed(request, token: str | None = None):
 
 
 def _embed(request, token: str | None):
-    allowed = embed_origins()
+    # Who may frame it: MPFEED_EMBED_ORIGINS and the link's workspace's own (Workspace.allowed_embed_origins).
     if request.method == "GET" and token is not None:
         link = CredentialLink.find(token)
+        allowed = link.workspace.allowed_embed_origins if link is not None else embed_origins()
         origin = parent_origin(request.GET.get("origin", ""), allowed)
     elif request.method == "POST" and token is None:
         link, origin = CredentialLink.from_embed_ticket(request.POST.get("ticket", ""))
         if link is None:
             log.info("embedded credential form: a POST without a valid ticket refused")
-            return _page(request, "feeds/connect_gone.html", {"stale": True}, status=403), allowed
+            return _page(request, "feeds/connect_gone.html", {"stale": True}, status=403), embed_origins()
+        allowed = link.workspace.allowed_embed_origins
         if origin and origin not in allowed:
             origin = None  # staff took the origin off the list meanwhile
     else:
         return HttpResponseNotAllowed(["GET"] if token is not None else ["POST"]), []
     ancestors = ([origin] if origin else allowed) if origin is not None else []
     if origin is None:
-        log.info("embedded credential form: asked for an origin that is not in MPFEED_EMBED_ORIGINS")
+        log.info("embedded credential form: asked for an origin that is not allowed for the link's workspace")
         return _gone(request, 403), []
     if link is None:
         log.info("embedded credential form: unknown link")

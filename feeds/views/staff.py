@@ -10,8 +10,9 @@ from django.utils import timezone
 from django.utils.cache import add_never_cache_headers
 
 from feeds import actions, health, sync
-from feeds.forms import WorkspaceAlertsForm, WorkspaceForm
+from feeds.forms import WorkspaceAlertsForm, WorkspaceEmbedForm, WorkspaceForm
 from feeds.models import CredentialLink, SyncRun, Workspace, WorkspacePace
+from feeds.security import embed_origins
 from feeds.views.access import get_job, get_workspace, may, parse_id, staff_required
 
 
@@ -49,6 +50,8 @@ def workspace(request, slug):
         "pace": WorkspacePace.objects.filter(workspace=workspace).first(),
         "new_link": request.session.pop(f"new-link-{workspace.pk}", None),
         "alerts_form": WorkspaceAlertsForm(instance=workspace) if may(request, "change_workspace") else None,
+        "embed_form": WorkspaceEmbedForm(instance=workspace) if may(request, "change_workspace") else None,
+        "global_embed_origins": embed_origins(),
         "global_alerts": _global_alerts(),
     }
     response = render(request, "feeds/workspace.html", context)
@@ -73,6 +76,19 @@ def workspace_alerts(request, slug):
         return redirect("feeds:workspace", slug=workspace.slug)
     context = {"workspace": workspace, "alerts_form": form, "global_alerts": _global_alerts()}
     return render(request, "feeds/workspace_alerts.html", context)
+
+
+@staff_required(read="change_workspace", write="change_workspace")
+def workspace_embed(request, slug):
+    """The partner pages that may frame this workspace's embedded credential form (beside MPFEED_EMBED_ORIGINS)."""
+    workspace = get_workspace(slug)
+    form = WorkspaceEmbedForm(request.POST or None, instance=workspace)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, f"Embed origins of {workspace.name} saved.")
+        return redirect("feeds:workspace", slug=workspace.slug)
+    context = {"workspace": workspace, "embed_form": form, "global_embed_origins": embed_origins()}
+    return render(request, "feeds/workspace_embed.html", context)
 
 
 @staff_required(write="add_credentiallink")
