@@ -50,6 +50,14 @@ class Shots:
         return path
 
 
+def shows(page, text: str, selector: str = "body", timeout: float = 10_000) -> None:
+    """Wait until the element shows the text. After a click that submits a form, reading the page at once may
+    read the old page, or an empty one between the two: Playwright's expect asks again until it holds."""
+    from playwright.sync_api import expect
+
+    expect(page.locator(selector)).to_contain_text(text, timeout=timeout, ignore_case=True)
+
+
 def wait_js(page, expression: str, timeout: float = 10_000) -> None:
     """Wait until a JavaScript expression is true in the page, across reloads. Page.wait_for_function compiles
     its predicate with eval inside the page, which the site's Content-Security-Policy forbids; page.evaluate

@@ -12,7 +12,7 @@ import re
 import pytest
 
 from tests import processes
-from tests.browser import Shots, wait_js
+from tests.browser import Shots, shows, wait_js
 from tests.helpers import MAPPING, SANDBOX_KEY, SANDBOX_SECRET, purchase_rows, write_csv
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.timeout(300)]
@@ -109,8 +109,7 @@ def onboard(page, cpage, site, sandbox, shots):
     cpage.get_by_label("API key").fill(SANDBOX_KEY)
     cpage.get_by_label("API secret").fill(SANDBOX_SECRET)
     cpage.get_by_role("button", name="Test and save").click()
-    cpage.wait_for_load_state()
-    assert "accepted" in cpage.inner_text("body").lower()
+    shows(cpage, "accepted")
     assert SANDBOX_SECRET not in cpage.content()
     shots.take(cpage, "client-verified")
 
@@ -166,8 +165,7 @@ def map_fields_run_and_watch(page, site, sandbox, shots, tmp_path):
     wait_js(page, "document.querySelector('#preview-refused').textContent.includes('is not a number')")
     shots.take(page, "mapping-preview")
     page.get_by_role("button", name="Save mapping").click()
-    page.wait_for_load_state()
-    assert "Mapping saved" in page.inner_text("body")
+    shows(page, "Mapping saved")
     ((mapping_id, rules, sample),) = processes.query(
         site.db, "SELECT id, rules, sample FROM feeds_mapping WHERE name = 'orders'"
     )
@@ -289,7 +287,7 @@ def test_each_confirmation_and_the_copy_button(chromium, site, sandbox):
         assert "client's production environment" in page.inner_text("#confirm-what")
         shots.take(page, "admin-promote-asked")
         page.get_by_role("button", name="Promote to production").click()
-        assert "now sends to the production environment" in page.inner_text("body")
+        shows(page, "now sends to the production environment")
         assert violations == []
     except Exception:
         print(site.log()[-5000:])
