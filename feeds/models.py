@@ -1330,6 +1330,19 @@ class SentKeyQuerySet(models.QuerySet):
                 return deleted
             deleted += SentKey.objects.filter(pk__in=pks).delete()[0]
 
+    def write(self, workspace_id: int, rows: Iterable[tuple[int, int, str, str]], now: datetime | None = None) -> int:
+        """Insert (delivery id, batch index, kind, value) rows of one workspace, cut to the columns' lengths; returns
+        how many. A run writes about one row per event: feeds.db.insert_rows, not bulk_create."""
+        from feeds import db
+
+        length = SentKey.VALUE_LENGTH
+        created = db.db_datetime(now or timezone.now())
+        return db.insert_rows(
+            SentKey,
+            ("delivery", "workspace", "batch", "kind", "value", "created_at"),
+            ((d, workspace_id, b, k[:60], v[:length], created) for d, b, k, v in rows),
+        )
+
     def matching(self, value: str, workspace: Workspace | None = None):
         """The batches (delivery id, batch index) holding `value` as an identity, an mpid, a source_request_id or
         an event's source_message_id — as it was sent — newest first, across runs (and workspaces)."""

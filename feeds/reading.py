@@ -87,10 +87,7 @@ class Reader:
             converter, chunk, run.endpoint_mode, int(time.time() * 1000), seq=run.records_read
         )
         rejects = [_rejected(run, refusal) for refusal in refusals]
-        rows = [
-            SetAsideRecord(run=run, path=path, user=user, seq=seq, ref=ref, data=data, events=events)
-            for path, user, seq, ref, data, events in aside
-        ]
+        rows = [(run.pk, *record) for record in aside]
         size = sum(len(a[4]) for a in aside)
 
         chunk_no = run.chunks
@@ -112,7 +109,7 @@ class Reader:
         with db.atomic():
             self._still_mine(chunk_no)
             RejectedRecord.objects.bulk_create(rejects)
-            SetAsideRecord.objects.bulk_create(rows, batch_size=1000)
+            db.insert_rows(SetAsideRecord, ("run", *ASIDE), rows)
             SyncRun.objects.filter(pk=run.pk, chunks=chunk_no).update(
                 cursor=cursor,
                 source_notes=notes,
@@ -208,7 +205,7 @@ class Reader:
                 delivery.sequence = first + offset
             RejectedRecord.objects.bulk_create(rejects)
             Delivery.objects.bulk_create(deliveries)
-            SentKey.objects.bulk_create(_sent_keys(run, deliveries, keys), batch_size=2000)
+            _sent_keys(run, deliveries, keys)
             pks = [r[6] for r in rows]
             for start in range(0, len(pks), 500):
                 SetAsideRecord.objects.filter(pk__in=pks[start : start + 500]).delete()
@@ -237,13 +234,15 @@ class Reader:
         run.windows = window + (1 if window_done else 0)
 
 
-# A set-aside record as the pipeline builds it (pipeline.Aside), its primary key after.
-ROW = ("path", "user", "seq", "ref", "data", "events", "pk")
+# A set-aside record as the pipeline builds it (pipeline.Aside); read back, its primary key after.
+ASIDE = ("path", "user", "seq", "ref", "data", "events")
+ROW = (*ASIDE, "pk")
 # A user's records beyond the slice are taken with it up to this many; past that, the rest form the next slice.
 MAX_USER_EXTENSION = 100_000
 
 
-def _sent_keys(run: SyncRun, deliveries: list[Delivery], keys: list[list[list[tuple[str, str]]]]) -> list[SentKey]:
+def _sent_keys(run: SyncRun, deliveries: list[Delivery], keys: list[list[list[tuple[str, str]]]]) -> int:
+    """Write what each built batch can be found by (feeds.models.SentKey)."""
     if any(d.pk is None for d in deliveries):  # a database that does not return ids from bulk inserts
         by_sequence = dict(
             Delivery.objects.filter(run=run, sequence__in=[d.sequence for d in deliveries]).values_list(
@@ -252,17 +251,15 @@ def _sent_keys(run: SyncRun, deliveries: list[Delivery], keys: list[list[list[tu
         )
         for delivery in deliveries:
             delivery.pk = by_sequence[delivery.sequence]
-    now = timezone.now()
-    length = SentKey.VALUE_LENGTH
-    return [
-        SentKey(
-            delivery_id=delivery.pk, workspace_id=run.workspace_id, batch=index, kind=kind[:60], value=value[:length],
-            created_at=now,
-        )
-        for delivery, batches in zip(deliveries, keys, strict=True)
-        for index, pairs in enumerate(batches)
-        for kind, value in pairs
-    ]  # fmt: skip
+    return SentKey.objects.write(
+        run.workspace_id,
+        (
+            (delivery.pk, index, kind, value)
+            for delivery, batches in zip(deliveries, keys, strict=True)
+            for index, pairs in enumerate(batches)
+            for kind, value in pairs
+        ),
+    )
 
 
 def _rejected(run: SyncRun, refusal: pipeline.Refusal) -> RejectedRecord:
