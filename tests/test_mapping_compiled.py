@@ -13,6 +13,7 @@ import json
 import math
 import re
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -173,6 +174,17 @@ def test_generated_and_closure_converters_agree_on_junk(data, which):
     generated, closures = pair(doc)
     same(generated, closures, record)
     same(generated, closures, {**PLAUSIBLE, **record})
+
+
+@checked
+@given(moment=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)))
+def test_written_out_iso_times_are_the_closures_milliseconds(moment):
+    # Every moment in datetime's range, before and after 1970, with and without microseconds.
+    generated, closures = pair({"identities": {"customer_id": "id"}, "events": [{"name": "E", "timestamp": "ts"}]})
+    for text in (moment.isoformat(), moment.isoformat().replace("+00:00", "Z")):
+        same(generated, closures, {"id": "u", "ts": text})
+    got = generated.convert({"id": "u", "ts": moment.isoformat()}, "f.csv:2").events[0]["data"]
+    assert got["timestamp_unixtime_ms"] == (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
 def test_the_same_converter_counts_the_same_truncations_over_many_records():
