@@ -15,10 +15,20 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
-from feeds import actions, health, sync
+from feeds import actions, health, sync, webhooks
 from feeds.actions import Done
 from feeds.forms import MappingAdminForm, SyncJobAdminForm, WorkspaceAdminForm
-from feeds.models import AlertEvent, Delivery, DeliveryAttempt, Mapping, RejectedRecord, SyncJob, SyncRun, Workspace
+from feeds.models import (
+    AlertEvent,
+    Delivery,
+    DeliveryAttempt,
+    Mapping,
+    RejectedRecord,
+    SyncJob,
+    SyncRun,
+    WebhookMessage,
+    Workspace,
+)
 from feeds.notices import replay_message, verify_credentials
 from feeds.views.access import REPLAY, may
 
@@ -716,3 +726,24 @@ class AlertEventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_filter = ["kind", "workspace"]
     search_fields = ["workspace__name", "message"]
     list_select_related = ["workspace"]
+
+
+@admin.register(WebhookMessage)
+class WebhookMessageAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """Every alert and event for each webhook, with its tries: what a receiver missed, and sending it again."""
+
+    list_display = ["created_at", "workspace", "event", "target", "state", "attempts", "next_attempt_at", "last_result"]
+    list_filter = ["state", "target", "event", "workspace"]
+    search_fields = ["workspace__name", "event", "=id"]
+    list_select_related = ["workspace"]
+    actions = ["send_again"]
+
+    @admin.action(description="Send again now", permissions=["send"])
+    def send_again(self, request, queryset):
+        tried = webhooks.send_again(queryset)
+        sent = queryset.filter(state=WebhookMessage.State.SENT).count()
+        self.message_user(request, f"Tried {tried} message(s) again; {sent} of the selected are now sent.")
+
+    def has_send_permission(self, request) -> bool:
+        # Staff who may change workspaces (where the webhooks are set) may send their messages again.
+        return request.user.has_perm("feeds.change_workspace")

@@ -19,21 +19,18 @@ e-mail links to the workspace page at MPFEED_SITE_URL, and says so when that is 
 The webhook is a POST of JSON {"event", "workspace": {"name", "slug"}, "message", "at"} with
 `X-Mpfeed-Signature: sha256=<hex HMAC-SHA256 of the exact body, keyed with MPFEED_ALERT_WEBHOOK_SECRET, or the workspace's secret for its own webhook>` and
 `X-Mpfeed-Timestamp` (Unix seconds). The body's "at" is covered by the signature: receivers can refuse old ones.
+A receiver that does not take it is sent it again later, with the same X-Mpfeed-Delivery id (feeds.webhooks).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import re
-import time
 import unicodedata
 from dataclasses import dataclass
 from datetime import datetime
 
-import requests
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import get_connection, send_mail
@@ -42,14 +39,14 @@ from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 
-from feeds import health
+from feeds import health, webhooks
 from feeds.models import AlertEvent, SyncJob, Workspace
 
 log = logging.getLogger(__name__)
 
 OK = health.OK
 LABELS = {OK: "OK", **dict(AlertEvent.Kind.choices)}
-TIMEOUT = 5  # seconds, for the webhook (connect and read) and the SMTP connection
+TIMEOUT = 5  # seconds, for the SMTP connection when EMAIL_TIMEOUT is not set
 RESULT_LENGTH = 200  # AlertEvent.email_result / webhook_result
 REDACTED = "[redacted]"
 
@@ -257,56 +254,7 @@ def webhook_body(event: AlertEvent, workspace: Workspace) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
-def sign(body: bytes, secret: str) -> str:
-    """The X-Mpfeed-Signature value: what a receiver recomputes over the exact bytes it received."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
 def _send_webhooks(event: AlertEvent, workspace: Workspace) -> str:
-    """The global webhook (MPFEED_ALERT_WEBHOOK_URL) and the workspace's own, each with its own key."""
-    return deliver(webhook_body(event, workspace), workspace, f"alert {event.pk}")
-
-
-def deliver(body: bytes, workspace: Workspace, what: str) -> str:
-    """POST `body` to the global webhook and the workspace's own, each signed with its own key; what happened, in
-    one line (nothing is raised). `what` names the message in the log ("alert 12", "event run.finished")."""
-    own_url = workspace.alert_webhook_url
-    if not settings.MPFEED_ALERT_WEBHOOK_URL and not own_url:
-        return "not configured (MPFEED_ALERT_WEBHOOK_URL is empty, and the workspace has no webhook)"
-    results = []
-    if settings.MPFEED_ALERT_WEBHOOK_URL:
-        secret = settings.MPFEED_ALERT_WEBHOOK_SECRET
-        unsigned = "" if secret else " (unsigned: MPFEED_ALERT_WEBHOOK_SECRET is empty)"
-        results.append(_send_webhook(body, what, settings.MPFEED_ALERT_WEBHOOK_URL, secret, unsigned))
-    if own_url:
-        # Checked again: the host's name may point elsewhere since the workspace was saved.
-        refusal = workspace.webhook_refusal()
-        if refusal:
-            log.warning("%s: the workspace's webhook refused: not a public endpoint", what)
-            result = f"not sent: {refusal}"
-        else:
-            secret = workspace.alert_webhook_secret
-            result = _send_webhook(body, what, own_url, secret, "" if secret else " (unsigned: no secret set)")
-        results.append(result if len(results) == 0 else f"workspace's: {result}")
-    return _result("; ".join(results))
-
-
-def _send_webhook(body: bytes, what: str, url: str, secret: str, unsigned: str) -> str:
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "mpfeed-alerts",
-        "X-Mpfeed-Timestamp": str(int(time.time())),
-    }
-    if secret:
-        headers["X-Mpfeed-Signature"] = sign(body, secret)
-    try:
-        with requests.post(url, data=body, headers=headers, timeout=TIMEOUT, allow_redirects=False) as response:
-            status = response.status_code
-    except Exception as e:
-        # Only the error's type: its text names the URL, which may carry a token of the receiver's.
-        log.warning("%s: webhook failed: %s", what, type(e).__name__)
-        return _result(f"failed: {type(e).__name__}{unsigned}")
-    if 200 <= status < 300:
-        return _result(f"sent: HTTP {status}{unsigned}")
-    log.warning("%s: webhook answered HTTP %s", what, status)
-    return _result(f"failed: HTTP {status}{unsigned}")
+    """The global webhook (MPFEED_ALERT_WEBHOOK_URL) and the workspace's own, each with its own key, tried again
+    later while the receiver does not take it (feeds.webhooks)."""
+    return webhooks.deliver(webhook_body(event, workspace), workspace, f"alert {event.pk}")

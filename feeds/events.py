@@ -1,7 +1,7 @@
 """The events a partner's platform can follow without polling: every message the alert webhook carries, and its body.
 
 The webhook (MPFEED_ALERT_WEBHOOK_URL and a workspace's own alert_webhook_url) receives, signed exactly as the
-alerts (feeds.alerts.sign: `X-Mpfeed-Signature: sha256=<HMAC-SHA256 of the exact body>`, `X-Mpfeed-Timestamp`):
+alerts (feeds.webhooks.sign: `X-Mpfeed-Signature: sha256=<HMAC-SHA256 of the exact body>`, `X-Mpfeed-Timestamp`):
 
 - the alerts, one per change of a workspace's health (feeds.alerts): "event" is the alert's kind
   ("run_failed", "blocked", "deliveries_failing", "recovered", ...), with "message";
@@ -16,8 +16,9 @@ Every body is {"event", "workspace": {"name", "slug"}, "at", ...}: the run event
 counters}}; credentials.verified adds "via" and "in_use". No body ever holds a key, a secret or a source's
 credentials (the error texts are redacted like the alerts').
 
-Sending is the alerts' path: in the worker that ended the run or verified the credentials, with the alerts'
-timeout, and never raising (`announce` logs a failure and returns its one-line result).
+Sending is the alerts' path (feeds.webhooks): tried first in the worker that ended the run or verified the
+credentials, again later while the receiver does not take it, and never raising (`announce` logs a failure and
+returns the first try's one-line result).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import logging
 
 from django.utils import timezone
 
-from feeds import alerts
+from feeds import alerts, webhooks
 from feeds.models import SyncRun, Workspace
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ def credentials_verified(workspace: Workspace, via: str, *, in_use: bool = True)
 
 def announce(data: bytes, workspace: Workspace, who: str) -> str:
     event = json.loads(data)["event"]
-    result = alerts.deliver(data, workspace, f"{who}: event {event}")
+    result = webhooks.deliver(data, workspace, f"{who}: event {event}")
     if result.startswith("sent") or result.startswith("not configured"):
         log.debug("%s: event %s: %s", who, event, result)
     else:

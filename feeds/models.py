@@ -1676,6 +1676,41 @@ class CredentialLink(models.Model):
         return Workspace.Pod(self.received_pod).label if self.received_pod in Workspace.Pod.values else ""
 
 
+class WebhookMessage(models.Model):
+    """One message (an alert or an event, feeds.events) for one webhook — the global one
+    (MPFEED_ALERT_WEBHOOK_URL) or the workspace's own — kept until the receiver answers 2xx or it is given up
+    on after MPFEED_WEBHOOK_ATTEMPTS tries (feeds.webhooks): a receiver that is down for a while still gets every
+    message, with the same body and the same X-Mpfeed-Delivery id each time. The body never holds a secret
+    (feeds.events); the signing keys are read from the settings and the workspace when it is sent."""
+
+    class Target(models.TextChoices):
+        GLOBAL = "global", "The global webhook (MPFEED_ALERT_WEBHOOK_URL)"
+        WORKSPACE = "workspace", "The workspace's webhook"
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Waiting to be tried again"
+        SENT = "sent", "Sent"
+        GAVE_UP = "gave_up", "Given up"
+
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="webhook_messages")
+    target = models.CharField(max_length=20, choices=Target.choices)
+    event = models.CharField(max_length=60, help_text="The body's event: an alert's kind, run.finished, …")
+    body = models.TextField(help_text="The exact JSON sent and signed (UTF-8).")
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_result = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="webhook_due")]
+
+    def __str__(self) -> str:
+        return f"{self.event} for {self.get_target_display()} ({self.get_state_display()})"
+
+
 class AlertEvent(models.Model):
     """A change of a workspace's health, and whether telling people about it worked."""
 

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from feeds import alerts
+from feeds import alerts, webhooks
 from feeds.models import Delivery, InboxPush, Sender, SentKey, SyncRun
 from feeds.queueing import enqueue_run, reopen_run
 from feeds.sync import conclude_if_done
@@ -22,11 +22,12 @@ def forget_old_push_keys(now: datetime | None = None) -> int:
     return deleted
 
 
-def prune_sent(now: datetime | None = None) -> tuple[int, int]:
+def prune_sent(now: datetime | None = None) -> tuple[int, int, int]:
     """What was sent, past its retention: bodies of answered deliveries older than MPFEED_BODY_RETENTION_DAYS,
-    and the search keys of batches older than MPFEED_SEARCH_RETENTION_DAYS. The results (state, answers, record
-    refs, ids) stay. Returns (bodies dropped, keys deleted). Hourly (feeds.tasks), and the prune_sent command."""
-    return Delivery.objects.release_old_bodies(now), SentKey.objects.prune(now)
+    the search keys of batches older than MPFEED_SEARCH_RETENTION_DAYS, and webhook messages sent or given up on
+    more than MPFEED_WEBHOOK_RETENTION_DAYS ago. The results (state, answers, record refs, ids) stay. Returns
+    (bodies dropped, keys deleted, messages deleted). Hourly (feeds.tasks), and the prune_sent command."""
+    return Delivery.objects.release_old_bodies(now), SentKey.objects.prune(now), webhooks.prune(now)
 
 
 def resume_stalled(now: datetime | None = None) -> list[int]:

@@ -18,7 +18,7 @@ from django_q.signals import post_spawn
 from django_q.status import Stat
 from django_q.tasks import async_task
 
-from feeds import dispatch, scheduling, sweeper, sync
+from feeds import dispatch, scheduling, sweeper, sync, webhooks
 from feeds.models import SyncJob, SyncRun
 from feeds.scheduling import JobSchedule
 
@@ -57,16 +57,18 @@ def run_scheduled_job(job_id: int) -> str:
 
 def resume_stalled() -> str:
     """Every minute: queue again the reading that a dead worker or a lost task left behind, and replays; forget
-    the Idempotency-Keys of old pushes."""
+    the Idempotency-Keys of old pushes; try again the webhook messages that are due."""
     resumed = sweeper.resume_stalled()
     forgotten = sweeper.forget_old_push_keys()
-    return f"resumed {len(resumed)} run(s), forgot {forgotten} push key(s)"
+    retried = webhooks.retry_due()
+    return f"resumed {len(resumed)} run(s), forgot {forgotten} push key(s), tried {retried} webhook message(s) again"
 
 
 def prune_sent() -> str:
-    """Every hour: drop the request bodies and search keys past their retention period (the results stay)."""
-    bodies, keys = sweeper.prune_sent()
-    return f"dropped {bodies} body(ies), {keys} search key(s)"
+    """Every hour: drop the request bodies and search keys past their retention period (the results stay), and
+    the webhook messages sent or given up on past theirs."""
+    bodies, keys, messages = sweeper.prune_sent()
+    return f"dropped {bodies} body(ies), {keys} search key(s), {messages} webhook message(s)"
 
 
 # ------------------------------------------------------------------------------------------------- queue

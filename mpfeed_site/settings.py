@@ -349,6 +349,11 @@ MPFEED_IDEMPOTENCY_HOURS = envfloat("MPFEED_IDEMPOTENCY_HOURS", "48")
 MPFEED_ALERT_EMAILS = envlist("MPFEED_ALERT_EMAILS", "")
 MPFEED_ALERT_WEBHOOK_URL = os.getenv("MPFEED_ALERT_WEBHOOK_URL", "")
 MPFEED_ALERT_WEBHOOK_SECRET = os.getenv("MPFEED_ALERT_WEBHOOK_SECRET", "")
+# A webhook message the receiver did not take (no answer, not 2xx) is tried again, later each time (1, 5, 15
+# minutes, 1, 2, 4 then every 8 hours), up to this many tries in all (12: about 2 days); then it is given up.
+MPFEED_WEBHOOK_ATTEMPTS = envint("MPFEED_WEBHOOK_ATTEMPTS", "12")
+# Messages sent or given up on are kept this long (on the admin's Webhook messages), then deleted.
+MPFEED_WEBHOOK_RETENTION_DAYS = envfloat("MPFEED_WEBHOOK_RETENTION_DAYS", "30")
 DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "mpfeed@localhost")
 EMAIL_HOST = os.getenv("EMAIL_HOST", "localhost")
 EMAIL_PORT = envint("EMAIL_PORT", "25")

@@ -13,4 +13,5 @@ echo "== the database tests again on PostgreSQL ($url) =="
 DATABASE_URL="$url" "$PY" -m pytest -q -p no:cacheprovider tests/test_engine.py tests/test_admin.py \
   tests/test_secrets.py tests/test_cli.py tests/test_delivery.py tests/test_replay_admin.py \
   tests/test_dispatch.py tests/test_pacing.py tests/test_operations.py tests/test_sent.py tests/test_grouping.py \
+  tests/test_webhooks.py \
   -m "not slow" "$@"

@@ -9,6 +9,7 @@ import pytest
 from sandbox.server import Sandbox
 from tests.browser import chromium  # noqa: F401  (the browser fixture, for tests/test_browser.py)
 from tests.helpers import SANDBOX_KEY, SANDBOX_SECRET
+from tests.receiver import receiver  # noqa: F401  (a webhook receiver: alerts, events, webhooks)
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mpfeed_site.settings")
 

@@ -23,7 +23,7 @@ from tests.helpers import (
     run_job,
     write_csv,
 )
-from tests.test_alerts import WEBHOOK_SECRET, receiver  # noqa: F401  (the fixture)
+from tests.receiver import WEBHOOK_SECRET
 
 pytestmark = pytest.mark.django_db
 
@@ -46,7 +46,7 @@ def received(got, name: str) -> list[tuple[dict, dict]]:
     return found
 
 
-def test_a_successful_run_is_announced_once_with_its_counters(sandbox, tmp_path, receiver):  # noqa: F811
+def test_a_successful_run_is_announced_once_with_its_counters(sandbox, tmp_path, receiver):
     workspace = make_workspace(sandbox)
     run = run_job(make_job(workspace, write_csv(tmp_path / "a.csv", purchase_rows(5)), name="orders"))
     assert run.status == SyncRun.Status.SUCCEEDED
@@ -62,7 +62,7 @@ def test_a_successful_run_is_announced_once_with_its_counters(sandbox, tmp_path,
     assert received(receiver, events.RUN_FAILED) == []
 
 
-def test_a_run_with_rejects_is_announced_as_finished_with_them(sandbox, tmp_path, receiver):  # noqa: F811
+def test_a_run_with_rejects_is_announced_as_finished_with_them(sandbox, tmp_path, receiver):
     workspace = make_workspace(sandbox)
     rows = purchase_rows(4)
     rows[1]["amount"] = "not a number"
@@ -73,7 +73,7 @@ def test_a_run_with_rejects_is_announced_as_finished_with_them(sandbox, tmp_path
     assert payload["run"]["counters"]["records_rejected"] == run.records_rejected >= 1
 
 
-def test_a_failed_run_is_announced_once_beside_the_alert(tmp_path, receiver):  # noqa: F811
+def test_a_failed_run_is_announced_once_beside_the_alert(tmp_path, receiver):
     workspace = make_workspace()
     run = run_job(make_job(workspace, tmp_path / "missing.csv"))
     assert run.status == SyncRun.Status.FAILED
@@ -83,21 +83,21 @@ def test_a_failed_run_is_announced_once_beside_the_alert(tmp_path, receiver):  #
     assert received(receiver, events.RUN_FINISHED) == []
 
 
-def test_a_failing_receiver_does_not_break_the_run(sandbox, tmp_path, receiver, caplog):  # noqa: F811
+def test_a_failing_receiver_does_not_break_the_run(sandbox, tmp_path, receiver, caplog):
     receiver.status = 500
     run = run_job(make_job(make_workspace(sandbox), write_csv(tmp_path / "a.csv", purchase_rows(3))))
     assert run.status == SyncRun.Status.SUCCEEDED and len(sandbox.events()) == 3
     assert "event run.finished: failed: HTTP 500" in caplog.text
 
 
-def test_an_unreachable_receiver_does_not_break_the_run(sandbox, tmp_path, settings, receiver):  # noqa: F811
+def test_an_unreachable_receiver_does_not_break_the_run(sandbox, tmp_path, settings, receiver):
     receiver.server.shutdown()
     receiver.server.server_close()
     run = run_job(make_job(make_workspace(sandbox), write_csv(tmp_path / "a.csv", purchase_rows(3))))
     assert run.status == SyncRun.Status.SUCCEEDED
 
 
-def test_an_event_that_blows_up_never_breaks_the_run(sandbox, tmp_path, receiver, monkeypatch, caplog):  # noqa: F811
+def test_an_event_that_blows_up_never_breaks_the_run(sandbox, tmp_path, receiver, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("events are down")
 
@@ -107,7 +107,7 @@ def test_an_event_that_blows_up_never_breaks_the_run(sandbox, tmp_path, receiver
     assert "events: announcing the end of run" in caplog.text
 
 
-def test_the_workspace_webhook_gets_the_events_signed_with_its_own_secret(sandbox, tmp_path, receiver, settings):  # noqa: F811
+def test_the_workspace_webhook_gets_the_events_signed_with_its_own_secret(sandbox, tmp_path, receiver, settings):
     settings.MPFEED_ALERT_WEBHOOK_URL = ""
     workspace = make_workspace(sandbox)
     workspace.alert_webhook_url = receiver.url
@@ -121,7 +121,7 @@ def test_the_workspace_webhook_gets_the_events_signed_with_its_own_secret(sandbo
     assert b"own-secret" not in body
 
 
-def test_credentials_verified_by_a_hand_over(client, sandbox, receiver):  # noqa: F811
+def test_credentials_verified_by_a_hand_over(client, sandbox, receiver):
     workspace = make_workspace(sandbox, name="Acme Shoes")
     _, token = CredentialLink.issue(workspace)
     response = client.post(
@@ -132,7 +132,7 @@ def test_credentials_verified_by_a_hand_over(client, sandbox, receiver):  # noqa
     assert payload["via"] == "link" and payload["in_use"] is True and payload["workspace"]["name"] == "Acme Shoes"
 
 
-def test_credentials_held_for_staff_are_announced_as_not_in_use(client, sandbox, receiver):  # noqa: F811
+def test_credentials_held_for_staff_are_announced_as_not_in_use(client, sandbox, receiver):
     workspace = make_workspace(sandbox, confirm_new_credentials=True)
     _, token = CredentialLink.issue(workspace)
     client.post(reverse("feeds:connect", args=[token]), {"api_key": SANDBOX_KEY, "api_secret": SANDBOX_SECRET})
@@ -140,7 +140,7 @@ def test_credentials_held_for_staff_are_announced_as_not_in_use(client, sandbox,
     assert payload["via"] == "link" and payload["in_use"] is False
 
 
-def test_credentials_verified_through_the_api_and_a_refusal_is_not(client, sandbox, receiver):  # noqa: F811
+def test_credentials_verified_through_the_api_and_a_refusal_is_not(client, sandbox, receiver):
     make_workspace(sandbox, name="Acme")
     _, raw = ApiToken.issue("t", ["onboard"])
     address = reverse("partner_api:workspace_credentials", args=["acme"])
@@ -159,14 +159,14 @@ def test_credentials_verified_through_the_api_and_a_refusal_is_not(client, sandb
         assert b"new-SECRET" not in body and b"new-feed-key" not in body
 
 
-def test_credentials_verified_by_a_connection_test(sandbox, receiver):  # noqa: F811
+def test_credentials_verified_by_a_connection_test(sandbox, receiver):
     workspace = make_workspace(sandbox)
     assert sync.verify_and_resume(workspace).answer.delivered
     [(_, payload)] = received(receiver, events.CREDENTIALS_VERIFIED)
     assert payload["via"] == "connection_test" and payload["in_use"] is True
 
 
-def test_no_secret_ever_leaves_in_an_event(tmp_path, receiver):  # noqa: F811
+def test_no_secret_ever_leaves_in_an_event(tmp_path, receiver):
     workspace = make_workspace()
     job = make_job(workspace, tmp_path / "missing.csv")
     job.source_secret = "Bearer partner-token-PLAINTEXT-9d3e"

@@ -165,7 +165,7 @@ def test_an_accepted_body_is_kept_for_the_period_then_dropped_with_the_results_k
     keys_of_failed = SentKey.objects.filter(delivery=failed).count()
     SentKey.objects.filter(delivery=failed).update(created_at=timezone.now() - timedelta(days=30))
 
-    bodies, keys = sweeper.prune_sent()
+    bodies, keys, _ = sweeper.prune_sent()
 
     assert bodies == first.deliveries.count() and keys > 0
     for delivery in first.deliveries.all():  # past the period: the body goes, every result stays
@@ -179,14 +179,14 @@ def test_an_accepted_body_is_kept_for_the_period_then_dropped_with_the_results_k
     # A failed delivery keeps its body and its keys, however old: a replay resends it.
     failed.refresh_from_db()
     assert failed.payload is not None and SentKey.objects.filter(delivery=failed).count() == keys_of_failed
-    assert sweeper.prune_sent() == (0, 0)  # nothing more to do
+    assert sweeper.prune_sent() == (0, 0, 0)  # nothing more to do
 
 
 def test_the_command_and_the_hourly_schedule_enforce_the_retention(sandbox, tmp_path, settings, capsys):
     workspace, first, second = two_runs(sandbox, tmp_path)
     age(first, 8)
     call_command("prune_sent")
-    assert "Dropped 1 request body(ies) older than 7 day(s)" in capsys.readouterr().out
+    assert "Dropped 1 request body(ies) older than 7 day(s)," in capsys.readouterr().out
     assert not first.deliveries.filter(payload__isnull=False).exists()
 
     tasks.ensure_sweeper()
