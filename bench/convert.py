@@ -11,7 +11,7 @@ moments the machine gives to others count for none of them): the best of --repea
 three in turn. Input records are CSV-like dicts of strings, as the file readers yield them.
 
     .venv/bin/pip install -r requirements-bench.txt
-    .venv/bin/python bench/convert.py [--records 30000] [--repeat 9]
+    .venv/bin/python bench/convert.py [--records 30000] [--repeat 9] [--stages]
 """
 
 from __future__ import annotations
@@ -155,6 +155,51 @@ def mpfeed(records: list[dict], slice_size: int = 5000) -> int:
     return out
 
 
+def stages(records: list[dict], repeat: int) -> dict[str, float]:
+    """(c)'s steps timed apart, in microseconds per record (the best of `repeat` rounds, garbage collection off so
+    that each step is charged only its own work): where mpfeed's time goes."""
+    converter = compile_mapping(MAPPING, id_salt="bench")
+    convert = converter.convert
+    best: dict[str, float] = {}
+
+    def timed(name: str, started: float) -> float:
+        now = time.process_time()
+        best[name] = min(best.get(name, float("inf")), (now - started) / len(records) * 1e6)
+        return now
+
+    for _ in range(repeat):
+        gc.collect()
+        gc.disable()
+        try:
+            t = time.process_time()
+            converted = [convert(r, f"f.csv:{line}") for line, r in enumerate(records, 2)]
+            t = timed("compiled mapping", t)
+            aside = []
+            for line, record in enumerate(converted, 2):
+                user, data = set_aside_form(record)
+                aside.append((user, line, record.ref, data, len(record.events)))
+            t = timed("set-aside form and user hash", t)
+            aside.sort(key=itemgetter(0))
+            t = timed("(user, place) order", t)
+            parts = [aside[start : start + 5000] for start in range(0, len(aside), 5000)]
+            groupers = [group_set_aside(part) for part in parts]
+            t = timed("building users into batches", t)
+            srids = [
+                batch_ids(len(g.batches), "w", "run", 0, "/v2/bulkevents", part[0][0], part[0][1])
+                for part, g in zip(parts, groupers, strict=True)
+            ]
+            t = timed("batch ids", t)
+            bodies = [serialize_batches(g.batches, "production", ids) for g, ids in zip(groupers, srids, strict=True)]
+            t = timed("serializing", t)
+            for part_bodies in bodies:
+                for group in pack([len(b) for b in part_bodies]):
+                    join(part_bodies[group.start : group.stop])
+            timed("packing into requests", t)
+        finally:
+            gc.enable()
+    return best
+
+
 def best_rates(methods: dict, records: list[dict], repeat: int) -> dict[str, tuple[float, int]]:
     """The best rate of each method over `repeat` rounds. Each round runs every method once, in turn, so that a
     machine whose speed drifts (a shared host, another process on the other core) slows them alike; each run
@@ -174,6 +219,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=30_000)
     parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument("--stages", action="store_true", help="also time (c)'s steps apart")
     args = parser.parse_args()
     records = make_records(args.records)
     methods = {"(a) official SDK": sdk, "(b) dict + orjson literal": literal, "(c) mpfeed": mpfeed}
@@ -184,6 +230,12 @@ def main() -> None:
         print(f"{name:<28}{rate:>12,.0f}{size / 1e6:>9.1f}")
     a, b, c = (results[k][0] for k in results)
     print(f"mpfeed vs SDK: {c / a:.1f}x (goal >= 10x); mpfeed vs literal: {c / b:.0%} (goal >= 50%)")
+    if args.stages:
+        steps = stages(records, args.repeat)
+        print("(c) step by step, microseconds per record (garbage collection off):")
+        for name, us in steps.items():
+            print(f"  {name:<32}{us:>6.2f}")
+        print(f"  {'in all':<32}{sum(steps.values()):>6.2f}  (the SDK: {1e6 / a:.2f})")
 
 
 if __name__ == "__main__":
