@@ -41,6 +41,7 @@ from django.utils import timezone
 
 from feeds import health, webhooks
 from feeds.models import AlertEvent, SyncJob, Workspace
+from feeds.words import clipped
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ def _redact(text: str, secrets: list[str]) -> str:
 
 
 def _result(text: str) -> str:
-    return text if len(text) <= RESULT_LENGTH else text[: RESULT_LENGTH - 1] + "…"
+    return clipped(text, RESULT_LENGTH)
 
 
 # ----------------------------------------------------------------------------------------------- sending
@@ -257,4 +258,4 @@ def webhook_body(event: AlertEvent, workspace: Workspace) -> bytes:
 def _send_webhooks(event: AlertEvent, workspace: Workspace) -> str:
     """The global webhook (MPFEED_ALERT_WEBHOOK_URL) and the workspace's own, each with its own key, tried again
     later while the receiver does not take it (feeds.webhooks)."""
-    return webhooks.deliver(webhook_body(event, workspace), workspace, f"alert {event.pk}")
+    return webhooks.deliver(webhook_body(event, workspace), event.kind, workspace, f"alert {event.pk}")

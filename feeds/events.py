@@ -98,7 +98,7 @@ def credentials_verified(workspace: Workspace, via: str, *, in_use: bool = True)
 
 def announce(data: bytes, workspace: Workspace, who: str) -> str:
     event = json.loads(data)["event"]
-    result = webhooks.deliver(data, workspace, f"{who}: event {event}")
+    result = webhooks.deliver(data, event, workspace, f"{who}: event {event}")
     if result.startswith("sent") or result.startswith("not configured"):
         log.debug("%s: event %s: %s", who, event, result)
     else:

@@ -26,6 +26,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 from fernet_fields import EncryptedTextField
 
+from feeds import db
 from feeds import mapping as mapping_rules
 from feeds.mparticle import schema
 from feeds.mparticle.client import EventsClient, base_url_for
@@ -1333,8 +1334,6 @@ class SentKeyQuerySet(models.QuerySet):
     def write(self, workspace_id: int, rows: Iterable[tuple[int, int, str, str]], now: datetime | None = None) -> int:
         """Insert (delivery id, batch index, kind, value) rows of one workspace, cut to the columns' lengths; returns
         how many. A run writes about one row per event: feeds.db.insert_rows, not bulk_create."""
-        from feeds import db
-
         length = SentKey.VALUE_LENGTH
         created = db.db_datetime(now or timezone.now())
         return db.insert_rows(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import time
 from datetime import datetime, timedelta
@@ -33,6 +32,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from feeds.models import WebhookMessage, Workspace
+from feeds.words import clipped
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +57,16 @@ def retry_delay(tries: int) -> timedelta:
     return timedelta(seconds=RETRY_DELAYS[min(tries, len(RETRY_DELAYS)) - 1])
 
 
-def deliver(body: bytes, workspace: Workspace, what: str) -> str:
-    """Keep `body` as a message for the global webhook and for the workspace's own, try each now, and say what
-    happened in one line (nothing is raised). `what` names the message in the log ("alert 12", "run 3: event
-    run.finished")."""
+def deliver(body: bytes, event: str, workspace: Workspace, what: str) -> str:
+    """Keep `body` (whose "event" is `event`) as a message for the global webhook and for the workspace's own, try
+    each now, and say what happened in one line (nothing is raised). `what` names the message in the log ("alert
+    12", "run 3: event run.finished")."""
     targets = [GLOBAL] if settings.MPFEED_ALERT_WEBHOOK_URL else []
     if workspace.alert_webhook_url:
         targets.append(WORKSPACE)
     if not targets:
         return NOT_CONFIGURED
-    event = str(json.loads(body).get("event", ""))[:60]
+    event = event[:60]
     now = timezone.now()
     results: list[str] = []
     for target in targets:
@@ -85,26 +85,20 @@ def retry_due(now: datetime | None = None, limit: int = RETRIES_PER_SWEEP) -> in
     """Try again the messages whose next try is due, oldest due first, at most `limit`; returns how many were
     tried. A message is taken by a conditional update of its try count, so two sweepers never both try it."""
     now = now or timezone.now()
-    due = list(
-        WebhookMessage.objects.filter(state=PENDING, next_attempt_at__lte=now)
-        .order_by("next_attempt_at", "id")
-        .values_list("pk", "attempts")[:limit]
-    )
-    tried = 0
-    for pk, attempts in due:
-        if _claim(pk, attempts, now):
-            _try(WebhookMessage.objects.select_related("workspace").get(pk=pk), f"webhook message {pk}")
-            tried += 1
-    return tried
+    due = WebhookMessage.objects.filter(state=PENDING, next_attempt_at__lte=now).order_by("next_attempt_at", "id")
+    return _try_again(due[:limit], now)
 
 
 def send_again(messages) -> int:
     """Try the given messages once more now, whatever their state (staff, from the admin); a message that is not
     taken again is given up again, or tried later while it has tries left. Returns how many were tried."""
-    now = timezone.now()
+    return _try_again(messages, timezone.now(), any_state=True)
+
+
+def _try_again(messages, now: datetime, *, any_state: bool = False) -> int:
     tried = 0
-    for pk, attempts in messages.values_list("pk", "attempts"):
-        if _claim(pk, attempts, now, any_state=True):
+    for pk, attempts in list(messages.values_list("pk", "attempts")):
+        if _claim(pk, attempts, now, any_state=any_state):
             _try(WebhookMessage.objects.select_related("workspace").get(pk=pk), f"webhook message {pk}")
             tried += 1
     return tried
@@ -127,20 +121,21 @@ def _claim(pk: int, attempts: int, now: datetime, *, any_state: bool = False) ->
 def _try(message: WebhookMessage, what: str) -> str:
     """Send the message (its try already counted) and store how it went; returns that, in one line."""
     taken, result, final = _post(message, what)
-    fields: dict = {"last_result": _result(result)}
+    fields: dict = {}
     if taken:
         fields.update(state=SENT, sent_at=timezone.now(), next_attempt_at=None)
     elif final or message.attempts >= settings.MPFEED_WEBHOOK_ATTEMPTS:
-        result += f" (given up after {message.attempts} tries)" if not final else ""
-        fields.update(state=GAVE_UP, next_attempt_at=None, last_result=_result(result))
+        if not final:
+            result += f" (given up after {message.attempts} tries)"
+        fields.update(state=GAVE_UP, next_attempt_at=None)
         log.warning("%s: webhook message %s given up: %s", what, message.pk, result)
     else:
         when = timezone.localtime(message.next_attempt_at)
         result += f" (try {message.attempts} of {settings.MPFEED_WEBHOOK_ATTEMPTS}; again at {when:%H:%M:%S})"
-        fields["last_result"] = _result(result)
+    result = _result(result)
     # Only while this try is still the message's latest (a sweeper may have taken it since).
-    WebhookMessage.objects.filter(pk=message.pk, attempts=message.attempts).update(**fields)
-    return _result(result)
+    WebhookMessage.objects.filter(pk=message.pk, attempts=message.attempts).update(last_result=result, **fields)
+    return result
 
 
 def _post(message: WebhookMessage, what: str) -> tuple[bool, str, bool]:
@@ -185,4 +180,4 @@ def _post(message: WebhookMessage, what: str) -> tuple[bool, str, bool]:
 
 
 def _result(text: str) -> str:
-    return text if len(text) <= RESULT_LENGTH else text[: RESULT_LENGTH - 1] + "…"
+    return clipped(text, RESULT_LENGTH)

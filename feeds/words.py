@@ -69,6 +69,11 @@ def json_excerpt(value: object, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "…"
 
 
+def clipped(text: str, limit: int) -> str:
+    """`text`, cut to at most `limit` characters with an ellipsis when longer (a result stored in a short column)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def connection_message(error: Exception) -> str:
     """Why a request got no answer, short and free of URLs and headers: it ends up on rows people read."""
     text = str(error)

@@ -24,6 +24,7 @@ from tests.test_alerts import failing_job
 
 pytestmark = pytest.mark.django_db
 
+EVENT = "run.finished"
 BODY = b'{"event":"run.finished","workspace":{"name":"Acme","slug":"acme"},"at":"2026-12-02T07:00:00+00:00"}'
 
 
@@ -45,7 +46,7 @@ def later(message: WebhookMessage, by: timedelta = timedelta(0)):
 def test_a_message_the_receiver_missed_is_sent_again_with_the_same_body_and_delivery_id(receiver):
     workspace = make_workspace()
     receiver.status = 503
-    assert webhooks.deliver(BODY, workspace, "test").startswith("failed: HTTP 503 (try 1 of 4; again at ")
+    assert webhooks.deliver(BODY, EVENT, workspace, "test").startswith("failed: HTTP 503 (try 1 of 4; again at ")
     message = WebhookMessage.objects.get()
     assert (message.state, message.attempts, message.event) == ("pending", 1, "run.finished")
     assert message.next_attempt_at - message.created_at == timedelta(minutes=1)
@@ -79,7 +80,7 @@ def test_a_message_the_receiver_missed_is_sent_again_with_the_same_body_and_deli
 def test_the_waits_grow_then_the_message_is_given_up(receiver, caplog):
     receiver.status = 500
     workspace = make_workspace()
-    webhooks.deliver(BODY, workspace, "test")
+    webhooks.deliver(BODY, EVENT, workspace, "test")
     message = WebhookMessage.objects.get()
     waits = [message.next_attempt_at - message.created_at]
     with caplog.at_level(logging.WARNING, logger="feeds.webhooks"):
@@ -115,7 +116,7 @@ def test_an_unreachable_receiver_is_tried_again_and_its_url_never_shown(receiver
     receiver.server.shutdown()
     receiver.server.server_close()
     settings.MPFEED_ALERT_WEBHOOK_URL = receiver.url + "?token=receiver-token-1234"
-    result = webhooks.deliver(BODY, make_workspace(), "test")
+    result = webhooks.deliver(BODY, EVENT, make_workspace(), "test")
     message = WebhookMessage.objects.get()
     assert result.startswith("failed: ConnectionError (try 1 of 4")
     assert message.state == "pending"
@@ -130,7 +131,7 @@ def test_each_webhook_has_its_own_message_and_a_removed_one_gets_no_more(receive
     try:
         workspace = make_workspace(alert_webhook_url=own.url, alert_webhook_secret="own-secret-PLAINTEXT-4411")
         own.status = 502
-        result = webhooks.deliver(BODY, workspace, "test")
+        result = webhooks.deliver(BODY, EVENT, workspace, "test")
         assert result.startswith("sent: HTTP 204; workspace's: failed: HTTP 502 (try 1 of 4")
         sent, pending = WebhookMessage.objects.order_by("target")
         assert (sent.target, sent.state, pending.target, pending.state) == ("global", "sent", "workspace", "pending")
@@ -155,7 +156,7 @@ def test_each_webhook_has_its_own_message_and_a_removed_one_gets_no_more(receive
 
 def test_two_sweepers_never_both_try_a_message(receiver):
     receiver.status = 503
-    webhooks.deliver(BODY, make_workspace(), "test")
+    webhooks.deliver(BODY, EVENT, make_workspace(), "test")
     message = WebhookMessage.objects.get()
     due = later(message)
     # Another sweeper takes the message (its try count moves) between this one's query and its claim.
@@ -165,7 +166,7 @@ def test_two_sweepers_never_both_try_a_message(receiver):
 
 
 def test_not_configured_keeps_nothing():
-    assert webhooks.deliver(BODY, make_workspace(), "test") == webhooks.NOT_CONFIGURED
+    assert webhooks.deliver(BODY, EVENT, make_workspace(), "test") == webhooks.NOT_CONFIGURED
     assert not WebhookMessage.objects.exists()
 
 
@@ -186,9 +187,9 @@ def test_a_failed_runs_alert_reaches_a_receiver_that_was_down_through_the_sweepe
 
 def test_old_messages_are_pruned_but_pending_ones_kept(receiver, capsys):
     workspace = make_workspace()
-    webhooks.deliver(BODY, workspace, "test")  # sent
+    webhooks.deliver(BODY, EVENT, workspace, "test")  # sent
     receiver.status = 500
-    webhooks.deliver(BODY, workspace, "test")  # pending
+    webhooks.deliver(BODY, EVENT, workspace, "test")  # pending
     old = timezone.now() - timedelta(days=31)
     WebhookMessage.objects.update(created_at=old)
     assert sweeper.prune_sent()[2] == 1
@@ -200,7 +201,7 @@ def test_old_messages_are_pruned_but_pending_ones_kept(receiver, capsys):
 def test_staff_see_the_messages_and_send_them_again_from_the_admin(client, receiver):
     receiver.status = 500
     workspace = make_workspace()
-    webhooks.deliver(BODY, workspace, "test")
+    webhooks.deliver(BODY, EVENT, workspace, "test")
     message = WebhookMessage.objects.get()
     staff = User.objects.create_user("ops", password="pw-ops-1234", is_staff=True)
     client.force_login(staff)
