@@ -823,7 +823,10 @@ class SetAsideRecord(models.Model):
 
     run = models.ForeignKey("SyncRun", on_delete=models.CASCADE, related_name="set_aside")
     path = models.CharField(max_length=60)
-    user = models.CharField(max_length=40, help_text="A hash of the user's identities and mpid.")
+    user = models.CharField(
+        max_length=200,
+        help_text="The user's key: its identities (and mpid) as canonical JSON, or a hash of them when long.",
+    )
     seq = models.PositiveBigIntegerField(help_text="The record's place in the source.")
     ref = models.CharField(max_length=300)
     data = models.BinaryField(help_text="The converted record, as feeds.mparticle.batch.set_aside_form writes it.")

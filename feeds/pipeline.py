@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import groupby
+from typing import cast
 
 import orjson
 
@@ -67,18 +68,31 @@ def set_aside(
 ) -> tuple[list[Aside], list[Refusal]]:
     """Convert and route `items` (numbered from `seq` + 1, in source order) into what is set aside per user,
     and the records refused on the way: unreadable input, records the mapping refuses, and data the endpoint
-    would drop. This runs once per record of every run: one loop, no object per record beyond its row."""
+    would drop. This runs once per record of every run: one loop, no object per record beyond its row. A
+    record that stays whole on the real-time endpoint (most of them) comes from the converter set aside
+    already (Converter.set_aside); the others are routed here."""
     rows: list[Aside] = []
     refusals: list[Refusal] = []
     append = rows.append
-    convert = converter.convert
+    # Where `route` sends everything to the real-time endpoint: always, or (auto) when no event is older
+    # than the real-time endpoint takes. Historical runs route every record.
+    direct = mode != SyncJob.EndpointMode.HISTORICAL
+    cutoff = now_ms - schema.REALTIME_MAX_AGE_MS if mode == SyncJob.EndpointMode.AUTO else None
+    to_aside, convert, bulk = converter.set_aside, converter.convert, schema.BULK_PATH
     for item in items:
         seq += 1
         if item.record is None:
             refusals.append(Refusal(SOURCE, item.ref[:300], item.error, item.excerpt))
             continue
         try:
-            record = convert(item.record, item.ref)
+            if direct:
+                got = to_aside(item.record, item.ref, cutoff)
+                if type(got) is tuple:
+                    append((bulk, got[0], seq, item.ref[:300], got[1], got[2]))
+                    continue
+                record = cast(UserRecord, got)
+            else:
+                record = convert(item.record, item.ref)
             for path, part in route(record, mode, now_ms):
                 user, data = set_aside_form(part)
                 append((path, user, seq, part.ref[:300], data, len(part.events)))
@@ -178,16 +192,15 @@ def build(
     for path, path_rows in groupby(rows, key=lambda r: r[0]):
         of_path = list(path_rows)
         first_user, first_seq = of_path[0][1], of_path[0][2]
-        # (Rows may carry more after these columns, as the engine's do: its primary keys.)
-        grouper = group_set_aside([(r[1], r[2], r[3], r[4], r[5]) for r in of_path], max_batch_bytes)
-        batches = grouper.batches
-        if grouper.refused:  # rare: records too large on their own, shown with what they were converted to
+        built = group_set_aside(of_path, max_batch_bytes)
+        batches = built.batches
+        if built.refused:  # rare: records too large on their own, shown with what they were converted to
             data_of: dict[str, bytes] = {}
             for r in of_path:
                 data_of.setdefault(r[3], r[4])
             refusals += [
                 Refusal(MAPPING, record.ref[:300], reason, _data_excerpt(data_of.get(record.ref[:300])))
-                for record, reason in grouper.refused
+                for record, reason in built.refused
             ]
         srids = ids(len(batches), path, first_user, first_seq)
         bodies = serialize_batches(batches, environment, srids, context)
@@ -197,8 +210,8 @@ def build(
                     path=path,
                     body=join(bodies[group.start : group.stop]),
                     source_request_ids=[srids[i] for i in group],
-                    record_refs=[batches[i].refs for i in group],
-                    batch_events=[batches[i].event_count for i in group],
+                    record_refs=built.refs[group.start : group.stop],
+                    batch_events=built.events[group.start : group.stop],
                 )
             )
     return requests, refusals

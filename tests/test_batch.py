@@ -140,6 +140,14 @@ def test_batch_ids_are_distinct_deterministic_uuids_led_by_the_uuid5_of_their_pa
     wrapped = batch_module.batch_ids(4, "x")
     assert [w[24:] for w in wrapped] == ["fffffffffffe", "ffffffffffff", "000000000000", "000000000001"]
 
+    # Formatted sixteen at a time, they are the first id's node plus one, two…, whatever it starts at and ends.
+    for node in ("000000000000", "00000000000f", "0000000000f1", "abcdef012340", "ffffffffffef", "fffffffffff0"):
+        first = "0b7c0f2e-1d3a-5e4f-8a9b-" + node
+        monkeypatch.setattr(batch_module, "deterministic_id", lambda *parts, first=first: first)
+        for count in (1, 2, 15, 16, 17, 31, 32, 33, 100):
+            expected = [first[:24] + "%012x" % ((int(node, 16) + i) % 2**48) for i in range(count)]
+            assert batch_module.batch_ids(count, "x") == expected, (node, count)
+
 
 def reference_pack(sizes, max_batches, max_bytes):
     """pack as a plain greedy loop over every batch: the reference its fast path must agree with."""

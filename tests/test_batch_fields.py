@@ -329,12 +329,12 @@ def test_set_aside_records_keep_their_batch_fields():
     rows = []
     for seq, one in enumerate(records):
         user, data = set_aside_form(one)
-        rows.append((user, seq, one.ref, data, len(one.events)))
-    assert rows[0][3][:1] == b"R" and rows[2][3][:1] == b"W"  # the common case keeps its fast form
-    assert rows[0][0] == rows[1][0]  # one user: built together, split by the grouper
-    rows.sort(key=lambda r: (r[0], r[1]))
-    grouper = group_set_aside(rows)
-    bodies = [orjson.loads(body) for body in serialize_batches(grouper.batches, "development", ["1", "2", "3"])]
+        rows.append(("/v2/bulkevents", user, seq, one.ref, data, len(one.events)))
+    assert rows[0][4][:1] == b"R" and rows[2][4][:1] == b"W"  # the common case keeps its fast form
+    assert rows[0][1] == rows[1][1]  # one user: built together, split by the grouper
+    rows.sort(key=lambda r: (r[1], r[2]))
+    built = group_set_aside(rows)
+    bodies = [orjson.loads(body) for body in serialize_batches(built.batches, "development", ["1", "2", "3"])]
     assert sorted((b["user_identities"]["customer_id"], b.get("ip")) for b in bodies) == [
         ("u1", "10.0.0.1"),
         ("u1", "10.0.0.2"),

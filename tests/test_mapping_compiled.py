@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import copy
+import dataclasses
 import importlib
 import json
 import math
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 
 from feeds.mapping import RecordError, compile_mapping, validate
 from feeds.mparticle import schema
-from feeds.mparticle.batch import MPFEED_NAMESPACE, UserRecord, deterministic_id, group_by_user
+from feeds.mparticle.batch import MPFEED_NAMESPACE, UserRecord, deterministic_id, group_by_user, set_aside_form
 from tests.helpers import MAPPING
 from tests.test_mapping_junk import FIELDS, KITCHEN_SINK, PLAUSIBLE, TRICKY_TEXT, junk
 
@@ -139,8 +140,41 @@ def pair(doc: dict, salt: str = "w1"):
     return compile_mapping(doc, id_salt=salt), compile_mapping(doc, id_salt=salt, codegen=False)
 
 
+# Converter.set_aside's bounds: none, one after the suite's times (2026-11-01T00:00Z), one before every time.
+CUTOFFS = (None, 1_793_491_200_000, -(2**62))
+
+
+def aside_outcome(converter, record: object, ref: str, cutoff: int | None) -> tuple:
+    """What Converter.set_aside gives: the set-aside form as it is (bytes and all), or the record to route."""
+    try:
+        got = converter.set_aside(record, ref, cutoff)
+    except RecordError as e:
+        return ("refused", str(e))
+    if type(got) is tuple:
+        return ("set aside", got)
+    return ("routed", repr(dataclasses.astuple(got)))
+
+
+def expected_aside(converter, record: object, ref: str, cutoff: int | None) -> tuple:
+    """What set_aside must give: set_aside_form of the converted record, when that is in the common form and no
+    event is before `cutoff`; else the record."""
+    try:
+        user = converter.convert(record, ref)
+    except RecordError as e:
+        return ("refused", str(e))
+    stamps = [e["data"].get("timestamp_unixtime_ms") for e in user.events]
+    old = cutoff is not None and any(ts is not None and ts < cutoff for ts in stamps)
+    if user.mpid is None and not user.deleted_user_attributes and user.batch_fields is None and not old:
+        return ("set aside", (*set_aside_form(user), len(user.events)))
+    return ("routed", repr(dataclasses.astuple(user)))
+
+
 def same(generated, closures, record: object, ref: str = "f.csv:2") -> None:
     assert outcome(generated, record, ref) == outcome(closures, record, ref), (record, generated.source)
+    for cutoff in CUTOFFS:  # (each converter called alike, so that their counters stay comparable)
+        expected = expected_aside(generated, record, ref, cutoff)
+        assert aside_outcome(generated, record, ref, cutoff) == expected, (record, cutoff, generated.source)
+        assert aside_outcome(closures, record, ref, cutoff) == expected_aside(closures, record, ref, cutoff) == expected
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=[f"doc{i}" for i in range(len(DOCS))])
@@ -270,7 +304,7 @@ def test_names_from_the_document_never_become_code(name):
 def test_every_constant_in_the_source_is_a_plain_literal():
     generated = compile_mapping(KITCHEN_SINK)
     tree = ast.parse(generated.source)
-    assert [type(n).__name__ for n in tree.body] == ["FunctionDef"]
+    assert [(type(n).__name__, n.name) for n in tree.body] == [("FunctionDef", "convert"), ("FunctionDef", "set_aside")]
     for node in ast.walk(tree):
         assert not isinstance(node, (ast.Import, ast.ImportFrom, ast.Lambda, ast.ClassDef, ast.Global))
         if isinstance(node, ast.Constant):

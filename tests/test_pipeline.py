@@ -3,13 +3,19 @@ same refusals with the same reasons — because the engine and every preview run
 
 from __future__ import annotations
 
+import copy
+
 import orjson
 import pytest
 from django.urls import reverse
 
+from feeds import pipeline
+from feeds.mapping import compile_mapping
 from feeds.models import RejectedRecord, SyncRun
 from feeds.mparticle import schema
+from feeds.mparticle.batch import set_aside_form
 from feeds.preview import preview_job
+from feeds.sources import Item
 from tests.helpers import make_job, make_mapping, make_workspace, run_job, write_csv
 from tests.test_delivery import TIMED_MAPPING, TWO_EVENT_MAPPING, timed_rows, two_event_rows
 
@@ -108,3 +114,38 @@ def test_the_job_preview_page_and_the_mapping_editor_show_the_historical_endpoin
     assert result["endpoints"] == [schema.HISTORICAL_PATH]
     assert result["batches_text"].startswith(f"// to {schema.HISTORICAL_PATH} (1 batch(es))\n")
     assert [r["reason"] for r in result["rejected"]] == [TOO_RECENT]
+
+
+@pytest.mark.parametrize("codegen", [True, False])
+def test_set_aside_sends_a_record_whole_in_real_time_exactly_while_route_would(codegen):
+    """The converter sets a record aside itself only while `route` would send it whole to the real-time
+    endpoint: an event exactly 30 days old still goes there, one a millisecond older goes to the historical
+    endpoint (with the profile in real time), and the rows are those of routing the converted record."""
+    converter = compile_mapping(TIMED_MAPPING, id_salt="w", codegen=codegen)
+    ts = 1_790_000_000_000
+    record = {"id": "o1", "user_id": "u1", "email": "u1@example.com", "plan": "pro", "ts": str(ts), "sku": "A"}
+    items = [Item("orders.csv:2", dict(record)), Item("orders.csv:3", {**record, "id": "o2", "ts": ""})]
+    converted = converter.convert(record, "orders.csv:2")
+
+    def routed(mode: str, now_ms: int) -> list:
+        return [
+            (path, *set_aside_form(part), part.ref, len(part.events))
+            for path, part in pipeline.route(copy.deepcopy(converted), mode, now_ms)
+        ]
+
+    for mode, now_ms, paths in [
+        ("auto", ts + schema.REALTIME_MAX_AGE_MS, [schema.BULK_PATH]),
+        ("auto", ts + schema.REALTIME_MAX_AGE_MS + 1, [schema.HISTORICAL_PATH, schema.BULK_PATH]),
+        ("realtime", ts + 10 * schema.REALTIME_MAX_AGE_MS, [schema.BULK_PATH]),
+        ("historical", ts + schema.REALTIME_MAX_AGE_MS, [schema.HISTORICAL_PATH]),
+    ]:
+        rows, refusals = pipeline.set_aside(converter, items, mode, now_ms)
+        first = [r for r in rows if r[2] == 1]
+        assert [r[0] for r in first] == paths, (mode, now_ms)
+        assert [(r[0], r[1], r[4], r[3], r[5]) for r in first] == routed(mode, now_ms)
+        if mode == "historical":  # the record without a time cannot go there
+            assert [r.reason for r in refusals] == [
+                "historical data needs a timestamp on every event (timestamp_unixtime_ms)"
+            ]
+        else:
+            assert not refusals and [r[0] for r in rows if r[2] == 2] == [schema.BULK_PATH]

@@ -23,8 +23,20 @@ import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 
+import orjson
+
 from feeds.mparticle import schema
-from feeds.mparticle.batch import VARIANT_DIGIT, UserRecord
+from feeds.mparticle.batch import (
+    USER_KEY_TEXT,
+    VARIANT_DIGIT,
+    WHOLE,
+    WHOLE_WITH_ATTRIBUTES,
+    SetAside,
+    UserRecord,
+    has_older,
+    hashed_key,
+    whole_form,
+)
 from feeds.words import kind
 
 from .batchfields import batch_fields_reader
@@ -117,9 +129,10 @@ if tuple(name for name, _ in _USER_RECORD_FIELDS) != UserRecord.__slots__:
 
 def generate_converter(
     doc: dict, limits: Limits, id_salt: str, bug: Callable[[Exception, str], Exception]
-) -> tuple[Callable[[dict, str], UserRecord], str]:
-    """The generated `convert(record, ref)` of a valid mapping, and its source. `bug(error, ref)` makes the
-    RecordError for an exception that is not the record's fault (and logs it)."""
+) -> tuple[Callable[[dict, str], UserRecord], Callable[[dict, str, int | None], SetAside], str]:
+    """The generated `convert(record, ref)` and `set_aside(record, ref, cutoff)` of a valid mapping (see
+    Converter), and their source. `bug(error, ref)` makes the RecordError for an exception that is not the
+    record's fault (and logs it)."""
     w = _Writer()
     w.namespace.update(
         MISSING=MISSING,
@@ -127,6 +140,14 @@ def generate_converter(
         RecordError=RecordError,
         UserRecord=UserRecord,
         new_object=object.__new__,
+        whole_form=whole_form,
+        has_older=has_older,
+        dumps=orjson.dumps,
+        SORT_KEYS=orjson.OPT_SORT_KEYS,
+        USER_KEY_TEXT=USER_KEY_TEXT,
+        hashed_key=hashed_key,
+        WHOLE=WHOLE,
+        WITH_ATTRIBUTES=WHOLE_WITH_ATTRIBUTES,
         kind=kind,
         mpid_value=mpid_value,
         no_identity_error=no_identity_error,
@@ -143,24 +164,23 @@ def generate_converter(
         bug=bug,
         **_slow_paths(limits),
     )
-    w(0, "def convert(record, ref):")
-    w(1, "try:")
     w(2, "if not isinstance(record, dict):")
     w(3, 'raise RecordError(f"expected an object, got {kind(record)}")')
     w(2, "get = record.get")
     _identities(w, doc)
     _user_attributes(w, doc, limits)
     _record_key(w, doc)
-    _events(w, doc, limits, id_salt)
+    stamps = _events(w, doc, limits, id_salt)
     # Batch-level fields (device_info, ip…): rare, so not written out; None costs one store.
     read_batch_fields = batch_fields_reader(doc)
     if read_batch_fields is None:
         w(2, "batch_fields = None")
     else:
         w(2, f"batch_fields = {w.bind(read_batch_fields, 'x')}(record)")
+    body = w.lines
     # UserRecord(ref, identities, …) without the call to its generated __init__ (a Python function): the same
     # seven fields stored here, at half the cost per record (test_mapping_compiled checks the records are equal).
-    w(2, "out = new_object(UserRecord)")
+    w.lines = ["    " * 2 + "out = new_object(UserRecord)"]
     for name, value in _USER_RECORD_FIELDS:
         w(2, f"out.{name} = {value}")
     w(2, "return out")
@@ -168,10 +188,36 @@ def generate_converter(
     w(2, "raise")
     w(1, "except Exception as e:")
     w(2, "raise bug(e, ref) from e")
-    source = "\n".join(w.lines) + "\n"
+    tail = w.lines
+    # set_aside: the record in its set-aside form when it has one and stays on the real-time endpoint (no event
+    # before `cutoff`), as set_aside_form(convert(record, ref)) would give it; else its UserRecord, to be routed.
+    common = ["not deleted"]
+    if "mpid" in doc:
+        common.append("mpid is None")
+    if read_batch_fields is not None:
+        common.append("batch_fields is None")
+    recent = " and ".join(stamps) if stamps is not None else "not has_older(events, cutoff)"
+    w.lines = []
+    w(2, f"if {' and '.join(common)}" + (f" and (cutoff is None or {recent}):" if recent else ":"))
+    rules = doc.get("events", [])
+    if rules and not any("when" in rule for rule in rules):
+        # As many events as rules, never none: whole_form written out (tests hold the two to the same bytes).
+        w(3, "ids_json = dumps(identities, option=SORT_KEYS)")
+        w(3, "user = ids_json.decode() if len(ids_json) <= USER_KEY_TEXT else hashed_key(ids_json)")
+        w(3, "if attributes:")
+        data = "{'user_identities': identities, 'user_attributes': attributes, 'events': events}"
+        w(4, f"return user, WITH_ATTRIBUTES + dumps({data}), {len(rules)}")
+        w(3, f"return user, WHOLE + dumps({{'user_identities': identities, 'events': events}}), {len(rules)}")
+    else:
+        w(3, "return whole_form(identities, attributes, events)")
+    direct = w.lines
+    source = "\n".join(
+        ["def convert(record, ref):", "    try:", *body, *tail, "", ""]
+        + ["def set_aside(record, ref, cutoff):", "    try:", *body, *direct, *tail, ""]
+    )
     code = compile(source, "<mpfeed generated converter>", "exec")
     exec(code, w.namespace)  # noqa: S102 - our own source: see the module docstring
-    return w.namespace["convert"], source  # type: ignore[return-value]
+    return w.namespace["convert"], w.namespace["set_aside"], source  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------------------------- values
@@ -422,14 +468,20 @@ def _record_key(w: _Writer, doc: dict) -> None:
 # ---------------------------------------------------------------------------------------------- events
 
 
-def _events(w: _Writer, doc: dict, limits: Limits, id_salt: str) -> None:
+def _events(w: _Writer, doc: dict, limits: Limits, id_salt: str) -> list[str] | None:
+    """`events`, the record's events. Returns what says that none of them is before `cutoff` when every event
+    is a written-out custom event made whatever the record (one test per timestamp: `t0 >= cutoff`…), or None
+    when the events must be looked at (has_older)."""
     rules = doc.get("events", [])
     unconditional = not any("when" in rule for rule in rules)
+    stamps: list[str] | None = [] if unconditional else None
     if not unconditional:
         w(2, "events = []")
     for index, rule in enumerate(rules):
         made = f"e{index}" if unconditional else None
-        if not _custom_event(w, index, rule, limits, id_salt, made):
+        written = _custom_event(w, index, rule, limits, id_salt, made)
+        if written is None:
+            stamps = None
             build = w.bind(event_rule(index, rule, limits, id_salt), "b")
             if made is not None:
                 w(2, f"{made} = {build}(record, event_ref)")
@@ -439,16 +491,19 @@ def _events(w: _Writer, doc: dict, limits: Limits, id_salt: str) -> None:
                 w(3, "events.append(e)")
             else:
                 w(2, f"events.append({build}(record, event_ref))")
+        elif stamps is not None and written:
+            stamps.append(written)
     if unconditional:
         w(2, f"events = [{', '.join(f'e{i}' for i in range(len(rules)))}]")
+    return stamps
 
 
-def _custom_event(w: _Writer, index: int, rule: dict, limits: Limits, id_salt: str, made: str | None) -> bool:
-    """Write out a custom event with a fixed name and type (as events.event_rule builds it). False for any
-    other rule."""
+def _custom_event(w: _Writer, index: int, rule: dict, limits: Limits, id_salt: str, made: str | None) -> str | None:
+    """Write out a custom event with a fixed name and type (as events.event_rule builds it). Returns the test
+    that its time is not before `cutoff` ("" when it has none), or None for any other rule (not written)."""
     where = f"events[{index}]"
     if rule.get("event_type", "custom_event") != "custom_event":
-        return False
+        return None
     name, _ = name_reader(rule["name"], f"{where}.name", limits, "event name")
     event_type, _ = choice_reader(
         rule.get("custom_event_type", "other"),
@@ -457,17 +512,20 @@ def _custom_event(w: _Writer, index: int, rule: dict, limits: Limits, id_salt: s
         "custom event type",
     )
     if name is None or event_type is None:
-        return False
+        return None
     depth = 2
     if "when" in rule:
         w(depth, f"if {w.bind(compile_condition(rule['when']), 'w')}(record):")
         depth += 1
     head = f"{_literal('event_name')}: {_literal(name)}, {_literal('custom_event_type')}: {_literal(event_type)}, "
     optional_time = False
+    recent = ""
     if "timestamp" in rule:
         _timestamp(w, depth, rule["timestamp"], f"{where}.timestamp")
         spec = rule["timestamp"]
         optional_time = isinstance(spec, dict) and spec.get("required", True) is False
+        w(depth, f"t{index} = ts")
+        recent = f"(t{index} is None or t{index} >= cutoff)"
     _event_id(w, depth, w.bind(id_start(f"{id_salt}:{index}"), "s"))
     has_attributes = bool(rule.get("attributes")) or "attributes_from" in rule
     always_attributes = has_attributes and _event_attributes(w, depth, rule, f"{where}.attributes", limits)
@@ -491,7 +549,7 @@ def _custom_event(w: _Writer, index: int, rule: dict, limits: Limits, id_salt: s
         w(depth, f"{made} = {event}")
     else:
         w(depth, f"events.append({event})")
-    return True
+    return recent
 
 
 def _timestamp(w: _Writer, depth: int, spec: object, where: str) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-from feeds.mparticle.batch import UserRecord
+from feeds.mparticle.batch import SetAside, UserRecord, has_older, whole_form
 from feeds.words import kind
 
 from .batchfields import batch_fields_reader, data_plan_context, data_plan_problems
@@ -33,10 +33,17 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Converter:
-    """A compiled mapping. `convert(record, ref)` returns a UserRecord or raises RecordError."""
+    """A compiled mapping. `convert(record, ref)` returns a UserRecord or raises RecordError.
+
+    `set_aside(record, ref, cutoff)` is the engine's way in (feeds.pipeline.set_aside): it converts the same
+    way, and for a record in the common form (identities; no mpid, deletions or batch-level fields) with no
+    event timestamped before `cutoff` (None: no bound) returns straight away what set_aside_form would make of
+    it, as (user, data, event count), without making a UserRecord; any other record it returns as a UserRecord,
+    to be routed."""
 
     doc: dict
     convert: Callable[[dict, str], UserRecord]
+    set_aside: Callable[[dict, str, int | None], SetAside]
     stats: Stats = field(default_factory=Stats)
     source: str = ""  # the generated Python source of `convert`, for reading when in doubt
     # The `context` of every batch (the data plan: the mapping's, else the workspace's), or None.
@@ -63,9 +70,27 @@ def compile_mapping(doc: dict, *, id_salt: str = "", codegen: bool = True, data_
     limits = Limits(doc.get("options", {}).get("long_values", "reject") == "truncate", stats)
     context = data_plan_context(doc.get("data_plan", data_plan))
     if codegen:
-        convert, source = generate_converter(doc, limits, id_salt, conversion_bug)
-        return Converter(doc=doc, convert=convert, stats=stats, source=source, context=context)
-    return Converter(doc=doc, convert=_closure_converter(doc, limits, id_salt), stats=stats, context=context)
+        convert, set_aside, source = generate_converter(doc, limits, id_salt, conversion_bug)
+        return Converter(doc, convert, set_aside, stats=stats, source=source, context=context)
+    convert = _closure_converter(doc, limits, id_salt)
+    return Converter(doc, convert, _set_aside_of(convert), stats=stats, context=context)
+
+
+def _set_aside_of(convert: Callable[[dict, str], UserRecord]) -> Callable[[dict, str, int | None], SetAside]:
+    """Converter.set_aside for the closures: convert, then take the common form apart."""
+
+    def set_aside(record: dict, ref: str, cutoff: int | None) -> SetAside:
+        user = convert(record, ref)
+        if (
+            user.mpid is None
+            and not user.deleted_user_attributes
+            and user.batch_fields is None
+            and (cutoff is None or not has_older(user.events, cutoff))
+        ):
+            return whole_form(user.identities, user.user_attributes, user.events)
+        return user
+
+    return set_aside
 
 
 def _closure_converter(doc: dict, limits: Limits, id_salt: str) -> Callable[[dict, str], UserRecord]:

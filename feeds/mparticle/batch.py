@@ -54,15 +54,26 @@ def batch_ids(count: int, *parts: object) -> list[str]:
     The first is `deterministic_id(*parts)`; the i-th adds i to its last 48 bits (the node field, modulo 2**48),
     keeping the other 74 hash bits, the version and the variant. So ids within a chunk never collide, and two
     chunks' ids collide only if their uuid5s agree on 74 bits (as unlikely as a sha1 collision matters here),
-    for one sha1 per chunk instead of one per batch."""
+    for one sha1 per chunk instead of one per batch. Sixteen ids in a row share all but their last hex digit,
+    so that part is formatted once per sixteen (formatting a number is most of the cost of an id)."""
     if count <= 0:
         return []
     first = deterministic_id(*parts)
     node = int(first[24:], 16)
-    each = first[:24] + "%012x"
-    if node + count <= _NODE_MASK:
-        return [first] + [each % n for n in range(node + 1, node + count)]
-    return [first] + [each % ((node + i) & _NODE_MASK) for i in range(1, count)]
+    if node + count > _NODE_MASK + 1:  # the node field wraps around within the chunk: each formatted alone
+        each = first[:24] + "%012x"
+        return [first] + [each % ((node + i) & _NODE_MASK) for i in range(1, count)]
+    head = first[:24] + "%011x"
+    ids: list[str] = []
+    n, end = node, node + count
+    while n < end:
+        stop = min(end, (n | 15) + 1)
+        ids += map((head % (n >> 4)).__add__, _HEX_DIGITS[n & 15 : (n & 15) + stop - n])
+        n = stop
+    return ids
+
+
+_HEX_DIGITS = "0123456789abcdef"
 
 
 @dataclass(slots=True)
@@ -196,13 +207,13 @@ class OneRecordBatch:
 
 
 def serialize_batches(
-    batches: Sequence[Batch | OneRecordBatch],
+    batches: Sequence[Batch | OneRecordBatch | bytes],
     environment: str,
     source_request_ids: Sequence[str],
     context: dict | None = None,
 ) -> list[bytes]:
-    """`[b.serialize(environment, i, context) for b, i in zip(batches, source_request_ids)]`, with what is the
-    same for every batch (the environment, the context) serialized once. The ids must need no JSON escaping (as
+    """`[b.serialize(environment, i, context) for b, i in zip(batches, source_request_ids)]`, where a batch given
+    as bytes is a OneRecordBatch's `whole` (see Built), with what is the same for every batch (the environment, the context) serialized once. The ids must need no JSON escaping (as
     `batch_ids` and `deterministic_id` make them: hex digits and dashes); they are spliced in as they are."""
     start = b'{"source_request_id":"'
     middle = b'","environment":' + orjson.dumps(environment) + b","
@@ -210,7 +221,9 @@ def serialize_batches(
         middle += b'"context":' + orjson.dumps(context) + b","
     concat = b"".join
     return [
-        concat((start, srid.encode(), middle, batch.whole))
+        concat((start, srid.encode(), middle, batch))
+        if isinstance(batch, bytes)
+        else concat((start, srid.encode(), middle, batch.whole))
         if batch.whole is not None
         else batch.serialize(environment, srid, context)
         for batch, srid in zip(batches, source_request_ids, strict=True)
@@ -417,46 +430,87 @@ def pack(
 # JSON of a record that can be a one-record batch as it is (identities, no mpid, no deletions, no batch-level
 # fields: the common case),
 # so that a user with a single record needs no parsing at all when built; "R" + the record's fields otherwise.
-_WHOLE, _WHOLE_WITH_ATTRIBUTES, _FIELDS = b"W", b"A", b"R"
+WHOLE, WHOLE_WITH_ATTRIBUTES, _FIELDS = b"W", b"A", b"R"
 
 
-def set_aside_form(
-    record: UserRecord, dumps=orjson.dumps, sort_keys=orjson.OPT_SORT_KEYS, sha1=sha1
-) -> tuple[str, bytes]:
-    """A record as it is set aside: (its user, its data). The user is a short stable text (a sha1 of the
-    identities and mpid): records of one user are built together. The data is one of the forms above."""
+# A user's key (see set_aside_form) is its identities' canonical JSON when it is at most this many bytes long.
+USER_KEY_TEXT = 200
+
+
+def set_aside_form(record: UserRecord, dumps=orjson.dumps, sort_keys=orjson.OPT_SORT_KEYS) -> tuple[str, bytes]:
+    """A record as it is set aside: (its user, its data). The data is one of the forms above. The user is the
+    key its records are built together by: the identities as canonical JSON (sorted keys), after the mpid and
+    a "|" when it has one; or, past USER_KEY_TEXT bytes, "#" and a sha1 of that text. Both are exact (no two
+    users share a key), and the text is no secret the data does not hold already (a sha1 of every record's
+    identities cost more than a tenth of the engine's time per record)."""
     identities = record.identities
     mpid = record.mpid
+    if mpid is None and identities and not record.deleted_user_attributes and record.batch_fields is None:
+        user, data, _ = whole_form(identities, record.user_attributes, record.events)
+        return user, data
     ids_json = dumps(identities, option=sort_keys)
-    attributes = record.user_attributes
-    events = record.events
     if mpid is None:
-        user = sha1(ids_json, usedforsecurity=False).hexdigest()
-        if identities and not record.deleted_user_attributes and record.batch_fields is None:
-            if attributes and events:
-                return user, b"A" + dumps(
-                    {"user_identities": identities, "user_attributes": attributes, "events": events}
-                )
-            data: dict = {"user_identities": identities}
-            if attributes:
-                data["user_attributes"] = attributes
-            if events:
-                data["events"] = events
-            return user, (_WHOLE_WITH_ATTRIBUTES if attributes else _WHOLE) + dumps(data)
+        user = ids_json.decode() if len(ids_json) <= USER_KEY_TEXT else hashed_key(ids_json)
     else:
-        user = sha1(b"%d|%s" % (mpid, ids_json), usedforsecurity=False).hexdigest()
+        key = b"%d|%s" % (mpid, ids_json)
+        user = key.decode() if len(key) <= USER_KEY_TEXT else hashed_key(key)
     fields: dict = {"i": identities}
     if mpid is not None:
         fields["m"] = mpid
-    if attributes:
-        fields["a"] = attributes
+    if record.user_attributes:
+        fields["a"] = record.user_attributes
     if record.deleted_user_attributes:
         fields["d"] = record.deleted_user_attributes
-    if events:
-        fields["e"] = events
+    if record.events:
+        fields["e"] = record.events
     if record.batch_fields is not None:
         fields["x"] = record.batch_fields
     return user, _FIELDS + dumps(fields)
+
+
+# What Converter.set_aside gives: a record's (user, data, event count) as whole_form makes them, or the
+# record itself when it must be routed or set aside in the other form.
+SetAside = tuple[str, bytes, int] | UserRecord
+
+
+def whole_form(
+    identities: dict[str, str],
+    attributes: dict[str, object],
+    events: list[dict],
+    dumps=orjson.dumps,
+    sort_keys=orjson.OPT_SORT_KEYS,
+) -> tuple[str, bytes, int]:
+    """(user, data, event count) of a record set aside in the "W" or "A" form: one with identities and no
+    mpid, deletions or batch-level fields (see set_aside_form). Generated converters call it directly
+    (Converter.set_aside), without making a UserRecord."""
+    ids_json = dumps(identities, option=sort_keys)
+    user = ids_json.decode() if len(ids_json) <= USER_KEY_TEXT else hashed_key(ids_json)
+    if attributes and events:
+        return (
+            user,
+            WHOLE_WITH_ATTRIBUTES
+            + dumps({"user_identities": identities, "user_attributes": attributes, "events": events}),
+            len(events),
+        )
+    data: dict = {"user_identities": identities}
+    if attributes:
+        data["user_attributes"] = attributes
+    if events:
+        data["events"] = events
+    return user, (WHOLE_WITH_ATTRIBUTES if attributes else WHOLE) + dumps(data), len(events)
+
+
+def has_older(events: list[dict], cutoff: int) -> bool:
+    """Whether any of the events is timestamped before `cutoff` (ms since the epoch)."""
+    for event in events:
+        ts = event["data"].get("timestamp_unixtime_ms")
+        if ts is not None and ts < cutoff:
+            return True
+    return False
+
+
+def hashed_key(text: bytes) -> str:
+    return "#" + sha1(text, usedforsecurity=False).hexdigest()
 
 
 def load_record(data, ref: str) -> UserRecord:
@@ -473,49 +527,68 @@ def load_record(data, ref: str) -> UserRecord:
     )  # fmt: skip
 
 
-_FIELDS_BYTE, _WHOLE_WITH_ATTRIBUTES_BYTE = _FIELDS[0], _WHOLE_WITH_ATTRIBUTES[0]
+_FIELDS_BYTE, _WHOLE_WITH_ATTRIBUTES_BYTE = _FIELDS[0], WHOLE_WITH_ATTRIBUTES[0]
 
 
-def group_set_aside(rows: Iterable[tuple[str, int, str, bytes, int]], max_batch_bytes: int = schema.MAX_BATCH_BYTES):
-    """Group set-aside records — (user, seq, ref, data, event count), ordered by user then seq — into batches:
-    each user's records together, in time order. A user's only record in the "W" form becomes its batch as it
-    was stored, without being parsed. Returns the Grouper (batches, refused).
+@dataclass(slots=True)
+class Built:
+    """What `group_set_aside` makes of set-aside records. Per batch, in parallel lists: the batch, its records'
+    refs and its event count. A user's only record (the common case) is its batch as it was stored, the `bytes`
+    of the batch's JSON after its head (as OneRecordBatch.whole); other batches are Batch or OneRecordBatch
+    objects. `refused` holds the records too large to send on their own, with the reason."""
+
+    batches: list[Batch | OneRecordBatch | bytes] = field(default_factory=list)
+    refs: list[list[str]] = field(default_factory=list)
+    events: list[int] = field(default_factory=list)
+    refused: list[tuple[UserRecord, str]] = field(default_factory=list)
+
+
+def group_set_aside(rows: Iterable[tuple], max_batch_bytes: int = schema.MAX_BATCH_BYTES) -> Built:
+    """Group set-aside records of one endpoint — (endpoint path, user, seq, ref, data, event count, maybe more
+    columns), ordered by user then seq — into batches: each user's records together, in time order (a Grouper
+    per user with several). A user's only record in the "W" or "A" form becomes its batch as it was stored,
+    without being parsed or wrapped in an object.
 
     This runs once per record of every run, so it walks the rows by index rather than with groupby (no list
-    per user), and a one-record batch is made as `Grouper.add` makes it (see OneRecordBatch)."""
+    per user)."""
     rows = rows if isinstance(rows, list) else list(rows)
-    grouper = Grouper(max_batch_bytes)
-    add = grouper.add
-    append = grouper.batches.append
-    refused = grouper.refused
-    new = _new_object
+    built = Built()
+    put, put_refs, put_events = built.batches.append, built.refs.append, built.events.append
+    refused = built.refused
+    fields_form, with_attributes = _FIELDS_BYTE, _WHOLE_WITH_ATTRIBUTES_BYTE
+    # A record whose data is this short fits in a batch whatever its form (its size estimate is less).
+    surely_fits = max_batch_bytes - _BATCH_OVERHEAD
     count = len(rows)
     i = 0
     while i < count:
-        user, _, ref, data, events = rows[i]
-        j = i + 1
-        if (j == count or rows[j][0] != user) and data[0] != _FIELDS_BYTE:
-            whole = data[2:] if type(data) is bytes else bytes(data[2:])  # after "W{" (a memoryview from bytea)
-            own_size = _BATCH_OVERHEAD + 1 + len(whole) - (_WHOLE_EVENTS if events else 0)
-            if data[0] == _WHOLE_WITH_ATTRIBUTES_BYTE:
-                own_size -= _WHOLE_ATTRIBUTES
-            if own_size > max_batch_bytes:
-                refused.append((UserRecord(ref=ref, identities={}), _too_large(own_size, max_batch_bytes)))
-            else:
-                batch = new(OneRecordBatch)
-                batch.whole = whole
-                batch.event_count = events
-                batch.refs = [ref]
-                batch.size = own_size
-                append(batch)
-            i = j
+        row = rows[i]
+        user = row[1]
+        data = row[4]
+        i += 1
+        if (i == count or rows[i][1] != user) and data[0] != fields_form:
+            if len(data) > surely_fits:
+                own_size = _BATCH_OVERHEAD + len(data) - 1 - (_WHOLE_EVENTS if row[5] else 0)
+                if data[0] == with_attributes:
+                    own_size -= _WHOLE_ATTRIBUTES
+                if own_size > max_batch_bytes:
+                    refused.append((UserRecord(ref=row[3], identities={}), _too_large(own_size, max_batch_bytes)))
+                    continue
+            put(data[2:] if type(data) is bytes else bytes(data[2:]))  # after "W{" (a memoryview from bytea)
+            put_refs([row[3]])
+            put_events(row[5])
             continue
-        while j < count and rows[j][0] == user:
-            j += 1
-        for record in in_time_order([(row[1], load_record(row[3], row[2])) for row in rows[i:j]]):
-            add(record)
-        i = j
-    return grouper
+        start = i - 1
+        while i < count and rows[i][1] == user:
+            i += 1
+        grouper = Grouper(max_batch_bytes)
+        grouper.refused = refused
+        for record in in_time_order([(r[2], load_record(r[4], r[3])) for r in rows[start:i]]):
+            grouper.add(record)
+        for batch in grouper.batches:
+            put(batch)
+            put_refs(batch.refs)
+            put_events(batch.event_count)
+    return built
 
 
 def in_time_order(records: list[tuple[int, UserRecord]]) -> list[UserRecord]:
