@@ -13,8 +13,9 @@ import pytest
 from feeds import sweeper, sync
 from feeds.models import Delivery, SetAsideRecord, SyncRun
 from feeds.mparticle import schema
+from feeds.mparticle.batch import UserRecord, set_aside_form
 from feeds.reading import Reader
-from tests.helpers import FakeClock, make_job, make_workspace, run_job
+from tests.helpers import FakeClock, make_job, make_mapping, make_workspace, run_job
 from tests.test_delivery import WorkerDied, expire_lease, fake_pacing, kept_ids, message_ids, sent_ids
 
 pytestmark = pytest.mark.django_db
@@ -173,3 +174,42 @@ def test_a_reader_whose_run_ended_meanwhile_sets_nothing_more_aside(sandbox, tmp
     run.refresh_from_db()
     assert run.status == SyncRun.Status.FAILED and run.records_read == 20
     assert not SetAsideRecord.objects.exists()  # the first chunk's went with the ending, the second was not written
+
+
+def test_a_users_key_is_its_identities_canonical_json_or_a_hash_of_it_when_long():
+    short = UserRecord(ref="1", identities={"email": "zoë@example.com", "customer_id": "u1"})
+    reordered = UserRecord(ref="2", identities={"customer_id": "u1", "email": "zoë@example.com"}, mpid=None)
+    assert set_aside_form(short)[0] == set_aside_form(reordered)[0] == '{"customer_id":"u1","email":"zoë@example.com"}'
+    with_mpid = UserRecord(ref="3", identities={"customer_id": "u1"}, mpid=-42)
+    assert set_aside_form(with_mpid)[0] == '-42|{"customer_id":"u1"}'
+    # Past 200 bytes (of UTF-8, not characters), "#" and a sha1: never the text of a shorter key.
+    for value in ("x" * 200, "é" * 95):
+        user = set_aside_form(UserRecord(ref="4", identities={"customer_id": value}))[0]
+        assert user.startswith("#") and len(user) == 41
+    at_bound = set_aside_form(UserRecord(ref="5", identities={"customer_id": "x" * 182}))[0]
+    assert len(at_bound) == 200 and at_bound[0] == "{"
+    assert set_aside_form(UserRecord(ref="6", identities={"customer_id": "x" * 183}))[0][0] == "#"
+
+
+def test_users_with_long_or_unusual_identities_each_arrive_in_one_batch(sandbox, tmp_path, settings):
+    """Keys of every length the column holds: hashed, just under the bound, non-ASCII, differing only in case."""
+    settings.MPFEED_CHUNK_SIZE = 7  # each user's records in several chunks
+    ids = ["L" * 400, "m" * 150, "zoë", "Zoë", "u1", "u1 "]
+    path = tmp_path / "orders.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, ["id", "user_id", "ts", "sku"])
+        writer.writeheader()
+        for i in range(60):
+            ts = (START + timedelta(seconds=i)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            writer.writerow({"id": f"o{i}", "user_id": ids[i % len(ids)], "ts": ts, "sku": "S"})
+    mapping = {
+        "record_key": "id",
+        "identities": {"customer_id": "user_id"},
+        "events": [{"name": "Bought", "timestamp": {"field": "ts", "format": "iso8601"}, "attributes": {"sku": "sku"}}],
+    }
+    workspace = make_workspace(sandbox)
+    run = run_job(make_job(workspace, path, make_mapping(workspace, mapping)))
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    users = [k.batch["user_identities"]["customer_id"] for k in sandbox.kept()]
+    assert sorted(users) == sorted(ids)  # one batch per user: "u1 " is not "u1", nor "Zoë" "zoë"
+    assert sum(len(k.batch["events"]) for k in sandbox.kept()) == 60 == len(set(message_ids(sandbox)))
