@@ -9,7 +9,7 @@ the same reasons — because it is the same code.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import groupby
 from typing import cast
@@ -48,7 +48,7 @@ class Request:
     path: str
     body: bytes
     source_request_ids: list[str]
-    record_refs: list[list[str]]
+    record_refs: list[Sequence[str]]
     batch_events: list[int]
 
     @property

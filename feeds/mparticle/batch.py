@@ -538,7 +538,7 @@ class Built:
     objects. `refused` holds the records too large to send on their own, with the reason."""
 
     batches: list[Batch | OneRecordBatch | bytes] = field(default_factory=list)
-    refs: list[list[str]] = field(default_factory=list)
+    refs: list[Sequence[str]] = field(default_factory=list)
     events: list[int] = field(default_factory=list)
     refused: list[tuple[UserRecord, str]] = field(default_factory=list)
 
@@ -574,7 +574,7 @@ def group_set_aside(rows: Iterable[tuple], max_batch_bytes: int = schema.MAX_BAT
                     refused.append((UserRecord(ref=row[3], identities={}), _too_large(own_size, max_batch_bytes)))
                     continue
             put(data[2:] if type(data) is bytes else bytes(data[2:]))  # after "W{" (a memoryview from bytea)
-            put_refs([row[3]])
+            put_refs((row[3],))  # a tuple of text: the garbage collector soon stops following it
             put_events(row[5])
             continue
         start = i - 1
