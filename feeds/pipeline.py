@@ -77,7 +77,7 @@ def set_aside(
     # Where `route` sends everything to the real-time endpoint: always, or (auto) when no event is older
     # than the real-time endpoint takes. Historical runs route every record.
     direct = mode != SyncJob.EndpointMode.HISTORICAL
-    cutoff = now_ms - schema.REALTIME_MAX_AGE_MS if mode == SyncJob.EndpointMode.AUTO else None
+    cutoff = realtime_cutoff(now_ms) if mode == SyncJob.EndpointMode.AUTO else None
     to_aside, convert, bulk = converter.set_aside, converter.convert, schema.BULK_PATH
     for item in items:
         seq += 1
@@ -110,11 +110,8 @@ def route(record: UserRecord, mode: str, now_ms: int) -> list[tuple[str, UserRec
         check_historical(record.events, now_ms)
         return [(schema.HISTORICAL_PATH, record)]
     # Auto: events older than 30 days go to the historical endpoint, the rest (and the profile) in real time.
-    old = [
-        e
-        for e in record.events
-        if (ts := e["data"].get("timestamp_unixtime_ms")) is not None and now_ms - ts > schema.REALTIME_MAX_AGE_MS
-    ]
+    cutoff = realtime_cutoff(now_ms)
+    old = [e for e in record.events if (ts := e["data"].get("timestamp_unixtime_ms")) is not None and ts < cutoff]
     if not old:
         return [(schema.BULK_PATH, record)]
     recent = [e for e in record.events if e not in old]
@@ -134,6 +131,11 @@ def route(record: UserRecord, mode: str, now_ms: int) -> list[tuple[str, UserRec
         record.events = recent
         out.append((schema.BULK_PATH, record))
     return out
+
+
+def realtime_cutoff(now_ms: int) -> int:
+    """The time (ms) before which an event is too old for the real-time endpoint (30 days)."""
+    return now_ms - schema.REALTIME_MAX_AGE_MS
 
 
 def check_historical(events: list[dict], now_ms: int) -> None:

@@ -34,7 +34,7 @@ from feeds.mparticle.batch import (
     SetAside,
     UserRecord,
     has_older,
-    hashed_key,
+    user_key,
     whole_form,
 )
 from feeds.words import kind
@@ -145,7 +145,7 @@ def generate_converter(
         dumps=orjson.dumps,
         SORT_KEYS=orjson.OPT_SORT_KEYS,
         USER_KEY_TEXT=USER_KEY_TEXT,
-        hashed_key=hashed_key,
+        user_key=user_key,
         WHOLE=WHOLE,
         WITH_ATTRIBUTES=WHOLE_WITH_ATTRIBUTES,
         kind=kind,
@@ -203,7 +203,7 @@ def generate_converter(
     if rules and not any("when" in rule for rule in rules):
         # As many events as rules, never none: whole_form written out (tests hold the two to the same bytes).
         w(3, "ids_json = dumps(identities, option=SORT_KEYS)")
-        w(3, "user = ids_json.decode() if len(ids_json) <= USER_KEY_TEXT else hashed_key(ids_json)")
+        w(3, "user = ids_json.decode() if len(ids_json) <= USER_KEY_TEXT else user_key(ids_json)")
         w(3, "if attributes:")
         data = "{'user_identities': identities, 'user_attributes': attributes, 'events': events}"
         w(4, f"return user, WITH_ATTRIBUTES + dumps({data}), {len(rules)}")

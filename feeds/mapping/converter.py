@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
-from feeds.mparticle.batch import SetAside, UserRecord, has_older, whole_form
+from feeds.mparticle.batch import SetAside, UserRecord, has_older, is_whole, whole_form
 from feeds.words import kind
 
 from .batchfields import batch_fields_reader, data_plan_context, data_plan_problems
@@ -81,12 +81,7 @@ def _set_aside_of(convert: Callable[[dict, str], UserRecord]) -> Callable[[dict,
 
     def set_aside(record: dict, ref: str, cutoff: int | None) -> SetAside:
         user = convert(record, ref)
-        if (
-            user.mpid is None
-            and not user.deleted_user_attributes
-            and user.batch_fields is None
-            and (cutoff is None or not has_older(user.events, cutoff))
-        ):
+        if is_whole(user) and (cutoff is None or not has_older(user.events, cutoff)):
             return whole_form(user.identities, user.user_attributes, user.events)
         return user
 

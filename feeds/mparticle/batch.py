@@ -213,8 +213,9 @@ def serialize_batches(
     context: dict | None = None,
 ) -> list[bytes]:
     """`[b.serialize(environment, i, context) for b, i in zip(batches, source_request_ids)]`, where a batch given
-    as bytes is a OneRecordBatch's `whole` (see Built), with what is the same for every batch (the environment, the context) serialized once. The ids must need no JSON escaping (as
-    `batch_ids` and `deterministic_id` make them: hex digits and dashes); they are spliced in as they are."""
+    as bytes is a OneRecordBatch's `whole` (see Built), with what is the same for every batch (the environment,
+    the context) serialized once. The ids must need no JSON escaping (as `batch_ids` and `deterministic_id`
+    make them: hex digits and dashes); they are spliced in as they are."""
     start = b'{"source_request_id":"'
     middle = b'","environment":' + orjson.dumps(environment) + b","
     if context:
@@ -445,15 +446,11 @@ def set_aside_form(record: UserRecord, dumps=orjson.dumps, sort_keys=orjson.OPT_
     identities cost more than a tenth of the engine's time per record)."""
     identities = record.identities
     mpid = record.mpid
-    if mpid is None and identities and not record.deleted_user_attributes and record.batch_fields is None:
+    if is_whole(record):
         user, data, _ = whole_form(identities, record.user_attributes, record.events)
         return user, data
     ids_json = dumps(identities, option=sort_keys)
-    if mpid is None:
-        user = ids_json.decode() if len(ids_json) <= USER_KEY_TEXT else hashed_key(ids_json)
-    else:
-        key = b"%d|%s" % (mpid, ids_json)
-        user = key.decode() if len(key) <= USER_KEY_TEXT else hashed_key(key)
+    user = user_key(ids_json if mpid is None else b"%d|%s" % (mpid, ids_json))
     fields: dict = {"i": identities}
     if mpid is not None:
         fields["m"] = mpid
@@ -481,10 +478,9 @@ def whole_form(
     sort_keys=orjson.OPT_SORT_KEYS,
 ) -> tuple[str, bytes, int]:
     """(user, data, event count) of a record set aside in the "W" or "A" form: one with identities and no
-    mpid, deletions or batch-level fields (see set_aside_form). Generated converters call it directly
-    (Converter.set_aside), without making a UserRecord."""
-    ids_json = dumps(identities, option=sort_keys)
-    user = ids_json.decode() if len(ids_json) <= USER_KEY_TEXT else hashed_key(ids_json)
+    mpid, deletions or batch-level fields (see set_aside_form). Converter.set_aside calls it (or writes it
+    out) without making a UserRecord."""
+    user = user_key(dumps(identities, option=sort_keys))
     if attributes and events:
         return (
             user,
@@ -509,8 +505,19 @@ def has_older(events: list[dict], cutoff: int) -> bool:
     return False
 
 
-def hashed_key(text: bytes) -> str:
-    return "#" + sha1(text, usedforsecurity=False).hexdigest()
+def is_whole(record: UserRecord) -> bool:
+    """Whether a record is set aside in the "W" or "A" form (see whole_form)."""
+    return (
+        record.mpid is None
+        and bool(record.identities)
+        and not record.deleted_user_attributes
+        and record.batch_fields is None
+    )
+
+
+def user_key(text: bytes) -> str:
+    """A user's key from its canonical text (see set_aside_form)."""
+    return text.decode() if len(text) <= USER_KEY_TEXT else "#" + sha1(text, usedforsecurity=False).hexdigest()
 
 
 def load_record(data, ref: str) -> UserRecord:
