@@ -88,7 +88,8 @@ def set_aside(
             if direct:
                 got = to_aside(item.record, item.ref, cutoff)
                 if type(got) is tuple:
-                    append((bulk, got[0], seq, item.ref[:300], got[1], got[2]))
+                    user, data, events = got
+                    append((bulk, user, seq, item.ref[:300], data, events))
                     continue
                 record = cast(UserRecord, got)
             else:

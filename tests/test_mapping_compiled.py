@@ -318,6 +318,24 @@ def test_the_common_rules_are_written_out():
     assert "{'event_type': 'custom_event', 'data': data}" in source
 
 
+def test_numbers_join_the_written_out_dicts_and_only_a_deleting_mapping_keeps_a_deleted_list():
+    doc = {
+        **MAPPING,
+        "user_attributes": {"plan": "plan", "age": {"field": "age", "type": "int"}},
+        "events": [
+            {"name": "E", "attributes": {"sku": "sku", "n": {"field": "n", "type": "number"}, "c": {"value": "X"}}}
+        ],
+    }
+    source = compile_mapping(doc).source
+    assert "attributes = {'plan': v0, 'age': v1}" in source and "custom = {'sku': v0, 'n': v1, 'c': 'X'}" in source
+    assert "deleted" not in source.replace("out.deleted_user_attributes = []", "")
+    deleting = compile_mapping({**doc, "user_attributes": {"plan": {"field": "plan", "on_null": "delete"}}}).source
+    assert "deleted = []" in deleting and "if not deleted:" in deleting
+    generated, closures = pair(doc)
+    for record in ({"user_id": "u", "age": "41", "n": "2.5", "sku": "A"}, {"user_id": "u", "age": "x", "n": "nan"}):
+        same(generated, closures, {**PLAUSIBLE, **record})
+
+
 # ---------------------------------------------------------------------------------------------- ids
 
 

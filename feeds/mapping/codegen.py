@@ -168,7 +168,7 @@ def generate_converter(
     w(3, 'raise RecordError(f"expected an object, got {kind(record)}")')
     w(2, "get = record.get")
     _identities(w, doc)
-    _user_attributes(w, doc, limits)
+    can_delete = _user_attributes(w, doc, limits)
     _record_key(w, doc)
     stamps = _events(w, doc, limits, id_salt)
     # Batch-level fields (device_info, ip…): rare, so not written out; None costs one store.
@@ -182,7 +182,7 @@ def generate_converter(
     # seven fields stored here, at half the cost per record (test_mapping_compiled checks the records are equal).
     w.lines = ["    " * 2 + "out = new_object(UserRecord)"]
     for name, value in _USER_RECORD_FIELDS:
-        w(2, f"out.{name} = {value}")
+        w(2, f"out.{name} = {value if can_delete or value != 'deleted' else '[]'}")
     w(2, "return out")
     w(1, "except RecordError:")
     w(2, "raise")
@@ -191,14 +191,16 @@ def generate_converter(
     tail = w.lines
     # set_aside: the record in its set-aside form when it has one and stays on the real-time endpoint (no event
     # before `cutoff`), as set_aside_form(convert(record, ref)) would give it; else its UserRecord, to be routed.
-    common = ["not deleted"]
+    common = ["not deleted"] if can_delete else []
     if "mpid" in doc:
         common.append("mpid is None")
     if read_batch_fields is not None:
         common.append("batch_fields is None")
     recent = " and ".join(stamps) if stamps is not None else "not has_older(events, cutoff)"
     w.lines = []
-    w(2, f"if {' and '.join(common)}" + (f" and (cutoff is None or {recent}):" if recent else ":"))
+    if recent:
+        common.append(f"(cutoff is None or {recent})")
+    w(2, f"if {' and '.join(common) or 'True'}:")
     rules = doc.get("events", [])
     if rules and not any("when" in rule for rule in rules):
         # As many events as rules, never none: whole_form written out (tests hold the two to the same bytes).
@@ -269,11 +271,19 @@ def _plain_text(value: object, max_length: int | None) -> bool:
     return type(value) is str and bool(value) and value.isascii() and (max_length is None or len(value) <= max_length)
 
 
-def _literal_dict(w: _Writer, name: str, entries: list[tuple[str, object, str]], max_length: int | None) -> bool:
-    """When every entry (key, spec, where) reads text or is a constant, write the reads and
-    `if <all of them are the common case>: name = {...}` and return True: the caller writes the `else:` branch.
-    False (and nothing written) otherwise."""
-    reads, tests, items = [], [], []
+def _literal_dict(
+    w: _Writer,
+    depth: int,
+    name: str,
+    entries: list[tuple[str, object, str]],
+    max_length: int | None,
+    *,
+    numbers: bool = False,
+) -> bool:
+    """When every entry (key, spec, where) reads text (or, with `numbers`, a number from text) or is a constant,
+    write the reads and `if <all of them are the common case>: name = {...}` and return True: the caller writes
+    the `else:` branch. False (and nothing written) otherwise."""
+    reads, parsed, tests, items = [], [], [], []
     for i, (key, spec, where) in enumerate(entries):
         constant = _constant(spec, where)
         if constant is MISSING:  # an empty constant: never sent
@@ -283,18 +293,25 @@ def _literal_dict(w: _Writer, name: str, entries: list[tuple[str, object, str]],
                 return False
             items.append(f"{_literal(key)}: {_literal(constant)}")
             continue
-        test = _text_test(spec, f"v{i}", max_length)
+        var = f"v{i}"
+        fast_spec = _fast_spec(spec)
+        test = _text_test(spec, var, max_length)
         if test is None:
-            return False
-        reads.append(f"v{i} = {_raw(w, _fast_spec(spec)['field'])}")  # type: ignore[index]
+            if fast_spec is None or not numbers or fast_spec.get("type", "auto") not in _NUMBER_TYPES:
+                return False
+            parsed.append((var, fast_spec))
+            test = f"{var} is not SLOW"
+        reads.append(f"{var} = {_raw(w, fast_spec['field'])}")  # type: ignore[index]
         tests.append(test)
-        items.append(f"{_literal(key)}: v{i}")
+        items.append(f"{_literal(key)}: {var}")
     if not tests:
         return False
     for read in reads:
-        w(2, read)
-    w(2, f"if {' and '.join(tests)}:")
-    w(3, f"{name} = {{{', '.join(items)}}}")
+        w(depth, read)
+    for var, fast_spec in parsed:
+        _number(w, depth, var, fast_spec)
+    w(depth, f"if {' and '.join(tests)}:")
+    w(depth + 1, f"{name} = {{{', '.join(items)}}}")
     return True
 
 
@@ -342,38 +359,44 @@ def _value(
         w(depth, "else:")
         w(depth + 1, slow(read))
         return
-    # A number from text; whatever int() or float() does not take, or takes but the type refuses, is slow.
-    w(depth, "if type(v) is str:")
-    text = _transformed(fast_spec, "v")
-    if kind_name == "float":
-        _number_from_text(w, depth + 1, "float", text)
-    else:
-        w(depth + 1, "try:")
-        w(depth + 2, f"v = int({text})")
-        w(depth + 1, "except ValueError:")
-        if kind_name == "int":
-            w(depth + 2, "v = SLOW")
-        else:
-            _number_from_text(w, depth + 2, "float", text)
-        w(depth + 1, "else:")
-        w(depth + 2, f"if not {_literal(INT64_MIN)} <= v <= {_literal(INT64_MAX)}:")
-        w(depth + 3, "v = SLOW")
-    w(depth, "else:")
-    w(depth + 1, "v = SLOW")
+    _number(w, depth, "v", fast_spec)
     w(depth, "if v is not SLOW:")
     w(depth + 1, store("v"))
     w(depth, "else:")
     w(depth + 1, slow(read))
 
 
-def _number_from_text(w: _Writer, depth: int, parse: str, text: str) -> None:
-    w(depth, "try:")
-    w(depth + 1, f"v = {parse}({text})")
-    w(depth, "except ValueError:")
-    w(depth + 1, "v = SLOW")
+def _number(w: _Writer, depth: int, var: str, fast_spec: dict) -> None:
+    """Write the code that makes `var`, as read from the record, the number its spec's type reads from text, or
+    SLOW: whatever int() or float() does not take, or takes but the type refuses, is for the slow path."""
+    kind_name = fast_spec.get("type", "auto")
+    w(depth, f"if type({var}) is str:")
+    text = _transformed(fast_spec, var)
+    if kind_name == "float":
+        _number_from_text(w, depth + 1, var, "float", text)
+    else:
+        w(depth + 1, "try:")
+        w(depth + 2, f"{var} = int({text})")
+        w(depth + 1, "except ValueError:")
+        if kind_name == "int":
+            w(depth + 2, f"{var} = SLOW")
+        else:
+            _number_from_text(w, depth + 2, var, "float", text)
+        w(depth + 1, "else:")
+        w(depth + 2, f"if not {_literal(INT64_MIN)} <= {var} <= {_literal(INT64_MAX)}:")
+        w(depth + 3, f"{var} = SLOW")
     w(depth, "else:")
-    w(depth + 1, "if v - v != 0.0:  # NaN or an infinity")
-    w(depth + 2, "v = SLOW")
+    w(depth + 1, f"{var} = SLOW")
+
+
+def _number_from_text(w: _Writer, depth: int, var: str, parse: str, text: str) -> None:
+    w(depth, "try:")
+    w(depth + 1, f"{var} = {parse}({text})")
+    w(depth, "except ValueError:")
+    w(depth + 1, f"{var} = SLOW")
+    w(depth, "else:")
+    w(depth + 1, f"if {var} - {var} != 0.0:  # NaN or an infinity")
+    w(depth + 2, f"{var} = SLOW")
 
 
 # ------------------------------------------------------------------------------------------ identities
@@ -382,7 +405,7 @@ def _number_from_text(w: _Writer, depth: int, parse: str, text: str) -> None:
 def _identities(w: _Writer, doc: dict) -> None:
     specs = doc.get("identities", {})
     depth = 2
-    if _literal_dict(w, "identities", [(key, spec, f"identities.{key}") for key, spec in specs.items()], None):
+    if _literal_dict(w, 2, "identities", [(key, spec, f"identities.{key}") for key, spec in specs.items()], None):
         w(2, "else:")
         depth = 3
     w(depth, "identities = {}")
@@ -409,15 +432,21 @@ def _identities(w: _Writer, doc: dict) -> None:
 # ------------------------------------------------------------------------------------- user attributes
 
 
-def _user_attributes(w: _Writer, doc: dict, limits: Limits) -> None:
-    w(2, "deleted = []")
+def _user_attributes(w: _Writer, doc: dict, limits: Limits) -> bool:
+    """`attributes` and, when the mapping can delete any (returned: True), `deleted`."""
     rules = attribute_rules(doc)
     dynamic = attributes_from(doc, limits)
+    can_delete = dynamic is not None or any(rule.mode == "delete" for rule in rules)
+    # Without a rule that deletes, nothing is ever added to `deleted`: it is not made (the record's is [])
+    if can_delete:
+        w(2, "deleted = []")
     depth = 2
     if dynamic is not None:
         w(2, "attributes = {}")
         w(2, f"{w.bind(dynamic, 'f')}(record, attributes, deleted)")
-    elif _literal_dict(w, "attributes", [(rule.name, rule.spec, rule.where) for rule in rules], MAX_VALUE):
+    elif _literal_dict(
+        w, 2, "attributes", [(rule.name, rule.spec, rule.where) for rule in rules], MAX_VALUE, numbers=True
+    ):
         w(2, "else:")
         w(3, "attributes = {}")
         depth = 3
@@ -427,12 +456,14 @@ def _user_attributes(w: _Writer, doc: dict, limits: Limits) -> None:
         name = _literal(rule.name)
         present = w.bind(rule.present, "g") if rule.present is not None else "None"
         rest = f"{_literal(rule.where)}, {_literal(rule.mode)}, {present}, record"
+        # (put_user_attribute touches `deleted` only for a rule that deletes.)
+        deleted = "deleted" if can_delete else "None"
 
         def store(v: str, name: str = name) -> str:
             return f"attributes[{name}] = {v}"
 
-        def slow(v: str, name: str = name, rest: str = rest) -> str:
-            return f"put_user_attribute(attributes, deleted, {name}, {v}, {rest})"
+        def slow(v: str, name: str = name, rest: str = rest, deleted: str = deleted) -> str:
+            return f"put_user_attribute(attributes, {deleted}, {name}, {v}, {rest})"
 
         _value(w, depth, rule.spec, rule.where, MAX_VALUE, store, slow)
     if dynamic is not None or len(rules) > schema.MAX_USER_ATTRIBUTES:
@@ -443,9 +474,10 @@ def _user_attributes(w: _Writer, doc: dict, limits: Limits) -> None:
             f'f"user_attributes: {{len(attributes)}} attributes, mParticle takes at most {schema.MAX_USER_ATTRIBUTES}"',
         )
         w(3, ")")
-    if dynamic is not None or any(rule.mode == "delete" for rule in rules):
+    if can_delete:
         w(2, "if deleted and attributes:")
         w(3, "deleted = [name for name in deleted if name not in attributes]")
+    return can_delete
 
 
 # ------------------------------------------------------------------------------------------ record key
@@ -525,7 +557,8 @@ def _custom_event(w: _Writer, index: int, rule: dict, limits: Limits, id_salt: s
         spec = rule["timestamp"]
         optional_time = isinstance(spec, dict) and spec.get("required", True) is False
         w(depth, f"t{index} = ts")
-        recent = f"(t{index} is None or t{index} >= cutoff)"
+        # A required time is never None (its reader refuses the record instead).
+        recent = f"(t{index} is None or t{index} >= cutoff)" if optional_time else f"t{index} >= cutoff"
     _event_id(w, depth, w.bind(id_start(f"{id_salt}:{index}"), "s"))
     has_attributes = bool(rule.get("attributes")) or "attributes_from" in rule
     always_attributes = has_attributes and _event_attributes(w, depth, rule, f"{where}.attributes", limits)
@@ -597,12 +630,18 @@ def _event_attributes(w: _Writer, depth: int, rule: dict, where: str, limits: Li
         build = attributes_reader(static, rule["attributes_from"], where, limits)
         w(depth, f"custom = {w.bind(build, 'a')}(record)")
         return False
-    w(depth, "custom = {}")
+    entries = [(name, spec, f"{where}.{name}") for name, spec in static.items()]
+    depth_values = depth
+    if all(len(name) <= MAX_NAME for name in static) and _literal_dict(
+        w, depth, "custom", entries, MAX_VALUE, numbers=True
+    ):
+        w(depth, "else:")
+        depth_values += 1
+    w(depth_values, "custom = {}")
     never_empty = False
-    for name, spec in static.items():
+    for name, spec, at in entries:
         key = _literal(name[:MAX_NAME])
         cut = len(name) > MAX_NAME
-        at = f"{where}.{name}"
         rest = f"{_literal(at)}, {_literal(cut)}"
 
         def store(v: str, key: str = key) -> str:
@@ -612,7 +651,7 @@ def _event_attributes(w: _Writer, depth: int, rule: dict, where: str, limits: Li
             return f"put_event_attribute(custom, {key}, {v}, {rest})"
 
         # A cut name is counted on every record, by the slow path: it has no written-out case.
-        _value(w, depth, spec, at, MAX_VALUE, slow if cut else store, slow)
+        _value(w, depth_values, spec, at, MAX_VALUE, slow if cut else store, slow)
         never_empty = never_empty or (not cut and _plain_text(_constant(spec, at), MAX_VALUE))
     return never_empty
 
