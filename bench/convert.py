@@ -6,13 +6,22 @@
 (c) mpfeed: the compiled mapping straight into the set-aside form (Converter.set_aside, as the engine calls it
     for the "auto" endpoint mode), per-user grouping, the batch limits and packing into < 256 KB requests.
 
-Each produces the same batches (one user per record here, so one batch per record) in bulk bodies of 100 and
-is timed on one core over the same in-memory records, in CPU time of this process (time.process_time, so that
-moments the machine gives to others count for none of them): the best of --repeat rounds, each running the
-three in turn. Input records are CSV-like dicts of strings, as the file readers yield them.
+Each produces the same batches (one user per record here, so one batch per record) in bulk bodies of 100, timed
+on one core over the same in-memory records, in CPU time of this process (time.process_time, so that moments the
+machine gives to others count for none of them). Input records are CSV-like dicts of strings, as the file readers
+yield them.
+
+This host's speed drifts, by up to twice within seconds (a plain CPU loop of a tenth of a second, run twenty
+times in a row, took 85 to 170 ms), so the three are timed in paired rounds: each round runs each once, next
+to one another, in a rotating order, and each run is about as short as the others — (c) over every record (its
+grouping spans the run), (a) and (b) over a tenth of them, the next tenth each round (they convert 100 records
+at a time, so their cost per record does not depend on how many). The ratio reported is the median over rounds
+of the ratio within a round, which all three runs of that round measured at the same speed; records/s are
+each method's median. (A best-of-rounds figure for each, as this benchmark gave before, favours the short
+runs: they are the likelier to fall wholly in a fast moment.)
 
     .venv/bin/pip install -r requirements-bench.txt
-    .venv/bin/python bench/convert.py [--records 30000] [--repeat 9] [--stages]
+    .venv/bin/python bench/convert.py [--records 30000] [--rounds 30] [--stages] [--control]
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import statistics
 import sys
 import time
 import uuid
@@ -148,7 +158,8 @@ def mpfeed(records: list[dict], slice_size: int = 5000) -> int:
         got = to_aside(r, ref, cutoff)
         if type(got) is not tuple:  # (never, with these records: all recent, in the common form)
             raise AssertionError(f"{ref} would be routed")
-        aside.append((PATH, got[0], line, ref, got[1], got[2]))
+        user, data, events = got
+        aside.append((PATH, user, line, ref, data, events))
     aside.sort(key=itemgetter(1))  # the set-aside table's (user, seq) order: stable, and appended in seq order
     out = 0
     for start in range(0, len(aside), slice_size):  # built a slice of users at a time, as the engine does
@@ -206,42 +217,91 @@ def stages(records: list[dict], repeat: int) -> dict[str, float]:
     return best
 
 
-def best_rates(methods: dict, records: list[dict], repeat: int) -> dict[str, tuple[float, int]]:
-    """The best rate of each method over `repeat` rounds. Each round runs every method once, in turn, so that a
-    machine whose speed drifts (a shared host, another process on the other core) slows them alike; each run
-    starts after a garbage collection, so none inherits another's garbage."""
-    best = dict.fromkeys(methods, float("inf"))
-    sizes = dict.fromkeys(methods, 0)
-    for _ in range(repeat):
-        for name, fn in methods.items():
+def paired_rounds(methods: dict, records: list[dict], rounds: int, whole: str) -> tuple[dict, list[float]]:
+    """Each method's records/s in every round, and the ratio of `whole` to the first method within each round.
+    `whole` runs over every record, the others over a tenth of them (the next tenth each round); the order of the
+    methods rotates from round to round, and each run starts after a garbage collection, so that none inherits
+    another's garbage."""
+    tenth = max(1, len(records) // 10)
+    parts = [records[start : start + tenth] for start in range(0, len(records), tenth)]
+    rates: dict[str, list[float]] = {name: [] for name in methods}
+    names = list(methods)
+    for r in range(rounds):
+        part = parts[r % len(parts)]
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            given = records if name == whole else part
             gc.collect()
             started = time.process_time()
-            sizes[name] = fn(records)
-            best[name] = min(best[name], time.process_time() - started)
-    return {name: (len(records) / best[name], sizes[name]) for name in methods}
+            methods[name](given)
+            rates[name].append(len(given) / (time.process_time() - started))
+    first = names[0]
+    return rates, [w / a for w, a in zip(rates[whole], rates[first], strict=True)]
+
+
+def control(rounds: int) -> None:
+    """How far each way of timing is off on this host, with a known answer: the same Python loop timed as a
+    "long" and a "short" method, so that their speeds per step are equal (1.00). Best of 9 rounds with the long
+    run ten times the short one, as this benchmark timed (a) and (c) before; then paired rounds of runs of equal
+    length, as it does now."""
+
+    def loop(steps: int) -> int:
+        total = 0
+        for i in range(steps):
+            total += i & 7
+        return total
+
+    def timed(steps: int) -> float:
+        started = time.process_time()
+        loop(steps)
+        return steps / (time.process_time() - started)
+
+    short = 2_000_000  # about a fifth of a second, as (c) over 30,000 records
+    best_long = best_short = 0.0
+    for _ in range(9):
+        best_long = max(best_long, timed(10 * short))
+        best_short = max(best_short, timed(short))
+    ratios = []
+    for r in range(rounds):
+        first, second = timed(short), timed(short)
+        ratios.append(first / second if r % 2 else second / first)
+    print("control, the same loop timed as two methods (the right answer: 1.00):")
+    print(f"  best of 9 rounds, one run ten times the other: {best_short / best_long:.2f}")
+    print(f"  median of {rounds} paired rounds of equal runs: {statistics.median(ratios):.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=int, default=30_000)
-    parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--stages", action="store_true", help="also time (c)'s steps apart")
+    parser.add_argument("--repeat", type=int, default=9, help="rounds of --stages (the best is kept)")
+    parser.add_argument("--control", action="store_true", help="only see how far each way of timing is off here")
     args = parser.parse_args()
+    if args.control:
+        control(args.rounds)
+        return
     records = make_records(args.records)
     methods = {"(a) official SDK": sdk, "(b) dict + orjson literal": literal, "(c) mpfeed": mpfeed}
-    results = best_rates(methods, records, args.repeat)
-    print(f"{args.records} records, best of {args.repeat} interleaved rounds, one core")
-    print(f"{'method':<28}{'records/s':>12}{'MB out':>9}")
-    for name, (rate, size) in results.items():
-        print(f"{name:<28}{rate:>12,.0f}{size / 1e6:>9.1f}")
-    a, b, c = (results[k][0] for k in results)
-    print(f"mpfeed vs SDK: {c / a:.1f}x (goal >= 10x); mpfeed vs literal: {c / b:.0%} (goal >= 50%)")
+    sizes = {name: fn(records[:1000]) / 1000 for name, fn in methods.items()}  # (and a first run of each)
+    rates, ratios = paired_rounds(methods, records, args.rounds, whole="(c) mpfeed")
+    literal_ratios = [c / b for c, b in zip(rates["(c) mpfeed"], rates["(b) dict + orjson literal"], strict=True)]
+    print(f"{args.records} records, {args.rounds} paired rounds, one core")
+    print(f"{'method':<28}{'records/s':>12}{'bytes/record':>14}")
+    for name in methods:
+        print(f"{name:<28}{statistics.median(rates[name]):>12,.0f}{sizes[name]:>14.0f}")
+    q1, median, q3 = statistics.quantiles(ratios, n=4)
+    print(
+        f"mpfeed vs SDK: {median:.1f}x (goal >= 10x; rounds' quartiles {q1:.1f}-{q3:.1f}x); "
+        f"mpfeed vs literal: {statistics.median(literal_ratios):.0%} (goal >= 50%)"
+    )
     if args.stages:
         steps = stages(records, args.repeat)
         print("(c) step by step, microseconds per record (garbage collection off):")
         for name, us in steps.items():
             print(f"  {name:<32}{us:>6.2f}")
-        print(f"  {'in all':<32}{sum(steps.values()):>6.2f}  (the SDK: {1e6 / a:.2f})")
+        print(
+            f"  {'in all':<32}{sum(steps.values()):>6.2f}  (the SDK: {1e6 / statistics.median(rates['(a) official SDK']):.2f})"
+        )
 
 
 if __name__ == "__main__":
