@@ -9,6 +9,7 @@ import ast
 import contextlib
 import copy
 import dataclasses
+import hashlib
 import importlib
 import json
 import math
@@ -23,8 +24,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from feeds.mapping import RecordError, compile_mapping, validate
+from feeds.mapping.events import id_maker
 from feeds.mparticle import schema
-from feeds.mparticle.batch import MPFEED_NAMESPACE, UserRecord, deterministic_id, group_by_user, set_aside_form
+from feeds.mparticle.batch import (
+    MPFEED_NAMESPACE,
+    UserRecord,
+    deterministic_id,
+    group_by_user,
+    set_aside_form,
+    uuid5_of,
+)
 from tests.helpers import MAPPING
 from tests.test_mapping_junk import FIELDS, KITCHEN_SINK, PLAUSIBLE, TRICKY_TEXT, junk
 
@@ -342,6 +351,32 @@ def test_numbers_join_the_written_out_dicts_and_only_a_deleting_mapping_keeps_a_
 def test_deterministic_ids_are_uuid5_for_any_number_of_parts():
     for parts in [(), ("a",), tuple(range(8)), tuple(range(9)), tuple("abcdefghijkl"), ((1, 2), None, 1.5, "é")]:
         assert deterministic_id(*parts) == str(uuid.uuid5(MPFEED_NAMESPACE, ":".join(map(str, parts))))
+
+
+def rfc_uuid5(name: bytes) -> str:
+    """RFC 4122 version 5 in mpfeed's namespace as the standard library computes it (uuid.uuid5, which takes
+    only text in Python 3.11): the first 16 bytes of a sha1, version and variant set."""
+    digest = hashlib.sha1(MPFEED_NAMESPACE.bytes + name, usedforsecurity=False).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=5))
+
+
+@checked
+@given(
+    name=st.binary(max_size=300),
+    prefix=st.text(st.characters(codec="utf-8"), max_size=20),  # a salt and a rule's index
+    ref=st.text(max_size=80),  # lone surrogates too
+)
+def test_every_event_and_batch_id_is_the_standard_uuid5(name, prefix, ref):
+    # fastuuid makes them: the ids of data sent before it came in must not change.
+    assert uuid5_of(name) == rfc_uuid5(name)
+    assert id_maker(prefix)(ref) == rfc_uuid5(f"{prefix}:{ref}".encode("utf-8", "surrogatepass"))
+
+
+def test_an_event_id_is_the_one_it_always_was():
+    doc = {"identities": {"customer_id": "id"}, "events": [{"name": "E"}]}
+    for converter in pair(doc):
+        (event,) = converter.convert({"id": "u"}, "f.csv:2").events
+        assert event["data"]["source_message_id"] == "2e75f241-ebb3-5d3a-95c3-9110505c2ec8"  # (as made by hashlib)
 
 
 # --------------------------------------------------------------------------------------------- batches

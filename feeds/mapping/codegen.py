@@ -27,21 +27,22 @@ import orjson
 
 from feeds.mparticle import schema
 from feeds.mparticle.batch import (
+    ID_NAMESPACE,
     USER_KEY_TEXT,
-    VARIANT_DIGIT,
     WHOLE,
     WHOLE_WITH_ATTRIBUTES,
     SetAside,
     UserRecord,
     has_older,
     user_key,
+    uuid5,
     whole_form,
 )
 from feeds.words import kind
 
 from .batchfields import batch_fields_reader
 from .conditions import compile_condition
-from .events import attributes_reader, choice_reader, event_rule, id_start, name_reader
+from .events import attributes_reader, choice_reader, event_rule, id_prefix, name_reader
 from .limits import (
     INT64_MAX,
     INT64_MIN,
@@ -155,12 +156,8 @@ def generate_converter(
         fromisoformat=datetime.fromisoformat,
         UTC=UTC,
         EPOCH=EPOCH,
-        VARIANT=VARIANT_DIGIT,
-        U0=slice(0, 8),
-        U1=slice(8, 12),
-        U2=slice(13, 16),
-        U3=slice(17, 20),
-        U4=slice(20, 32),
+        uuid5=uuid5,
+        ID_NAMESPACE=ID_NAMESPACE,
         bug=bug,
         **_slow_paths(limits),
     )
@@ -559,7 +556,7 @@ def _custom_event(w: _Writer, index: int, rule: dict, limits: Limits, id_salt: s
         w(depth, f"t{index} = ts")
         # A required time is never None (its reader refuses the record instead).
         recent = f"(t{index} is None or t{index} >= cutoff)" if optional_time else f"t{index} >= cutoff"
-    _event_id(w, depth, w.bind(id_start(f"{id_salt}:{index}"), "s"))
+    _event_id(w, depth, w.bind(id_prefix(f"{id_salt}:{index}"), "s"))
     has_attributes = bool(rule.get("attributes")) or "attributes_from" in rule
     always_attributes = has_attributes and _event_attributes(w, depth, rule, f"{where}.attributes", limits)
     tail = ", 'custom_attributes': custom" if always_attributes else ""
@@ -611,15 +608,11 @@ def _timestamp(w: _Writer, depth: int, spec: object, where: str) -> None:
 
 
 def _event_id(w: _Writer, depth: int, start: str) -> None:
-    """`mid` = events.id_maker(prefix)(event_ref), written out."""
-    w(depth, f"d = {start}.copy()")
+    """`mid` = events.id_maker(prefix)(event_ref), written out (`start`: the name's start, in bytes)."""
     w(depth, "try:")
-    w(depth + 1, "d.update(event_ref.encode())")
-    w(depth, "except UnicodeEncodeError:  # a lone surrogate: hashed as the closures do")
-    w(depth + 1, "d.update(event_ref.encode('utf-8', 'surrogatepass'))")
-    w(depth, "h = d.hexdigest()")
-    # The uuid5's groups, sliced with prebuilt slice objects (U0…U4 in the namespace: no slice built per event).
-    w(depth, "mid = f'{h[U0]}-{h[U1]}-5{h[U2]}-{VARIANT[h[16]]}{h[U3]}-{h[U4]}'")
+    w(depth + 1, f"mid = str(uuid5(ID_NAMESPACE, {start} + event_ref.encode()))")
+    w(depth, "except UnicodeEncodeError:  # a lone surrogate: named as the closures do")
+    w(depth + 1, f"mid = str(uuid5(ID_NAMESPACE, {start} + event_ref.encode('utf-8', 'surrogatepass')))")
 
 
 def _event_attributes(w: _Writer, depth: int, rule: dict, where: str, limits: Limits) -> bool:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable
 
 from feeds.mparticle import schema
-from feeds.mparticle.batch import MPFEED_NAMESPACE, VARIANT_DIGIT
+from feeds.mparticle.batch import uuid5_of
 from feeds.words import kind
 
 from .conditions import compile_condition
@@ -17,22 +16,17 @@ from .validation import ACTION_FIELDS, PRODUCT_FIELDS
 from .values import MISSING, RecordError, getter, scalar_text, show
 
 
-def id_start(prefix: str) -> hashlib._Hash:
-    """The hash of everything before the ref in `deterministic_id(prefix, ref)`, to be copied for each ref."""
-    return hashlib.sha1(MPFEED_NAMESPACE.bytes + f"{prefix}:".encode(), usedforsecurity=False)
+def id_prefix(prefix: str) -> bytes:
+    """The start of the name of `deterministic_id(prefix, ref)`, before the ref."""
+    return f"{prefix}:".encode()
 
 
 def id_maker(prefix: str) -> Callable[[str], str]:
-    """`deterministic_id(prefix, ref)` (uuid5 in mpfeed's namespace), with the prefix hashed once."""
-    start = id_start(prefix)
-    variant = VARIANT_DIGIT
+    """`deterministic_id(prefix, ref)` (uuid5 in mpfeed's namespace) for any ref, lone surrogates included."""
+    start = id_prefix(prefix)
 
     def make(ref: str) -> str:
-        digest = start.copy()
-        digest.update(ref.encode("utf-8", "surrogatepass"))
-        h = digest.hexdigest()
-        # Version 5 in the 13th digit, the RFC 4122 variant in the 17th, as uuid.uuid5 does.
-        return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{variant[h[16]]}{h[17:20]}-{h[20:32]}"
+        return uuid5_of(start + ref.encode("utf-8", "surrogatepass"))
 
     return make
 
