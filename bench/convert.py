@@ -17,8 +17,8 @@ to one another, in a rotating order, and each run is about as short as the other
 grouping spans the run), (a) and (b) over a tenth of them, the next tenth each round (they convert 100 records
 at a time, so their cost per record does not depend on how many). The ratio reported is the median over rounds
 of the ratio within a round, which all three runs of that round measured at the same speed; records/s are
-each method's median. (A best-of-rounds figure for each, as this benchmark gave before, favours the short
-runs: they are the likelier to fall wholly in a fast moment.)
+each method's median. (A best-of-rounds figure for each, as this benchmark gave before with (a)'s runs ten times
+as long as (c)'s, is off either way by up to 15 % here: `--control` shows it on a known answer.)
 
     .venv/bin/pip install -r requirements-bench.txt
     .venv/bin/python bench/convert.py [--records 30000] [--rounds 30] [--stages] [--control]

@@ -434,9 +434,11 @@ def _user_attributes(w: _Writer, doc: dict, limits: Limits) -> bool:
     rules = attribute_rules(doc)
     dynamic = attributes_from(doc, limits)
     can_delete = dynamic is not None or any(rule.mode == "delete" for rule in rules)
-    # Without a rule that deletes, nothing is ever added to `deleted`: it is not made (the record's is [])
+    # Without a rule that deletes, nothing is ever added to `deleted`: it is not made (the record's is []), and
+    # put_user_attribute, which touches it only for a rule that deletes, is given None.
     if can_delete:
         w(2, "deleted = []")
+    deleted = "deleted" if can_delete else "None"
     depth = 2
     if dynamic is not None:
         w(2, "attributes = {}")
@@ -453,8 +455,6 @@ def _user_attributes(w: _Writer, doc: dict, limits: Limits) -> bool:
         name = _literal(rule.name)
         present = w.bind(rule.present, "g") if rule.present is not None else "None"
         rest = f"{_literal(rule.where)}, {_literal(rule.mode)}, {present}, record"
-        # (put_user_attribute touches `deleted` only for a rule that deletes.)
-        deleted = "deleted" if can_delete else "None"
 
         def store(v: str, name: str = name) -> str:
             return f"attributes[{name}] = {v}"
