@@ -213,3 +213,85 @@ def test_users_with_long_or_unusual_identities_each_arrive_in_one_batch(sandbox,
     users = [k.batch["user_identities"]["customer_id"] for k in sandbox.kept()]
     assert sorted(users) == sorted(ids)  # one batch per user: "u1 " is not "u1", nor "Zoë" "zoë"
     assert sum(len(k.batch["events"]) for k in sandbox.kept()) == 60 == len(set(message_ids(sandbox)))
+
+
+class PlainEventsApi:
+    """An Events API fake that shares no code with the sandbox: a bare http.server on a loopback port that checks
+    what mParticle checks first (basic auth, a JSON array of batches on /v2/bulkevents), answers 202 with no
+    body, and every `throttle_every`-th request 429 with Retry-After — keeping every batch it accepted."""
+
+    def __init__(self, key: str, secret: str, throttle_every: int = 0):
+        import base64
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.batches: list[dict] = []
+        self.requests = self.throttled = 0
+        auth = "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
+        fake = self
+        lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with lock:
+                    fake.requests += 1
+                    if self.headers.get("Authorization") != auth:
+                        return self.answer(401)
+                    if throttle_every and fake.requests % throttle_every == 0:
+                        fake.throttled += 1
+                        return self.answer(429, {"Retry-After": "1"})
+                    batches = orjson.loads(body)
+                    if self.path != "/v2/bulkevents" or not isinstance(batches, list) or len(batches) > 100:
+                        return self.answer(400)
+                    if any(len(orjson.dumps(b)) > schema.MAX_BATCH_BYTES for b in batches):
+                        return self.answer(413)
+                    fake.batches += batches
+                    self.answer(202)
+
+            def answer(self, status, headers=None):
+                self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v2"
+        threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_an_events_api_fake_sharing_no_code_with_the_sandbox_gets_one_batch_per_user_and_every_event_once(
+    tmp_path, settings
+):
+    from tests.helpers import SANDBOX_KEY, SANDBOX_SECRET
+
+    settings.MPFEED_CHUNK_SIZE = 500  # 12 chunks, every user in most of them
+    path = time_ordered(tmp_path / "orders.csv", 6000, 700, seed=11)
+    fake = PlainEventsApi(SANDBOX_KEY, SANDBOX_SECRET, throttle_every=3)
+    try:
+        run = run_job(make_job(make_workspace(endpoint_url=fake.url), path))
+    finally:
+        fake.close()
+    assert run.status == SyncRun.Status.SUCCEEDED, run.error
+    assert fake.throttled >= 2  # some requests were refused with a 429 and sent again
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    users = {r["user_id"] for r in rows}
+    batch_users = [b["user_identities"]["customer_id"] for b in fake.batches]
+    assert len(batch_users) == len(set(batch_users)) == len(users)  # one batch per distinct user
+    events = [e["data"]["source_message_id"] for b in fake.batches for e in b["events"]]
+    assert len(events) == len(set(events)) == len(rows)  # every event exactly once
+    per_user = {u: 0 for u in users}
+    for r in rows:
+        per_user[r["user_id"]] += 1
+    assert {b["user_identities"]["customer_id"]: len(b["events"]) for b in fake.batches} == per_user
+    assert run.batches == len(users) and not SetAsideRecord.objects.exists()
