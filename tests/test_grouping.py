@@ -3,6 +3,7 @@ few batches as the 128 KB batch limit allows — with crashes at any step losing
 
 from __future__ import annotations
 
+import collections
 import csv
 import random
 from datetime import UTC, datetime, timedelta
@@ -290,8 +291,6 @@ def test_an_events_api_fake_sharing_no_code_with_the_sandbox_gets_one_batch_per_
     assert len(batch_users) == len(set(batch_users)) == len(users)  # one batch per distinct user
     events = [e["data"]["source_message_id"] for b in fake.batches for e in b["events"]]
     assert len(events) == len(set(events)) == len(rows)  # every event exactly once
-    per_user = {u: 0 for u in users}
-    for r in rows:
-        per_user[r["user_id"]] += 1
-    assert {b["user_identities"]["customer_id"]: len(b["events"]) for b in fake.batches} == per_user
+    per_user = collections.Counter(r["user_id"] for r in rows)
+    assert {b["user_identities"]["customer_id"]: len(b["events"]) for b in fake.batches} == dict(per_user)
     assert run.batches == len(users) and not SetAsideRecord.objects.exists()
