@@ -345,6 +345,89 @@ def test_numbers_join_the_written_out_dicts_and_only_a_deleting_mapping_keeps_a_
         same(generated, closures, {**PLAUSIBLE, **record})
 
 
+# The mapping of a common feed, with what the text form (codegen._as_text) must get right: identities out of
+# their sorted order, a constant among attributes, events with and without a time, text and numbers.
+TEXT_FORM = {
+    "record_key": "id",
+    "identities": {"email": {"field": "email", "transform": ["trim", "lower"]}, "customer_id": "user_id"},
+    "user_attributes": {"plan": "plan", "$firstname": "first_name", "source": {"value": 'Pa"rtner'}},
+    "events": [
+        {
+            "name": "Purchase Completed",
+            "custom_event_type": "transaction",
+            "timestamp": {"field": "ts", "format": "iso8601"},
+            "attributes": {"sku": "sku", "amount": {"field": "amount", "type": "float"}, "currency": {"value": "USD"}},
+        },
+        {"name": 'Order "Seen"', "attributes": {"sku": "sku", "note": "note"}},
+    ],
+}
+TEXT_FORM_RECORD = {
+    "id": "o1", "user_id": "u1", "email": " A@B.C ", "plan": "pro", "first_name": "Ada", "ts": "2026-11-20T10:00:00Z",
+    "sku": "S-1", "amount": "12.5", "note": "ok",
+}  # fmt: skip
+# Text each value is drawn from: what JSON must escape (quotes, backslashes, control characters), what the
+# closures refuse or read otherwise (lone surrogates, non-ASCII, empty, too long), and the plain.
+text_form_values = (
+    st.text(alphabet=st.sampled_from('aZ09 @."\\\x00\x1f\x7f/é\ud800'), max_size=6)
+    | st.sampled_from(["", "x" * 5000, "2026-11-20T10:00:00+02:00", "2026-11-20", "1e400", "nan", "-0", "7"])
+    | st.none()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+)
+
+
+def test_the_text_form_is_written_for_a_common_feed_and_gives_the_general_codes_bytes():
+    generated, closures = pair(TEXT_FORM)
+    set_aside = generated.source[generated.source.index("def set_aside") :]
+    assert "j.isprintable()" in set_aside and "identities = {" not in set_aside.split("j = concat(")[0]
+    got = generated.set_aside(TEXT_FORM_RECORD, "f.csv:2", None)
+    assert got == (*set_aside_form(generated.convert(TEXT_FORM_RECORD, "f.csv:2")), 2)
+    assert got[0] == '{"customer_id":"u1","email":"a@b.c"}'  # the user's key sorted; the data keeps the mapping's order
+    assert got[1].startswith(b'A{"user_identities":{"email":"a@b.c","customer_id":"u1"},"user_attributes":')
+    same(generated, closures, TEXT_FORM_RECORD)
+    # Mappings the text form is not for: conditions, an mpid, deletions from a dynamic source…
+    for doc in (
+        {**TEXT_FORM, "events": [{**TEXT_FORM["events"][0], "when": {"field": "sku", "equals": "S-1"}}]},
+        {**TEXT_FORM, "mpid": "mpid"},
+        {**TEXT_FORM, "events": []},
+        {**TEXT_FORM, "events": [{"name": "E", "timestamp": {"field": "ts", "required": False}}]},
+    ):
+        assert "j.isprintable()" not in compile_mapping(doc).source
+
+
+TEXT_FORM_TRICKY = [
+    'a"b', "a\\b", "a\x00b", "a\x1fb", "a\x7fb", "a/b", "aéb", "\ud800", "", " ", "x" * 300, "x" * 5000, 7, 2.5, None,
+    True, ["a"], "nan", "1e400", "2026-11-20T10:00:00+02:00", "2026-11-20T10:00:00", "2026-11-20", "2026-11-20T10:00:00.123456Z",
+    "2026-10-01T00:00:00Z", "é" * 150, "é" * 4000,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        TEXT_FORM,
+        {**TEXT_FORM, "user_attributes": {}},  # the "W" form
+        {**TEXT_FORM, "record_key": "missing.field"},
+        {key: rule for key, rule in TEXT_FORM.items() if key != "record_key"},
+        {"identities": {"customer_id": "user_id"}, "events": [{"name": "E", "attributes": {"n" * 300: "note"}}]},
+    ],
+    ids=["common", "no attributes", "nested record key", "no record key", "a cut attribute name"],
+)
+def test_the_text_form_gives_the_general_codes_bytes_for_every_tricky_value_in_every_field(doc):
+    generated, closures = pair(doc)
+    for name in TEXT_FORM_RECORD:
+        for value in TEXT_FORM_TRICKY:
+            same(generated, closures, {**TEXT_FORM_RECORD, name: value})
+
+
+@checked
+@given(changes=st.dictionaries(st.sampled_from(sorted(TEXT_FORM_RECORD)), text_form_values, max_size=3))
+def test_the_text_form_gives_the_general_codes_bytes_or_leaves_the_record_to_it(changes):
+    generated, closures = pair(TEXT_FORM)
+    same(generated, closures, {**TEXT_FORM_RECORD, **changes})
+    same(generated, closures, changes)
+
+
 # ---------------------------------------------------------------------------------------------- ids
 
 

@@ -8,7 +8,8 @@ not take (empty, not text, not a finite number, too long…), goes through the c
 is made of (specs.py, events.py, users.py), which read the value again from the record, and then through the
 same steps as there (`_slow_paths`). A written-out case therefore only ever produces what the closures would
 have produced, and every message and counter comes from them: tests/test_mapping_compiled.py holds the two
-converters to that.
+converters to that. `set_aside(record, ref, cutoff)` first tries the commonest record of a common feed as text
+(`_as_text`): its set-aside form spliced together from pieces of JSON, which the general code would serialize.
 
 Nothing from the document is pasted into the source as text. Field names, attribute names and other constants
 enter it only as the `repr()` of a plain str/int/float/bool/None that reads back as the same value
@@ -158,12 +159,18 @@ def generate_converter(
         EPOCH=EPOCH,
         uuid5=uuid5,
         ID_NAMESPACE=ID_NAMESPACE,
+        concat="".join,
+        concat_bytes=b"".join,
         bug=bug,
         **_slow_paths(limits),
     )
     w(2, "if not isinstance(record, dict):")
     w(3, 'raise RecordError(f"expected an object, got {kind(record)}")')
     w(2, "get = record.get")
+    # set_aside's own way for the commonest records, written before the rest (see _as_text).
+    head, lines, w.lines = len(w.lines), w.lines, []
+    as_text = _as_text(w, doc, limits, id_salt)
+    w.lines = lines
     _identities(w, doc)
     can_delete = _user_attributes(w, doc, limits)
     _record_key(w, doc)
@@ -212,7 +219,7 @@ def generate_converter(
     direct = w.lines
     source = "\n".join(
         ["def convert(record, ref):", "    try:", *body, *tail, "", ""]
-        + ["def set_aside(record, ref, cutoff):", "    try:", *body, *direct, *tail, ""]
+        + ["def set_aside(record, ref, cutoff):", "    try:", *body[:head], *as_text, *body[head:], *direct, *tail, ""]
     )
     code = compile(source, "<mpfeed generated converter>", "exec")
     exec(code, w.namespace)  # noqa: S102 - our own source: see the module docstring
@@ -240,10 +247,10 @@ def _raw(w: _Writer, path: str) -> str:
     return f"{w.bind(getter(path), 'g')}(record)"
 
 
-def _text_test(spec: object, var: str, max_length: int | None) -> str | None:
+def _text_test(spec: object, var: str, max_length: int | None, ascii: bool = True) -> str | None:
     """For a spec that reads text as it is (or trimmed, lowered…), the test that the value just read into `var`
     is the common case — text, non-empty, ASCII, short enough — leaving `var` as the closure would return it.
-    None for other specs."""
+    None for other specs. Without `ascii`, the caller tests that itself."""
     fast_spec = _fast_spec(spec)
     if fast_spec is None or fast_spec.get("type", "auto") not in _TEXT_TYPES:
         return None
@@ -251,7 +258,7 @@ def _text_test(spec: object, var: str, max_length: int | None) -> str | None:
     test = f"type({var}) is str and " + (f"({var} := {transformed})" if transformed != var else var)
     if max_length is not None:
         test += f" and len({var}) <= {_literal(max_length)}"
-    return test + f" and {var}.isascii()"
+    return test + f" and {var}.isascii()" if ascii else test
 
 
 def _constant(spec: object, where: str) -> object:
@@ -591,7 +598,12 @@ def _timestamp(w: _Writer, depth: int, spec: object, where: str) -> None:
     if spec.get("format", "auto") not in ("iso8601", "auto"):
         w(depth, f"ts = {read}(record)")
         return
-    w(depth, f"v = {_raw(w, spec['field'])}")
+    _iso_time(w, depth, spec["field"], "ts", f"{read}(record)")
+
+
+def _iso_time(w: _Writer, depth: int, field: str, var: str, otherwise: str) -> None:
+    """`var` = the field's ISO 8601 time in UTC, in ms since the epoch, or `otherwise` for any other value."""
+    w(depth, f"v = {_raw(w, field)}")
     w(depth, f"if type(v) is str and 0 < len(v) <= {_literal(MAX_TIME_TEXT)}:")
     w(depth + 1, "try:")
     w(depth + 2, "m = fromisoformat(v)")
@@ -600,19 +612,19 @@ def _timestamp(w: _Writer, depth: int, spec: object, where: str) -> None:
     w(depth + 1, "if m is not None and m.tzinfo is UTC:")
     # (m - EPOCH) // ONE_MS in whole numbers: a timedelta's floor division costs more than the parse.
     w(depth + 2, "t = m - EPOCH")
-    w(depth + 2, "ts = t.days * 86400000 + t.seconds * 1000 + t.microseconds // 1000")
+    w(depth + 2, f"{var} = t.days * 86400000 + t.seconds * 1000 + t.microseconds // 1000")
     w(depth + 1, "else:")
-    w(depth + 2, f"ts = {read}(record)")
+    w(depth + 2, f"{var} = {otherwise}")
     w(depth, "else:")
-    w(depth + 1, f"ts = {read}(record)")
+    w(depth + 1, f"{var} = {otherwise}")
 
 
-def _event_id(w: _Writer, depth: int, start: str) -> None:
-    """`mid` = events.id_maker(prefix)(event_ref), written out (`start`: the name's start, in bytes)."""
+def _event_id(w: _Writer, depth: int, start: str, var: str = "mid") -> None:
+    """`var` = events.id_maker(prefix)(event_ref), written out (`start`: the name's start, in bytes)."""
     w(depth, "try:")
-    w(depth + 1, f"mid = str(uuid5(ID_NAMESPACE, {start} + event_ref.encode()))")
+    w(depth + 1, f"{var} = str(uuid5(ID_NAMESPACE, {start} + event_ref.encode()))")
     w(depth, "except UnicodeEncodeError:  # a lone surrogate: named as the closures do")
-    w(depth + 1, f"mid = str(uuid5(ID_NAMESPACE, {start} + event_ref.encode('utf-8', 'surrogatepass')))")
+    w(depth + 1, f"{var} = str(uuid5(ID_NAMESPACE, {start} + event_ref.encode('utf-8', 'surrogatepass')))")
 
 
 def _event_attributes(w: _Writer, depth: int, rule: dict, where: str, limits: Limits) -> bool:
@@ -647,6 +659,245 @@ def _event_attributes(w: _Writer, depth: int, rule: dict, where: str, limits: Li
         _value(w, depth_values, spec, at, MAX_VALUE, slow if cut else store, slow)
         never_empty = never_empty or (not cut and _plain_text(_constant(spec, at), MAX_VALUE))
     return never_empty
+
+
+# ------------------------------------------------------------------------------ the set-aside form written as text
+
+# Events of one record the text form is written for at most (one test and one id each); more: the general code.
+_TEXT_FORM_EVENTS = 8
+_TEXT_FORM_VALUES = 60
+if _TEXT_FORM_VALUES >= schema.MAX_USER_ATTRIBUTES:
+    raise RuntimeError("_TEXT_FORM_VALUES must stay under MAX_USER_ATTRIBUTES (see _as_text)")
+
+
+class _Json:
+    """The pieces of one JSON text, in order: JSON made here (a constant), or a variable of text to splice in
+    between quotes, of a number (an int), or of bytes (orjson's)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def json(self, text: str) -> None:
+        if self.items and self.items[-1][0] == "json":
+            self.items[-1] = ("json", self.items[-1][1] + text)
+        else:
+            self.items.append(("json", text))
+
+    def value(self, kind_: str, text: str) -> None:
+        """A value read in: ("json", its JSON), ("text", a variable spliced in quotes), ("int", a variable) or
+        ("bytes", an expression of orjson)."""
+        if kind_ == "json":
+            self.json(text)
+        elif kind_ == "text":
+            self.json('"')
+            self.items.append(("var", text))
+            self.json('"')
+        else:
+            self.items.append(("var" if kind_ == "int" else "bytes", text))
+
+    def members(self, members: list[tuple[str, tuple[str, str]]]) -> None:
+        """`{"key": value, …}`."""
+        self.json("{")
+        for i, (key, value) in enumerate(members):
+            self.json(("," if i else "") + orjson.dumps(key).decode() + ":")
+            self.value(*value)
+        self.json("}")
+
+    def expression(self, w: _Writer) -> str:
+        """Python source making the bytes: f-strings of bound pieces and variables, encoded, with orjson's bytes
+        joined in between (JSON alone: bound as bytes)."""
+        out: list[str] = []
+        run: list[tuple[str, str]] = []
+        for what, item in [*self.items, ("bytes", "")]:
+            if what != "bytes":
+                run.append((what, item))
+                continue
+            if len(run) == 1 and run[0][0] == "json":
+                out.append(w.bind(run[0][1].encode(), "p"))
+            elif run:
+                out.append(f"{self.text(w, run)}.encode()")
+            run = []
+            if item:
+                out.append(item)
+        return out[0] if len(out) == 1 else f"concat_bytes(({', '.join(out)}))"
+
+    def text(self, w: _Writer, items: list[tuple[str, str]] | None = None) -> str:
+        """An f-string of bound pieces and variables making the text (no bytes among the items)."""
+        return (
+            "f'"
+            + "".join("{" + (w.bind(item, "p") if what == "json" else item) + "}" for what, item in items or self.items)
+            + "'"
+        )
+
+
+class _NotText(Exception):
+    """A mapping's value that the text form is not written for."""
+
+
+def _as_text(w: _Writer, doc: dict, limits: Limits, id_salt: str) -> list[str]:
+    """For set_aside and the mappings the common feed has — identities and user attributes read as text (or
+    constant), unconditional custom events with fixed names, a required ISO 8601 time or none, and attributes
+    of text, numbers or constants — the lines that make a record's set-aside form as text, when every value is
+    the common case and is printable text without a quote or a backslash (so that it is its own JSON string):
+    the values spliced into pieces of JSON made here once (keys and constants serialized by orjson), with no
+    dict built and serialized but for attributes with numbers (an eighth of set_aside's time). A record any of
+    that does not hold for falls through to the general code after these lines, which gives the same bytes
+    (tests/test_mapping_compiled.py holds the two to that). [] for other mappings."""
+    rules = doc.get("events", [])
+    if "mpid" in doc or batch_fields_reader(doc) is not None or attributes_from(doc, limits) is not None:
+        return []
+    if (
+        not rules
+        or len(rules) > _TEXT_FORM_EVENTS
+        or any("when" in rule or "attributes_from" in rule for rule in rules)
+    ):
+        return []
+    numbers = itertools.count()
+    reads: list[str] = []
+    tests: list[str] = []  # that each value read is the common case
+    parsed: list[tuple[str, dict]] = []  # numbers read from text
+    spliced: list[str] = []  # text spliced in as it is
+
+    def value(spec: object, where: str, max_length: int | None, number: bool, ascii: bool = False) -> tuple[str, str]:
+        """How a value enters the JSON (see _Json.value); ("", "") when never sent. `ascii` for identities: the
+        user's key is then as long in characters as in bytes, its limit (USER_KEY_TEXT) tested on the text."""
+        constant = _constant(spec, where)
+        if constant is MISSING:
+            return ("", "")
+        if constant is not _NOT_CONSTANT:
+            if not _plain_text(constant, max_length):
+                raise _NotText
+            return ("json", orjson.dumps(constant).decode())
+        fast_spec = _fast_spec(spec)
+        if fast_spec is None:
+            raise _NotText
+        var = f"x{next(numbers)}"
+        test = _text_test(fast_spec, var, max_length, ascii=ascii)
+        if test is None and (not number or fast_spec.get("type", "auto") not in _NUMBER_TYPES):
+            raise _NotText
+        reads.append(f"{var} = {_raw(w, fast_spec['field'])}")
+        if test is None:
+            parsed.append((var, fast_spec))
+            return ("number", var)
+        tests.append(test)
+        spliced.append(var)
+        return ("text", var)
+
+    try:
+        identities = [
+            (key, value(spec, f"identities.{key}", None, False, ascii=True))
+            for key, spec in doc.get("identities", {}).items()
+        ]
+        # (Fewer values than mParticle takes user attributes: the general code's count test is never needed here.)
+        attributes = [(rule.name, value(rule.spec, rule.where, MAX_VALUE, False)) for rule in attribute_rules(doc)]
+        events = []
+        for index, rule in enumerate(rules):
+            where = f"events[{index}]"
+            if rule.get("event_type", "custom_event") != "custom_event":
+                raise _NotText
+            name, _ = name_reader(rule["name"], f"{where}.name", limits, "event name")
+            event_type, _ = choice_reader(
+                rule.get("custom_event_type", "other"), schema.CUSTOM_EVENT_TYPES, f"{where}.custom_event_type", "custom event type"
+            )  # fmt: skip
+            time_spec = rule.get("timestamp")
+            if isinstance(time_spec, str):
+                time_spec = {"field": time_spec}
+            if (
+                name is None
+                or event_type is None
+                or (
+                    time_spec is not None
+                    and (
+                        not isinstance(time_spec, dict)
+                        or time_spec.get("format", "auto") not in ("iso8601", "auto")
+                        or time_spec.get("required", True) is False
+                    )
+                )
+            ):
+                return []
+            static = rule.get("attributes", {})
+            if any(len(key) > MAX_NAME for key in static):
+                return []
+            custom = [(key, value(spec, f"{where}.attributes.{key}", MAX_VALUE, True)) for key, spec in static.items()]
+            events.append((index, name, event_type, time_spec, custom))
+    except _NotText:
+        return []
+    every = [v for _, v in identities + attributes] + [v for *_, custom in events for _, v in custom]
+    if len(every) > _TEXT_FORM_VALUES:
+        return []
+    identities = [(key, v) for key, v in identities if v[0]]
+    if not identities:
+        return []
+    attributes = [(key, v) for key, v in attributes if v[0]]
+
+    key_json, form = _Json(), _Json()
+    key_json.members(sorted(identities))  # the user's key: the identities' canonical JSON (see set_aside_form)
+    form.json(WHOLE_WITH_ATTRIBUTES.decode() if attributes else WHOLE.decode())
+    form.json('{"user_identities":')
+    form.members(identities)
+    if attributes:
+        form.json(',"user_attributes":')
+        form.members(attributes)
+    form.json(',"events":[')
+    for i, (index, name, event_type, time_spec, custom) in enumerate(events):
+        form.json(("," if i else "") + '{"event_type":"custom_event","data":')
+        form.json('{"event_name":' + orjson.dumps(name).decode())
+        form.json(',"custom_event_type":' + orjson.dumps(event_type).decode())
+        if time_spec is not None:
+            form.json(',"timestamp_unixtime_ms":')
+            form.value("int", f"t{index}")
+        form.json(',"source_message_id":')
+        form.value("text", f"mid{index}")
+        custom = [(key, v) for key, v in custom if v[0]]
+        if custom:
+            form.json(',"custom_attributes":')
+            if any(v[0] == "number" for _, v in custom):  # orjson writes the numbers, as the general code does
+                items = ", ".join(
+                    f"{_literal(key)}: {_literal(orjson.loads(v[1])) if v[0] == 'json' else v[1]}" for key, v in custom
+                )
+                form.value("bytes", f"dumps({{{items}}})")
+            else:
+                form.members(custom)
+        form.json("}}")
+    form.json("]}")
+
+    for read in reads:
+        w(2, read)
+    w(2, f"if {' and '.join(tests) or 'True'}:")
+    for var, fast_spec in parsed:
+        _number(w, 3, var, fast_spec)
+    common = [f"{var} is not SLOW" for var, _ in parsed]
+    if spliced:
+        w(3, f"j = concat(({', '.join(spliced)},))")
+        # Printable text but '"' and '\\' is its own JSON string in UTF-8: orjson escapes nothing else, and lone
+        # surrogates (which the closures refuse) and control characters are not printable.
+        common += ["j.isprintable()", "'\"' not in j", "'\\\\' not in j"]
+    w(3, f"if {' and '.join(common) or 'True'}:")
+    depth = 4
+    if doc.get("record_key"):
+        w(depth, f"k = {_raw(w, doc['record_key'])}")
+        w(depth, "if k is None or k is MISSING or type(k) is str:")
+        depth += 1
+        w(depth, "event_ref = k if type(k) is str and k else ref")
+    else:
+        w(depth, "event_ref = ref")
+    times = []
+    for index, _, _, time_spec, _ in events:
+        if time_spec is None:
+            continue
+        times.append(f"t{index}")
+        _iso_time(w, depth, time_spec["field"], f"t{index}", "None")
+    if times:
+        known = " and ".join(f"{t} is not None" for t in times)
+        w(depth, f"if {known} and (cutoff is None or {' and '.join(f'{t} >= cutoff' for t in times)}):")
+        depth += 1
+    for index, *_ in events:
+        _event_id(w, depth, w.bind(id_prefix(f"{id_salt}:{index}"), "s"), f"mid{index}")
+    w(depth, f"user = {key_json.text(w)}")
+    w(depth, "if len(user) > USER_KEY_TEXT:")
+    w(depth + 1, "user = user_key(user.encode())")
+    w(depth, f"return user, {form.expression(w)}, {len(rules)}")
+    return w.lines
 
 
 # ------------------------------------------------------------------------------------------- slow paths
