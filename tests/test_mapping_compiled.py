@@ -358,12 +358,20 @@ TEXT_FORM = {
             "timestamp": {"field": "ts", "format": "iso8601"},
             "attributes": {"sku": "sku", "amount": {"field": "amount", "type": "float"}, "currency": {"value": "USD"}},
         },
-        {"name": 'Order "Seen"', "attributes": {"sku": "sku", "note": "note"}},
+        {
+            "name": 'Order "Seen"',
+            "attributes": {
+                "sku": "sku",
+                "note": "note",
+                "qty": {"field": "qty", "type": "int"},
+                "n": {"field": "n", "type": "number"},
+            },
+        },
     ],
 }
 TEXT_FORM_RECORD = {
     "id": "o1", "user_id": "u1", "email": " A@B.C ", "plan": "pro", "first_name": "Ada", "ts": "2026-11-20T10:00:00Z",
-    "sku": "S-1", "amount": "12.5", "note": "ok",
+    "sku": "S-1", "amount": "12.5", "note": "ok", "qty": "3", "n": "2.50",
 }  # fmt: skip
 # Text each value is drawn from: what JSON must escape (quotes, backslashes, control characters), what the
 # closures refuse or read otherwise (lone surrogates, non-ASCII, empty, too long), and the plain.
@@ -398,7 +406,7 @@ def test_the_text_form_is_written_for_a_common_feed_and_gives_the_general_codes_
 TEXT_FORM_TRICKY = [
     'a"b', "a\\b", "a\x00b", "a\x1fb", "a\x7fb", "a/b", "aéb", "\ud800", "", " ", "x" * 300, "x" * 5000, 7, 2.5, None,
     True, ["a"], "nan", "1e400", "2026-11-20T10:00:00+02:00", "2026-11-20T10:00:00", "2026-11-20", "2026-11-20T10:00:00.123456Z",
-    "2026-10-01T00:00:00Z", "é" * 150, "é" * 4000,
+    "2026-10-01T00:00:00Z", "é" * 150, "é" * 4000, "9" * 25, " 12 ", "1_000", "-0.0", "1e16", "1e-7",
 ]  # fmt: skip
 
 

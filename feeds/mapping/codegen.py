@@ -778,7 +778,8 @@ def _as_text(w: _Writer, doc: dict, limits: Limits, id_salt: str) -> list[str]:
         reads.append(f"{var} = {_raw(w, fast_spec['field'])}")
         if test is None:
             parsed.append((var, fast_spec))
-            return ("number", var)
+            # An int as Python writes it, which is as JSON does; a float as orjson writes it, as the general code.
+            return ("int", var) if fast_spec.get("type") == "int" else ("bytes", f"dumps({var})")
         tests.append(test)
         spliced.append(var)
         return ("text", var)
@@ -851,13 +852,7 @@ def _as_text(w: _Writer, doc: dict, limits: Limits, id_salt: str) -> list[str]:
         custom = [(key, v) for key, v in custom if v[0]]
         if custom:
             form.json(',"custom_attributes":')
-            if any(v[0] == "number" for _, v in custom):  # orjson writes the numbers, as the general code does
-                items = ", ".join(
-                    f"{_literal(key)}: {_literal(orjson.loads(v[1])) if v[0] == 'json' else v[1]}" for key, v in custom
-                )
-                form.value("bytes", f"dumps({{{items}}})")
-            else:
-                form.members(custom)
+            form.members(custom)
         form.json("}}")
     form.json("]}")
 
