@@ -19,9 +19,10 @@ enter it only as the `repr()` of a plain str/int/float/bool/None that reads back
 from __future__ import annotations
 
 import ast
+import contextlib
 import itertools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import orjson
@@ -108,6 +109,15 @@ class _Writer:
     def __call__(self, depth: int, line: str) -> None:
         self.lines.append("    " * depth + line)
 
+    @contextlib.contextmanager
+    def apart(self) -> Iterator[list[str]]:
+        """The lines written within go to the list given, not after the others."""
+        kept, self.lines = self.lines, []
+        try:
+            yield self.lines
+        finally:
+            self.lines = kept
+
     def bind(self, obj: object, prefix: str) -> str:
         """A name for `obj` in the generated function's namespace."""
         name = f"_{prefix}{next(self._numbers)}"
@@ -168,9 +178,9 @@ def generate_converter(
     w(3, 'raise RecordError(f"expected an object, got {kind(record)}")')
     w(2, "get = record.get")
     # set_aside's own way for the commonest records, written before the rest (see _as_text).
-    head, lines, w.lines = len(w.lines), w.lines, []
-    as_text = _as_text(w, doc, limits, id_salt)
-    w.lines = lines
+    head = len(w.lines)
+    with w.apart() as as_text:
+        _as_text(w, doc, limits, id_salt)
     _identities(w, doc)
     can_delete = _user_attributes(w, doc, limits)
     _record_key(w, doc)
@@ -247,10 +257,10 @@ def _raw(w: _Writer, path: str) -> str:
     return f"{w.bind(getter(path), 'g')}(record)"
 
 
-def _text_test(spec: object, var: str, max_length: int | None, ascii: bool = True) -> str | None:
+def _text_test(spec: object, var: str, max_length: int | None, with_ascii: bool = True) -> str | None:
     """For a spec that reads text as it is (or trimmed, lowered…), the test that the value just read into `var`
     is the common case — text, non-empty, ASCII, short enough — leaving `var` as the closure would return it.
-    None for other specs. Without `ascii`, the caller tests that itself."""
+    None for other specs. Without `with_ascii`, the caller tests the rest itself."""
     fast_spec = _fast_spec(spec)
     if fast_spec is None or fast_spec.get("type", "auto") not in _TEXT_TYPES:
         return None
@@ -258,7 +268,7 @@ def _text_test(spec: object, var: str, max_length: int | None, ascii: bool = Tru
     test = f"type({var}) is str and " + (f"({var} := {transformed})" if transformed != var else var)
     if max_length is not None:
         test += f" and len({var}) <= {_literal(max_length)}"
-    return test + f" and {var}.isascii()" if ascii else test
+    return (test + f" and {var}.isascii()") if with_ascii else test
 
 
 def _constant(spec: object, where: str) -> object:
@@ -534,9 +544,9 @@ def _events(w: _Writer, doc: dict, limits: Limits, id_salt: str) -> list[str] | 
     return stamps
 
 
-def _custom_event(w: _Writer, index: int, rule: dict, limits: Limits, id_salt: str, made: str | None) -> str | None:
-    """Write out a custom event with a fixed name and type (as events.event_rule builds it). Returns the test
-    that its time is not before `cutoff` ("" when it has none), or None for any other rule (not written)."""
+def _fixed_custom_event(index: int, rule: dict, limits: Limits) -> tuple[str, str] | None:
+    """(name, custom event type) of a custom event rule whose name and type do not depend on the record (as
+    events.event_rule reads them); None for any other rule."""
     where = f"events[{index}]"
     if rule.get("event_type", "custom_event") != "custom_event":
         return None
@@ -547,8 +557,22 @@ def _custom_event(w: _Writer, index: int, rule: dict, limits: Limits, id_salt: s
         f"{where}.custom_event_type",
         "custom event type",
     )
-    if name is None or event_type is None:
+    return None if name is None or event_type is None else (name, event_type)
+
+
+def _required_iso_time(spec: dict) -> bool:
+    """Whether a timestamp spec reads ISO 8601 (or any format, auto) and refuses a record without it."""
+    return spec.get("format", "auto") in ("iso8601", "auto") and spec.get("required", True) is not False
+
+
+def _custom_event(w: _Writer, index: int, rule: dict, limits: Limits, id_salt: str, made: str | None) -> str | None:
+    """Write out a custom event with a fixed name and type (as events.event_rule builds it). Returns the test
+    that its time is not before `cutoff` ("" when it has none), or None for any other rule (not written)."""
+    where = f"events[{index}]"
+    fixed = _fixed_custom_event(index, rule, limits)
+    if fixed is None:
         return None
+    name, event_type = fixed
     depth = 2
     if "when" in rule:
         w(depth, f"if {w.bind(compile_condition(rule['when']), 'w')}(record):")
@@ -670,12 +694,31 @@ if _TEXT_FORM_VALUES >= schema.MAX_USER_ATTRIBUTES:
     raise RuntimeError("_TEXT_FORM_VALUES must stay under MAX_USER_ATTRIBUTES (see _as_text)")
 
 
+class _NotText(Exception):
+    """What the text form is not written for: the general code does it."""
+
+
+def _json(value: object) -> str:
+    """A constant of the mapping as JSON (a name, a key, a constant value); _NotText when orjson cannot write it
+    (text with a lone surrogate: the general code refuses each record instead, as it did before)."""
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        raise _NotText from None
+
+
+# How a value enters the text form: ("json", its JSON: a constant), ("text", a variable of text spliced in
+# between quotes), ("int", a variable of an int, written by Python as JSON writes it), or ("bytes", an expression
+# of orjson's bytes). NEVER_SENT: an empty constant, not in the JSON at all.
+_Value = tuple[str, str]
+_NEVER_SENT: _Value = ("", "")
+
+
 class _Json:
-    """The pieces of one JSON text, in order: JSON made here (a constant), or a variable of text to splice in
-    between quotes, of a number (an int), or of bytes (orjson's)."""
+    """The pieces of one JSON text, in order: JSON made here, variables spliced in, orjson's bytes."""
 
     def __init__(self) -> None:
-        self.items: list[tuple[str, str]] = []
+        self.items: list[_Value] = []  # ("json", text), ("var", a variable of text or int), ("bytes", expression)
 
     def json(self, text: str) -> None:
         if self.items and self.items[-1][0] == "json":
@@ -683,187 +726,115 @@ class _Json:
         else:
             self.items.append(("json", text))
 
-    def value(self, kind_: str, text: str) -> None:
-        """A value read in: ("json", its JSON), ("text", a variable spliced in quotes), ("int", a variable) or
-        ("bytes", an expression of orjson)."""
-        if kind_ == "json":
-            self.json(text)
-        elif kind_ == "text":
+    def value(self, value: _Value) -> None:
+        how, what = value
+        if how == "json":
+            self.json(what)
+        elif how == "text":
             self.json('"')
-            self.items.append(("var", text))
+            self.items.append(("var", what))
             self.json('"')
         else:
-            self.items.append(("var" if kind_ == "int" else "bytes", text))
+            self.items.append(("var" if how == "int" else "bytes", what))
 
-    def members(self, members: list[tuple[str, tuple[str, str]]]) -> None:
+    def members(self, members: list[tuple[str, _Value]]) -> None:
         """`{"key": value, …}`."""
         self.json("{")
         for i, (key, value) in enumerate(members):
-            self.json(("," if i else "") + orjson.dumps(key).decode() + ":")
-            self.value(*value)
+            self.json(("," if i else "") + _json(key) + ":")
+            self.value(value)
         self.json("}")
 
     def expression(self, w: _Writer) -> str:
         """Python source making the bytes: f-strings of bound pieces and variables, encoded, with orjson's bytes
         joined in between (JSON alone: bound as bytes)."""
         out: list[str] = []
-        run: list[tuple[str, str]] = []
-        for what, item in [*self.items, ("bytes", "")]:
-            if what != "bytes":
-                run.append((what, item))
+        run: list[_Value] = []
+        for how, what in [*self.items, ("bytes", "")]:
+            if how != "bytes":
+                run.append((how, what))
                 continue
             if len(run) == 1 and run[0][0] == "json":
                 out.append(w.bind(run[0][1].encode(), "p"))
             elif run:
                 out.append(f"{self.text(w, run)}.encode()")
             run = []
-            if item:
-                out.append(item)
+            if what:
+                out.append(what)
         return out[0] if len(out) == 1 else f"concat_bytes(({', '.join(out)}))"
 
-    def text(self, w: _Writer, items: list[tuple[str, str]] | None = None) -> str:
+    def text(self, w: _Writer, items: list[_Value] | None = None) -> str:
         """An f-string of bound pieces and variables making the text (no bytes among the items)."""
-        return (
-            "f'"
-            + "".join("{" + (w.bind(item, "p") if what == "json" else item) + "}" for what, item in items or self.items)
-            + "'"
-        )
+        parts = self.items if items is None else items
+        return "f'" + "".join("{" + (w.bind(what, "p") if how == "json" else what) + "}" for how, what in parts) + "'"
 
 
-class _NotText(Exception):
-    """A mapping's value that the text form is not written for."""
+class _TextForm:
+    """What `_as_text` writes for a mapping: the fields read, the tests that each is the common case, the
+    numbers parsed, the text spliced in, and the two JSON texts (the user's key, the set-aside form)."""
 
+    def __init__(self, w: _Writer) -> None:
+        self.w = w
+        self.reads: list[str] = []
+        self.tests: list[str] = []
+        self.parsed: list[tuple[str, dict]] = []
+        self.spliced: list[str] = []
+        self._numbers = itertools.count()
 
-def _as_text(w: _Writer, doc: dict, limits: Limits, id_salt: str) -> list[str]:
-    """For set_aside and the mappings the common feed has — identities and user attributes read as text (or
-    constant), unconditional custom events with fixed names, a required ISO 8601 time or none, and attributes
-    of text, numbers or constants — the lines that make a record's set-aside form as text, when every value is
-    the common case and is printable text without a quote or a backslash (so that it is its own JSON string):
-    the values spliced into pieces of JSON made here once (keys and constants serialized by orjson), with no
-    dict built and serialized but for attributes with numbers (an eighth of set_aside's time). A record any of
-    that does not hold for falls through to the general code after these lines, which gives the same bytes
-    (tests/test_mapping_compiled.py holds the two to that). [] for other mappings."""
-    rules = doc.get("events", [])
-    if "mpid" in doc or batch_fields_reader(doc) is not None or attributes_from(doc, limits) is not None:
-        return []
-    if (
-        not rules
-        or len(rules) > _TEXT_FORM_EVENTS
-        or any("when" in rule or "attributes_from" in rule for rule in rules)
-    ):
-        return []
-    numbers = itertools.count()
-    reads: list[str] = []
-    tests: list[str] = []  # that each value read is the common case
-    parsed: list[tuple[str, dict]] = []  # numbers read from text
-    spliced: list[str] = []  # text spliced in as it is
-
-    def value(spec: object, where: str, max_length: int | None, number: bool, ascii: bool = False) -> tuple[str, str]:
-        """How a value enters the JSON (see _Json.value); ("", "") when never sent. `ascii` for identities: the
-        user's key is then as long in characters as in bytes, its limit (USER_KEY_TEXT) tested on the text."""
+    def value(self, spec: object, where: str, max_length: int | None, *, number: bool, ascii_only: bool) -> _Value:
+        """How a value of the mapping enters the JSON. `number`: a numeric type may be read. `ascii_only` for
+        identities: the user's key is then as long in characters as in bytes, its limit (USER_KEY_TEXT) tested
+        on the text."""
         constant = _constant(spec, where)
         if constant is MISSING:
-            return ("", "")
+            return _NEVER_SENT
         if constant is not _NOT_CONSTANT:
             if not _plain_text(constant, max_length):
                 raise _NotText
-            return ("json", orjson.dumps(constant).decode())
+            return ("json", _json(constant))
         fast_spec = _fast_spec(spec)
         if fast_spec is None:
             raise _NotText
-        var = f"x{next(numbers)}"
-        test = _text_test(fast_spec, var, max_length, ascii=ascii)
+        var = f"x{next(self._numbers)}"
+        test = _text_test(fast_spec, var, max_length, with_ascii=ascii_only)
         if test is None and (not number or fast_spec.get("type", "auto") not in _NUMBER_TYPES):
             raise _NotText
-        reads.append(f"{var} = {_raw(w, fast_spec['field'])}")
+        self.reads.append(f"{var} = {_raw(self.w, fast_spec['field'])}")
         if test is None:
-            parsed.append((var, fast_spec))
-            # An int as Python writes it, which is as JSON does; a float as orjson writes it, as the general code.
+            self.parsed.append((var, fast_spec))
             return ("int", var) if fast_spec.get("type") == "int" else ("bytes", f"dumps({var})")
-        tests.append(test)
-        spliced.append(var)
+        self.tests.append(test)
+        self.spliced.append(var)
         return ("text", var)
 
+
+def _as_text(w: _Writer, doc: dict, limits: Limits, id_salt: str) -> None:
+    """Write set_aside's text form, for the mappings a common feed has: identities and user attributes read as
+    text (or constant), unconditional custom events with fixed names, a required ISO 8601 time or none, and
+    event attributes of text, numbers or constants. For a record whose values are all the common case, and each
+    its own JSON string (printable, no quote or backslash), it returns the set-aside form and the user's key
+    made by splicing the values into pieces of JSON made here once: no dict is built and serialized (a tenth or
+    more of set_aside's time). A record any of that does not hold for falls through to the general code written
+    after it, which gives the same bytes (tests/test_mapping_compiled.py holds the two to that). Nothing is
+    written for other mappings."""
+    rules = doc.get("events", [])
+    if "mpid" in doc or batch_fields_reader(doc) is not None or attributes_from(doc, limits) is not None:
+        return
+    if not rules or len(rules) > _TEXT_FORM_EVENTS or any("when" in r or "attributes_from" in r for r in rules):
+        return
+    form = _TextForm(w)
     try:
-        identities = [
-            (key, value(spec, f"identities.{key}", None, False, ascii=True))
-            for key, spec in doc.get("identities", {}).items()
-        ]
-        # (Fewer values than mParticle takes user attributes: the general code's count test is never needed here.)
-        attributes = [(rule.name, value(rule.spec, rule.where, MAX_VALUE, False)) for rule in attribute_rules(doc)]
-        events = []
-        for index, rule in enumerate(rules):
-            where = f"events[{index}]"
-            if rule.get("event_type", "custom_event") != "custom_event":
-                raise _NotText
-            name, _ = name_reader(rule["name"], f"{where}.name", limits, "event name")
-            event_type, _ = choice_reader(
-                rule.get("custom_event_type", "other"), schema.CUSTOM_EVENT_TYPES, f"{where}.custom_event_type", "custom event type"
-            )  # fmt: skip
-            time_spec = rule.get("timestamp")
-            if isinstance(time_spec, str):
-                time_spec = {"field": time_spec}
-            if (
-                name is None
-                or event_type is None
-                or (
-                    time_spec is not None
-                    and (
-                        not isinstance(time_spec, dict)
-                        or time_spec.get("format", "auto") not in ("iso8601", "auto")
-                        or time_spec.get("required", True) is False
-                    )
-                )
-            ):
-                return []
-            static = rule.get("attributes", {})
-            if any(len(key) > MAX_NAME for key in static):
-                return []
-            custom = [(key, value(spec, f"{where}.attributes.{key}", MAX_VALUE, True)) for key, spec in static.items()]
-            events.append((index, name, event_type, time_spec, custom))
+        key, data = _text_layout(form, doc, limits)
     except _NotText:
-        return []
-    every = [v for _, v in identities + attributes] + [v for *_, custom in events for _, v in custom]
-    if len(every) > _TEXT_FORM_VALUES:
-        return []
-    identities = [(key, v) for key, v in identities if v[0]]
-    if not identities:
-        return []
-    attributes = [(key, v) for key, v in attributes if v[0]]
-
-    key_json, form = _Json(), _Json()
-    key_json.members(sorted(identities))  # the user's key: the identities' canonical JSON (see set_aside_form)
-    form.json(WHOLE_WITH_ATTRIBUTES.decode() if attributes else WHOLE.decode())
-    form.json('{"user_identities":')
-    form.members(identities)
-    if attributes:
-        form.json(',"user_attributes":')
-        form.members(attributes)
-    form.json(',"events":[')
-    for i, (index, name, event_type, time_spec, custom) in enumerate(events):
-        form.json(("," if i else "") + '{"event_type":"custom_event","data":')
-        form.json('{"event_name":' + orjson.dumps(name).decode())
-        form.json(',"custom_event_type":' + orjson.dumps(event_type).decode())
-        if time_spec is not None:
-            form.json(',"timestamp_unixtime_ms":')
-            form.value("int", f"t{index}")
-        form.json(',"source_message_id":')
-        form.value("text", f"mid{index}")
-        custom = [(key, v) for key, v in custom if v[0]]
-        if custom:
-            form.json(',"custom_attributes":')
-            form.members(custom)
-        form.json("}}")
-    form.json("]}")
-
-    for read in reads:
+        return
+    for read in form.reads:
         w(2, read)
-    w(2, f"if {' and '.join(tests) or 'True'}:")
-    for var, fast_spec in parsed:
+    w(2, f"if {' and '.join(form.tests) or 'True'}:")
+    for var, fast_spec in form.parsed:
         _number(w, 3, var, fast_spec)
-    common = [f"{var} is not SLOW" for var, _ in parsed]
-    if spliced:
-        w(3, f"j = concat(({', '.join(spliced)},))")
+    common = [f"{var} is not SLOW" for var, _ in form.parsed]
+    if form.spliced:
+        w(3, f"j = concat(({', '.join(form.spliced)},))")
         # Printable text but '"' and '\\' is its own JSON string in UTF-8: orjson escapes nothing else, and lone
         # surrogates (which the closures refuse) and control characters are not printable.
         common += ["j.isprintable()", "'\"' not in j", "'\\\\' not in j"]
@@ -877,22 +848,81 @@ def _as_text(w: _Writer, doc: dict, limits: Limits, id_salt: str) -> list[str]:
     else:
         w(depth, "event_ref = ref")
     times = []
-    for index, _, _, time_spec, _ in events:
-        if time_spec is None:
-            continue
-        times.append(f"t{index}")
-        _iso_time(w, depth, time_spec["field"], f"t{index}", "None")
+    for index, rule in enumerate(rules):
+        if "timestamp" in rule:
+            spec = rule["timestamp"]
+            times.append(f"xt{index}")
+            _iso_time(w, depth, spec if isinstance(spec, str) else spec["field"], f"xt{index}", "None")
     if times:
         known = " and ".join(f"{t} is not None" for t in times)
         w(depth, f"if {known} and (cutoff is None or {' and '.join(f'{t} >= cutoff' for t in times)}):")
         depth += 1
-    for index, *_ in events:
-        _event_id(w, depth, w.bind(id_prefix(f"{id_salt}:{index}"), "s"), f"mid{index}")
-    w(depth, f"user = {key_json.text(w)}")
+    for index in range(len(rules)):
+        _event_id(w, depth, w.bind(id_prefix(f"{id_salt}:{index}"), "s"), f"xmid{index}")
+    w(depth, f"user = {key.text(w)}")
     w(depth, "if len(user) > USER_KEY_TEXT:")
     w(depth + 1, "user = user_key(user.encode())")
-    w(depth, f"return user, {form.expression(w)}, {len(rules)}")
-    return w.lines
+    w(depth, f"return user, {data.expression(w)}, {len(rules)}")
+
+
+def _text_layout(form: _TextForm, doc: dict, limits: Limits) -> tuple[_Json, _Json]:
+    """The user's key and the set-aside form as JSON pieces (whole_form's layout: the identities in the mapping's
+    order in the form, sorted in the key); _NotText for a mapping the text form is not for."""
+    identities = [
+        (key, form.value(spec, f"identities.{key}", None, number=False, ascii_only=True))
+        for key, spec in doc.get("identities", {}).items()
+    ]
+    # (Fewer values than mParticle takes user attributes: the general code's count test is never needed here.)
+    attributes = [
+        (rule.name, form.value(rule.spec, rule.where, MAX_VALUE, number=False, ascii_only=False))
+        for rule in attribute_rules(doc)
+    ]
+    events = []
+    for index, rule in enumerate(doc["events"]):
+        where = f"events[{index}]"
+        fixed = _fixed_custom_event(index, rule, limits)
+        time_spec = rule.get("timestamp")
+        if isinstance(time_spec, str):
+            time_spec = {"field": time_spec}
+        if fixed is None or (time_spec is not None and not _required_iso_time(time_spec)):
+            raise _NotText
+        static = rule.get("attributes", {})
+        if any(len(name) > MAX_NAME for name in static):  # a cut name is counted: the general code does it
+            raise _NotText
+        custom = [
+            (name, form.value(spec, f"{where}.attributes.{name}", MAX_VALUE, number=True, ascii_only=False))
+            for name, spec in static.items()
+        ]
+        events.append((index, *fixed, time_spec is not None, custom))
+    if len(identities) + len(attributes) + sum(len(event[-1]) for event in events) > _TEXT_FORM_VALUES:
+        raise _NotText
+    identities = [(key, v) for key, v in identities if v is not _NEVER_SENT]
+    attributes = [(key, v) for key, v in attributes if v is not _NEVER_SENT]
+    if not identities:
+        raise _NotText
+    key, data = _Json(), _Json()
+    key.members(sorted(identities))  # the user's key: the identities' canonical JSON (see set_aside_form)
+    data.json((WHOLE_WITH_ATTRIBUTES if attributes else WHOLE).decode() + '{"user_identities":')
+    data.members(identities)
+    if attributes:
+        data.json(',"user_attributes":')
+        data.members(attributes)
+    data.json(',"events":[')
+    for i, (index, name, event_type, timed, custom) in enumerate(events):
+        data.json(("," if i else "") + '{"event_type":"custom_event","data":{"event_name":' + _json(name))
+        data.json(',"custom_event_type":' + _json(event_type))
+        if timed:
+            data.json(',"timestamp_unixtime_ms":')
+            data.value(("int", f"xt{index}"))
+        data.json(',"source_message_id":')
+        data.value(("text", f"xmid{index}"))
+        sent = [(name, v) for name, v in custom if v is not _NEVER_SENT]
+        if sent:
+            data.json(',"custom_attributes":')
+            data.members(sent)
+        data.json("}}")
+    data.json("]}")
+    return key, data
 
 
 # ------------------------------------------------------------------------------------------- slow paths
