@@ -13,6 +13,13 @@ from feeds import events
 WEBHOOK_SECRET = "whsec-PLAINTEXT-do-not-leak-77c1"
 
 
+def loopback(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """A threaded HTTP server on a free loopback port, and the (daemon) thread that serves it, not yet started."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    return server, threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
+
+
 class Receiver:
     """A webhook receiver on a loopback port that keeps what it was sent and answers `status`."""
 
@@ -32,10 +39,8 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server, self.thread = loopback(Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}/hooks/mpfeed"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True)
 
     @property
     def alerts(self) -> list[tuple[dict, bytes]]:

@@ -3,10 +3,13 @@ few batches as the 128 KB batch limit allows — with crashes at any step losing
 
 from __future__ import annotations
 
+import base64
 import collections
 import csv
 import random
+import threading
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler
 
 import orjson
 import pytest
@@ -16,7 +19,8 @@ from feeds.models import Delivery, SetAsideRecord, SyncRun
 from feeds.mparticle import schema
 from feeds.mparticle.batch import UserRecord, set_aside_form
 from feeds.reading import Reader
-from tests.helpers import FakeClock, make_job, make_mapping, make_workspace, run_job
+from tests.helpers import SANDBOX_KEY, SANDBOX_SECRET, FakeClock, make_job, make_mapping, make_workspace, run_job
+from tests.receiver import loopback
 from tests.test_delivery import WorkerDied, expire_lease, fake_pacing, kept_ids, message_ids, sent_ids
 
 pytestmark = pytest.mark.django_db
@@ -222,10 +226,6 @@ class PlainEventsApi:
     body, and every `throttle_every`-th request 429 with Retry-After — keeping every batch it accepted."""
 
     def __init__(self, key: str, secret: str, throttle_every: int = 0):
-        import base64
-        import threading
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
         self.batches: list[dict] = []
         self.requests = self.throttled = 0
         auth = "Basic " + base64.b64encode(f"{key}:{secret}".encode()).decode()
@@ -260,10 +260,9 @@ class PlainEventsApi:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server, thread = loopback(Handler)  # (the bare server; none of the sandbox's code)
         self.url = f"http://127.0.0.1:{self.server.server_port}/v2"
-        threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True).start()
+        thread.start()
 
     def close(self):
         self.server.shutdown()
@@ -273,8 +272,6 @@ class PlainEventsApi:
 def test_an_events_api_fake_sharing_no_code_with_the_sandbox_gets_one_batch_per_user_and_every_event_once(
     tmp_path, settings
 ):
-    from tests.helpers import SANDBOX_KEY, SANDBOX_SECRET
-
     settings.MPFEED_CHUNK_SIZE = 500  # 12 chunks, every user in most of them
     path = time_ordered(tmp_path / "orders.csv", 6000, 700, seed=11)
     fake = PlainEventsApi(SANDBOX_KEY, SANDBOX_SECRET, throttle_every=3)

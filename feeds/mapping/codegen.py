@@ -560,9 +560,9 @@ def _fixed_custom_event(index: int, rule: dict, limits: Limits) -> tuple[str, st
     return None if name is None or event_type is None else (name, event_type)
 
 
-def _required_iso_time(spec: dict) -> bool:
-    """Whether a timestamp spec reads ISO 8601 (or any format, auto) and refuses a record without it."""
-    return spec.get("format", "auto") in ("iso8601", "auto") and spec.get("required", True) is not False
+def _reads_iso(spec: dict) -> bool:
+    """Whether a timestamp spec reads ISO 8601 (or any format, auto): its common case is written out."""
+    return spec.get("format", "auto") in ("iso8601", "auto")
 
 
 def _custom_event(w: _Writer, index: int, rule: dict, limits: Limits, id_salt: str, made: str | None) -> str | None:
@@ -619,7 +619,7 @@ def _timestamp(w: _Writer, depth: int, spec: object, where: str) -> None:
     if isinstance(spec, str):
         spec = {"field": spec}
     assert isinstance(spec, dict)
-    if spec.get("format", "auto") not in ("iso8601", "auto"):
+    if not _reads_iso(spec):
         w(depth, f"ts = {read}(record)")
         return
     _iso_time(w, depth, spec["field"], "ts", f"{read}(record)")
@@ -771,7 +771,7 @@ class _Json:
 
 class _TextForm:
     """What `_as_text` writes for a mapping: the fields read, the tests that each is the common case, the
-    numbers parsed, the text spliced in, and the two JSON texts (the user's key, the set-aside form)."""
+    numbers parsed, the text spliced in and the events' times (the JSON texts themselves: _text_layout)."""
 
     def __init__(self, w: _Writer) -> None:
         self.w = w
@@ -779,6 +779,7 @@ class _TextForm:
         self.tests: list[str] = []
         self.parsed: list[tuple[str, dict]] = []
         self.spliced: list[str] = []
+        self.times: list[tuple[str, str]] = []  # (variable, field) of each event's time
         self._numbers = itertools.count()
 
     def value(self, spec: object, where: str, max_length: int | None, *, number: bool, ascii_only: bool) -> _Value:
@@ -847,12 +848,9 @@ def _as_text(w: _Writer, doc: dict, limits: Limits, id_salt: str) -> None:
         w(depth, "event_ref = k if type(k) is str and k else ref")
     else:
         w(depth, "event_ref = ref")
-    times = []
-    for index, rule in enumerate(rules):
-        if "timestamp" in rule:
-            spec = rule["timestamp"]
-            times.append(f"xt{index}")
-            _iso_time(w, depth, spec if isinstance(spec, str) else spec["field"], f"xt{index}", "None")
+    times = [var for var, _ in form.times]
+    for var, field in form.times:
+        _iso_time(w, depth, field, var, "None")
     if times:
         known = " and ".join(f"{t} is not None" for t in times)
         w(depth, f"if {known} and (cutoff is None or {' and '.join(f'{t} >= cutoff' for t in times)}):")
@@ -884,8 +882,12 @@ def _text_layout(form: _TextForm, doc: dict, limits: Limits) -> tuple[_Json, _Js
         time_spec = rule.get("timestamp")
         if isinstance(time_spec, str):
             time_spec = {"field": time_spec}
-        if fixed is None or (time_spec is not None and not _required_iso_time(time_spec)):
+        if fixed is None or (
+            time_spec is not None and (not _reads_iso(time_spec) or time_spec.get("required", True) is False)
+        ):
             raise _NotText
+        if time_spec is not None:
+            form.times.append((f"xt{index}", time_spec["field"]))
         static = rule.get("attributes", {})
         if any(len(name) > MAX_NAME for name in static):  # a cut name is counted: the general code does it
             raise _NotText
